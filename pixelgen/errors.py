@@ -1,0 +1,32 @@
+"""User-facing errors.
+
+Every error a user can cause (a bad recipe, an unknown model, missing data, a corrupt
+checkpoint) is a :class:`PixelgenError`. The command line prints its message on one line
+and exits non-zero; library callers catch it like any other exception.
+"""
+
+from __future__ import annotations
+
+
+class PixelgenError(Exception):
+    """An error caused by input the user can fix; the message says what and how."""
+
+
+class RecipeError(PixelgenError):
+    """A recipe key is missing, unknown or of the wrong type."""
+
+
+class RegistryError(PixelgenError):
+    """An unknown model or data set name, or an unknown hyperparameter."""
+
+
+class DataError(PixelgenError):
+    """Data files are missing, incomplete or fail their checksum."""
+
+
+class CheckpointError(PixelgenError):
+    """A checkpoint is missing, truncated, or was not written by pixelgen."""
+
+
+class CausalityError(AssertionError):
+    """A model output depends on a sub-pixel that the autoregressive order forbids."""

@@ -1,0 +1,36 @@
+"""Negative log-likelihood in nats per image and bits per dimension: defined once, here.
+
+The images are the discrete 0..255 values as stored, never re-quantised; the dimensions
+are the sub-pixels, C * H * W per image.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch.nn.functional as F
+from torch import Tensor
+
+
+def nll_nats(logits: Tensor, x: Tensor) -> Tensor:
+    """Negative log-likelihood of each image in nats.
+
+    Args:
+        logits: ``(B, 256, C, H, W)``.
+        x: integer images ``(B, C, H, W)`` with values 0..255.
+
+    Returns:
+        float tensor ``(B,)``.
+    """
+    per_subpixel = F.cross_entropy(logits.float(), x.long(), reduction="none")  # (B, C, H, W)
+    return per_subpixel.flatten(1).sum(1)
+
+
+def bits_per_dim(logits: Tensor, x: Tensor) -> Tensor:
+    """Mean negative log2-likelihood per sub-pixel over the batch (a 0-d tensor)."""
+    return nll_nats(logits, x).mean() / (x[0].numel() * math.log(2))
+
+
+def nats_to_bits_per_dim(nll_nats_per_image: float, dims_per_image: int) -> float:
+    """Convert an NLL in nats per image to bits per dimension."""
+    return nll_nats_per_image / (dims_per_image * math.log(2))
