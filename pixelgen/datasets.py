@@ -1,0 +1,577 @@
+"""Built-in data sets: CIFAR-10, MNIST, Fashion-MNIST, binarized MNIST and image folders.
+
+This module is a plugin like any other: it registers through the ``pixelgen`` entry-point
+group (``datasets = "pixelgen.datasets"``) and the core never imports it by name.
+
+Every factory has the signature ``factory(root, split, *, download=True, **options)`` with
+``split`` one of the official splits ``"train"`` or ``"test"``, and returns a map-style
+dataset of ``(uint8 tensor (C, H, W), int label)`` pairs that also exposes ``n_classes``,
+``shape`` (C, H, W) and ``targets`` (the labels, in item order).
+
+Missing or corrupt data raises :class:`~pixelgen.errors.DataError` with a one-line message
+that names the files to put where and the URL they come from. Downloads go through
+torchvision (so they are checksum-verified exactly as torchvision does) and give up after a
+few seconds without a network.
+
+The validation split is carved out of the official training split by
+:func:`load_splits`; the test split is never touched for model selection.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import math
+import os
+import pathlib
+import socket
+import struct
+from typing import Any, Callable, Iterator, Sequence
+
+import numpy as np
+import platformdirs
+import torch
+from torch.utils.data import Dataset, Subset
+
+from pixelgen.errors import DataError
+from pixelgen.hookspecs import hookimpl
+from pixelgen.registry import DatasetSpec, create_dataset
+
+# torchvision is imported inside the functions that use it: it adds a second to every
+# `import pixelgen.datasets`, which the registry does just to list plugin names.
+
+SPLITS = ("train", "test")
+DOWNLOAD_TIMEOUT_S = 5.0
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def resolve_data_root(root: str | os.PathLike | None) -> pathlib.Path:
+    """Where data sets live: ``root`` if given, else ``$PIXELGEN_DATA``, else a user cache.
+
+    The fallback is ``platformdirs.user_cache_dir("pixelgen") / "data"``. Nothing is
+    created; the factories (or torchvision's downloader) make folders when they need them.
+    """
+    if root:
+        return pathlib.Path(root).expanduser()
+    from_env = os.environ.get("PIXELGEN_DATA")
+    if from_env:
+        return pathlib.Path(from_env).expanduser()
+    return pathlib.Path(platformdirs.user_cache_dir("pixelgen")) / "data"
+
+
+def train_val_split(n: int, validation_fraction: float, seed: int) -> tuple[list[int], list[int]]:
+    """Split indices ``0..n-1`` into (train, validation) by a seeded random permutation.
+
+    ``round(n * validation_fraction)`` indices go to validation. The same ``(n, fraction,
+    seed)`` always gives the same split, on any machine (a private ``torch.Generator``; the
+    global random state is neither used nor changed). Both lists are returned sorted.
+    """
+    if not 0.0 <= validation_fraction < 1.0:
+        raise DataError(
+            f"validation_fraction must be in [0, 1), got {validation_fraction!r}"
+        )
+    n_val = int(round(n * validation_fraction))
+    generator = torch.Generator().manual_seed(seed)
+    permutation = torch.randperm(n, generator=generator).tolist()
+    return sorted(permutation[n_val:]), sorted(permutation[:n_val])
+
+
+def _check_split(dataset_name: str, split: str) -> bool:
+    """True for the training split; DataError for anything but "train"/"test"."""
+    if split not in SPLITS:
+        raise DataError(f"{dataset_name}: split must be 'train' or 'test', got {split!r}")
+    return split == "train"
+
+
+def _one_line(exc: BaseException, limit: int = 160) -> str:
+    """An exception as a short single line, for embedding in a DataError message."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+@contextlib.contextmanager
+def _fail_fast_network(timeout_s: float = DOWNLOAD_TIMEOUT_S) -> Iterator[None]:
+    """Give every socket opened inside a short default timeout, restored afterwards.
+
+    Without it a download attempt on a machine with no network can hang for minutes.
+    """
+    previous = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(timeout_s)
+    try:
+        yield
+    finally:
+        socket.setdefaulttimeout(previous)
+
+
+def _try_download(download: Callable[[], Any]) -> str | None:
+    """Run a torchvision download; None on success, else a one-line reason."""
+    try:
+        with _fail_fast_network():
+            download()
+    except Exception as exc:  # any failure (no network, bad checksum, disk full) is reported
+        return _one_line(exc)
+    return None
+
+
+class TensorImages(Dataset):
+    """Images held in memory as one uint8 tensor ``(N, C, H, W)`` with integer labels."""
+
+    def __init__(self, images: torch.Tensor, targets: Sequence[int], n_classes: int):
+        if images.dtype != torch.uint8 or images.ndim != 4:
+            raise ValueError(f"expected uint8 images (N, C, H, W), got {images.dtype} {tuple(images.shape)}")
+        if len(targets) != len(images):
+            raise ValueError(f"{len(images)} images but {len(targets)} labels")
+        self.images = images
+        self.targets = [int(t) for t in targets]
+        self.n_classes = n_classes
+        self.shape = tuple(images.shape[1:])
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        return self.images[index], self.targets[index]
+
+
+# --------------------------------------------------------------------------- CIFAR-10
+
+
+def cifar10(root: str, split: str, *, download: bool = True) -> TensorImages:
+    """CIFAR-10 (Krizhevsky, 2009): 50 000 train / 10 000 test colour images, 10 classes.
+
+    Read by ``torchvision.datasets.CIFAR10``, which verifies the md5 of every batch file.
+    An existing ``root/cifar-10-batches-py/`` is used as is; a lone
+    ``root/cifar-10-python.tar.gz`` is md5-checked and extracted; otherwise, with
+    ``download=True``, torchvision downloads and verifies the archive.
+
+    Returns:
+        items ``(uint8 (3, 32, 32) in R, G, B order, label 0..9)``.
+    """
+    train = _check_split("cifar10", split)
+    raw = _open_cifar10(pathlib.Path(root), train, download)
+    # torchvision keeps HWC numpy data; put channels first without going through PIL.
+    images = torch.from_numpy(raw.data).permute(0, 3, 1, 2).contiguous()  # (N, 3, 32, 32)
+    return TensorImages(images, raw.targets, n_classes=len(raw.classes))
+
+
+def _open_cifar10(root: pathlib.Path, train: bool, download: bool):
+    from torchvision.datasets import CIFAR10
+    from torchvision.datasets.utils import check_integrity, extract_archive
+
+    def load():
+        return CIFAR10(str(root), train=train, download=False)
+
+    put_hint = f"put {CIFAR10.filename} from {CIFAR10.url} into {root}"
+    try:
+        return load()
+    except RuntimeError:  # torchvision: "Dataset not found or corrupted"
+        pass
+
+    archive = root / CIFAR10.filename
+    if archive.is_file():
+        if check_integrity(str(archive), CIFAR10.tgz_md5):
+            try:
+                extract_archive(str(archive), str(root))
+                return load()
+            except Exception as exc:
+                raise DataError(
+                    f"cifar10: {archive} passes its md5 check but extracting it did not give a "
+                    f"valid {CIFAR10.base_folder}/ ({_one_line(exc)}); delete both and {put_hint}"
+                ) from None
+        if not download:
+            raise DataError(
+                f"cifar10: {archive} fails its md5 check (expected {CIFAR10.tgz_md5}); "
+                f"delete it and {put_hint}"
+            )
+
+    batches = root / CIFAR10.base_folder
+    state = (
+        f"{batches} is incomplete or fails its md5 check"
+        if batches.exists()
+        else f"no CIFAR-10 under {root}"
+    )
+    if not download:
+        raise DataError(f"cifar10: {state} and download=False; {put_hint}")
+    # torchvision's download() fetches the archive, checks its md5 and extracts it.
+    reason = _try_download(lambda: CIFAR10(str(root), train=train, download=True))
+    if reason is not None:
+        raise DataError(f"cifar10: {state} and the download failed ({reason}); {put_hint}")
+    return load()
+
+
+# --------------------------------------------------------------------------- MNIST family
+
+# IDX format (LeCun et al.): big-endian; magic = 0x00 0x00 <type> <number of dims>, then one
+# uint32 per dimension, then the values in row-major order. MNIST uses type 0x08 (uint8).
+_IDX_UBYTE = 0x08
+_IDX_STEMS = {
+    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
+
+
+def read_idx(path: str | os.PathLike) -> torch.Tensor:
+    """Read an unsigned-byte IDX file (gzipped if its name ends in ``.gz``) as uint8.
+
+    Raises:
+        DataError: unreadable, not gzip when named .gz, wrong magic number, or a payload
+            whose size does not match the dimensions in the header.
+    """
+    path = pathlib.Path(path)
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rb") as handle:
+            raw = handle.read()
+    except (OSError, EOFError) as exc:  # gzip.BadGzipFile is an OSError
+        raise DataError(f"{path}: cannot read this IDX file ({_one_line(exc)}); replace it") from None
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != _IDX_UBYTE or raw[3] == 0:
+        raise DataError(
+            f"{path}: not an unsigned-byte IDX file (magic number {raw[:4].hex() or 'missing'}, "
+            f"expected 000008xx); replace it"
+        )
+    n_dims = raw[3]
+    header_bytes = 4 + 4 * n_dims
+    if len(raw) < header_bytes:
+        raise DataError(f"{path}: IDX header truncated; replace it")
+    dims = struct.unpack(f">{n_dims}I", raw[4:header_bytes])
+    n_values = math.prod(dims)
+    if len(raw) - header_bytes != n_values:
+        raise DataError(
+            f"{path}: IDX header promises {n_values} values {dims} but the file holds "
+            f"{len(raw) - header_bytes}; it is truncated or corrupt, replace it"
+        )
+    if n_values == 0:
+        return torch.empty(dims, dtype=torch.uint8)
+    return torch.frombuffer(bytearray(raw[header_bytes:]), dtype=torch.uint8).reshape(dims)
+
+
+def _find_idx_pair(root: pathlib.Path, torchvision_folder: str, stems: Sequence[str]):
+    """Paths of the images and labels files, from one folder: ``root`` itself or
+    torchvision's ``root/<Class>/raw``; an uncompressed file is preferred to its ``.gz``."""
+    for folder in (root, root / torchvision_folder / "raw"):
+        found = []
+        for stem in stems:
+            candidates = [folder / stem, folder / f"{stem}.gz"]
+            found.append(next((p for p in candidates if p.is_file()), None))
+        if all(found):
+            return found
+    return None
+
+
+def _read_mnist_like(
+    dataset_name: str, title: str, torchvision_class: type, root: str, split: str, download: bool
+) -> TensorImages:
+    train = _check_split(dataset_name, split)
+    root_path = pathlib.Path(root)
+    stems = _IDX_STEMS[split]
+    folder_name = torchvision_class.__name__  # torchvision's raw folder: root/<Class>/raw
+    files = _find_idx_pair(root_path, folder_name, stems)
+    if files is None:
+        why = "download=False"
+        if download:
+            reason = _try_download(lambda: torchvision_class(str(root_path), train=train, download=True))
+            files = _find_idx_pair(root_path, folder_name, stems)
+            why = f"the download failed ({reason or 'no files after download'})"
+        if files is None:
+            names = " and ".join(f"{stem}.gz" for stem in stems)
+            raise DataError(
+                f"{dataset_name}: no {title} {split} files under {root_path} and {why}; "
+                f"put {names} from {torchvision_class.mirrors[0]} into {root_path}"
+            )
+    images_path, labels_path = files
+    images, labels = read_idx(images_path), read_idx(labels_path)
+    if images.ndim != 3 or tuple(images.shape[1:]) != (28, 28):
+        raise DataError(f"{images_path}: expected 28x28 images, found shape {tuple(images.shape)}")
+    if labels.ndim != 1 or len(labels) != len(images):
+        raise DataError(
+            f"{labels_path}: expected {len(images)} labels for {images_path.name}, "
+            f"found shape {tuple(labels.shape)}"
+        )
+    if len(labels) and int(labels.max()) > 9:
+        raise DataError(f"{labels_path}: labels must be 0..9, found {int(labels.max())}")
+    return TensorImages(images.unsqueeze(1), labels.tolist(), n_classes=10)  # (N, 1, 28, 28)
+
+
+def mnist(root: str, split: str, *, download: bool = True) -> TensorImages:
+    """MNIST digits: 60 000 train / 10 000 test images, items ``(uint8 (1, 28, 28), 0..9)``.
+
+    Reads ``train-images-idx3-ubyte``, ``train-labels-idx1-ubyte`` (``t10k-...`` for test),
+    gzipped or not, from ``root`` or from torchvision's ``root/MNIST/raw``.
+    """
+    from torchvision.datasets import MNIST
+
+    return _read_mnist_like("mnist", "MNIST", MNIST, root, split, download)
+
+
+def fashion_mnist(root: str, split: str, *, download: bool = True) -> TensorImages:
+    """Fashion-MNIST (Xiao et al., 2017): MNIST's format and sizes, ten kinds of clothing.
+
+    Reads the IDX files from ``root`` or torchvision's ``root/FashionMNIST/raw``.
+    """
+    from torchvision.datasets import FashionMNIST
+
+    return _read_mnist_like("fashion_mnist", "Fashion-MNIST", FashionMNIST, root, split, download)
+
+
+class DynamicallyBinarized(Dataset):
+    """Each pixel redrawn on every access: ``255 * Bernoulli(value / 255)``.
+
+    Images therefore take only the two values 0 and 255 (still in the 256-level space the
+    models predict), and each epoch sees a fresh binarisation. The draws use torch's global
+    random state, which training seeds (and DataLoader seeds per worker).
+    """
+
+    def __init__(self, dataset: TensorImages):
+        self.dataset = dataset
+        self.targets = dataset.targets
+        self.n_classes = dataset.n_classes
+        self.shape = dataset.shape
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        image, label = self.dataset[index]
+        on = torch.bernoulli(image.float() / 255.0)  # (C, H, W) of 0.0 / 1.0
+        return on.to(torch.uint8) * 255, label
+
+
+def binarized_mnist(root: str, split: str, *, download: bool = True) -> DynamicallyBinarized:
+    """MNIST, dynamically binarised: items ``(uint8 (1, 28, 28) of 0 or 255, 0..9)``.
+
+    The test split is binarised dynamically too, so its NLL is an average over draws.
+    """
+    return DynamicallyBinarized(mnist(root, split, download=download))
+
+
+# --------------------------------------------------------------------------- image folders
+
+_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+
+
+class ImageFolder(Dataset):
+    """PNG/JPEG files decoded on access, resized and centre-cropped to ``image_size``."""
+
+    def __init__(
+        self,
+        files: Sequence[pathlib.Path],
+        targets: Sequence[int],
+        classes: Sequence[str],
+        image_size: tuple[int, int],
+        channels: int,
+    ):
+        self.files = list(files)
+        self.targets = list(targets)
+        self.classes = list(classes)
+        self.n_classes = max(len(self.classes), 1)
+        self.image_size = image_size
+        self.channels = channels
+        self.shape = (channels, *image_size)
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        image = _decode(self.files[index], self.channels)  # (C, h, w)
+        return _cover_and_centre_crop(image, self.image_size), self.targets[index]
+
+
+def _decode(path: pathlib.Path, channels: int) -> torch.Tensor:
+    """A PNG/JPEG file as uint8 (channels, h, w), through PIL (torchvision.io's decoders
+    are deprecated since torchvision 0.29). Alpha is dropped; 16-bit PNGs are scaled
+    to 8 bits rather than clipped."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:
+            image.load()
+    except Exception as exc:  # PIL raises OSError, ValueError, DecompressionBombError...
+        raise DataError(f"image_folder: cannot decode {path} ({_one_line(exc)})") from None
+    if image.mode.startswith("I"):  # 16-bit grey
+        wide = np.asarray(image, dtype=np.float64)
+        image = Image.fromarray(np.clip(np.rint(wide / 257.0), 0, 255).astype(np.uint8))
+    pixels = np.asarray(image.convert("RGB" if channels == 3 else "L"))  # (h, w[, 3])
+    if pixels.ndim == 2:
+        pixels = pixels[:, :, None]
+    return torch.from_numpy(pixels.copy()).permute(2, 0, 1)  # (C, h, w)
+
+
+def _cover_and_centre_crop(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Scale ``image`` (C, h, w) so it just covers ``size`` (H, W), then crop the centre.
+
+    For a square ``size`` this is "resize the shorter side, centre-crop".
+    """
+    from torchvision.transforms.v2 import functional as F
+
+    height, width = image.shape[-2:]
+    scale = max(size[0] / height, size[1] / width)
+    covering = [max(size[0], round(height * scale)), max(size[1], round(width * scale))]
+    if covering != [height, width]:
+        image = F.resize(image, covering, antialias=True)
+    if list(image.shape[-2:]) != list(size):
+        image = F.center_crop(image, list(size))
+    return image  # (C, H, W)
+
+
+def image_folder(
+    root: str,
+    split: str,
+    *,
+    download: bool = True,
+    image_size: int | Sequence[int] = 32,
+    channels: int = 3,
+) -> ImageFolder:
+    """Your own images: every PNG/JPEG under ``root``, searched recursively, in sorted order.
+
+    Labels are the sorted names of the first-level subfolders (as torchvision's
+    ``ImageFolder``), or 0 for all when the files sit directly in ``root``. Images are
+    resized so the shorter side fits ``image_size`` (an int, or (H, W)) and centre-cropped;
+    ``channels`` is 3 (RGB) or 1 (grey).
+
+    Splits: ``"test"`` is files 0, 10, 20, ... of the sorted list (a deterministic 10%)
+    and ``"train"`` is every other file. ``download`` is accepted and ignored.
+    """
+    train = _check_split("image_folder", split)
+    size = _image_size(image_size)
+    if channels not in (1, 3):
+        raise DataError(f"image_folder: channels must be 1 or 3, got {channels!r}")
+    root_path = pathlib.Path(root)
+    files = sorted(
+        (p for p in root_path.rglob("*") if p.is_file() and p.suffix.lower() in _IMAGE_SUFFIXES),
+        key=lambda p: p.relative_to(root_path).as_posix(),
+    )
+    if not files:
+        raise DataError(
+            f"image_folder: no PNG or JPEG files under {root_path}; put images there, one "
+            f"subfolder per class (or all directly in it for a single class)"
+        )
+    top_level = [p.relative_to(root_path).parts for p in files]
+    in_root = [parts for parts in top_level if len(parts) == 1]
+    if in_root and len(in_root) != len(files):
+        raise DataError(
+            f"image_folder: {root_path} has images both directly in it (e.g. {in_root[0][0]}) "
+            f"and in subfolders; put every image in a class subfolder, or all in the root"
+        )
+    classes = sorted({parts[0] for parts in top_level if len(parts) > 1})
+    class_index = {name: i for i, name in enumerate(classes)}
+    labels = [class_index[parts[0]] if len(parts) > 1 else 0 for parts in top_level]
+    keep = [i for i in range(len(files)) if (i % 10 == 0) != train]
+    return ImageFolder(
+        [files[i] for i in keep], [labels[i] for i in keep], classes, size, channels
+    )
+
+
+def _image_size(image_size: int | Sequence[int]) -> tuple[int, int]:
+    if isinstance(image_size, int) and not isinstance(image_size, bool):
+        size = (image_size, image_size)
+    elif (
+        isinstance(image_size, (list, tuple))
+        and len(image_size) == 2
+        and all(isinstance(s, int) and not isinstance(s, bool) for s in image_size)
+    ):
+        size = (image_size[0], image_size[1])
+    else:
+        size = (0, 0)
+    if min(size) <= 0:
+        raise DataError(
+            f"image_folder: image_size must be a positive int or [height, width], got {image_size!r}"
+        )
+    return size
+
+
+# --------------------------------------------------------------------------- splits
+
+
+class DataSubset(Subset):
+    """A :class:`~torch.utils.data.Subset` that keeps ``n_classes``, ``shape`` and ``targets``."""
+
+    @property
+    def n_classes(self) -> int:
+        return self.dataset.n_classes
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return self.dataset.shape
+
+    @property
+    def targets(self) -> list[int]:
+        parent = self.dataset.targets
+        return [parent[i] for i in self.indices]
+
+
+class HorizontalFlip(Dataset):
+    """Mirror each item left-right with probability ``p`` (global torch random state).
+
+    For the training split only: evaluation must see the data as it is.
+    """
+
+    def __init__(self, dataset: Dataset, p: float = 0.5):
+        self.dataset = dataset
+        self.p = p
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        image, label = self.dataset[index]
+        if torch.rand(()) < self.p:
+            image = image.flip(-1)  # (C, H, W): reverse the W axis
+        return image, label
+
+    @property
+    def n_classes(self) -> int:
+        return self.dataset.n_classes
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return self.dataset.shape
+
+    @property
+    def targets(self) -> list[int]:
+        return self.dataset.targets
+
+
+def load_splits(
+    name: str,
+    root: str | os.PathLike | None,
+    *,
+    validation_fraction: float = 0.1,
+    seed: int = 0,
+    flips: bool = False,
+    download: bool = True,
+    **options: Any,
+) -> dict[str, Dataset]:
+    """Build the registered data set ``name`` as ``{"train", "val", "test"}`` datasets.
+
+    ``train`` and ``val`` are :class:`DataSubset` s of the official training split, cut by
+    :func:`train_val_split` (``validation_fraction=0`` gives an empty ``val``); ``test`` is
+    the official test split. ``flips`` wraps ``train`` alone in :class:`HorizontalFlip`.
+    ``root`` goes through :func:`resolve_data_root`; ``options`` go to the factory.
+    """
+    data_root = str(resolve_data_root(root))
+    full_train = create_dataset(name, data_root, "train", download=download, **options)
+    test = create_dataset(name, data_root, "test", download=download, **options)
+    train_indices, val_indices = train_val_split(len(full_train), validation_fraction, seed)
+    train: Dataset = DataSubset(full_train, train_indices)
+    if flips:
+        train = HorizontalFlip(train)
+    return {"train": train, "val": DataSubset(full_train, val_indices), "test": test}
+
+
+@hookimpl
+def pixelgen_datasets() -> list[DatasetSpec]:
+    return [
+        DatasetSpec("cifar10", cifar10, "CIFAR-10: 32x32 RGB, 10 classes, 50k train / 10k test"),
+        DatasetSpec("mnist", mnist, "MNIST digits: 28x28 grey, 60k train / 10k test"),
+        DatasetSpec(
+            "binarized_mnist", binarized_mnist, "MNIST, each pixel redrawn as 0 or 255 on every access"
+        ),
+        DatasetSpec(
+            "fashion_mnist", fashion_mnist, "Fashion-MNIST: 28x28 grey clothing, 60k train / 10k test"
+        ),
+        DatasetSpec(
+            "image_folder", image_folder, "PNG/JPEG files under root, class per subfolder, 10% test"
+        ),
+    ]
