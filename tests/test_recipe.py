@@ -1,0 +1,529 @@
+"""Recipes: TOML in, frozen validated attrs objects out, and back again."""
+
+import os
+import pickle
+import textwrap
+import tomllib
+import typing
+
+import attrs
+import pytest
+
+import pixelgen
+from pixelgen import registry
+from pixelgen.errors import RecipeError
+from pixelgen.recipe import (
+    EvalSection,
+    OptimizerSection,
+    OutputSection,
+    Recipe,
+    RunSpec,
+    TrainSection,
+    dump_toml,
+    field_reference,
+    load_recipe,
+    recipe_from_dict,
+    recipe_to_dict,
+    run_dir,
+    write_resolved,
+)
+
+# --------------------------------------------------------------------------------------
+# A fake plugin, so these tests do not depend on the built-in models and data sets.
+# --------------------------------------------------------------------------------------
+
+
+def tiny_model(in_channels: int = 3, n_layers: int = 2, kernel_sizes=(3, 3)):
+    return object()
+
+
+def other_model(hidden_channels: int = 8, n_layers: int = 1):
+    return object()
+
+
+def fake_digits(root, split, size: int = 8, colour: bool = False):
+    return []
+
+
+class FakePlugin:
+    def __init__(self, datasets):
+        self.datasets = datasets
+
+    @pixelgen.hookimpl
+    def pixelgen_models(self):
+        return [
+            pixelgen.ModelSpec("tiny_test_model", tiny_model, "a test model"),
+            pixelgen.ModelSpec("other_test_model", other_model, "another test model"),
+        ]
+
+    @pixelgen.hookimpl
+    def pixelgen_datasets(self):
+        return self.datasets
+
+
+@pytest.fixture(autouse=True)
+def fake_plugin():
+    specs = [pixelgen.DatasetSpec("fake_digits", fake_digits, "test digits")]
+    if "cifar10" not in registry.list_datasets():  # the default data.name must resolve
+        specs.append(pixelgen.DatasetSpec("cifar10", fake_digits, "stand-in"))
+    registry.register_plugin(FakePlugin(specs), name="test_recipe_fake")
+    yield
+    registry.unregister_plugin("test_recipe_fake")
+
+
+def write(tmp_path, text, name="exp.toml"):
+    path = tmp_path / name
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+MINIMAL = """
+[model]
+name = "tiny_test_model"
+"""
+
+COMPARE = """
+description = "compare two models on the same data"
+
+[data]
+name = "fake_digits"
+batch_size = 8
+[data.options]
+size = 4
+
+[train]
+epochs = 5
+[train.optimizer]
+lr = 3e-4
+
+[model.hyperparameters]
+n_layers = 4
+
+[[runs]]
+name = "a"
+[runs.model]
+name = "tiny_test_model"
+[runs.model.hyperparameters]
+in_channels = 1
+
+[[runs]]
+name = "b"
+[runs.model]
+name = "tiny_test_model"
+[runs.train]
+epochs = 2
+[runs.train.optimizer]
+weight_decay = 0.01
+
+[[runs]]
+name = "c"
+[runs.model]
+name = "other_test_model"
+hyperparameters = {}
+"""
+
+
+# --------------------------------------------------------------------------------------
+# Defaults and structure
+# --------------------------------------------------------------------------------------
+
+
+def test_minimal_recipe_fills_defaults_from_the_attrs_classes(tmp_path):
+    recipe = load_recipe(write(tmp_path, MINIMAL))
+    assert recipe.source == str(tmp_path / "exp.toml")
+    assert not recipe.compare
+    (run,) = recipe.runs
+    assert run.name == "tiny_test_model"  # defaults to model.name
+    assert run.model.hyperparameters == {}
+    assert run.data == attrs.evolve(type(run.data)(), name="cifar10")
+    assert run.train == TrainSection()
+    assert run.train.optimizer == OptimizerSection(lr=1e-3, betas=(0.9, 0.999))
+    assert run.train.precision == "32-true"
+    assert run.eval.batch_size == run.data.batch_size == 16  # filled in on load
+    assert run.sample.n == 0
+    assert recipe.output == OutputSection()
+    assert recipe.description == ""
+
+
+def test_toml_ints_become_floats_and_arrays_tuples(tmp_path):
+    recipe = load_recipe(write(tmp_path, MINIMAL + """
+        [train.optimizer]
+        lr = 1
+        betas = [0, 0.5]
+        [model.hyperparameters]
+        kernel_sizes = [5, 3]
+    """))
+    run = recipe.runs[0]
+    assert run.train.optimizer.lr == 1.0 and isinstance(run.train.optimizer.lr, float)
+    assert run.train.optimizer.betas == (0.0, 0.5)
+    assert all(isinstance(b, float) for b in run.train.optimizer.betas)
+    assert run.model.hyperparameters["kernel_sizes"] == (5, 3)
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [('"32"', "32-true"), ("32", "32-true"), ('"bf16"', "bf16-mixed"),
+     ('"16-mixed"', "16-mixed")],
+)
+def test_precision_aliases_are_normalised(tmp_path, value, expected):
+    recipe = load_recipe(write(tmp_path, MINIMAL + f"[train]\nprecision = {value}\n"))
+    assert recipe.runs[0].train.precision == expected
+
+
+def test_optional_fields_take_none_as_a_string(tmp_path):
+    recipe = load_recipe(write(tmp_path, MINIMAL + '[train]\ngradient_clip_norm = "none"\n'))
+    assert recipe.runs[0].train.gradient_clip_norm is None
+
+
+def test_recipes_are_frozen_hashable_and_picklable(tmp_path):
+    recipe = load_recipe(write(tmp_path, COMPARE))
+    run = recipe.runs[0]
+    with pytest.raises(attrs.exceptions.FrozenInstanceError):
+        run.train.epochs = 3
+    with pytest.raises(attrs.exceptions.FrozenInstanceError):
+        recipe.runs = ()
+    with pytest.raises(TypeError):
+        run.model.hyperparameters["n_layers"] = 1
+    assert isinstance(recipe.runs, tuple)
+    assert hash(recipe) == hash(load_recipe(tmp_path / "exp.toml"))
+    assert pickle.loads(pickle.dumps(recipe)) == recipe
+
+
+def test_python_construction_is_validated_like_a_recipe():
+    with pytest.raises(RecipeError, match=r"^TrainSection\.epochs: expected a positive integer"):
+        TrainSection(epochs=0)
+    with pytest.raises(RecipeError, match=r"^TrainSection\.precision: expected '32-true'"):
+        TrainSection(precision="32")
+    with pytest.raises(RecipeError, match=r"^OptimizerSection\.betas: expected an array of 2"):
+        OptimizerSection(betas=(0.9,))
+    assert OptimizerSection(betas=[0.5, 0.5]).betas == (0.5, 0.5)
+
+
+# --------------------------------------------------------------------------------------
+# [[runs]]
+# --------------------------------------------------------------------------------------
+
+
+def test_runs_are_deep_merged_over_the_shared_tables(tmp_path):
+    recipe = load_recipe(write(tmp_path, COMPARE, name="cifar_compare.toml"))
+    assert recipe.compare
+    a, b, c = recipe.runs
+    assert [r.name for r in recipe.runs] == ["a", "b", "c"]
+    # shared [data] and [train] reach every run
+    assert {r.data.name for r in recipe.runs} == {"fake_digits"}
+    assert {r.data.batch_size for r in recipe.runs} == {8}
+    assert dict(a.data.options) == {"size": 4}
+    assert a.train.epochs == 5 and c.train.epochs == 5
+    # a run's own keys win, and its tables merge key by key with the shared ones
+    assert b.train.epochs == 2
+    assert b.train.optimizer.lr == 3e-4 and b.train.optimizer.weight_decay == 0.01
+    assert a.train.optimizer.weight_decay == 0.0
+    assert dict(a.model.hyperparameters) == {"n_layers": 4, "in_channels": 1}
+    assert dict(b.model.hyperparameters) == {"n_layers": 4}
+
+
+def test_run_directories(tmp_path):
+    compare = load_recipe(write(tmp_path, COMPARE, name="cifar_compare.toml"))
+    assert [run_dir(compare, r) for r in compare.runs] == [
+        run_dir(compare, compare.runs[0]).parent / n for n in "abc"
+    ]
+    assert str(run_dir(compare, compare.runs[1])) == os.path.join("runs", "cifar_compare", "b")
+
+    single = load_recipe(
+        write(tmp_path, MINIMAL + '[output]\ndir = "out/{recipe}-{model}"\n', name="mini.toml")
+    )
+    assert str(run_dir(single, single.runs[0])) == os.path.join("out", "mini-tiny_test_model")
+    no_file = recipe_from_dict({"model": {"name": "tiny_test_model"}})
+    assert str(run_dir(no_file, no_file.runs[0])) == os.path.join("runs", "recipe")
+
+
+# --------------------------------------------------------------------------------------
+# Overrides
+# --------------------------------------------------------------------------------------
+
+
+def test_overrides_are_parsed_as_toml_values_else_strings(tmp_path):
+    recipe = load_recipe(
+        write(tmp_path, MINIMAL),
+        [
+            "train.optimizer.lr=3e-4",
+            "data.flips=true",
+            "model.hyperparameters.n_layers=2",
+            "train.accelerator=cpu",
+            "train.devices=auto",
+            "train.precision=bf16",
+            "train.optimizer.betas=[0.5, 0.9]",
+            "data.root=/tmp/some data",
+            'description="a = b"',
+            "train.gradient_clip_norm=none",
+        ],
+    )
+    run = recipe.runs[0]
+    assert run.train.optimizer.lr == 3e-4
+    assert run.data.flips is True
+    assert run.model.hyperparameters["n_layers"] == 2
+    assert run.train.accelerator == "cpu"
+    assert run.train.devices == "auto"
+    assert run.train.precision == "bf16-mixed"
+    assert run.train.optimizer.betas == (0.5, 0.9)
+    assert run.data.root == "/tmp/some data"
+    assert recipe.description == "a = b"
+    assert run.train.gradient_clip_norm is None
+
+
+def test_overrides_reach_shared_tables_and_single_runs(tmp_path):
+    path = write(tmp_path, COMPARE)
+    recipe = load_recipe(path, ["runs.1.train.epochs=3", "train.seed=7", "runs.0.name=first"])
+    a, b, c = recipe.runs
+    assert (a.train.epochs, b.train.epochs, c.train.epochs) == (5, 3, 5)
+    assert {r.train.seed for r in recipe.runs} == {7}
+    assert a.name == "first"
+    # an inline table merges into the table it names
+    recipe = load_recipe(path, ["runs.0={train = {epochs = 1}}", "train.optimizer={lr = 0.5}"])
+    assert recipe.runs[0].name == "a" and recipe.runs[0].train.epochs == 1
+    assert recipe.runs[0].model.hyperparameters["in_channels"] == 1
+    assert recipe.runs[2].train.optimizer.lr == 0.5
+    # an override is validated like the file itself
+    with pytest.raises(RecipeError, match=r"^runs\.2\.train\.epochs: expected a positive"):
+        load_recipe(path, ["runs.2.train.epochs=0"])
+
+
+# --------------------------------------------------------------------------------------
+# Round trips
+# --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("text", [MINIMAL, COMPARE])
+def test_resolved_dict_round_trips_through_toml(tmp_path, text):
+    recipe = load_recipe(write(tmp_path, text), ["train.gradient_clip_norm=none"])
+    resolved = recipe_to_dict(recipe)
+    dumped = dump_toml(resolved)
+    assert recipe_to_dict(recipe_from_dict(tomllib.loads(dumped))) == resolved
+    # every default is written out
+    first = resolved["runs"][0] if recipe.compare else resolved
+    assert first["train"]["optimizer"]["betas"] == [0.9, 0.999]
+    assert first["sample"]["sampler"] == "fast"
+    assert first["eval"]["batch_size"] == first["data"]["batch_size"]
+    assert resolved["output"]["dir"] == "runs/exp"  # {recipe} resolved to the file stem
+
+
+def test_write_resolved_is_atomic_and_reloads_to_the_same_recipe(tmp_path):
+    recipe = load_recipe(write(tmp_path, COMPARE, name="cifar_compare.toml"),
+                         ["train.max_steps=9"])
+    out = tmp_path / "run"
+    path = write_resolved(recipe, out)
+    assert path == out / "recipe.toml"
+    assert os.listdir(out) == ["recipe.toml"]  # no temporary file left behind
+    again = load_recipe(path)
+    assert recipe_to_dict(again) == recipe_to_dict(recipe)
+    assert again.runs == recipe.runs
+    assert run_dir(again, again.runs[2]) == run_dir(recipe, recipe.runs[2])
+    path = write_resolved(recipe, out)  # overwriting is fine too
+    assert os.listdir(out) == ["recipe.toml"]
+
+
+def test_write_resolved_for_one_run_reproduces_that_run(tmp_path):
+    recipe = load_recipe(write(tmp_path, COMPARE, name="cifar_compare.toml"))
+    b = recipe.runs[1]
+    folder = tmp_path / "b"
+    alone = load_recipe(write_resolved(recipe, folder, run=b))
+    assert alone.runs == (b,)
+    assert run_dir(alone, alone.runs[0]) == run_dir(recipe, b)
+
+
+def test_dump_toml_writes_the_supported_subset():
+    data = {
+        "title": 'quote " backslash \\ newline \n tab \t bell \x07 é',
+        "skip": None,
+        "n": -3,
+        "x": 1e-5,
+        "flag": False,
+        "values": [1, 2.5, "s", [True]],
+        "empty": [],
+        "table": {"a": 1, "nested": {"b": "c"}, "weird key": 2, "empty": {}},
+        "items": [{"name": "one", "sub": {"k": 1}}, {"name": "two", "more": [{"z": 0}]}],
+    }
+    text = dump_toml(data)
+    expected = {k: v for k, v in data.items() if k != "skip"}
+    assert tomllib.loads(text) == expected
+    with pytest.raises(TypeError, match="cannot write"):
+        dump_toml({"t": object()})
+
+
+# --------------------------------------------------------------------------------------
+# Errors: one line, naming the dotted key path
+# --------------------------------------------------------------------------------------
+
+BAD = [
+    # (TOML appended to a valid single-run recipe, expected message prefix)
+    ('[train.optimizer]\nlr = "fast"',
+     "train.optimizer.lr: expected a positive number, got 'fast'"),
+    ("[train.optimizer]\nlr = 0", "train.optimizer.lr: expected a positive number, got 0"),
+    ("[train.optimzer]\nlr = 1", "train.optimzer: unknown key; did you mean 'optimizer'?"),
+    ("[trian]\nepochs = 1", "trian: unknown key; did you mean 'train'?"),
+    ("[train]\nxyzzy = 1", "train.xyzzy: unknown key; known keys of train: epochs, max_steps"),
+    ("[model.hyperparameters]\nfoo = 1",
+     "model.hyperparameters.foo: unknown hyperparameter of 'tiny_test_model'; "
+     "available: in_channels, n_layers, kernel_sizes"),
+    ("[model.hyperparameters]\nn_layers = {a = 1}",
+     "model.hyperparameters.n_layers: expected a TOML string, number, boolean or array"),
+    ('[data]\nname = "nope"', "data.name: unknown data set 'nope'; available: "),
+    ('[data]\nname = "fake_digits"\n[data.options]\nsizes = 3',
+     "data.options.sizes: unknown option of data set 'fake_digits'; available: size, colour"),
+    ("[data]\nbatch_size = 0", "data.batch_size: expected a positive integer, got 0"),
+    ("[data]\nvalidation_fraction = 1.0",
+     "data.validation_fraction: expected a number in [0, 1), got 1.0"),
+    ('[data]\nflips = "yes"', "data.flips: expected true or false, got 'yes'"),
+    ("[data]\nroot = 3", "data.root: expected a string, got 3"),
+    ("[train]\nepochs = 2.5", "train.epochs: expected a positive integer, got 2.5"),
+    ("[train]\nepochs = true", "train.epochs: expected a positive integer, got True"),
+    ("[train]\nmax_steps = -1", 'train.max_steps: expected a positive integer or "none", got -1'),
+    ('[train]\nprecision = "fp8"', "train.precision: expected one of '32-true', 'bf16-mixed'"),
+    ('[train]\ngradient_clip_norm = "off"',
+     "train.gradient_clip_norm: expected a positive number or \"none\", got 'off'"),
+    ("[train]\ndevices = 0", "train.devices: expected a positive integer or a string, got 0"),
+    ("[train.scheduler]\nfactor = 1", "train.scheduler.factor: expected a number in (0, 1)"),
+    ('[train.scheduler]\nname = "cosine"',
+     "train.scheduler.name: expected one of 'plateau', 'none', got 'cosine'"),
+    ("[train.optimizer]\nbetas = [0.9]", "train.optimizer.betas: expected an array of 2 items"),
+    ("[train.optimizer]\nbetas = [0.9, 1.5]", "train.optimizer.betas: expected an array of 2"),
+    ('[eval]\nsplit = "dev"', "eval.split: expected one of 'test', 'val', 'train', got 'dev'"),
+    ("[sample]\ntop_p = 0", "sample.top_p: expected a number in (0, 1], got 0"),
+    ("[sample]\nn = -1", "sample.n: expected a non-negative integer, got -1"),
+    ('[output]\ndir = "runs/{name}"', "output.dir: expected a path using only the {recipe}"),
+    ('name = "a/b"', "name: expected a folder name"),
+    ("description = 3", "description: expected a string, got 3"),
+    ("train = 3", "train: expected a table, got 3"),
+    ("runs = []", "runs: expected one or more [[runs]] tables"),
+]
+
+
+@pytest.mark.parametrize(("extra", "message"), BAD, ids=[m.split(":")[0] for _, m in BAD])
+def test_bad_values_name_their_key_path(tmp_path, extra, message):
+    # top-level keys must precede the [model] table in TOML
+    text = extra + "\n" + MINIMAL if not extra.startswith("[") else MINIMAL + extra
+    with pytest.raises(RecipeError) as info:
+        load_recipe(write(tmp_path, text))
+    text = str(info.value)
+    assert "\n" not in text
+    assert text.startswith(message), text
+
+
+def test_unknown_model_lists_the_available_ones():
+    with pytest.raises(RecipeError) as info:
+        recipe_from_dict({"model": {"name": "x"}})
+    assert str(info.value).startswith("model.name: unknown model 'x'; available: ")
+    assert "other_test_model, " in str(info.value) and "tiny_test_model" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ({}, "model: required key is missing"),
+        ({"model": {}}, "model.name: required key is missing"),
+        ({"model": {"name": 3}}, "model.name: expected a string, got 3"),
+        ({"runs": [{}]}, "runs.0.model: required key is missing"),
+        ({"runs": [3]}, "runs.0: expected a table, got 3"),
+        ({"runs": [{"modle": {}}]}, "runs.0.modle: unknown key; did you mean 'model'?"),
+        ({"runs": [{"model": {"name": "tiny_test_model"}, "zzz": 1}]},
+         "runs.0.zzz: unknown key; known keys of runs.0: model, name, data"),
+        ({"model": {"name": "tiny_test_model"}, "runs": [{}, {}]},
+         "runs.1.name: duplicate run name 'tiny_test_model' (also run 0)"),
+        # a bad shared value is reported where it was written ...
+        ({"train": {"epochs": 0}, "runs": [{"model": {"name": "tiny_test_model"}}]},
+         "train.epochs: expected a positive integer, got 0 (shared value, inherited by runs.0)"),
+        ({"model": {"hyperparameters": {"kernel_sizes": [1]}},
+          "runs": [{"model": {"name": "tiny_test_model"}},
+                   {"model": {"name": "other_test_model"}}]},
+         "model.hyperparameters.kernel_sizes: unknown hyperparameter of 'other_test_model'; "
+         "available: hidden_channels, n_layers (shared value, inherited by runs.1)"),
+        # ... and a bad run value in its run
+        ({"runs": [{"model": {"name": "tiny_test_model"}},
+                   {"name": "b", "model": {"name": "tiny_test_model"},
+                    "train": {"optimizer": {"lr": -1}}}]},
+         "runs.1.train.optimizer.lr: expected a positive number, got -1"),
+        ({"model": {"name": "tiny_test_model", "hyperparameters": {"n_layers": None}}},
+         "model.hyperparameters.n_layers: expected a TOML string, number, boolean or array"),
+    ],
+)
+def test_bad_dicts_name_their_key_path(data, message):
+    with pytest.raises(RecipeError) as info:
+        recipe_from_dict(data)
+    assert "\n" not in str(info.value)
+    assert str(info.value).startswith(message), str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("train.foo=1", "--set train.foo: unknown key; known keys of train: epochs, max_steps"),
+        ("train.optimzer.lr=1", "--set train.optimzer.lr: unknown key; did you mean 'optimizer'?"),
+        ("trian.epochs=1", "--set trian.epochs: unknown key; did you mean 'train'?"),
+        ("train.epochs", "--set train.epochs: expected KEY=VALUE"),
+        ("train.epochs.x=1", "--set train.epochs.x: train.epochs is a value, not a table"),
+        ("runs.0.train.epochs=1", "--set runs.0.train.epochs: the recipe has no [[runs]] tables"),
+        ("train..epochs=1", "--set train..epochs: empty key segment"),
+        ("train.epochs=fast", "train.epochs: expected a positive integer, got 'fast'"),
+        ("model.hyperparameters.bar=1", "model.hyperparameters.bar: unknown hyperparameter"),
+    ],
+)
+def test_bad_overrides_name_the_override(tmp_path, override, message):
+    with pytest.raises(RecipeError) as info:
+        load_recipe(write(tmp_path, MINIMAL), [override])
+    assert "\n" not in str(info.value)
+    assert str(info.value).startswith(message), str(info.value)
+
+
+def test_run_index_out_of_range(tmp_path):
+    with pytest.raises(RecipeError, match=r"^--set runs\.3\.name: runs index must be 0\.\.2"):
+        load_recipe(write(tmp_path, COMPARE), ["runs.3.name=x"])
+
+
+def test_file_errors_are_one_line_and_name_the_file(tmp_path):
+    path = write(tmp_path, '[model]\nname = "tiny_test_model"\nlr = = 3\n')
+    with pytest.raises(RecipeError) as info:
+        load_recipe(path)
+    text = str(info.value)
+    assert text.startswith(f"{path}: invalid TOML: ") and "line 3" in text and "\n" not in text
+
+    missing = tmp_path / "missing.toml"
+    with pytest.raises(RecipeError, match="missing.toml: no such recipe file$"):
+        load_recipe(missing)
+    (tmp_path / "latin1.toml").write_bytes(b'description = "\xe9"\n')
+    with pytest.raises(RecipeError, match="latin1.toml: not UTF-8 text"):
+        load_recipe(tmp_path / "latin1.toml")
+
+
+# --------------------------------------------------------------------------------------
+# The docs reference
+# --------------------------------------------------------------------------------------
+
+
+def _walk(cls, prefix):
+    """Dotted keys of every attrs field, walked independently of pixelgen.recipe."""
+    keys = []
+    for field in attrs.fields(cls):
+        tp = typing.get_type_hints(cls)[field.name]
+        keys.append(prefix + field.name)
+        assert field.metadata.get("help"), f"{cls.__name__}.{field.name} has no help"
+        if isinstance(tp, type) and attrs.has(tp):
+            keys += _walk(tp, prefix + field.name + ".")
+    return keys
+
+
+def test_field_reference_covers_every_field():
+    rows = field_reference()
+    keys = [row[0] for row in rows]
+    expected = ["description", "runs", "output", *_walk(OutputSection, "output."),
+                *_walk(RunSpec, "")]
+    assert sorted(keys) == sorted(expected)
+    assert len(set(keys)) == len(keys)
+    assert all(len(row) == 4 and all(isinstance(x, str) for x in row) for row in rows)
+    by_key = {row[0]: row for row in rows}
+    assert by_key["train.optimizer.lr"][1:3] == ("float (> 0)", "0.001")
+    assert by_key["data.root"][2] == "unset"
+    assert by_key["model.name"][2] == "required"
+    assert by_key["eval.split"][1] == '"test" | "val" | "train"'
+    # Recipe.source is bookkeeping, not a recipe key
+    assert [f.name for f in attrs.fields(Recipe)] == ["runs", "description", "output", "source"]
+    assert EvalSection().batch_size is None
