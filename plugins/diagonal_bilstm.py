@@ -1,0 +1,117 @@
+"""Diagonal BiLSTM (Pixel RNN, section 3.2, figure 3 and table 1).
+
+The input map is skewed so that each diagonal of the image becomes a column (see
+:func:`pixelgen.layers.skew`); an LSTM then moves over the columns left to right. Per
+column ``t`` of the skewed map, for every row ``r`` at once::
+
+    gates(r, t) = K_is (*) x(r, t)  +  K_ss (*) [h(r-1, t-1); h(r, t-1)]
+
+    input-to-state K_is: 1x1, mask B       state-to-state K_ss: 2x1 over the previous
+                                            column, rows r-1 and r (never r+1):
+                                                  t-1   t
+                                            r-1 [ 1 ]   .
+                                            r   [ 1 ]   x
+
+In image coordinates ``h(r, t-1)`` is the left neighbour and ``h(r-1, t-1)`` the pixel
+above, so one direction sees everything above and to the left. The second direction runs
+on the mirrored image (right to left); its output at row ``i`` would see row ``i`` to
+the right of the pixel, so it is shifted down one row before the two are added::
+
+    out(i, j) = h_left_to_right(i, j) + h_right_to_left(i - 1, j)
+
+Together they cover every earlier pixel: the full context. Both directions are advanced
+in one loop (stacked, one batched matrix multiply per column), and the skew is done once
+per layer, not per step.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import Tensor, nn
+
+import pixelgen
+from pixelgen.layers import MaskedConv2d, lstm_update, skew, unskew
+from pixelgen.model import ResidualStack
+
+
+def shift_down(x: Tensor) -> Tensor:
+    """Move every row one down, zeros in row 0: ``(..., H, W) -> (..., H, W)``."""
+    return F.pad(x, (0, 0, 1, 0))[..., :-1, :]
+
+
+class DiagonalBiLSTMLayer(nn.Module):
+    """One Diagonal BiLSTM layer: ``(B, 2h, H, W) -> (B, h, H, W)``."""
+
+    def __init__(self, hidden_channels: int, colours: int) -> None:
+        super().__init__()
+        h = hidden_channels
+        self.hidden_channels = h
+        # Both directions' 1x1 input-to-state in one conv: 2 directions x 4 gates = 8 stacks.
+        self.input_to_state = MaskedConv2d(2 * h, 8 * h, 1, "B", colours, out_stacks=8)
+        # Per direction, the 2x1 kernel as one matrix over [h(r-1); h(r)] of the last column.
+        self.state_to_state = nn.Parameter(torch.empty(2, 4 * h, 2 * h))
+        nn.init.uniform_(self.state_to_state, -(2 * h) ** -0.5, (2 * h) ** -0.5)
+
+    def forward(self, x: Tensor) -> Tensor:
+        b, _, height, width = x.shape
+        h = self.hidden_channels
+        gates_in = self.input_to_state(x)  # (B, 8h, H, W)
+        forward_in, backward_in = gates_in.chunk(2, dim=1)  # (B, 4h, H, W) each
+        both = torch.cat([forward_in, backward_in.flip(-1)], dim=0)  # (2B, 4h, H, W)
+        both = skew(both)  # (2B, 4h, H, T), T = W + H - 1
+        gates_in = rearrange(both, "(d b) g h t -> t d g (b h)", d=2).contiguous()  # (T, 2, 4h, B*H)
+
+        hidden = x.new_zeros(2, h, b, height)  # (2, h, B, H)
+        cell = x.new_zeros(2, h, b * height)  # (2, h, B*H)
+        columns = []
+        for t in range(gates_in.shape[0]):
+            above = F.pad(hidden, (1, 0))[..., :-1]  # (2, h, B, H): row r holds h(r-1)
+            previous = torch.cat([above, hidden], dim=1)  # (2, 2h, B, H): rows r-1, r
+            gates = gates_in[t] + torch.bmm(self.state_to_state, previous.flatten(2))  # (2, 4h, B*H)
+            flat_hidden, cell = lstm_update(gates, cell)  # (2, h, B*H)
+            hidden = flat_hidden.view(2, h, b, height)
+            columns.append(flat_hidden)
+        out = rearrange(torch.stack(columns), "t d k (b h) -> (d b) k h t", b=b)  # (2B, h, H, T)
+        out = unskew(out, width)  # (2B, h, H, W)
+        forward_out, backward_out = out.chunk(2, dim=0)  # (B, h, H, W) each
+        return forward_out + shift_down(backward_out.flip(-1))
+
+
+class DiagonalBiLSTM(ResidualStack):
+    """Diagonal BiLSTM of table 1; defaults are the paper's CIFAR-10 settings.
+
+    Args:
+        in_channels: colours C (3 for CIFAR-10, 1 for grey).
+        hidden_channels: h, the LSTM state size (paper: 128); the stream has 2h channels.
+        n_layers: Diagonal BiLSTM layers after the 7x7 input convolution (paper: 12).
+        head_channels: width of the output head (paper: 1024).
+        n_classes: > 0 makes the model class-conditional.
+        residual: residual connections (paper: yes).
+        skip: learnable skip connections to the head.
+    """
+
+    def __init__(
+        self,
+        in_channels: int = 3,
+        hidden_channels: int = 128,
+        n_layers: int = 12,
+        head_channels: int = 1024,
+        n_classes: int = 0,
+        residual: bool = True,
+        skip: bool = False,
+    ) -> None:
+        super().__init__(in_channels, hidden_channels, n_layers, head_channels, n_classes, residual, skip)
+
+    def make_layer(self) -> nn.Module:
+        return DiagonalBiLSTMLayer(self.hidden_channels, self.in_channels)
+
+
+@pixelgen.hookimpl
+def pixelgen_models():
+    return [
+        pixelgen.ModelSpec(
+            "diagonal_bilstm", DiagonalBiLSTM, "Diagonal BiLSTM: skewed bidirectional LSTM, full context (Pixel RNN, 3.2)"
+        )
+    ]

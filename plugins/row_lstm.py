@@ -1,0 +1,89 @@
+"""Row LSTM (Pixel RNN, section 3.1, figure 2 and table 1).
+
+The image is processed one row at a time, top to bottom. Every position of a row is
+computed at once from two convolutions::
+
+    gates(i, :) = K_is (*) x(i, :)  +  K_ss (*) h(i-1, :)        (B, 4h, W)
+
+    input-to-state K_is, 3x1 along the row, mask B    state-to-state K_ss, 3x1
+    over the current row (columns j-1, j):            over the previous row's hidden
+                                                      state (columns j-1, j, j+1):
+        row i-1:  .   .   .                               row i-1:  1   1   1
+        row i  :  1   x   0                               row i  :  .   x   .
+
+followed by the LSTM update (input, forget, output gates sigmoid, content tanh). The
+receptive field of ``h(i, j)`` is a triangle above the pixel, widening by one column on
+each side per row, plus ``n_layers`` pixels to its left on its own row; it misses the
+rest of the context. The input-to-state convolution for all rows is computed once before
+the recurrence; the recurrence itself is one conv1d and one cell update per row.
+"""
+
+from __future__ import annotations
+
+import torch
+from einops import rearrange
+from torch import Tensor, nn
+
+import pixelgen
+from pixelgen.layers import MaskedConv2d, lstm_update
+from pixelgen.model import ResidualStack
+
+
+class RowLSTMLayer(nn.Module):
+    """One Row LSTM layer: ``(B, 2h, H, W) -> (B, h, H, W)``, with a learned initial state."""
+
+    def __init__(self, hidden_channels: int, colours: int) -> None:
+        super().__init__()
+        h = hidden_channels
+        self.hidden_channels = h
+        # 3x1 along the row = kernel (1, 3); the four gates are colour-split separately.
+        self.input_to_state = MaskedConv2d(2 * h, 4 * h, (1, 3), "B", colours, out_stacks=4)
+        self.state_to_state = nn.Conv1d(h, 4 * h, 3, padding=1)
+        self.initial_hidden = nn.Parameter(torch.zeros(h))
+        self.initial_cell = nn.Parameter(torch.zeros(h))
+
+    def forward(self, x: Tensor) -> Tensor:
+        b, _, height, width = x.shape
+        gates_in = rearrange(self.input_to_state(x), "b g h w -> h b g w")  # (H, B, 4h, W)
+        hidden = self.initial_hidden[None, :, None].expand(b, -1, width)  # (B, h, W)
+        cell = self.initial_cell[None, :, None].expand(b, -1, width)  # (B, h, W)
+        rows = []
+        for i in range(height):
+            gates = gates_in[i] + self.state_to_state(hidden)  # (B, 4h, W)
+            hidden, cell = lstm_update(gates, cell)
+            rows.append(hidden)
+        return torch.stack(rows, dim=2)  # (B, h, H, W)
+
+
+class RowLSTM(ResidualStack):
+    """Row LSTM of table 1; defaults are the paper's CIFAR-10 settings.
+
+    Args:
+        in_channels: colours C (3 for CIFAR-10, 1 for grey).
+        hidden_channels: h, the LSTM state size (paper: 128); the stream has 2h channels.
+        n_layers: Row LSTM layers after the 7x7 input convolution (paper: 12).
+        head_channels: width of the output head (paper: 1024).
+        n_classes: > 0 makes the model class-conditional.
+        residual: residual connections (paper: yes).
+        skip: learnable skip connections to the head.
+    """
+
+    def __init__(
+        self,
+        in_channels: int = 3,
+        hidden_channels: int = 128,
+        n_layers: int = 12,
+        head_channels: int = 1024,
+        n_classes: int = 0,
+        residual: bool = True,
+        skip: bool = False,
+    ) -> None:
+        super().__init__(in_channels, hidden_channels, n_layers, head_channels, n_classes, residual, skip)
+
+    def make_layer(self) -> nn.Module:
+        return RowLSTMLayer(self.hidden_channels, self.in_channels)
+
+
+@pixelgen.hookimpl
+def pixelgen_models():
+    return [pixelgen.ModelSpec("row_lstm", RowLSTM, "Row LSTM: row-by-row LSTM, triangular field (Pixel RNN, 3.1)")]
