@@ -38,31 +38,41 @@ def allowed_dependencies(channels: int, height: int, width: int) -> Tensor:
     return order[..., None, None, None] > order[None, None, None]
 
 
-def _jacobian_support(model: nn.Module, x: Tensor, labels: Tensor | None) -> Tensor:
-    """``(C, H, W, C, H, W)`` bool: non-zero entries of d logits / d x for one image ``x``."""
+def _jacobian_support(model: nn.Module, x: Tensor, labels: Tensor | None, chunk: int = 64) -> Tensor:
+    """``(C, H, W, C, H, W)`` bool: non-zero entries of d logits / d x for one image ``x``.
 
-    def logits_of(image: Tensor) -> Tensor:
-        out = model(image[None], labels) if labels is not None else model(image[None])
-        return out[0]  # (256, C, H, W)
+    Forward mode, one Jacobian column per batch element: copy ``k`` of the image carries
+    the tangent of sub-pixel ``k``. Batch elements never interact in these models, so a
+    batch of ``C * H * W`` copies gives the whole Jacobian in a few forward passes.
+    """
+    import torch.autograd.forward_ad as fwAD
 
+    n = x.numel()
+    basis = torch.eye(n, dtype=x.dtype).view(n, *x.shape)  # (n, C, H, W)
+    columns = []
     try:
         with warnings.catch_warnings():
             # torch's forward-mode decompositions still call the deprecated torch.jit.script
             warnings.filterwarnings("ignore", message=".*torch.jit.script.*", category=FutureWarning)
-            jac = torch.autograd.functional.jacobian(logits_of, x, vectorize=True, strategy="forward-mode")
-        return (jac != 0).any(dim=0)  # (C, H, W, C, H, W)
+            for start in range(0, n, chunk):
+                tangents = basis[start : start + chunk]
+                with fwAD.dual_level():
+                    dual = fwAD.make_dual(x.expand_as(tangents).clone(), tangents)
+                    out = model(dual, labels.expand(len(tangents))) if labels is not None else model(dual)
+                    columns.append(fwAD.unpack_dual(out).tangent != 0)  # (chunk, 256, C, H, W)
+        support = torch.cat(columns).any(dim=1)  # (n: input sub-pixel, C, H, W: output)
+        return support.view(*x.shape, *x.shape).permute(3, 4, 5, 0, 1, 2).contiguous()
     except (RuntimeError, NotImplementedError):
-        # Some operation has no forward-mode rule: one backward pass per output sub-pixel
-        # of a random projection of its 256 logits (zero exactly when the sub-pixel's
-        # logits do not depend on the input, almost surely non-zero otherwise).
-        x = x.detach().requires_grad_(True)
-        out = logits_of(x)  # (256, C, H, W)
-        weights = torch.randn(out.shape[0], dtype=out.dtype, generator=torch.Generator().manual_seed(0))
-        projected = torch.einsum("v...,v->...", out, weights)  # (C, H, W)
-        rows = [
-            torch.autograd.grad(value, x, retain_graph=True)[0] != 0 for value in projected.flatten()
-        ]
-        return torch.stack(rows).view(*projected.shape, *x.shape)
+        pass
+    # Some operation has no forward-mode rule: one backward pass per output sub-pixel of a
+    # random projection of its 256 logits (zero exactly when the sub-pixel's logits do not
+    # depend on the input, almost surely non-zero otherwise).
+    x = x.detach()[None].requires_grad_(True)
+    out = (model(x, labels) if labels is not None else model(x))[0]  # (256, C, H, W)
+    weights = torch.randn(out.shape[0], dtype=out.dtype, generator=torch.Generator().manual_seed(0))
+    projected = torch.einsum("v...,v->...", out, weights)  # (C, H, W)
+    rows = [torch.autograd.grad(value, x, retain_graph=True)[0][0] != 0 for value in projected.flatten()]
+    return torch.stack(rows).view(*projected.shape, *x.shape[1:])
 
 
 def dependency_map(
