@@ -36,6 +36,15 @@ class AutoregressiveModel(nn.Module):
     in_channels: int
     n_classes: int
 
+    def sequential_steps(self, height: int, width: int) -> int:
+        """Steps one layer must take one after another on an ``height x width`` image.
+
+        The measure of parallelism the paper compares (section 3): 1 when every position
+        of a layer is computed at once, as in a convolution. Models with a recurrence
+        override it with the length of their scan.
+        """
+        return 1
+
 
 class ResidualStack(AutoregressiveModel):
     """The shared skeleton: mask-A input conv, residual layers, skip connections, head.

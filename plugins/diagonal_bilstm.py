@@ -66,10 +66,12 @@ class DiagonalBiLSTMLayer(nn.Module):
         hidden = x.new_zeros(2, h, b, height)  # (2, h, B, H)
         cell = x.new_zeros(2, h, b * height)  # (2, h, B*H)
         columns = []
-        for t in range(gates_in.shape[0]):
+        # unbind once: indexing gates_in[t] per step would make backward allocate and
+        # fill a full-size zero gradient for every step (quadratic in the width).
+        for gates_t in gates_in.unbind(0):
             above = F.pad(hidden, (1, 0))[..., :-1]  # (2, h, B, H): row r holds h(r-1)
             previous = torch.cat([above, hidden], dim=1)  # (2, 2h, B, H): rows r-1, r
-            gates = gates_in[t] + torch.bmm(self.state_to_state, previous.flatten(2))  # (2, 4h, B*H)
+            gates = gates_t + torch.bmm(self.state_to_state, previous.flatten(2))  # (2, 4h, B*H)
             flat_hidden, cell = lstm_update(gates, cell)  # (2, h, B*H)
             hidden = flat_hidden.view(2, h, b, height)
             columns.append(flat_hidden)
@@ -106,6 +108,10 @@ class DiagonalBiLSTM(ResidualStack):
 
     def make_layer(self) -> nn.Module:
         return DiagonalBiLSTMLayer(self.hidden_channels, self.in_channels)
+
+    def sequential_steps(self, height: int, width: int) -> int:
+        """One step per diagonal: the skewed map has ``width + height - 1`` columns."""
+        return width + height - 1
 
 
 @pixelgen.hookimpl

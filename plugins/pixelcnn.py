@@ -69,6 +69,10 @@ class PixelCNN(ResidualStack):
     def make_layer(self) -> nn.Module:
         return PixelCNNBlock(self.hidden_channels, self.in_channels, self.kernel_size)
 
+    def sequential_steps(self, height: int, width: int) -> int:
+        """One step: every position of a layer is one convolution, all at once."""
+        return 1
+
 
 @pixelgen.hookimpl
 def pixelgen_models():

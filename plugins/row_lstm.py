@@ -48,8 +48,8 @@ class RowLSTMLayer(nn.Module):
         hidden = self.initial_hidden[None, :, None].expand(b, -1, width)  # (B, h, W)
         cell = self.initial_cell[None, :, None].expand(b, -1, width)  # (B, h, W)
         rows = []
-        for i in range(height):
-            gates = gates_in[i] + self.state_to_state(hidden)  # (B, 4h, W)
+        for gates_row in gates_in.unbind(0):  # unbind once, not gates_in[i] per row (see diagonal_bilstm)
+            gates = gates_row + self.state_to_state(hidden)  # (B, 4h, W)
             hidden, cell = lstm_update(gates, cell)
             rows.append(hidden)
         return torch.stack(rows, dim=2)  # (B, h, H, W)
@@ -82,6 +82,10 @@ class RowLSTM(ResidualStack):
 
     def make_layer(self) -> nn.Module:
         return RowLSTMLayer(self.hidden_channels, self.in_channels)
+
+    def sequential_steps(self, height: int, width: int) -> int:
+        """One step per row: the rows of a layer are computed top to bottom."""
+        return height
 
 
 @pixelgen.hookimpl
