@@ -1,0 +1,156 @@
+"""Training throughput of the three models against the convolutional limit.
+
+For each model: forward+backward images/s, peak memory and FLOPs per image (counted by
+torch.utils.flop_counter), at the paper's CIFAR-10 shape and at the small CPU recipes'
+shape, for several batch sizes. Beside each model:
+
+* ``bare``: the same network with every masked convolution replaced by a plain one
+  (the limit for PixelCNN: what its masks cost);
+* ``pixelcnn@params``: a PixelCNN of about the same parameter count (the yardstick for
+  the recurrent models).
+
+Usage::
+
+    python benchmarks/train_throughput.py --shape small --batch-sizes 16
+    python benchmarks/train_throughput.py --shape paper --batch-sizes 1 16 64 --device cuda --precision bf16
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import resource
+import statistics
+import time
+
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+import pixelgen
+from pixelgen.layers import MaskedConv2d
+
+SHAPES = {
+    # name: (channels, height, width, hyperparameters shared by the three models)
+    "paper": (3, 32, 32, dict(hidden_channels=128, head_channels=1024)),
+    "small": (1, 28, 28, dict(hidden_channels=32, head_channels=128)),
+}
+DEPTHS = {
+    "paper": {"pixelcnn": 15, "row_lstm": 12, "diagonal_bilstm": 12},
+    "small": {"pixelcnn": 4, "row_lstm": 4, "diagonal_bilstm": 4},
+}
+
+
+def unmasked(model: nn.Module) -> nn.Module:
+    """A copy of ``model`` with every MaskedConv2d replaced by a plain Conv2d of the same shape."""
+    bare = copy.deepcopy(model)
+    for name, module in list(bare.named_modules()):
+        for child_name, child in list(module.named_children()):
+            if isinstance(child, MaskedConv2d):
+                plain = nn.Conv2d(child.in_channels, child.out_channels, child.kernel_size,
+                                  padding=child.padding, bias=child.bias is not None)
+                plain.load_state_dict({k: v for k, v in child.state_dict().items() if k != "mask"})
+                setattr(module, child_name, plain)
+    return bare
+
+
+def n_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def pixelcnn_like(target: nn.Module, channels: int, hyper: dict) -> nn.Module:
+    """The PixelCNN (same h and head) whose depth brings its parameter count nearest the target's."""
+    goal = n_params(target)
+    best = None
+    for depth in range(1, 64):
+        candidate = pixelgen.create_model("pixelcnn", in_channels=channels, n_layers=depth, **hyper)
+        if best is None or abs(n_params(candidate) - goal) < abs(n_params(best) - goal):
+            best = candidate
+        if n_params(candidate) > goal:
+            break
+    return best
+
+
+def flops_per_image(model: nn.Module, x: torch.Tensor) -> float:
+    """Forward + backward FLOPs per image (matmuls and convolutions)."""
+    counter = FlopCounterMode(display=False)
+    with counter:
+        model(x).float().logsumexp(1).sum().backward()
+    model.zero_grad(set_to_none=True)
+    return counter.get_total_flops() / x.shape[0]
+
+
+def measure(model: nn.Module, x: torch.Tensor, repeats: int, precision: str) -> tuple[float, float]:
+    """Median seconds per forward+backward step and peak memory in bytes."""
+    device = x.device
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+
+    def step():
+        with autocast:
+            loss = pixelgen.bits_per_dim(model(x), x)
+        loss.backward()
+        model.zero_grad(set_to_none=True)
+
+    step()  # warm-up
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        step()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - start)
+    if device.type == "cuda":
+        peak = torch.cuda.max_memory_allocated()
+    else:
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # process peak RSS
+    return statistics.median(times), peak
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--shape", choices=sorted(SHAPES), default="small")
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 16, 64])
+    parser.add_argument("--models", nargs="+", default=["pixelcnn", "row_lstm", "diagonal_bilstm"])
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    channels, height, width, hyper = SHAPES[args.shape]
+    device = torch.device(args.device)
+    print(f"shape {args.shape}: {channels}x{height}x{width}, {hyper}, device {device}, {args.precision}, "
+          f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    print(f"{'model':<26}{'batch':>6}{'params':>11}{'img/s':>10}{'ms/step':>10}{'GFLOP/img':>11}"
+          f"{'GFLOP/s':>9}{'peak MB':>9}  ratio")
+    for name in args.models:
+        torch.manual_seed(0)
+        model = pixelgen.create_model(name, in_channels=channels, n_layers=DEPTHS[args.shape][name], **hyper)
+        variants = {name: model}
+        if name == "pixelcnn":
+            variants["  bare conv stack"] = unmasked(model)
+        else:
+            variants["  pixelcnn@params"] = pixelcnn_like(model, channels, hyper)
+        for batch in args.batch_sizes:
+            x = torch.randint(0, 256, (batch, channels, height, width), device=device)
+            rates = {}
+            for label, net in variants.items():
+                net = net.to(device).train()
+                try:
+                    seconds, peak = measure(net, x, args.repeats, args.precision)
+                except torch.OutOfMemoryError:
+                    print(f"{label:<26}{batch:>6}  out of memory")
+                    continue
+                flops = flops_per_image(net, x[: min(batch, 4)])
+                rates[label] = batch / seconds
+                ratio = "" if label == name else f"  {name} / this = {rates[name] / rates[label]:.2f}"
+                print(f"{label:<26}{batch:>6}{n_params(net):>11,}{batch / seconds:>10.1f}{seconds * 1e3:>10.1f}"
+                      f"{flops / 1e9:>11.3f}{flops * batch / seconds / 1e9:>9.1f}{peak / 2**20:>9.0f}{ratio}")
+
+
+if __name__ == "__main__":
+    main()
