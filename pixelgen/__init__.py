@@ -7,6 +7,7 @@ Public API::
     model = pixelgen.create_model("pixelcnn", in_channels=3, hidden_channels=32, n_layers=4)
     logits = model(x)                           # x: (B, C, H, W) ints 0..255 -> (B, 256, C, H, W)
     pixelgen.bits_per_dim(logits, x)
+    images = pixelgen.sample(model, 16, 32, 32, seed=0)   # uint8 (16, 3, 32, 32)
 """
 
 from pixelgen.errors import PixelgenError
@@ -22,6 +23,7 @@ from pixelgen.registry import (
     plugin_failures,
     register_plugin,
 )
+from pixelgen.sampling import sample
 
 __version__ = "0.1.0"
 
@@ -38,4 +40,5 @@ __all__ = [
     "nll_nats",
     "plugin_failures",
     "register_plugin",
+    "sample",
 ]

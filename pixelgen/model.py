@@ -14,13 +14,27 @@
 A plugin subclasses :class:`ResidualStack` and says only what one layer computes
 (:meth:`ResidualStack.make_layer`). Every map is split into colour groups (see
 :mod:`pixelgen.layers`), so output colour R never sees G or B of its own pixel.
+
+Fast sampling (Ramachandran et al. 2017): :class:`ResidualStackState` computes the
+stack above at one pixel at a time. Everything but the layers is 1x1, or the 7x7 input
+convolution, evaluated at one position from a cache of its input (:class:`ConvStep`);
+a layer whose module has ``sampling_step(n, height, width)`` supplies its own one-pixel
+step, and a stack with any layer lacking one samples with the reference state.
 """
 
 from __future__ import annotations
 
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
 from torch import Tensor, nn
 
 from pixelgen.layers import ClassBias, MaskedConv2d, OutputHead, scale_input
+from pixelgen.sampling import ReferenceState, SamplingState
+
+LayerStep = Callable[[Tensor, int, int], Tensor]  # (input at (i, j) (n, 2h), i, j) -> (n, h)
 
 
 class AutoregressiveModel(nn.Module):
@@ -35,6 +49,12 @@ class AutoregressiveModel(nn.Module):
 
     in_channels: int
     n_classes: int
+
+    def sampling_state(self, n: int, height: int, width: int, labels: Tensor | None = None) -> SamplingState:
+        """The state :func:`pixelgen.sample` generates ``n`` images with; see
+        :class:`pixelgen.sampling.SamplingState`. This default recomputes the whole
+        forward pass per sub-pixel; models override it with a cached, exact one."""
+        return ReferenceState(self, labels)
 
     def sequential_steps(self, height: int, width: int) -> int:
         """Steps one layer must take one after another on an ``height x width`` image.
@@ -96,6 +116,11 @@ class ResidualStack(AutoregressiveModel):
         """One layer mapping the residual stream ``(B, 2h, H, W)`` to ``(B, h, H, W)``."""
         raise NotImplementedError
 
+    def sampling_state(self, n: int, height: int, width: int, labels: Tensor | None = None) -> SamplingState:
+        if not all(hasattr(layer, "sampling_step") for layer in self.layers):
+            return super().sampling_state(n, height, width, labels)
+        return ResidualStackState(self, n, height, width, labels)
+
     def forward(self, x: Tensor, labels: Tensor | None = None) -> Tensor:
         stream = self.input_conv(scale_input(x, self.input_conv.weight))  # (B, 2h, H, W)
         stream = stream + self.input_bias(labels)
@@ -106,3 +131,79 @@ class ResidualStack(AutoregressiveModel):
             if self.skip:
                 skips = skips + self.skip_convs[i](stream)
         return self.head(skips if self.skip and self.n_layers else stream)  # (B, 256, C, H, W)
+
+
+class ConvStep:
+    """A masked convolution evaluated at one position, ``(n, in) -> (n, out)``.
+
+    The output at ``(i, j)`` is a dot product of the masked weight with the input window
+    around ``(i, j)``; rows below the centre are masked out, so the window is the
+    ``kh // 2 + 1`` rows ending at row ``i``. The input is cached, zero-padded as
+    ``forward`` pads it, one position per call; a 1x1 convolution needs no cache.
+    The masked weight is taken once: the state is a snapshot of the model.
+    """
+
+    def __init__(self, conv: MaskedConv2d, n: int, height: int, width: int) -> None:
+        kh, kw = conv.kernel_size
+        self.rows, self.pad_w, self.kw = kh // 2 + 1, kw // 2, kw
+        weight = conv.masked_weight()[:, :, : self.rows]  # (out, in, kh // 2 + 1, kw)
+        self.weight = weight.flatten(1).t()  # (in * rows * kw, out)
+        self.bias = conv.bias
+        self.cache = None
+        if (kh, kw) != (1, 1):  # (n, in, H + kh // 2, W + 2 (kw // 2)): top, left, right pads
+            self.cache = weight.new_zeros(n, conv.in_channels, height + self.rows - 1, width + 2 * self.pad_w)
+
+    def write(self, v: Tensor, i: int, j: int) -> None:
+        """Cache the input ``v`` ``(n, in)`` at ``(i, j)`` without computing anything."""
+        self.cache[:, :, i + self.rows - 1, j + self.pad_w] = v
+
+    def __call__(self, v: Tensor, i: int, j: int) -> Tensor:
+        if self.cache is not None:
+            self.write(v, i, j)
+            v = self.cache[:, :, i : i + self.rows, j : j + self.kw].reshape(len(v), -1)  # (n, in*rows*kw)
+        return v @ self.weight if self.bias is None else torch.addmm(self.bias, v, self.weight)
+
+
+def _class_bias(bias: ClassBias, labels: Tensor | None) -> Tensor | float:
+    value = bias(labels)
+    return value if isinstance(value, float) else value[:, :, 0, 0]  # (n, channels)
+
+
+class ResidualStackState(SamplingState):
+    """Fast, exact sampling state of a :class:`ResidualStack`: one pixel's column per call.
+
+    Each call evaluates the stack of the module docstring at pixel ``(i, j)`` only: the
+    input convolution and each layer's step read what earlier calls cached, and write
+    pixel ``(i, j)``'s values. No feature of pixel ``(i, j)`` depends on its last colour
+    (mask A), so the features cached by the call for that colour are final; the image
+    itself is cached again one pixel later, once that colour is drawn.
+    """
+
+    def __init__(self, model: ResidualStack, n: int, height: int, width: int, labels: Tensor | None) -> None:
+        self.model = model
+        self.input_conv = ConvStep(model.input_conv, n, height, width)
+        self.input_bias = _class_bias(model.input_bias, labels)
+        self.steps = [layer.sampling_step(n, height, width) for layer in model.layers]
+        self.out_convs = [ConvStep(conv, n, height, width) for conv in model.out_convs]
+        self.layer_biases = [_class_bias(bias, labels) for bias in model.layer_biases]
+        self.skip_convs = [ConvStep(conv, n, height, width) for conv in model.skip_convs]
+        self.head_hidden = ConvStep(model.head.hidden, n, height, width)
+        self.head_logits = ConvStep(model.head.logits, n, height, width)
+
+    def logits(self, x: Tensor, i: int, j: int) -> Tensor:
+        model = self.model
+        if j or i:  # the loop fills a pixel's last colour after its last call: cache it now
+            before_i, before_j = (i, j - 1) if j else (i - 1, x.shape[-1] - 1)
+            before = scale_input(x[:, :, before_i, before_j], self.input_conv.weight)  # (n, C)
+            self.input_conv.write(before, before_i, before_j)
+        pixel = scale_input(x[:, :, i, j], self.input_conv.weight)  # (n, C)
+        stream = self.input_conv(pixel, i, j) + self.input_bias  # (n, 2h)
+        skips = 0.0
+        for k, (step, out_conv, bias) in enumerate(zip(self.steps, self.out_convs, self.layer_biases)):
+            update = out_conv(step(stream, i, j), i, j)  # (n, h) -> (n, 2h)
+            stream = (stream + update if model.residual else update) + bias
+            if model.skip:
+                skips = skips + self.skip_convs[k](stream, i, j)
+        stream = skips if model.skip and model.n_layers else stream
+        out = self.head_logits(F.relu(self.head_hidden(F.relu(stream), i, j)), i, j)  # (n, C*256)
+        return rearrange(out, "n (c v) -> n v c", c=model.in_channels)  # (n, 256, C)

@@ -33,7 +33,7 @@ from torch import Tensor, nn
 
 import pixelgen
 from pixelgen.layers import MaskedConv2d, lstm_update, skew, unskew
-from pixelgen.model import ResidualStack
+from pixelgen.model import ConvStep, LayerStep, ResidualStack
 
 
 def shift_down(x: Tensor) -> Tensor:
@@ -79,6 +79,50 @@ class DiagonalBiLSTMLayer(nn.Module):
         out = unskew(out, width)  # (2B, h, H, W)
         forward_out, backward_out = out.chunk(2, dim=0)  # (B, h, H, W) each
         return forward_out + shift_down(backward_out.flip(-1))
+
+    def sampling_step(self, n: int, height: int, width: int) -> LayerStep:
+        """``forward`` at one pixel: ``(n, 2h)`` at ``(i, j)`` -> ``(n, h)``.
+
+        Unskewed, the left-to-right direction is a recurrence over image positions::
+
+            gates(i, j) = K_is x(i, j) + K_ss [h(i-1, j); h(i, j-1)],  cell from c(i, j-1)
+
+        (the skew's zero padding leaves zero states left of every row), so it advances one
+        pixel per step. The right-to-left direction is the same recurrence mirrored,
+        from ``h(i-1, j)`` and ``h(i, j+1)``; its row ``i - 1`` is what pixel ``(i, j)``
+        reads, so it is run over a whole row once that row is complete.
+        """
+        h = self.hidden_channels
+        input_to_state = ConvStep(self.input_to_state, n, height, width)  # 1x1: no cache
+        forward_weight, backward_weight = (w.t() for w in self.state_to_state)  # (2h, 4h) each
+        backward_in = forward_weight.new_zeros(n, 4 * h, height, width)  # right-to-left gate inputs
+        # Padded maps: forward_hidden[i + 1, j + 1] = h(i, j), forward_cell[i, j + 1] = c(i, j),
+        # backward_hidden[i + 1, j] = h(i, j); the zero row and column are the zero states.
+        forward_hidden = forward_weight.new_zeros(n, h, height + 1, width + 1)
+        forward_cell = forward_weight.new_zeros(n, h, height, width + 1)
+        backward_hidden = forward_weight.new_zeros(n, h, height + 1, width + 1)
+        rows_done = 0  # rows whose right-to-left pass has run
+
+        def right_to_left(r: int) -> None:
+            cell = forward_weight.new_zeros(n, h)
+            for j in reversed(range(width)):
+                previous = torch.cat([backward_hidden[:, :, r, j], backward_hidden[:, :, r + 1, j + 1]], dim=1)
+                hidden, cell = lstm_update(torch.addmm(backward_in[:, :, r, j], previous, backward_weight), cell)
+                backward_hidden[:, :, r + 1, j] = hidden  # (n, h)
+
+        def step(v: Tensor, i: int, j: int) -> Tensor:
+            nonlocal rows_done
+            gates_in = input_to_state(v, i, j)  # (n, 8h): both directions
+            forward_in, backward_in[:, :, i, j] = gates_in.chunk(2, dim=1)  # (n, 4h) each
+            while rows_done < i:  # row i - 1 is complete
+                right_to_left(rows_done)
+                rows_done += 1
+            previous = torch.cat([forward_hidden[:, :, i, j + 1], forward_hidden[:, :, i + 1, j]], dim=1)
+            hidden, cell = lstm_update(torch.addmm(forward_in, previous, forward_weight), forward_cell[:, :, i, j])
+            forward_hidden[:, :, i + 1, j + 1], forward_cell[:, :, i, j + 1] = hidden, cell
+            return hidden + backward_hidden[:, :, i, j]  # + right-to-left h(i - 1, j), zero for row 0
+
+        return step
 
 
 class DiagonalBiLSTM(ResidualStack):

@@ -22,7 +22,7 @@ from torch import Tensor, nn
 
 import pixelgen
 from pixelgen.layers import MaskedConv2d
-from pixelgen.model import ResidualStack
+from pixelgen.model import ConvStep, LayerStep, ResidualStack
 
 
 class PixelCNNBlock(nn.Module):
@@ -36,6 +36,12 @@ class PixelCNNBlock(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return F.relu(self.conv(F.relu(self.reduce(F.relu(x)))))
+
+    def sampling_step(self, n: int, height: int, width: int) -> LayerStep:
+        """``forward`` at one pixel: ``(n, 2h)`` at ``(i, j)`` -> ``(n, h)``; the 3x3 conv
+        reads the cached outputs of ``reduce`` above and to the left of the pixel."""
+        reduce, conv = ConvStep(self.reduce, n, height, width), ConvStep(self.conv, n, height, width)
+        return lambda v, i, j: F.relu(conv(F.relu(reduce(F.relu(v), i, j)), i, j))
 
 
 class PixelCNN(ResidualStack):

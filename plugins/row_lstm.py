@@ -26,7 +26,7 @@ from torch import Tensor, nn
 
 import pixelgen
 from pixelgen.layers import MaskedConv2d, lstm_update
-from pixelgen.model import ResidualStack
+from pixelgen.model import ConvStep, LayerStep, ResidualStack
 
 
 class RowLSTMLayer(nn.Module):
@@ -53,6 +53,31 @@ class RowLSTMLayer(nn.Module):
             hidden, cell = lstm_update(gates, cell)
             rows.append(hidden)
         return torch.stack(rows, dim=2)  # (B, h, H, W)
+
+    def sampling_step(self, n: int, height: int, width: int) -> LayerStep:
+        """``forward`` at one pixel: ``(n, 2h)`` at ``(i, j)`` -> ``(n, h)``.
+
+        The states of every row are kept, row ``i`` of the padded maps holding row
+        ``i - 1`` of the image, so that pixel ``(i, j)`` reads ``h(i-1, j-1..j+1)`` and
+        ``c(i-1, j)`` and writes its own.
+        """
+        h = self.hidden_channels
+        input_to_state = ConvStep(self.input_to_state, n, height, width)
+        weight = self.state_to_state.weight.flatten(1).t()  # (h * 3, 4h): columns j-1, j, j+1
+        bias = self.state_to_state.bias
+        hidden = weight.new_zeros(n, h, height + 1, width + 2)  # zero columns: conv1d's padding
+        hidden[:, :, 0, 1:-1] = self.initial_hidden[:, None]
+        cell = weight.new_zeros(n, h, height + 1, width)
+        cell[:, :, 0] = self.initial_cell[:, None]
+
+        def step(v: Tensor, i: int, j: int) -> Tensor:
+            above = hidden[:, :, i, j : j + 3].reshape(n, -1)  # (n, h * 3)
+            gates = input_to_state(v, i, j) + torch.addmm(bias, above, weight)  # (n, 4h)
+            new_hidden, new_cell = lstm_update(gates, cell[:, :, i, j])  # (n, h) each
+            hidden[:, :, i + 1, j + 1], cell[:, :, i + 1, j] = new_hidden, new_cell
+            return new_hidden
+
+        return step
 
 
 class RowLSTM(ResidualStack):
