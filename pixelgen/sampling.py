@@ -241,3 +241,97 @@ def sample(
     finally:
         model.train(was_training)
     return x
+
+
+def batch_seed(seed: int, batch: int) -> int:
+    """Seed of batch ``batch`` of :func:`sample_batched`: batch 0 uses ``seed`` itself, and
+    the batches of seeds ``0 .. 2**32 - 1`` never share a stream."""
+    return seed + (batch << 32)
+
+
+def sample_batched(
+    model: nn.Module,
+    n: int,
+    height: int,
+    width: int,
+    *,
+    batch_size: int = 16,
+    seed: int | None = None,
+    labels: Tensor | int | None = None,
+    prefix: Tensor | None = None,
+    **options: Any,
+) -> Tensor:
+    """:func:`sample` in batches of at most ``batch_size`` images, concatenated on the CPU.
+
+    Batch ``k`` is seeded with :func:`batch_seed` ``(seed, k)``, so the images depend on
+    ``seed`` and ``batch_size`` only, and a single batch equals ``sample(..., seed=seed)``.
+    ``labels`` ``(n,)`` and ``prefix`` ``(n, C, rows, width)`` are split like the images;
+    ``options`` are the other keyword arguments of :func:`sample`.
+    """
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise SamplingError(f"batch_size must be a positive integer, got {batch_size!r}")
+    if seed is None:
+        seed = int.from_bytes(os.urandom(4), "little")
+    if isinstance(labels, Tensor) and labels.dim() == 1 and len(labels) != n:
+        raise SamplingError(f"labels must have shape ({n},), got {tuple(labels.shape)}")
+    batches = []
+    for k, start in enumerate(range(0, n, batch_size)):
+        stop = min(start + batch_size, n)
+        batch_labels = labels[start:stop] if isinstance(labels, Tensor) and labels.dim() == 1 else labels
+        batch_prefix = prefix[start:stop] if prefix is not None else None
+        images = sample(
+            model, stop - start, height, width, seed=batch_seed(seed, k),
+            labels=batch_labels, prefix=batch_prefix, **options,
+        )
+        batches.append(images.cpu())
+    return torch.cat(batches)
+
+
+def sample_to_archive(
+    model: nn.Module,
+    archive: str | os.PathLike,
+    n: int,
+    height: int,
+    width: int,
+    *,
+    batch_size: int = 16,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
+    seed: int | None = 0,
+    sampler: str = "fast",
+    labels: Tensor | int | None = None,
+    prefix: Tensor | None = None,
+    progress: bool = False,
+    **attributes: Any,
+) -> tuple[Tensor, str]:
+    """Generate ``n`` images with :func:`sample_batched` and append them to a run archive.
+
+    The batch is stored (see :meth:`pixelgen.archive.RunArchive.append_samples`) with the
+    sampling settings, ``seconds_per_image`` (wall clock) and ``attributes`` (the caller's
+    ``model``, ``checkpoint``, ``recipe``, ...); ``labels`` and the number of given
+    ``prefix_rows`` too where used. ``seed=None`` draws a random seed and records it.
+
+    Returns:
+        the images, uint8 ``(n, C, height, width)`` on the CPU, and the batch's key.
+    """
+    from pixelgen.archive import RunArchive
+
+    store = RunArchive.create_or_open(Path(archive))  # fails before the slow part
+    if seed is None:
+        seed = int.from_bytes(os.urandom(4), "little")
+    start = time.perf_counter()
+    images = sample_batched(
+        model, n, height, width, batch_size=batch_size, temperature=temperature, top_p=top_p,
+        seed=seed, sampler=sampler, labels=labels, prefix=prefix, progress=progress,
+    )
+    seconds_per_image = (time.perf_counter() - start) / n
+    settings = dict(
+        temperature=temperature, top_p=top_p, seed=seed, sampler=sampler, batch_size=batch_size,
+        seconds_per_image=seconds_per_image,
+    )
+    if labels is not None:
+        settings["labels"] = torch.as_tensor(labels).expand(n).tolist()
+    if prefix is not None:
+        settings["prefix_rows"] = prefix.shape[2]
+    key = store.append_samples(images, **settings, **attributes)
+    return images, key

@@ -1,0 +1,244 @@
+"""Sampling: the fast states are exact, and the draws follow the softmax they are given.
+
+The models are tiny and in float64 with perturbed weights (zero-initialised class biases
+and initial states would hide mistakes), so that fast and reference logits agree to
+rounding and the same seed must give the same images bit for bit.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+import pixelgen
+from pixelgen.layers import MaskedConv2d
+from pixelgen.model import ResidualStack, ResidualStackState
+from pixelgen.sampling import ReferenceState, SamplingError, batch_seed, draw, sample, sample_batched
+
+MODELS = ["pixelcnn", "row_lstm", "diagonal_bilstm"]
+TINY = dict(hidden_channels=6, n_layers=2, head_channels=16)
+
+
+def tiny_model(name: str, channels: int, n_classes: int = 0, seed: int = 0, **extra) -> nn.Module:
+    torch.manual_seed(seed)
+    model = pixelgen.create_model(name, in_channels=channels, n_classes=n_classes, **TINY, **extra).double()
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for param in model.parameters():
+            param.add_(0.3 * torch.randn(param.shape, generator=generator, dtype=param.dtype))
+    return model.eval()
+
+
+@pytest.mark.parametrize("name", MODELS)
+@pytest.mark.parametrize("channels", [1, 3])
+@pytest.mark.parametrize("size", [(3, 5), (4, 4), (5, 2)])
+def test_fast_logits_equal_reference_at_every_step(name, channels, size):
+    height, width = size
+    n_classes, skip = (3, True) if channels == 3 else (0, False)  # conditional and skip paths too
+    model = tiny_model(name, channels, n_classes, skip=skip)
+    labels = torch.tensor([2, 0]) if n_classes else None
+    target = torch.randint(0, 256, (2, channels, height, width), dtype=torch.uint8,
+                           generator=torch.Generator().manual_seed(1))
+    fast = model.sampling_state(2, height, width, labels)
+    reference = ReferenceState(model, labels)
+    assert isinstance(fast, ResidualStackState)
+    x = torch.zeros_like(target)  # filled sub-pixel by sub-pixel, as the sampling loop does
+    with torch.no_grad():
+        for i in range(height):
+            for j in range(width):
+                for c in range(channels):
+                    got, want = fast.logits(x, i, j)[:, :, c], reference.logits(x, i, j)[:, :, c]
+                    torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12, msg=f"pixel ({i}, {j}), colour {c}")
+                    x[:, c, i, j] = target[:, c, i, j]
+
+
+@pytest.mark.parametrize("name", MODELS)
+@pytest.mark.parametrize("channels", [1, 3])
+def test_fast_and_reference_draw_the_same_images(name, channels):
+    model = tiny_model(name, channels, n_classes=4)
+    options = dict(seed=7, labels=torch.tensor([3, 1]), temperature=1.5)
+    fast = sample(model, 2, 3, 5, sampler="fast", **options)
+    reference = sample(model, 2, 3, 5, sampler="reference", **options)
+    assert fast.dtype == torch.uint8 and fast.shape == (2, channels, 3, 5)
+    assert torch.equal(fast, reference)
+    assert len(fast.unique()) > 5  # drawn, not constant
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_completion_keeps_the_given_rows(name):
+    model = tiny_model(name, 3)
+    prefix = torch.randint(0, 256, (2, 3, 2, 4), dtype=torch.uint8, generator=torch.Generator().manual_seed(3))
+    fast = sample(model, 2, 4, 4, seed=1, prefix=prefix)
+    reference = sample(model, 2, 4, 4, seed=1, prefix=prefix, sampler="reference")
+    assert torch.equal(fast[:, :, :2], prefix)
+    assert torch.equal(fast, reference)
+    # The completion depends on the given rows (the fast state did read them).
+    other = sample(model, 2, 4, 4, seed=1, prefix=255 - prefix)
+    assert not torch.equal(fast[:, :, 2:], other[:, :, 2:])
+
+
+def test_a_whole_image_as_prefix_is_returned_unchanged():
+    model = tiny_model("pixelcnn", 1)
+    image = torch.randint(0, 256, (1, 1, 3, 3), dtype=torch.uint8)
+    assert torch.equal(sample(model, 1, 3, 3, prefix=image), image)
+
+
+def test_labels_reach_every_layer():
+    model = tiny_model("row_lstm", 1, n_classes=2)
+    by_label = [sample(model, 3, 3, 3, seed=0, labels=k) for k in (0, 1)]
+    assert not torch.equal(*by_label)
+    assert torch.equal(by_label[0], sample(model, 3, 3, 3, seed=0, labels=torch.zeros(3, dtype=torch.long)))
+
+
+def test_seed_fixes_the_images_and_leaves_the_global_rng_alone():
+    model = tiny_model("diagonal_bilstm", 3)
+    before = torch.get_rng_state()
+    first = sample(model, 2, 3, 3, seed=11)
+    assert torch.equal(torch.get_rng_state(), before)
+    torch.manual_seed(123)  # the global seed plays no part
+    assert torch.equal(sample(model, 2, 3, 3, seed=11), first)
+    assert not torch.equal(sample(model, 2, 3, 3, seed=12), first)
+
+
+def test_batches_are_seeded_so_that_one_batch_equals_sample():
+    model = tiny_model("pixelcnn", 1)
+    whole = sample_batched(model, 3, 2, 3, batch_size=4, seed=5)
+    assert torch.equal(whole, sample(model, 3, 2, 3, seed=5))
+    split = sample_batched(model, 3, 2, 3, batch_size=2, seed=5)
+    assert torch.equal(split[:2], sample(model, 2, 2, 3, seed=5))
+    assert torch.equal(split[2:], sample(model, 1, 2, 3, seed=batch_seed(5, 1)))
+    assert not torch.equal(split[2:], sample(model, 1, 2, 3, seed=6))  # seeds' batches do not overlap
+
+
+def greedy(model: nn.Module, channels: int, height: int, width: int) -> torch.Tensor:
+    """Argmax decoding, written out with full forward passes."""
+    x = torch.zeros(1, channels, height, width, dtype=torch.uint8)
+    with torch.no_grad():
+        for i in range(height):
+            for j in range(width):
+                for c in range(channels):
+                    x[0, c, i, j] = model(x)[0, :, c, i, j].argmax()
+    return x
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_temperature_towards_zero_is_argmax_decoding(name):
+    model = tiny_model(name, 3)
+    expected = greedy(model, 3, 3, 4)
+    for seed in range(3):
+        assert torch.equal(sample(model, 1, 3, 4, seed=seed, temperature=1e-4), expected)
+
+
+def chi_square(counts: torch.Tensor, probs: torch.Tensor) -> float:
+    expected = probs * counts.sum()
+    return float(((counts - expected) ** 2 / expected).sum())
+
+
+def test_draws_follow_the_softmax_and_high_temperature_is_uniform():
+    logits = torch.randn(256, generator=torch.Generator().manual_seed(0), dtype=torch.float64) * 2
+    generator = torch.Generator().manual_seed(0)
+    n = 100_000
+    # 255 degrees of freedom: mean 255, standard deviation 22.6; 400 is 6.4 of them.
+    at_one = draw(logits.expand(n, -1), 1.0, 1.0, generator)
+    assert chi_square(torch.bincount(at_one, minlength=256).double(), torch.softmax(logits, 0)) < 400
+    hot = draw(logits.expand(n, -1), 1e4, 1.0, generator)
+    assert chi_square(torch.bincount(hot, minlength=256).double(), torch.full((256,), 1 / 256.0)) < 400
+    # A sharp temperature concentrates the draws on the most likely value.
+    cold = draw(logits.expand(1000, -1), 0.05, 1.0, generator)
+    assert (cold == logits.argmax()).float().mean() > 0.9
+
+
+def nucleus(logits: torch.Tensor, top_p: float) -> set[int]:
+    """The smallest set of most likely values whose probability reaches top_p."""
+    probs = torch.softmax(logits, 0)
+    order = probs.argsort(descending=True).tolist()
+    kept, mass = set(), 0.0
+    for value in order:
+        kept.add(value)
+        mass += float(probs[value])
+        if mass >= top_p:
+            break
+    return kept
+
+
+@pytest.mark.parametrize("top_p", [0.05, 0.5, 0.9])
+def test_top_p_never_leaves_the_nucleus(top_p):
+    logits = torch.randn(256, generator=torch.Generator().manual_seed(1), dtype=torch.float64) * 2
+    allowed = nucleus(logits, top_p)
+    drawn = draw(logits.expand(20_000, -1), 1.0, top_p, torch.Generator().manual_seed(0))
+    assert set(drawn.tolist()) == allowed  # inside it always, and all of it reachable
+    # Inside the nucleus the draws keep the softmax's proportions.
+    values = sorted(allowed)
+    counts = torch.bincount(drawn, minlength=256)[values].double()
+    probs = torch.softmax(logits, 0)[values]
+    if len(values) > 1:
+        assert chi_square(counts, probs / probs.sum()) < len(values) + 6 * math.sqrt(2 * len(values))
+
+
+def test_sampled_images_stay_inside_each_sub_pixels_nucleus():
+    model = tiny_model("pixelcnn", 3)
+    images = sample(model, 2, 3, 4, seed=0, top_p=0.3, temperature=2.0)
+    with torch.no_grad():
+        logits = model(images) / 2.0  # causal: exactly the logits each sub-pixel was drawn from
+    for b, c, i, j in torch.cartesian_prod(*(torch.arange(s) for s in images.shape)).tolist():
+        assert images[b, c, i, j].item() in nucleus(logits[b, :, c, i, j], 0.3)
+
+
+class Plain(nn.Module):
+    """Not a pixelgen model: a forward and ``in_channels`` are all the reference needs."""
+
+    in_channels = 1
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.bias = nn.Parameter(torch.zeros(256))
+        with torch.no_grad():
+            self.bias[42] = 100.0
+
+    def forward(self, x):
+        return self.bias[None, :, None, None, None].expand(len(x), 256, *x.shape[1:])
+
+
+def test_any_model_with_a_forward_samples_with_the_reference_state():
+    assert torch.equal(sample(Plain(), 2, 2, 2, seed=0), torch.full((2, 1, 2, 2), 42, dtype=torch.uint8))
+
+
+class NoStepStack(ResidualStack):
+    """A residual stack whose layer (a 1x1 mask-B convolution) has no ``sampling_step``."""
+
+    def make_layer(self) -> nn.Module:
+        return MaskedConv2d(2 * self.hidden_channels, self.hidden_channels, 1, "B", self.in_channels)
+
+
+def test_a_stack_whose_layers_have_no_step_falls_back_to_the_reference():
+    model = NoStepStack(1, hidden_channels=2, n_layers=1, head_channels=4, n_classes=0, residual=True, skip=False)
+    assert isinstance(model.sampling_state(1, 2, 2), ReferenceState)
+    assert sample(model, 1, 2, 2, seed=0).shape == (1, 1, 2, 2)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(temperature=0.0), "temperature"),
+        (dict(top_p=0.0), "top_p"),
+        (dict(top_p=1.5), "top_p"),
+        (dict(sampler="quick"), "sampler"),
+        (dict(labels=1), "not class-conditional"),
+        (dict(prefix=torch.zeros(2, 1, 1, 3, dtype=torch.uint8)), "prefix must have shape"),
+        (dict(prefix=torch.zeros(2, 1, 1, 4)), "uint8"),
+    ],
+)
+def test_bad_arguments_fail_with_a_message(kwargs, message):
+    with pytest.raises(SamplingError, match=message):
+        sample(tiny_model("pixelcnn", 1), 2, 3, 4, **kwargs)
+
+
+def test_a_conditional_model_needs_labels_in_range():
+    model = tiny_model("pixelcnn", 1, n_classes=3)
+    with pytest.raises(SamplingError, match="class-conditional"):
+        sample(model, 2, 2, 2)
+    with pytest.raises(SamplingError, match="0..2"):
+        sample(model, 2, 2, 2, labels=torch.tensor([0, 3]))
