@@ -1,0 +1,157 @@
+"""The third-party Gated PixelCNN plugin (examples/pixelgen-gated) through pixelgen's public API.
+
+Installed with ``pip install -e examples/pixelgen-gated``; without it this module is skipped.
+Its Jacobian must be exactly autoregressive and, unlike PixelCNN's, have no blind spot:
+the field of output pixel ``(i, j)`` is the rectangle of rows ``i-1-R .. i-1`` and columns
+``j-R .. j+R`` (vertical stack) plus columns ``j-R .. j-1`` of row ``i`` (horizontal
+stack), with ``R = n_layers * (kernel_size // 2)``.
+"""
+
+from __future__ import annotations
+
+import ast
+import inspect
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+pixelgen_gated = pytest.importorskip("pixelgen_gated")
+
+import pixelgen  # noqa: E402
+from pixelgen.cli import main  # noqa: E402
+from pixelgen.model import AutoregressiveModel  # noqa: E402
+from pixelgen.testing import allowed_dependencies, check_causality, dependency_map  # noqa: E402
+
+TINY = dict(hidden_channels=16, head_channels=32)  # narrower maps let ReLUs hide dependencies
+
+
+def tiny_model(channels: int, n_layers: int = 2, kernel_size: int = 3, seed: int = 0, **hyper):
+    torch.manual_seed(seed)
+    return pixelgen.create_model(
+        "gated_pixelcnn", in_channels=channels, n_layers=n_layers, kernel_size=kernel_size, **TINY, **hyper
+    )
+
+
+def gated_field(channels: int, height: int, width: int, reach: int) -> torch.Tensor:
+    """The field written down from the architecture (section 2.2), ``(C, H, W, C, H, W)``.
+
+    Vertical stack: L layers of (r+1) x k convolutions reach L*r rows up and L*r columns
+    either side, read one row down. Horizontal stack: L layers of 1 x k reach L*r columns
+    left. Colours inside a pixel follow the autoregressive order.
+    """
+    _, rows, cols = torch.meshgrid(torch.arange(channels), torch.arange(height), torch.arange(width), indexing="ij")
+    i, j = rows[..., None, None, None], cols[..., None, None, None]  # output position
+    i2, j2 = rows[None, None, None], cols[None, None, None]  # input position
+    above = (i2 < i) & (i - 1 - i2 <= reach) & ((j2 - j).abs() <= reach)
+    same_row = (i2 == i) & (j - j2 <= reach)
+    return allowed_dependencies(channels, height, width) & (above | same_row)
+
+
+def test_registered_through_the_entry_point():
+    assert "gated_pixelcnn" in pixelgen.list_models()
+    assert "gated_pixelcnn" not in pixelgen.plugin_failures()
+    model = tiny_model(3)
+    assert isinstance(model, pixelgen_gated.GatedPixelCNN)
+    assert isinstance(model, AutoregressiveModel)  # so the core's reference sampler applies
+    assert model(torch.randint(0, 256, (2, 3, 4, 5))).shape == (2, 256, 3, 4, 5)
+
+
+def test_uses_only_public_pixelgen_names():
+    tree = ast.parse(inspect.getsource(pixelgen_gated.model))
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("pixelgen"):
+            assert not any(part.startswith("_") for part in node.module.split(".")), node.module
+            assert not any(alias.name.startswith("_") for alias in node.names), ast.dump(node)
+        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "pixelgen":
+            assert not node.attr.startswith("_"), node.attr
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+@pytest.mark.parametrize("size", [(5, 5), (4, 7)])
+def test_causal(channels, size):
+    support = check_causality(tiny_model(channels), channels, *size)
+    assert support.any()
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+@pytest.mark.parametrize("size", [(5, 5), (4, 5), (6, 4)])
+def test_no_blind_spot_every_earlier_subpixel_is_seen(channels, size):
+    """Kernel 3 and 4 layers reach R = 4 >= max(W - 1, H - 2): the whole context, exactly."""
+    got = dependency_map(tiny_model(channels, n_layers=4), channels, *size, n_inputs=6)
+    expected = allowed_dependencies(channels, *size)
+    missing = (expected & ~got).nonzero().tolist()[:5]
+    assert torch.equal(got, expected), f"missing {missing}"
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_field_is_a_rectangle_above_and_a_segment_left(channels):
+    """Where the image is larger than the reach R = 2, the field is exactly the architecture's."""
+    h, w, reach = 5, 7, 2
+    got = dependency_map(tiny_model(channels, n_layers=2), channels, h, w, n_inputs=6)
+    expected = gated_field(channels, h, w, reach)
+    missing = (expected & ~got).nonzero().tolist()[:5]
+    extra = (got & ~expected).nonzero().tolist()[:5]
+    assert torch.equal(got, expected), f"missing {missing}, unexpected {extra}"
+    field = got[:, 4, 3].any(0).any(0)  # (H, W): pixels that output pixel (4, 3) sees
+    assert field.int().tolist() == [
+        [0, 0, 0, 0, 0, 0, 0],  # R + 1 = 3 rows up at most
+        [0, 1, 1, 1, 1, 1, 0],  # columns 3 - R .. 3 + R, right of the pixel included:
+        [0, 1, 1, 1, 1, 1, 0],  # where a stacked mask-B PixelCNN is blind
+        [0, 1, 1, 1, 1, 1, 0],
+        [0, 1, 1, int(channels > 1), 0, 0, 0],  # R pixels to the left; itself: earlier colours
+    ]
+
+
+def test_class_conditional():
+    model = tiny_model(3, n_classes=4)
+    labels = torch.tensor([2])
+    with torch.no_grad():
+        for layer in model.layers:  # class biases start at zero; make them count
+            layer.horizontal_bias.embedding.weight.normal_()
+    x = torch.randint(0, 256, (1, 3, 4, 5))
+    assert not torch.equal(model(x, labels), model(x, torch.tensor([1])))
+    check_causality(model, 3, 4, 5, labels=labels)
+    with pytest.raises(ValueError, match="labels"):
+        model(x)
+
+
+@pytest.mark.parametrize("hyper", [dict(kernel_size=4), dict(kernel_size=0), dict(n_layers=0)])
+def test_bad_hyperparameters_fail_loudly(hyper):
+    with pytest.raises(ValueError, match=next(iter(hyper))):
+        pixelgen.create_model("gated_pixelcnn", **{**TINY, **hyper})
+
+
+def test_cli_check_exits_0_and_sees_the_whole_context(capsys):
+    # Kernel 5 and 3 layers reach R = 6 >= max(7 - 1, 6 - 2): the CLI's 6x7 image is seen whole.
+    argv = ["check", "gated_pixelcnn", "--hp", "hidden_channels=16", "--hp", "head_channels=32"]
+    argv += ["--hp", "n_layers=3", "--hp", "kernel_size=5"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "C=1 at 6x7: 861 of 861 allowed" in out and "C=3 at 6x7: 7875 of 7875 allowed" in out
+    picture = out.split("unseen):\n", 1)[1]
+    assert "#" in picture and "." not in picture
+
+
+def test_a_few_adam_steps_reduce_the_loss():
+    torch.manual_seed(0)
+    model = tiny_model(3, n_layers=2)
+    x = torch.randint(0, 256, (2, 3, 4, 4))
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(6):
+        loss = F.cross_entropy(model(x), x)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert all(torch.isfinite(torch.tensor(losses)))
+    assert losses[-1] < losses[0] - 0.03, losses  # ln 256 = 5.55 nats at the start
+
+
+def test_the_core_sampler_generates_with_it():
+    # No sampling code in the plugin: AutoregressiveModel's reference state drives it.
+    model = tiny_model(3, n_classes=2)
+    images = pixelgen.sample(model, 2, 3, 4, seed=0, labels=1)
+    assert images.dtype == torch.uint8 and images.shape == (2, 3, 3, 4)
+    assert torch.equal(images, pixelgen.sample(model, 2, 3, 4, seed=0, labels=1, sampler="reference"))
