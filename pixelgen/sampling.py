@@ -293,6 +293,7 @@ def sample_to_archive(
     n: int,
     height: int,
     width: int,
+    /,
     *,
     batch_size: int = 16,
     temperature: float = 1.0,
@@ -335,3 +336,144 @@ def sample_to_archive(
         settings["prefix_rows"] = prefix.shape[2]
     key = store.append_samples(images, **settings, **attributes)
     return images, key
+
+
+# ----------------------------------------------------------------------- from a checkpoint
+
+
+def read_image(path: str | os.PathLike, channels: int) -> Tensor:
+    """An image file (PNG, JPEG) as uint8 ``(C, H, W)``, converted to grey (``C = 1``) or
+    RGB (``C = 3``)."""
+    import numpy as np
+    from PIL import Image, UnidentifiedImageError
+
+    modes = {1: "L", 3: "RGB"}
+    if channels not in modes:
+        raise SamplingError(f"completion needs a grey or RGB model, this one has {channels} colours")
+    try:
+        with Image.open(path) as image:
+            pixels = np.asarray(image.convert(modes[channels]), dtype=np.uint8)  # (H, W[, C])
+    except (OSError, UnidentifiedImageError) as exc:
+        raise SamplingError(f"{path}: cannot read the image to complete: {exc}") from None
+    return torch.from_numpy(pixels.reshape(*pixels.shape[:2], channels).copy()).permute(2, 0, 1)  # (C, H, W)
+
+
+def save_grid(images: Tensor, path: str | os.PathLike) -> Path:
+    """Write uint8 images ``(n, C, H, W)`` as one PNG grid, about square."""
+    from torchvision.utils import save_image
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_image(images.float() / 255, path, nrow=math.ceil(math.sqrt(len(images))), padding=1)
+    return path
+
+
+def _image_size_of_run(state: dict[str, Any]) -> tuple[int, int]:
+    """Height and width of the images the checkpoint's run trained on (reads its data)."""
+    import attrs
+
+    from pixelgen.recipe import recipe_from_dict
+    from pixelgen.train import load_data
+
+    try:
+        run = recipe_from_dict(state["recipe"]).runs[0]
+        run = attrs.evolve(run, data=attrs.evolve(run.data, download=False))
+        shape = load_data(run)["train"].shape  # (C, H, W)
+    except (PixelgenError, OSError, KeyError) as exc:
+        raise SamplingError(
+            f"the image size is not recorded in the checkpoint and its data set cannot be read "
+            f"({exc}); pass the size (--size HxW)"
+        ) from None
+    return shape[1], shape[2]
+
+
+def sample_checkpoint(
+    checkpoint: str | os.PathLike,
+    n: int,
+    *,
+    size: tuple[int, int] | None = None,
+    batch_size: int = 16,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
+    seed: int | None = None,
+    sampler: str = "fast",
+    label: int | None = None,
+    complete: str | os.PathLike | None = None,
+    rows: int | None = None,
+    archive: str | os.PathLike | bool = True,
+    png: str | os.PathLike | bool = True,
+    device: str | None = None,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """What ``pixelgen sample`` does: load a checkpoint, sample, archive, write a PNG grid.
+
+    Args:
+        checkpoint: a ``.ckpt`` written by ``pixelgen run`` (read with weights_only).
+        n: number of images.
+        size: ``(height, width)``; default: the completion image's, else the run's data.
+        label: class of every image for a class-conditional model; default: the classes
+            in turn (0, 1, 2, ...).
+        complete, rows: keep the top ``rows`` rows of this image file in every sample.
+        archive: ``True``: the run's archive next to the checkpoint (the recipe's
+            ``output.archive``, ``archive.zarr``); a path; ``False``: none.
+        png: ``True``: ``samples-<key>.png`` next to the checkpoint (``samples.png``
+            without an archive); a path; ``False``: none.
+        device: ``"cpu"``, ``"cuda"``, ...; default: CUDA where available.
+        batch_size, temperature, top_p, seed, sampler, progress: as for :func:`sample_batched`;
+            ``seed=None`` draws a seed, which is recorded.
+
+    Returns:
+        ``{"images", "seed", "seconds_per_image", "archive", "key", "png"}`` (paths or None).
+    """
+    from pixelgen import checkpoint as ckpt_io
+
+    checkpoint = Path(checkpoint)
+    state = ckpt_io.load_checkpoint(checkpoint)
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    model = ckpt_io.model_from_checkpoint(state).to(device)
+    channels = _channels_of(model)
+    if (complete is None) != (rows is None):
+        raise SamplingError("completion needs both the image and the number of rows to keep (--complete, --rows)")
+    prefix = None
+    if complete is not None:
+        image = read_image(complete, channels)  # (C, H, W)
+        height, width = size or image.shape[1:]
+        if image.shape[2] != width or not 0 < rows <= min(height, image.shape[1]):
+            raise SamplingError(
+                f"{complete}: a {image.shape[1]}x{image.shape[2]} image; the samples are "
+                f"{height}x{width}: the widths must agree and rows be in 1..{min(height, image.shape[1])}"
+            )
+        prefix = image[None, :, :rows].expand(n, -1, -1, -1)  # (n, C, rows, W)
+    else:
+        height, width = size or _image_size_of_run(state)
+    labels = None
+    n_classes = getattr(model, "n_classes", 0)
+    if n_classes:
+        labels = torch.full((n,), label) if label is not None else torch.arange(n) % n_classes
+    elif label is not None:
+        raise SamplingError(f"--label {label}: this model is not class-conditional")
+    if seed is None:
+        seed = int.from_bytes(os.urandom(4), "little")
+    options = dict(
+        batch_size=batch_size, temperature=temperature, top_p=top_p, seed=seed, sampler=sampler,
+        labels=labels, prefix=prefix, progress=progress,
+    )
+    result: dict[str, Any] = {"seed": seed, "archive": None, "key": None, "png": None}
+    if archive is not False:
+        recipe = state["recipe"]
+        name = recipe.get("output", {}).get("archive", "archive.zarr") if isinstance(recipe, dict) else "archive.zarr"
+        result["archive"] = checkpoint.parent / name if archive is True else Path(archive)
+        start = time.perf_counter()
+        images, result["key"] = sample_to_archive(
+            model, result["archive"], n, height, width, model=state["model"]["name"],
+            checkpoint=str(checkpoint), recipe=recipe, epoch=state["epoch"], **options,
+        )
+    else:
+        start = time.perf_counter()
+        images = sample_batched(model, n, height, width, **options)
+    result["seconds_per_image"] = (time.perf_counter() - start) / n
+    if png is not False:
+        default = f"samples-{result['key']}.png" if result["key"] is not None else "samples.png"
+        result["png"] = save_grid(images, checkpoint.parent / default if png is True else png)
+    result["images"] = images
+    return result

@@ -242,3 +242,78 @@ def test_a_conditional_model_needs_labels_in_range():
         sample(model, 2, 2, 2)
     with pytest.raises(SamplingError, match="0..2"):
         sample(model, 2, 2, 2, labels=torch.tensor([0, 3]))
+
+
+# ----------------------------------------------------------------------- CLI and archive
+
+
+@pytest.fixture
+def checkpoint(tmp_path):
+    """A real checkpoint file of a tiny conditional grey PixelCNN, in its run folder."""
+    from pixelgen.checkpoint import plain, save_checkpoint
+    from pixelgen.recipe import recipe_from_dict, recipe_to_dict
+
+    torch.manual_seed(0)
+    model = pixelgen.create_model("pixelcnn", in_channels=1, n_classes=2, **TINY)
+    recipe = recipe_from_dict({"model": {"name": "pixelcnn"}, "data": {"name": "mnist"}})
+    path = tmp_path / "run" / "best.ckpt"
+    path.parent.mkdir()
+    save_checkpoint(path, {
+        "model": plain(model.pixelgen_config), "model_state": model.state_dict(),
+        "recipe": recipe_to_dict(recipe), "epoch": 3,
+    })
+    return path
+
+
+def test_cli_sample_appends_to_the_run_archive_and_writes_a_grid(checkpoint, capsys):
+    from pixelgen.archive import RunArchive
+    from pixelgen.cli import main
+    from pixelgen.checkpoint import load_checkpoint, model_from_checkpoint
+
+    argv = ["sample", str(checkpoint), "-n", "3", "--size", "3x4", "--seed", "5", "--top-p", "0.9",
+            "--temperature", "0.8", "--batch-size", "2", "--label", "1", "--device", "cpu"]
+    assert main(argv) == 0
+    archive = RunArchive.open(checkpoint.parent / "archive.zarr")
+    [(key, attrs)] = archive.sample_batches()
+    images = archive.read_samples(key)
+    assert images.dtype == "uint8" and images.shape == (3, 1, 3, 4)
+    assert attrs["model"] == "pixelcnn" and attrs["checkpoint"] == str(checkpoint)
+    assert attrs["recipe"]["data"]["name"] == "mnist"
+    assert (attrs["temperature"], attrs["top_p"], attrs["seed"], attrs["sampler"]) == (0.8, 0.9, 5, "fast")
+    assert attrs["labels"] == [1, 1, 1] and attrs["seconds_per_image"] > 0
+    # The archived images are exactly what the library draws from the same settings.
+    model = model_from_checkpoint(load_checkpoint(checkpoint))
+    expected = sample_batched(model, 3, 3, 4, batch_size=2, seed=5, top_p=0.9, temperature=0.8, labels=1)
+    assert torch.equal(torch.from_numpy(images), expected)
+    assert (checkpoint.parent / f"samples-{key}.png").is_file()
+    assert "samples/000000" in capsys.readouterr().out
+    # A second call appends a second batch.
+    assert main(argv + ["--sampler", "reference", "-n", "1"]) == 0
+    assert [k for k, _ in archive.sample_batches()] == ["000000", "000001"]
+
+
+def test_cli_completes_an_image_keeping_its_top_rows(checkpoint, tmp_path):
+    from PIL import Image
+
+    from pixelgen.cli import main
+    from pixelgen.sampling import read_image
+
+    picture = torch.randint(0, 256, (1, 4, 5), dtype=torch.uint8)
+    Image.fromarray(picture[0].numpy()).save(tmp_path / "digit.png")
+    grid = tmp_path / "grid.png"
+    argv = ["sample", str(checkpoint), "-n", "2", "--complete", str(tmp_path / "digit.png"), "--rows", "2",
+            "--no-archive", "--png", str(grid), "--seed", "0", "--device", "cpu"]
+    assert main(argv) == 0
+    assert not (checkpoint.parent / "archive.zarr").exists()
+    tiles = read_image(grid, 1)  # 2 images side by side, 1 pixel of padding around each
+    for k in range(2):
+        assert torch.equal(tiles[:, 1:3, 1 + k * 6 : 6 + k * 6], picture[:, :2])
+
+
+def test_cli_sample_errors_are_one_line(checkpoint, capsys):
+    from pixelgen.cli import main
+
+    assert main(["sample", str(checkpoint), "--size", "3x3", "--rows", "2", "--no-archive"]) == 2
+    assert "--complete" in capsys.readouterr().err
+    assert main(["sample", str(checkpoint.parent / "missing.ckpt"), "--size", "3x3"]) == 2
+    assert "no such checkpoint" in capsys.readouterr().err
