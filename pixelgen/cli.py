@@ -93,8 +93,59 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_run(args: argparse.Namespace) -> int:
+    import functools
+
+    from pixelgen.recipe import load_recipe
+    from pixelgen.train import run_recipe
+
+    recipe = load_recipe(args.recipe, args.set)
+    report = functools.partial(print, flush=True)
+    results = run_recipe(recipe, out=args.out, resume=args.resume, report=report)
+    finished = [r for r in results if r is not None]
+    if len(recipe.runs) > 1 and finished:
+        print("summary:")
+        for r in finished:
+            print(f"  {r['run']:<20} {r['split']} {r['bits_per_dim']:.4f} bits/dim")
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    import json
+
+    from pixelgen.train import evaluate_checkpoint
+
+    figures = evaluate_checkpoint(
+        args.checkpoint, args.split, data_root=args.data_root, limit=args.limit,
+        accelerator=args.accelerator,
+    )
+    if args.json:
+        print(json.dumps(figures))
+        return 0
+    per_channel = ", ".join(f"{v:.4f}" for v in figures["bits_per_dim_per_channel"])
+    print(f"{figures['checkpoint']} ({figures['model']}, epoch {figures['epoch']})")
+    print(f"  split      {figures['split']} ({figures['n_images']} images)")
+    print(f"  NLL        {figures['nll_nats']:.2f} nats/image")
+    print(f"  bits/dim   {figures['bits_per_dim']:.4f} (per colour: {per_channel})")
+    return 0
+
+
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text}")
+    return value
+
+
+class _OneLineParser(argparse.ArgumentParser):
+    """Usage errors as one line on stderr (status 2), like every other pixelgen error."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="pixelgen", description="PixelRNN-family image models")
+    parser = _OneLineParser(prog="pixelgen", description="PixelRNN-family image models")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("plugins", help="list models and data sets with their plugins and hyperparameters")
@@ -107,6 +158,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--height", type=int, default=6)
     p.add_argument("--width", type=int, default=7)
     p.set_defaults(func=cmd_check)
+
+    p = sub.add_parser("run", help="train and evaluate every run of a TOML recipe on Lightning Fabric")
+    p.add_argument("recipe", help="recipe file, e.g. recipes/quickstart.toml")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a recipe key, e.g. --set train.epochs=3 (repeatable)")
+    p.add_argument("--out", metavar="DIR", help="output folder in place of the recipe's output.dir")
+    p.add_argument("--resume", action="store_true",
+                   help="continue each run from its last.ckpt exactly where it stopped")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("eval", help="NLL and bits/dim of a checkpoint on a data split")
+    p.add_argument("checkpoint", help="a .ckpt file written by pixelgen run")
+    p.add_argument("--split", choices=["test", "val", "train"], default="test")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--data-root", metavar="DIR", help="data folder in place of the recorded data.root")
+    p.add_argument("--limit", type=_non_negative_int, metavar="N",
+                   help="first N images (default: the run's data.limit_<split>; 0: all)")
+    p.add_argument("--accelerator", default="auto", help="Fabric accelerator (default: auto)")
+    p.set_defaults(func=cmd_eval)
     return parser
 
 

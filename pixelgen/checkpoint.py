@@ -1,0 +1,176 @@
+"""Checkpoint files: written atomically, read without executing code.
+
+A checkpoint is one ``torch.save`` file holding only tensors, dicts, lists, numbers and
+strings, so :func:`load_checkpoint` reads it with ``torch.load(weights_only=True)``: a
+file from elsewhere can never run code on load. Its top-level keys::
+
+    format, format_version   "pixelgen-checkpoint", 1
+    model                    {"name": ..., "hyperparameters": {...}}: rebuilds the model
+    model_state              the model's state dict
+    recipe                   the resolved single-run recipe (recipe.recipe_to_dict)
+    epoch, step              epochs completed (1-based count) and optimizer steps taken
+    optimizer, scheduler     their state dicts; precision: the AMP grad scaler's, if any
+    early_stopping           {"monitor", "best", "bad_epochs", "stopped"}
+    sampler                  {"seed", "epoch"}: the shuffling order is a function of these
+    rng                      one entry per process rank: torch, cuda, numpy and python
+                             random states, as tensors (see :func:`rng_state`)
+    metrics                  the epoch's metrics row
+
+The file is written to a temporary name in the same folder, flushed to disk and renamed
+over the target with ``os.replace``, so a kill at any moment leaves either the previous
+checkpoint or the new one, never a mix.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import random
+import tempfile
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from pixelgen.errors import CheckpointError
+
+FORMAT = "pixelgen-checkpoint"
+FORMAT_VERSION = 1
+
+
+# --------------------------------------------------------------------------- random state
+
+
+def rng_state() -> dict[str, torch.Tensor]:
+    """This process's random states as CPU tensors only (loadable with weights_only).
+
+    Keys: ``torch`` (uint8), ``cuda`` (uint8, current device; empty without CUDA),
+    ``numpy_keys`` (int64 (624,)), ``numpy_rest`` (float64: pos, has_gauss,
+    cached_gaussian), ``python`` (int64: version, 625 state words, has_gauss), and
+    ``python_gauss`` (float64 (1,)).
+    """
+    _, keys, pos, has_gauss, cached = np.random.get_state()
+    version, words, gauss_next = random.getstate()
+    cuda = (
+        torch.cuda.get_rng_state()
+        if torch.cuda.is_available() and torch.cuda.is_initialized()
+        else torch.empty(0, dtype=torch.uint8)
+    )
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": cuda,
+        "numpy_keys": torch.from_numpy(keys.astype(np.int64)),
+        "numpy_rest": torch.tensor([pos, has_gauss, cached], dtype=torch.float64),
+        "python": torch.tensor([version, *words, gauss_next is not None], dtype=torch.int64),
+        "python_gauss": torch.tensor([gauss_next or 0.0], dtype=torch.float64),
+    }
+
+
+def set_rng_state(state: dict[str, torch.Tensor]) -> None:
+    """Restore what :func:`rng_state` returned (tensors may sit on any device)."""
+    state = {k: v.cpu() for k, v in state.items()}
+    torch.set_rng_state(state["torch"].to(torch.uint8))
+    if state["cuda"].numel() and torch.cuda.is_available():
+        torch.cuda.set_rng_state(state["cuda"].to(torch.uint8))
+    pos, has_gauss, cached = state["numpy_rest"].tolist()
+    keys = state["numpy_keys"].numpy().astype(np.uint32)
+    np.random.set_state(("MT19937", keys, int(pos), int(has_gauss), float(cached)))
+    python = state["python"].tolist()
+    gauss_next = float(state["python_gauss"][0]) if python[-1] else None
+    random.setstate((python[0], tuple(python[1:-1]), gauss_next))
+
+
+# --------------------------------------------------------------------------- files
+
+
+def plain(value: Any) -> Any:
+    """``value`` with tuples turned into lists and mappings into dicts (recursively), so
+    that it compares equal to what a JSON or checkpoint round trip gives back."""
+    return json.loads(json.dumps(value, default=_not_plain))
+
+
+def _not_plain(value: Any) -> Any:
+    if hasattr(value, "items"):
+        return dict(value.items())
+    raise TypeError(f"cannot store {type(value).__name__} in a checkpoint: {value!r}")
+
+
+def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> pathlib.Path:
+    """Write ``state`` to ``path`` atomically (temporary file, fsync, ``os.replace``).
+
+    ``state`` must hold only what :func:`load_checkpoint` can read back with
+    ``weights_only=True``: tensors, dicts, lists, tuples, numbers, strings, None.
+    """
+    path = pathlib.Path(path)
+    state = {"format": FORMAT, "format_version": FORMAT_VERSION, **state}
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            torch.save(state, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        pathlib.Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """Read a pixelgen checkpoint onto the CPU without executing any code from it.
+
+    Raises:
+        CheckpointError: one line, for a missing file, a truncated or foreign file (any
+            file ``torch.load(weights_only=True)`` refuses or that lacks the pixelgen
+            format key), or a newer format version.
+    """
+    path = pathlib.Path(path)
+    if not path.is_file():
+        what = "is a directory, not a checkpoint file" if path.is_dir() else "no such checkpoint file"
+        raise CheckpointError(f"{path}: {what}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # truncated zip, random bytes, pickled classes: all refused
+        reason = " ".join(str(exc).split())[:160] or type(exc).__name__
+        raise CheckpointError(_not_ours(path, reason)) from None
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise CheckpointError(_not_ours(path, "no pixelgen format marker"))
+    version = state.get("format_version")
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise CheckpointError(
+            f"{path}: checkpoint format_version {version!r} is newer than this pixelgen reads "
+            f"({FORMAT_VERSION}); upgrade pixelgen"
+        )
+    missing = [key for key in ("model", "model_state", "recipe", "epoch") if key not in state]
+    if missing:
+        raise CheckpointError(_not_ours(path, f"missing {', '.join(missing)}"))
+    return state
+
+
+def _not_ours(path: pathlib.Path, reason: str) -> str:
+    return (
+        f"{path.name} is not a pixelgen checkpoint (truncated or foreign file): {reason}; "
+        f"re-run training or pass another file ({path})"
+    )
+
+
+def model_from_checkpoint(state: dict[str, Any]) -> nn.Module:
+    """Rebuild the model a checkpoint describes and load its weights (on the CPU).
+
+    Needs only the checkpoint: the registered model name and its hyperparameters are
+    stored in ``state["model"]`` (``model.pixelgen_config``).
+    """
+    from pixelgen.registry import create_model
+
+    config = state["model"]
+    try:
+        model = create_model(config["name"], **config["hyperparameters"])
+        model.load_state_dict(state["model_state"])
+    except (KeyError, TypeError, RuntimeError) as exc:
+        reason = " ".join(str(exc).split())[:160]
+        raise CheckpointError(
+            f"checkpoint model {config.get('name')!r} cannot be rebuilt: {reason}"
+        ) from None
+    return model
