@@ -144,6 +144,34 @@ class _OneLineParser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
+def _size(text: str) -> tuple[int, int]:
+    height, sep, width = text.lower().partition("x")
+    if not sep or not height.isdigit() or not width.isdigit() or not int(height) or not int(width):
+        raise argparse.ArgumentTypeError(f"expected HEIGHTxWIDTH such as 32x32, got {text!r}")
+    return int(height), int(width)
+
+
+def cmd_sample(args: argparse.Namespace) -> int:
+    from pixelgen.sampling import sample_checkpoint
+
+    if args.archive is not None and args.no_archive:
+        raise PixelgenError("--archive and --no-archive exclude each other")
+    result = sample_checkpoint(
+        args.checkpoint, args.n, size=args.size, batch_size=args.batch_size,
+        temperature=args.temperature, top_p=args.top_p, seed=args.seed, sampler=args.sampler,
+        label=args.label, complete=args.complete, rows=args.rows,
+        archive=False if args.no_archive else (args.archive or True), png=args.png or True,
+        device=args.device, progress=True,
+    )
+    images = result["images"]
+    print(f"{len(images)} samples {tuple(images.shape[1:])}, seed {result['seed']}, "
+          f"{result['seconds_per_image']:.3f} s/image ({args.sampler})")
+    if result["archive"] is not None:
+        print(f"  archive  {result['archive']} samples/{result['key']}")
+    print(f"  grid     {result['png']}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _OneLineParser(prog="pixelgen", description="PixelRNN-family image models")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -158,6 +186,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--height", type=int, default=6)
     p.add_argument("--width", type=int, default=7)
     p.set_defaults(func=cmd_check)
+
+    p = sub.add_parser("sample", help="draw images from a checkpoint into a PNG grid and the run's archive")
+    p.add_argument("checkpoint", help="a .ckpt file written by pixelgen run")
+    p.add_argument("-n", type=int, default=64, help="number of images (default: 64)")
+    p.add_argument("--temperature", type=float, default=1.0, help="softmax temperature (default: 1)")
+    p.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (default: 1, off)")
+    p.add_argument("--seed", type=int, help="seed of the sampling generator (default: random, recorded)")
+    p.add_argument("--sampler", choices=["fast", "reference"], default="fast",
+                   help="fast: cached one-pixel steps; reference: a full forward pass per sub-pixel")
+    p.add_argument("--label", type=int, help="class of every image (conditional models; default: 0, 1, ... in turn)")
+    p.add_argument("--complete", metavar="IMAGE", help="image file whose top --rows rows every sample keeps")
+    p.add_argument("--rows", type=int, help="rows of --complete to keep")
+    p.add_argument("--size", type=_size, metavar="HxW",
+                   help="image size (default: the --complete image's, else the run's data set's)")
+    p.add_argument("--png", metavar="PATH", help="grid file (default: samples-<key>.png next to the checkpoint)")
+    p.add_argument("--archive", metavar="PATH", help="archive to append to (default: the run's, next to the checkpoint)")
+    p.add_argument("--no-archive", action="store_true", help="do not archive the samples")
+    p.add_argument("--batch-size", type=int, default=16, help="images generated at once (default: 16)")
+    p.add_argument("--device", help="cpu, cuda, ... (default: cuda where available)")
+    p.set_defaults(func=cmd_sample)
 
     p = sub.add_parser("run", help="train and evaluate every run of a TOML recipe on Lightning Fabric")
     p.add_argument("recipe", help="recipe file, e.g. recipes/quickstart.toml")

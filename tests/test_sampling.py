@@ -317,3 +317,36 @@ def test_cli_sample_errors_are_one_line(checkpoint, capsys):
     assert "--complete" in capsys.readouterr().err
     assert main(["sample", str(checkpoint.parent / "missing.ckpt"), "--size", "3x3"]) == 2
     assert "no such checkpoint" in capsys.readouterr().err
+
+
+def test_a_recipe_run_ends_by_archiving_its_sample_section(tmp_path, monkeypatch, capsys):
+    """``pixelgen run`` draws the recipe's [sample] images; ``pixelgen sample`` finds the size."""
+    from datafiles import write_tiny_mnist
+
+    from pixelgen.archive import RunArchive
+    from pixelgen.cli import main
+    from pixelgen.recipe import dump_toml
+
+    monkeypatch.setenv("PIXELGEN_PROGRESS", "0")
+    write_tiny_mnist(tmp_path / "data", n_train=8, n_test=2)
+    recipe = {
+        "model": {"name": "row_lstm", "hyperparameters": {**TINY, "n_layers": 1, "n_classes": 10}},
+        "data": {"name": "mnist", "root": str(tmp_path / "data"), "batch_size": 4, "download": False},
+        "train": {"epochs": 1, "accelerator": "cpu"},
+        "sample": {"n": 3, "seed": 4, "batch_size": 2, "temperature": 0.9},
+        "output": {"dir": str(tmp_path / "run")},
+    }
+    (tmp_path / "recipe.toml").write_text(dump_toml(recipe))
+    assert main(["run", str(tmp_path / "recipe.toml")]) == 0
+    archive = RunArchive.open(tmp_path / "run" / "archive.zarr")
+    [(key, attrs)] = archive.sample_batches()
+    assert archive.read_samples(key).shape == (3, 1, 28, 28)
+    assert attrs["model"] == "row_lstm" and attrs["labels"] == [0, 1, 2]
+    assert (attrs["seed"], attrs["batch_size"], attrs["temperature"], attrs["sampler"]) == (4, 2, 0.9, "fast")
+    assert attrs["recipe"]["sample"]["n"] == 3
+    checkpoint = attrs["checkpoint"]
+    capsys.readouterr()
+    # The CLI reads the image size from the run's data set when not told.
+    assert main(["sample", checkpoint, "-n", "2", "--seed", "4", "--temperature", "0.9", "--device", "cpu"]) == 0
+    new = archive.read_samples(archive.sample_batches()[-1][0])
+    assert (new == archive.read_samples(key)[:2]).all()  # the run's first batch, labels 0, 1
