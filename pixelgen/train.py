@@ -24,8 +24,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import importlib
-import importlib.util
 import json
 import math
 import os
@@ -606,9 +604,9 @@ def _fit(fabric: Any, plan: RunPlan, report: Report) -> dict[str, Any]:
         f"{figures['n_images']} images) from {chosen.name} (epoch {final['epoch']}) -> {folder / METRICS_JSON}")
 
     # ------------------------------------------------------------ samples
-    # The single call site of pixelgen.sampling (its author finishes the wiring).
+    # The single call site of pixelgen.sampling.
     if run.sample.n > 0 and rank0:
-        _append_samples(model, run, tuple(train_set.shape), archive, chosen, say)
+        _append_samples(model, run, tuple(train_set.shape), archive, chosen, final, say)
     fabric.barrier()
     for logger in fabric.loggers:
         logger.finalize("success")
@@ -617,24 +615,25 @@ def _fit(fabric: Any, plan: RunPlan, report: Report) -> dict[str, Any]:
 
 def _append_samples(
     model: nn.Module, run: RunSpec, shape: tuple[int, int, int], archive: Any,
-    checkpoint: pathlib.Path, say: Report,
+    checkpoint: pathlib.Path, state: dict[str, Any], say: Report,
 ) -> None:
-    """Draw ``run.sample.n`` images with :func:`pixelgen.sampling.sample` into the archive."""
-    if importlib.util.find_spec("pixelgen.sampling") is None:
-        say(f"  [sample] n = {run.sample.n}, but pixelgen.sampling is not available; no samples drawn")
-        return
-    sampling = importlib.import_module("pixelgen.sampling")
+    """Draw the recipe's ``[sample]`` images from the final model into the run archive.
+
+    A class-conditional model draws the classes in turn (0, 1, 2, ...); the labels are
+    stored with the batch.
+    """
+    from pixelgen.sampling import sample_to_archive
+
     _, height, width = shape
     s = run.sample
-    model.eval()
-    images = sampling.sample(
-        model, s.n, height, width, temperature=s.temperature, top_p=s.top_p, seed=s.seed, sampler=s.sampler
+    n_classes = getattr(model, "n_classes", 0)
+    labels = torch.arange(s.n) % n_classes if n_classes else None
+    images, key = sample_to_archive(
+        model, archive.path, s.n, height, width, batch_size=s.batch_size,
+        temperature=s.temperature, top_p=s.top_p, seed=s.seed, sampler=s.sampler, labels=labels,
+        model=run.model.name, checkpoint=str(checkpoint), recipe=state["recipe"], epoch=state["epoch"],
     )
-    key = archive.append_samples(
-        images, model=run.model.name, checkpoint=checkpoint.name, temperature=s.temperature,
-        top_p=s.top_p, seed=s.seed, sampler=s.sampler,
-    )
-    say(f"  {s.n} samples -> {archive.path}/samples/{key}")
+    say(f"  {s.n} samples ({s.sampler} sampler, seed {s.seed}) -> {archive.path}/samples/{key}")
 
 
 def run_recipe(
