@@ -165,18 +165,26 @@ def gradient_flow(
     return flow
 
 
-def gradient_flow_figure(flows: Mapping[str, Sequence[tuple[str, float]]], path: str | Path) -> Path:
-    """Plot gradient norm per layer (log scale), one line per named flow."""
-    fig, axes = new_figure(figsize=(7, 3.8))
-    ax = axes[0, 0]
-    for name, flow in flows.items():
-        ax.plot(range(len(flow)), [norm for _, norm in flow], marker="o", label=name)
-    longest = max(flows.values(), key=len, default=[])
-    ax.set_xticks(range(len(longest)), [layer for layer, _ in longest], rotation=60, fontsize=7)
-    ax.set_yscale("log")
-    ax.set_ylabel("gradient norm (bits/dim loss)")
-    ax.set_title("gradient flow: input -> head")
-    ax.legend(fontsize=7)
+def gradient_flow_figure(
+    panels: Mapping[str, Mapping[str, Sequence[tuple[str, float]]]], path: str | Path
+) -> Path:
+    """Gradient norm per layer (log scale): one panel per title, one line per named flow.
+
+    Args:
+        panels: title -> {line label -> :func:`gradient_flow` result}, e.g.
+            ``{"row_lstm": {"start": flow0, "end": flow1}}``.
+        path: PNG file to write.
+    """
+    fig, axes = new_figure(len(panels), figsize=(4.5 * len(panels), 3.8))
+    for ax, (title, flows) in zip(axes[0], panels.items()):
+        for label, flow in flows.items():
+            ax.plot(range(len(flow)), [norm for _, norm in flow], marker="o", label=label)
+        longest = max(flows.values(), key=len, default=[])
+        ax.set_xticks(range(len(longest)), [layer for layer, _ in longest], rotation=60, fontsize=7)
+        ax.set_yscale("log")
+        ax.set_ylabel("gradient norm (bits/dim loss)")
+        ax.set_title(f"{title}: input -> head", fontsize=9)
+        ax.legend(fontsize=7)
     return save_figure(fig, path)
 
 
@@ -226,11 +234,14 @@ class ScalingResult:
             the smallest depth), ``seconds_vs_depth``, ``saved_bytes_vs_depth`` (at the
             smallest size), plus ``peak_bytes_vs_*`` on CUDA.
         memory: what the memory columns measure, in words.
+        threads: ``torch.get_num_threads()`` during the timing (CPU timings on a busy
+            machine vary with it).
     """
 
     rows: list[dict[str, Any]]
     exponents: dict[str, float]
     memory: str
+    threads: int = 1
 
 
 MEMORY_NOTE = (
@@ -356,7 +367,7 @@ def scaling(
     for key in keys:
         exponents[f"{key}_vs_size"] = growth_exponent([r["size"] for r in by_size], [r[key] for r in by_size])
         exponents[f"{key}_vs_depth"] = growth_exponent([r["depth"] for r in by_depth], [r[key] for r in by_depth])
-    return ScalingResult(rows=rows, exponents=exponents, memory=MEMORY_NOTE)
+    return ScalingResult(rows=rows, exponents=exponents, memory=MEMORY_NOTE, threads=torch.get_num_threads())
 
 
 def scaling_figure(results: Mapping[str, ScalingResult], path: str | Path) -> Path:

@@ -107,6 +107,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         print("summary:")
         for r in finished:
             print(f"  {r['run']:<20} {r['split']} {r['bits_per_dim']:.4f} bits/dim")
+    if recipe.compare:
+        from pixelgen.report import compare_recipe
+
+        comparison = compare_recipe(recipe, run_out=args.out, report=report)
+        print(f"comparison: {comparison['out']}/report.md, report.html")
     return 0
 
 
@@ -172,6 +177,51 @@ def cmd_sample(args: argparse.Namespace) -> int:
     return 0
 
 
+def _compare_options(args: argparse.Namespace):
+    from pixelgen.report import CompareOptions
+
+    names = ("field_size", "scaling_sizes", "scaling_depths", "timing_images", "device")
+    given = {name: getattr(args, name) for name in names if getattr(args, name) is not None}
+    for name in ("scaling_sizes", "scaling_depths"):
+        if name in given:
+            given[name] = tuple(given[name])
+    return CompareOptions(**given)
+
+
+def _to_stderr(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    import json
+
+    from pixelgen.report import compare
+
+    comparison = compare(args.run_dirs, args.out, _compare_options(args), report=_to_stderr)
+    if args.json:
+        print(json.dumps({"out": comparison["out"], "dataset": comparison["dataset"], "runs": comparison["runs"]}))
+    else:
+        print(f"comparison: {comparison['out']}/report.md, report.html")
+    return 0
+
+
+def cmd_analyse(args: argparse.Namespace) -> int:
+    from pixelgen.report import analyse
+
+    summary = analyse(args.checkpoint, args.out, _compare_options(args), report=_to_stderr)
+    print(f"analysis: {summary['out']}/analysis.md")
+    return 0
+
+
+def _add_measure_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", metavar="DIR", help="output folder")
+    p.add_argument("--device", help="where to measure: cpu (default), cuda, ...")
+    p.add_argument("--field-size", type=int, metavar="N", help="receptive-field canvas side (default: 15)")
+    p.add_argument("--scaling-sizes", type=int, nargs="+", metavar="N", help="image sizes timed (default: 8 16 32)")
+    p.add_argument("--scaling-depths", type=int, nargs="+", metavar="N", help="layer counts timed (default: 1 2 4)")
+    p.add_argument("--timing-images", type=int, metavar="N", help="images per sampler timing (default: 2)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _OneLineParser(prog="pixelgen", description="PixelRNN-family image models")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -225,6 +275,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help="first N images (default: the run's data.limit_<split>; 0: all)")
     p.add_argument("--accelerator", default="auto", help="Fabric accelerator (default: auto)")
     p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("compare", help="compare trained runs: report.md, report.html and figures")
+    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run folders written by pixelgen run")
+    p.add_argument("--json", action="store_true", help="print the table numbers as one JSON object")
+    _add_measure_options(p)
+    p.set_defaults(func=cmd_compare)
+
+    p = sub.add_parser("analyse", help="one checkpoint's receptive field, gradient flow and scaling")
+    p.add_argument("checkpoint", help="a .ckpt file written by pixelgen run")
+    _add_measure_options(p)
+    p.set_defaults(func=cmd_analyse)
     return parser
 
 
