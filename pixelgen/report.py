@@ -605,7 +605,7 @@ def compare(
     }
     _write_json(out_dir / "comparison.json", comparison)
     title = "pixelgen comparison: " + ", ".join(r.name for r in records)
-    _write_report(out_dir, _comparison_blocks(comparison, records, fields), title)
+    _write_report(out_dir, comparison_document(comparison), title)
     return comparison
 
 
@@ -628,7 +628,8 @@ def compare_recipe(
     return compare([run_dir(recipe, run) for run in recipe.runs], out, options, report)
 
 
-def _comparison_blocks(c: Mapping[str, Any], records: Sequence[RunRecord], fields: Mapping[str, Any]) -> list[Block]:
+def comparison_document(c: Mapping[str, Any]) -> list[Block]:
+    """The blocks of report.md / report.html for the content of comparison.json."""
     runs = c["runs"]
     names = [r["run"] for r in runs]
     shape = runs[0]["image_shape"]

@@ -1,0 +1,173 @@
+"""`pixelgen compare` and `pixelgen analyse` on runs really trained by `pixelgen run`.
+
+Two tiny runs (PixelCNN, Row LSTM with skip connections; h=6, one layer, 8x8 grey images
+of an image folder written by the fixtures) are trained once for the module; the tests
+then check that every table row and figure is in the report and that its numbers are
+the archives' numbers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import math
+import pathlib
+
+import numpy as np
+import pytest
+import torch
+from datafiles import write_tiny_image_folder
+
+from pixelgen import checkpoint as ckpt_io
+from pixelgen import cli, report
+from pixelgen.archive import RunArchive
+from pixelgen.recipe import dump_toml
+
+TINY_MODEL = {"hidden_channels": 6, "n_layers": 1, "head_channels": 16}
+MEASURE = ["--scaling-sizes", "4", "8", "--scaling-depths", "1", "2", "--field-size", "7", "--timing-images", "1"]
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def run_cli(*argv: str) -> str:
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert cli.main(list(argv)) == 0
+    return out.getvalue()
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """Train the two-run recipe with `pixelgen run`; its compare call is recorded, not run."""
+    root = tmp_path_factory.mktemp("report")
+    write_tiny_image_folder(root / "data", per_class=8, size=(8, 8))
+    recipe = {
+        "data": {"name": "image_folder", "root": str(root / "data"), "batch_size": 4, "download": False,
+                 "validation_fraction": 0.25, "image_size": 8, "options": {"channels": 1}},
+        "train": {"epochs": 2, "accelerator": "cpu", "seed": 0, "optimizer": {"lr": 0.02}},
+        "sample": {"n": 4},
+        "model": {"hyperparameters": dict(TINY_MODEL)},
+        "output": {"dir": str(root / "runs")},
+        "runs": [
+            {"name": "cnn", "model": {"name": "pixelcnn"}},
+            {"name": "rows", "model": {"name": "row_lstm", "hyperparameters": {"skip": True}}},
+        ],
+    }
+    path = root / "tiny.toml"
+    path.write_text(dump_toml(recipe))
+    calls = []
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("PIXELGEN_PROGRESS", "0")
+        mp.setattr(report, "compare", lambda dirs, out, options, say: calls.append(dirs) or {"out": "X"})
+        printed = run_cli("run", str(path))
+    dirs = [root / "runs" / "cnn", root / "runs" / "rows"]
+    return {"root": root, "dirs": dirs, "compare_calls": calls, "run_output": printed}
+
+
+@pytest.fixture(scope="module")
+def compared(runs):
+    out = runs["root"] / "compare"
+    printed = run_cli("compare", *map(str, runs["dirs"]), "--out", str(out), "--json", *MEASURE)
+    comparison = json.loads((out / "comparison.json").read_text())
+    return {"out": out, "printed": json.loads(printed), "comparison": comparison,
+            "markdown": (out / "report.md").read_text(), "html": (out / "report.html").read_text()}
+
+
+def test_pixelgen_run_compares_the_runs_of_a_multi_run_recipe(runs):
+    assert runs["compare_calls"] == [runs["dirs"]]
+    assert "comparison: X/report.md" in runs["run_output"]
+
+
+def test_every_table_row_and_figure_is_in_the_report(compared):
+    markdown, page = compared["markdown"], compared["html"]
+    for key, label, _ in report.TABLE_ROWS:
+        label = label.format(split="test", size="8x8")
+        if key == "paper_bits_per_dim":
+            assert label not in markdown, "the paper's numbers are for CIFAR-10 only"
+        else:
+            assert f"| {label} |" in markdown, label
+    figures = compared["comparison"]["figures"]
+    assert set(figures) == {"learning_curves", "receptive_fields", "gradient_flow", "scaling", "samples", "histograms"}
+    for name in figures.values():
+        assert (compared["out"] / name).read_bytes()[:8] == PNG
+        assert f"]({name})" in markdown and f"src='{name}'" in page
+    for heading in ("Results", "Learning curves", "Samples", "Sample statistics", "Receptive fields",
+                    "Gradient flow", "Scaling", "Settings that differ between runs"):
+        assert f"## {heading}" in markdown and f"<h2>{heading}</h2>" in page
+
+
+def test_table_numbers_are_the_archives_numbers(runs, compared):
+    rows = compared["comparison"]["runs"]
+    assert compared["printed"]["runs"] == rows, "--json prints the same numbers"
+    assert [r["run"] for r in rows] == ["cnn", "rows"]
+    for row, folder in zip(rows, runs["dirs"]):
+        archive = RunArchive.open(folder / "archive.zarr")
+        metrics, test = archive.metrics(), archive.test_metrics()
+        assert row["test_bits_per_dim"] == test["bits_per_dim"]
+        assert row["test_nll_nats"] == test["nll_nats"]
+        assert row["test_bits_per_dim_per_channel"] == test["bits_per_dim_per_channel"]
+        best = int(np.nanargmin(metrics["val_bits_per_dim"]))
+        assert row["best_val_bits_per_dim"] == metrics["val_bits_per_dim"][best]
+        assert row["best_val_epoch"] == metrics["epoch"][best]
+        assert row["final_train_bits_per_dim"] == metrics["train_bits_per_dim"][-1]
+        assert row["epochs"] == 2
+        assert row["epoch_time_s"] == pytest.approx(metrics["epoch_time_s"].mean(), rel=1e-12)
+        assert row["train_time_s"] == pytest.approx(metrics["epoch_time_s"].sum(), rel=1e-12)
+        assert row["images_per_s"] == pytest.approx(metrics["images_per_s"].mean(), rel=1e-12)
+        assert row["peak_memory_mb"] == metrics["peak_memory_mb"].max()
+        model = ckpt_io.model_from_checkpoint(ckpt_io.load_checkpoint(folder / "best.ckpt"))
+        assert row["parameters"] == sum(p.numel() for p in model.parameters())
+        assert row["paper_bits_per_dim"] is None
+        assert row["reference_extrapolated"] and row["reference_rows_timed"] == 1
+        assert row["fast_sampling_s_per_image"] > 0 and row["reference_sampling_s_per_image"] > 0
+    assert [r["sequential_steps"] for r in rows] == [1, 8]  # PixelCNN; Row LSTM: one step per row
+    table = compared["markdown"]
+    assert f"| test bits/dim | {rows[0]['test_bits_per_dim']:.4f} | {rows[1]['test_bits_per_dim']:.4f} |" in table
+    assert f"| parameters | {rows[0]['parameters']:,} | {rows[1]['parameters']:,} |" in table
+    assert f"| sequential steps per layer at 8x8 | 1 | 8 |" in table
+
+
+def test_the_report_shows_the_settings_that_differ(compared):
+    differing = compared["comparison"]["differing_settings"]
+    assert differing["model.name"] == ["pixelcnn", "row_lstm"]
+    assert differing["model.hyperparameters.skip"] == [False, True]
+    assert "model.hyperparameters.hidden_channels" not in differing, "shared settings are left out"
+    assert "| model.hyperparameters.skip | false | true |" in compared["markdown"]
+
+
+def test_measurements_are_recorded_per_run(compared):
+    c = compared["comparison"]
+    for name in ("cnn", "rows"):
+        assert [layer for layer, _ in c["gradient_flow"][name]["end"]] == ["input_conv", "layers.0", "head"]
+        assert all(norm > 0 and math.isfinite(norm) for _, norm in c["gradient_flow"][name]["start"])
+        assert [(r["size"], r["depth"]) for r in c["scaling"][name]["rows"]] == [(4, 1), (8, 1), (4, 2)]
+        stats = c["sample_statistics"][name]
+        assert stats["n_samples"] == 4 and len(stats["nearest_train_distance"]) == 4
+        assert set(stats["artifacts"]) == {"constant_rows", "repeated_rows", "saturated", "duplicate"}
+
+
+def test_the_paper_numbers_appear_for_cifar10(compared):
+    c = dict(compared["comparison"])
+    c["dataset"] = "cifar10"
+    c["runs"] = [{**r, "paper_bits_per_dim": report.PAPER_CIFAR10_BITS_PER_DIM[r["model"]]} for r in c["runs"]]
+    markdown = report.to_markdown(report.comparison_document(c))
+    assert "| paper, CIFAR-10 test bits/dim (table 3) | 3.14 | 3.07 |" in markdown
+
+
+def test_analyse_one_checkpoint(runs):
+    out = runs["root"] / "analysis"
+    printed = run_cli("analyse", str(runs["dirs"][1] / "best.ckpt"), "--out", str(out), *MEASURE)
+    assert f"analysis: {out}/analysis.md" in printed
+    summary = json.loads((out / "analysis.json").read_text())
+    assert summary["model"] == "row_lstm" and summary["sequential_steps"] == 8
+    markdown = (out / "analysis.md").read_text()
+    for name in summary["figures"].values():
+        assert (out / name).read_bytes()[:8] == PNG and f"]({name})" in markdown
+    assert set(summary["figures"]) == {"receptive_field", "gradient_flow", "scaling"}
+    assert "| layers.0 |" in markdown
+
+
+def test_compare_refuses_a_folder_that_is_not_a_run(tmp_path, capsys):
+    assert cli.main(["compare", str(tmp_path)]) == 2
+    error = capsys.readouterr().err
+    assert "no best.ckpt or last.ckpt" in error and error.count("\n") == 1
