@@ -27,6 +27,7 @@ import json
 import os
 import pathlib
 import random
+import re
 import tempfile
 from typing import Any
 
@@ -133,8 +134,7 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # truncated zip, random bytes, pickled classes: all refused
-        reason = " ".join(str(exc).split())[:160] or type(exc).__name__
-        raise CheckpointError(_not_ours(path, reason)) from None
+        raise CheckpointError(_not_ours(path, _load_failure(exc))) from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise CheckpointError(_not_ours(path, "no pixelgen format marker"))
     version = state.get("format_version")
@@ -147,6 +147,21 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     if missing:
         raise CheckpointError(_not_ours(path, f"missing {', '.join(missing)}"))
     return state
+
+
+def _load_failure(exc: Exception) -> str:
+    """torch.load's long error messages, said in a few words."""
+    text = " ".join(str(exc).split())
+    if "PytorchStreamReader" in text or "zip archive" in text:
+        return "an incomplete or damaged zip archive"
+    named = re.search(r"(?:unsupported|Unsupported) GLOBAL ([\w.]+)", text)
+    if named:
+        return f"it pickles {named.group(1)}, which a weights-only load refuses to run"
+    if "Weights only load failed" in text:
+        return "neither a torch zip archive nor plain pickled tensors"
+    if isinstance(exc, OSError):
+        return f"unreadable ({exc.strerror or text})"
+    return text[:160] or type(exc).__name__
 
 
 def _not_ours(path: pathlib.Path, reason: str) -> str:

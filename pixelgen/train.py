@@ -254,6 +254,25 @@ def _finished(epoch: int, step: int, stopped: bool, run: RunSpec) -> bool:
     return stopped or epoch >= run.train.epochs or (max_steps is not None and step >= max_steps)
 
 
+def _check_same_model(path: pathlib.Path, stored: dict, built: dict) -> None:
+    """CheckpointError naming what differs between a checkpoint's model and the recipe's."""
+    stored, built = ckpt_io.plain(stored), ckpt_io.plain(built)
+    if stored == built:
+        return
+    if stored["name"] != built["name"]:
+        change = f"model {stored['name']!r}, the recipe {built['name']!r}"
+    else:
+        old, new = stored["hyperparameters"], built["hyperparameters"]
+        change = ", ".join(
+            f"{key} {old.get(key, 'unset')!r} -> {new.get(key, 'unset')!r}"
+            for key in sorted(set(old) | set(new)) if old.get(key) != new.get(key)
+        )
+    raise CheckpointError(
+        f"{path}: the recipe's model differs from the checkpoint's ({change}); resume with "
+        f"the recipe it was trained with, or pass --out DIR to train the new model elsewhere"
+    )
+
+
 def plan_runs(
     recipe: Recipe, *, out: str | os.PathLike | None = None, resume: bool = False
 ) -> list[RunPlan]:
@@ -297,16 +316,17 @@ def plan_runs(
         if key not in data_cache:
             data_cache[key] = load_data(run)
         data = data_cache[key]
+        if len(data[run.eval.split]) == 0:
+            raise RecipeError(
+                f"eval.split: the {run.eval.split!r} split of {run.data.name!r} is empty; "
+                f"choose another split or raise data.validation_fraction"
+            )
         train_set = data["train"]
         with torch.random.fork_rng(devices=[]):  # seeded initialisation, global state untouched
             torch.manual_seed(run.train.seed)
             model = build_model(run, tuple(train_set.shape), train_set.n_classes)
-        if state is not None and ckpt_io.plain(state["model"]) != ckpt_io.plain(model.pixelgen_config):
-            raise CheckpointError(
-                f"{folder / LAST}: holds model {state['model']!r}, but the recipe now builds "
-                f"{ckpt_io.plain(model.pixelgen_config)!r}; resume with the recipe it was trained "
-                f"with, or pass --out DIR to train the new model elsewhere"
-            )
+        if state is not None:
+            _check_same_model(folder / LAST, state["model"], model.pixelgen_config)
         loggers = [
             TensorBoardLogger(root_dir=str(folder), name="tensorboard", default_hp_metric=False),
             CSVLogger(root_dir=str(folder), name="csv", flush_logs_every_n_steps=1),
