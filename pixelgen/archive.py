@@ -45,6 +45,7 @@ from pixelgen.errors import PixelgenError
 
 FORMAT = "pixelgen-archive"
 FORMAT_VERSION = 1
+#: Path -> description of what it holds, for every path of an archive (also ``attrs["layout"]``).
 LAYOUT = {
     "metrics": "group; attrs n_epochs = committed rows, columns = names in order",
     "metrics/epoch": "int64 (n_epochs,), -1 where missing; read only [:n_epochs]",

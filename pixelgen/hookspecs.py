@@ -25,7 +25,13 @@ import pluggy
 
 PROJECT = "pixelgen"
 
+#: Marks the hook specifications below (pixelgen's own use).
+#:
+#: :meta hide-value:
 hookspec = pluggy.HookspecMarker(PROJECT)
+#: Marks a plugin's hook implementations, e.g. ``@pixelgen.hookimpl`` on ``pixelgen_models``.
+#:
+#: :meta hide-value:
 hookimpl = pluggy.HookimplMarker(PROJECT)
 
 

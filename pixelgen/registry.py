@@ -168,7 +168,7 @@ def list_datasets() -> list[str]:
 
 
 def get_model_spec(name: str) -> ModelSpec:
-    """The :class:`ModelSpec` registered as ``name``; :class:`RegistryError` if none."""
+    """The :class:`ModelSpec` registered as ``name``; :class:`~pixelgen.errors.RegistryError` if none."""
     models = get_registry().models
     if name not in models:
         raise RegistryError(
@@ -179,7 +179,7 @@ def get_model_spec(name: str) -> ModelSpec:
 
 
 def get_dataset_spec(name: str) -> DatasetSpec:
-    """The :class:`DatasetSpec` registered as ``name``; :class:`RegistryError` if none."""
+    """The :class:`DatasetSpec` registered as ``name``; :class:`~pixelgen.errors.RegistryError` if none."""
     datasets = get_registry().datasets
     if name not in datasets:
         raise RegistryError(
@@ -206,7 +206,7 @@ def _failure_hint() -> str:
 
 
 def check_options(kind: str, name: str, given: dict[str, Any], known: dict[str, Any]) -> None:
-    """Raise :class:`RegistryError` naming the first unknown key in ``given``."""
+    """Raise :class:`~pixelgen.errors.RegistryError` naming the first unknown key in ``given``."""
     for key in given:
         if key not in known:
             listing = ", ".join(f"{k}={v!r}" for k, v in known.items()) or "none"
