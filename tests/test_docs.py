@@ -1,0 +1,202 @@
+"""The generated reference pages cover the code: every recipe key, every CLI option.
+
+``docs/make_reference.py`` writes the reference pages when the docs are built; these
+tests check its output against independent walks of the code, so that a new recipe key
+without ``help`` metadata, or a subcommand the page misses, fails here and not only in
+the Sphinx build (which CI runs through ``.ci/run``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import pkgutil
+import re
+import tomllib
+import typing
+from pathlib import Path
+
+import attrs
+import pytest
+
+import pixelgen
+from pixelgen import archive, recipe, registry
+from pixelgen.cli import build_parser
+
+DOCS = Path(__file__).resolve().parents[1] / "docs"
+
+
+def load_generator():
+    spec = importlib.util.spec_from_file_location("make_reference", DOCS / "make_reference.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+make_reference = load_generator()
+
+
+# ------------------------------------------------------------------------------ recipe
+
+
+def schema_fields() -> dict[str, attrs.Attribute]:
+    """Every recipe key -> its attrs field, walked from :class:`pixelgen.recipe.Recipe`.
+
+    Tables nest with dotted keys; the fields of a ``[[runs]]`` element are run keys,
+    written without prefix (they are valid at the top level and inside each run).
+    """
+    out: dict[str, attrs.Attribute] = {}
+
+    def walk(cls: type, prefix: str) -> None:
+        for field in attrs.fields(attrs.resolve_types(cls)):
+            if field.metadata.get("internal"):
+                continue
+            key = prefix + field.name
+            out[key] = field
+            if attrs.has(field.type):
+                walk(field.type, key + ".")
+            elif typing.get_origin(field.type) is tuple:
+                element = typing.get_args(field.type)[0]
+                if attrs.has(element):
+                    walk(element, prefix)
+
+    walk(recipe.Recipe, "")
+    return out
+
+
+def recipe_entries(page: str) -> dict[str, str]:
+    """``recipe-key`` directive argument -> its body, from the generated page."""
+    return dict(re.findall(r"^```\{recipe-key\} (\S+)\n(.*?)^```$", page, flags=re.M | re.S))
+
+
+def plain(text: str) -> str:
+    """Rendered text, roughly: Markdown escapes removed, whitespace collapsed."""
+    return " ".join(re.sub(r"\\(.)", r"\1", text).split())
+
+
+def test_every_recipe_field_has_help():
+    missing = [key for key, field in schema_fields().items() if not field.metadata.get("help")]
+    assert not missing, f"recipe fields without help metadata (the docs need it): {missing}"
+
+
+def test_recipe_reference_lists_every_field_and_no_other():
+    entries = recipe_entries(make_reference.recipe_reference())
+    fields = schema_fields()
+    assert sorted(set(fields) - set(entries)) == [], "recipe keys missing from the reference"
+    assert sorted(set(entries) - set(fields)) == [], "reference entries that are not recipe keys"
+
+
+def test_recipe_reference_gives_each_fields_help_and_default():
+    entries = recipe_entries(make_reference.recipe_reference())
+    for key, field in schema_fields().items():
+        body = entries[key]
+        assert plain(field.metadata["help"]) in plain(body), key
+        default = field.default
+        if typing.get_origin(field.type) is tuple and attrs.has(typing.get_args(field.type)[0]):
+            continue  # [[runs]]: optional in a file; a single-run recipe has none
+        if default is attrs.NOTHING:
+            assert "required" in body, key
+        elif default is None:
+            assert "default: unset" in body, key
+        elif isinstance(default, (bool, int, float, str, tuple)):
+            shown = re.search(r"default: `([^`]*)`", body)
+            assert shown, f"{key}: no default shown"
+            value = tomllib.loads(f"v = {shown.group(1)}")["v"]
+            assert value == (list(default) if isinstance(default, tuple) else default), key
+
+
+def test_recipe_reference_groups_keys_under_their_tables():
+    page = make_reference.recipe_reference()
+    for key, field in schema_fields().items():
+        if attrs.has(field.type):
+            assert f"## `[{key}]`" in page, f"no section for the table [{key}]"
+
+
+# ------------------------------------------------------------------------------ CLI
+
+
+def subcommands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    (action,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    return dict(action.choices)
+
+
+def cli_sections(page: str) -> dict[str, str]:
+    """Subcommand -> its section of the generated page."""
+    parts = re.split(r"^\(pixelgen-([\w-]+)\)=$", page, flags=re.M)
+    return dict(zip(parts[1::2], parts[2::2]))
+
+
+def test_cli_reference_covers_every_subcommand():
+    page = make_reference.cli_reference()
+    commands = subcommands(build_parser())
+    assert commands, "pixelgen has no subcommands?"
+    sections = cli_sections(page)
+    assert sorted(sections) == sorted(commands)
+    for name in commands:
+        assert f"```{{program}} pixelgen {name}\n" in sections[name]
+        assert f"[`pixelgen {name}`](#pixelgen-{name})" in page, f"{name} missing from the command list"
+
+
+def test_cli_reference_lists_every_argument_of_every_subcommand():
+    sections = cli_sections(make_reference.cli_reference())
+    for name, sub in subcommands(build_parser()).items():
+        options = re.findall(r"^```\{option\} (.+)$", sections[name], flags=re.M)
+        documented = {word for line in options for word in re.split(r"[ ,]+", line)}
+        for action in sub._actions:
+            if isinstance(action, argparse._HelpAction):
+                continue
+            names = action.option_strings or [action.metavar or action.dest]
+            for option in names:
+                assert option in documented, f"pixelgen {name}: {option} is not documented"
+            if action.help:
+                section = plain(sections[name])
+                assert plain(action.help.split("%(")[0]).lower()[:40] in section.lower(), (name, option)
+
+
+def test_cli_reference_uses_the_given_parser():
+    parser = argparse.ArgumentParser(prog="pixelgen")
+    sub = parser.add_subparsers()
+    extra = sub.add_parser("extra", help="an extra command")
+    extra.add_argument("--flag", action="store_true", help="a flag")
+    page = make_reference.cli_reference(parser)
+    assert list(cli_sections(page)) == ["extra"]
+    assert "```{option} --flag\nA flag.\n```" in page
+
+
+# ------------------------------------------------------------------------------ others
+
+
+def test_archive_reference_lists_the_layout():
+    page = make_reference.archive_reference()
+    for path in archive.LAYOUT:
+        assert f"`{path}`" in page, path
+    assert repr(archive.FORMAT) in page
+
+
+def test_hyperparameter_table_has_every_paper_hyperparameter():
+    table = make_reference.hyperparameter_table()
+    for name in make_reference.PAPER_MODELS:
+        assert f"`{name}`" in table
+        for key, default in registry.get_model_spec(name).hyperparameters().items():
+            assert f"`{key}`" in table
+            assert f"`{default!r}`" in table
+
+
+def test_every_module_has_an_api_page_or_is_listed_as_pending():
+    modules = {
+        f"pixelgen.{info.name}"
+        for info in pkgutil.iter_modules(pixelgen.__path__)
+        if not info.name.startswith("_")
+    }
+    listed = set(make_reference.API_MODULES) | set(make_reference.API_PENDING)
+    assert sorted(modules - listed) == [], "add these modules to API_MODULES in docs/make_reference.py"
+    assert sorted(set(make_reference.API_MODULES) - modules - {"pixelgen"}) == []
+
+
+def test_public_names_are_found_where_they_are_documented():
+    pytest.importorskip("sphinx")
+    names = make_reference.public_names()
+    assert set(names) == set(pixelgen.__all__)
+    for name, module in names.items():
+        assert module in make_reference.API_MODULES, f"pixelgen.{name} is defined in {module}"
+    assert names["hookimpl"] == "pixelgen.hookspecs"
