@@ -1,13 +1,19 @@
 #!/usr/bin/env bash
 # Set up pixelgen for development on a fresh machine: PyTorch, the package with its
 # built-in plugins, the test and docs tools, the example third-party plugin, and
-# (where apt is available and we are root) Debian's Fashion-MNIST for the real-data checks.
+# (where apt is available and we are root) Debian's Fashion-MNIST for the real-data checks
+# and the Python documentation's object inventory, which the docs link through offline.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
 
-if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && [ ! -d /usr/share/datasets/fashion-mnist ]; then
-    apt-get update -q && apt-get install -y -q dataset-fashion-mnist
+if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+    missing=()
+    [ -d /usr/share/datasets/fashion-mnist ] || missing+=(dataset-fashion-mnist)
+    [ -f /usr/share/doc/python3.11/html/objects.inv ] || missing+=(python3.11-doc)  # docs/conf.py
+    if [ ${#missing[@]} -gt 0 ]; then
+        apt-get update -q && apt-get install -y -q "${missing[@]}"
+    fi
 fi
 
 # The PyTorch pair this project is tested with (on Python 3.11 these install from local files here).
