@@ -192,7 +192,14 @@ def _load_data(record: RunRecord, report: Report) -> dict[str, Any] | None:
 
 
 def _stack_images(dataset: Any, limit: int) -> tuple[np.ndarray, torch.Tensor]:
-    """The first ``limit`` items of a dataset as uint8 ``(N, C, H, W)`` and labels ``(N,)``."""
+    """The first ``limit`` items of a dataset as uint8 ``(N, C, H, W)`` and labels ``(N,)``.
+
+    Random training flips are undone (the images as stored), so measurements repeat.
+    """
+    from pixelgen.datasets import HorizontalFlip
+
+    while isinstance(dataset, HorizontalFlip):
+        dataset = dataset.dataset
     n = min(limit, len(dataset))
     items = [dataset[i] for i in range(n)]
     images = torch.stack([image for image, _ in items]).numpy()
@@ -501,8 +508,11 @@ def compare(
     device = options.device
 
     rows, flows, scalings, fields, stats, grids, notes = [], {}, {}, {}, {}, {}, []
+    timing = {"device": device, "torch_threads": torch.get_num_threads(),
+              "load_average_1min": os.getloadavg()[0] if hasattr(os, "getloadavg") else None}
     data_cache: dict[str, Any] = {}
-    test_images: dict[str, np.ndarray] = {}
+    test_images: dict[str, np.ndarray] = {}  # per data section: held-out baseline
+    train_images: dict[str, np.ndarray] = {}  # per data section: nearest-neighbour search
     shape = None
     for record in records:
         say(f"compare: measuring {record.name} ({record.model_config['name']}, {record.checkpoint})")
@@ -544,6 +554,7 @@ def compare(
             }
             if key not in test_images:
                 test_images[key] = _stack_images(data["test"], options.max_held_out_images)[0]
+                train_images[key] = _stack_images(data["train"], options.max_train_images)[0]
         if record.samples:
             from pixelgen.archive import RunArchive
 
@@ -551,11 +562,10 @@ def compare(
             images = RunArchive.open(record.archive_path).read_samples(sample_key)
             grids[record.name] = images
             if data is not None:
-                train_images = _stack_images(data["train"], options.max_train_images)[0]
                 stats[record.name] = {
                     "batch": sample_key, "sampler": sample_attrs.get("sampler"),
                     "temperature": sample_attrs.get("temperature"),
-                    **analysis.sample_statistics(images, train_images, test_images[key]),
+                    **analysis.sample_statistics(images, train_images[key], test_images[key]),
                 }
 
         hyper = dict(record.model_config["hyperparameters"])
@@ -601,6 +611,7 @@ def compare(
         "gradient_flow": {n: {k: [list(p) for p in v] for k, v in f.items()} for n, f in flows.items()},
         "scaling": scalings,
         "memory_note": analysis.MEMORY_NOTE,
+        "timing": timing,
         "notes": notes,
     }
     _write_json(out_dir / "comparison.json", comparison)
@@ -663,6 +674,13 @@ def comparison_document(c: Mapping[str, Any]) -> list[Block]:
         "of each image and its time was scaled to the whole image; the fast sampler was timed "
         "on whole images. Sequential steps: steps one layer takes one after another "
         "(1 for PixelCNN, H for the Row LSTM, W + H - 1 for the Diagonal BiLSTM).")))
+    t = c["timing"]
+    load = t["load_average_1min"]
+    blocks.append(Block("p", (
+        f"Sampling and scaling were timed on {t['device']} with {t['torch_threads']} torch threads"
+        + (f", at a load average of {load:.1f} when measuring began" if load is not None else "")
+        + "; timings on a machine shared with other work vary from run to run (training "
+        "times are the training loop's own, measured while it ran).")))
     blocks += [Block("h2", "Learning curves"), Block("figure", c["figures"]["learning_curves"], ("learning curves",))]
     if "samples" in c["figures"]:
         blocks += [Block("h2", "Samples"), Block("figure", c["figures"]["samples"], ("samples",))]
