@@ -81,8 +81,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--head", type=int, default=128, help="output head width (default 128; the paper: 1024)")
     parser.add_argument("--paper", action="store_true", help="the paper's sizes: h=128, 15/12/12 layers, head 1024")
     parser.add_argument("--devices", nargs="+", help="default: cpu, and cuda where available")
-    parser.add_argument("--reference-subpixels", type=int, default=6,
-                        help="sub-pixels the reference is timed on, then extrapolated (default 6)")
+    parser.add_argument("--reference-subpixels", type=int, default=12,
+                        help="sub-pixels the reference is timed on, then extrapolated (default 12)")
     parser.add_argument("--full-reference", action="store_true", help="time the reference on whole images")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
     args = parser.parse_args(argv)
