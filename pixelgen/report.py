@@ -21,6 +21,7 @@ rendered twice, to Markdown and to HTML, so the two never disagree.
 
 from __future__ import annotations
 
+import functools
 import html
 import json
 import math
@@ -472,6 +473,117 @@ def _json_default(value: Any) -> Any:
 # ------------------------------------------------------------------ compare
 
 
+def _with_depth(name: str, hyperparameters: Mapping[str, Any], depth: int) -> nn.Module:
+    """The registered model ``name`` with ``hyperparameters`` but ``depth`` layers."""
+    from pixelgen.registry import create_model
+
+    return create_model(name, **{**hyperparameters, "n_layers": depth})
+
+
+def measure_run(
+    record: RunRecord,
+    data: Mapping[str, Any] | None,
+    images: tuple[np.ndarray, np.ndarray] | None,
+    options: CompareOptions,
+) -> dict[str, Any]:
+    """Everything :func:`compare` measures on one run.
+
+    Args:
+        record: the run (:func:`read_run`).
+        data: its splits (``pixelgen.train.load_data``), or None when not found here.
+        images: (training images, test images) of its data set, uint8 ``(N, C, H, W)``.
+        options: how much to measure.
+
+    Returns:
+        ``row`` (the table numbers), ``field`` (receptive-field map), ``notes`` and, where
+        they can be measured, ``gradient_flow`` ({"start", "end"}), ``scaling``,
+        ``samples`` (the run's last archived batch) and ``sample_statistics``.
+    """
+    device = options.device
+    model = _model(record, device)
+    shape = _image_shape(record, data)
+    c, h, w = shape
+    conditional = getattr(model, "n_classes", 0) > 0
+    row = {"run": record.name, "run_dir": str(record.run_dir), "checkpoint": str(record.checkpoint),
+           "model": record.model_config["name"], "parameters": sum(p.numel() for p in model.parameters())}
+    row.update(training_figures(record.metrics, record.test))
+    row["paper_bits_per_dim"] = (
+        PAPER_CIFAR10_BITS_PER_DIM.get(row["model"]) if record.run.data.name == "cifar10" else None
+    )
+    row["image_shape"] = list(shape)
+    row["sequential_steps"] = analysis.sequential_steps(model, h, w)
+    row.update(sampling_seconds(
+        model, shape, n_images=options.timing_images, reference_rows=options.reference_rows,
+        labels=torch.zeros(options.timing_images, dtype=torch.long, device=device) if conditional else None,
+    ))
+    out: dict[str, Any] = {"row": row, "notes": []}
+
+    canvas = (min(options.field_size, h), min(options.field_size, w))
+    label = torch.zeros(1, dtype=torch.long) if conditional else None
+    out["field"] = analysis.receptive_field_map(model.cpu(), c, *canvas, labels=label)  # the Jacobian runs on the CPU
+    model.to(device)
+
+    if data is not None:
+        batch, labels = _stack_images(data["train"], options.gradient_batch)
+        batch_t = torch.from_numpy(batch).to(device)
+        labels_t = labels.to(device) if conditional else None
+        out["gradient_flow"] = {
+            "start": analysis.gradient_flow(_fresh_model(record, device), batch_t, labels_t),
+            "end": analysis.gradient_flow(model, batch_t, labels_t),
+        }
+    if record.samples:
+        from pixelgen.archive import RunArchive
+
+        key, settings = record.samples[-1]
+        out["samples"] = RunArchive.open(record.archive_path).read_samples(key)
+        if images is not None:
+            out["sample_statistics"] = {
+                "batch": key, "sampler": settings.get("sampler"), "temperature": settings.get("temperature"),
+                **analysis.sample_statistics(out["samples"], *images),
+            }
+
+    name, hyper = record.model_config["name"], dict(record.model_config["hyperparameters"])
+    if "n_layers" in hyper:
+        result = analysis.scaling(
+            functools.partial(_with_depth, name, hyper), options.scaling_sizes, options.scaling_depths,
+            batch=options.scaling_batch, channels=c, device=device, repeats=options.scaling_repeats,
+        )
+        out["scaling"] = {"rows": result.rows, "exponents": result.exponents}
+    else:
+        out["notes"].append(f"{record.name}: the model has no n_layers hyperparameter; no depth scaling")
+    return out
+
+
+def comparison_figures(
+    records: Sequence[RunRecord],
+    measured: Mapping[str, Mapping[str, Any]],
+    test_images: np.ndarray | None,
+    out_dir: Path,
+) -> dict[str, str]:
+    """Write the figures of the comparison into ``out_dir``: name -> file name."""
+    figures = {
+        "learning_curves": learning_curves_figure(records, out_dir / "learning_curves.png").name,
+        "receptive_fields": analysis.receptive_field_figure(
+            {n: m["field"] for n, m in measured.items()}, out_dir / "receptive_fields.png").name,
+    }
+    checkpoints = {r.name: r.checkpoint.name for r in records}
+    panels = {n: {"fresh (start)": m["gradient_flow"]["start"], f"{checkpoints[n]} (end)": m["gradient_flow"]["end"]}
+              for n, m in measured.items() if "gradient_flow" in m}
+    if panels:
+        figures["gradient_flow"] = analysis.gradient_flow_figure(panels, out_dir / "gradient_flow.png").name
+    results = {n: analysis.ScalingResult(m["scaling"]["rows"], m["scaling"]["exponents"], analysis.MEMORY_NOTE)
+               for n, m in measured.items() if "scaling" in m}
+    if results:
+        figures["scaling"] = analysis.scaling_figure(results, out_dir / "scaling.png").name
+    grids = {n: m["samples"] for n, m in measured.items() if "samples" in m}
+    if grids:
+        figures["samples"] = sample_grid_figure(grids, out_dir / "samples.png").name
+        comparable = {n: g for n, g in grids.items() if test_images is not None and g.shape[1:] == test_images.shape[1:]}
+        if comparable:
+            figures["histograms"] = analysis.histogram_figure(comparable, test_images, out_dir / "histograms.png").name
+    return figures
+
+
 def default_compare_dir(run_dirs: Sequence[str | os.PathLike]) -> Path:
     """``compare/`` next to the first run: inside a multi-run recipe's output folder."""
     return Path(run_dirs[0]).resolve().parent / "compare"
@@ -505,114 +617,41 @@ def compare(
     records = _unique_names([read_run(d) for d in run_dirs])
     datasets = sorted({r.run.data.name for r in records})
     splits = sorted({r.run.eval.split for r in records})
-    device = options.device
 
-    rows, flows, scalings, fields, stats, grids, notes = [], {}, {}, {}, {}, {}, []
-    timing = {"device": device, "torch_threads": torch.get_num_threads(),
+    timing = {"device": options.device, "torch_threads": torch.get_num_threads(),
               "load_average_1min": os.getloadavg()[0] if hasattr(os, "getloadavg") else None}
-    data_cache: dict[str, Any] = {}
-    test_images: dict[str, np.ndarray] = {}  # per data section: held-out baseline
-    train_images: dict[str, np.ndarray] = {}  # per data section: nearest-neighbour search
-    shape = None
+    data_cache: dict[str, Any] = {}  # per data section: the splits, or None when missing
+    images_cache: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # per data section: (train, test)
+    measured = {}
     for record in records:
         say(f"compare: measuring {record.name} ({record.model_config['name']}, {record.checkpoint})")
         key = repr(record.run.data)
         if key not in data_cache:
             data_cache[key] = _load_data(record, say)
-        data = data_cache[key]
-        model = _model(record, device)
-        shape = _image_shape(record, data)
-        c, h, w = shape
-        conditional = getattr(model, "n_classes", 0) > 0
-        row = {"run": record.name, "run_dir": str(record.run_dir), "checkpoint": str(record.checkpoint),
-               "model": record.model_config["name"],
-               "parameters": sum(p.numel() for p in model.parameters())}
-        row.update(training_figures(record.metrics, record.test))
-        row["paper_bits_per_dim"] = (
-            PAPER_CIFAR10_BITS_PER_DIM.get(row["model"]) if record.run.data.name == "cifar10" else None
-        )
-        row["image_shape"] = list(shape)
-        row["sequential_steps"] = analysis.sequential_steps(model, h, w)
-        row.update(sampling_seconds(
-            model, shape, n_images=options.timing_images, reference_rows=options.reference_rows,
-            labels=torch.zeros(options.timing_images, dtype=torch.long, device=device) if conditional else None,
-        ))
-        rows.append(row)
-
-        canvas = (min(options.field_size, h), min(options.field_size, w))
-        label = torch.zeros(1, dtype=torch.long) if conditional else None
-        fields[record.name] = analysis.receptive_field_map(model.cpu(), c, *canvas, labels=label)
-        model.to(device)
-
-        if data is not None:
-            batch, labels = _stack_images(data["train"], options.gradient_batch)
-            batch_t = torch.from_numpy(batch).to(device)
-            labels_t = labels.to(device) if conditional else None
-            flows[record.name] = {
-                "start": analysis.gradient_flow(_fresh_model(record, device), batch_t, labels_t),
-                "end": analysis.gradient_flow(model, batch_t, labels_t),
-            }
-            if key not in test_images:
-                test_images[key] = _stack_images(data["test"], options.max_held_out_images)[0]
-                train_images[key] = _stack_images(data["train"], options.max_train_images)[0]
-        if record.samples:
-            from pixelgen.archive import RunArchive
-
-            sample_key, sample_attrs = record.samples[-1]
-            images = RunArchive.open(record.archive_path).read_samples(sample_key)
-            grids[record.name] = images
-            if data is not None:
-                stats[record.name] = {
-                    "batch": sample_key, "sampler": sample_attrs.get("sampler"),
-                    "temperature": sample_attrs.get("temperature"),
-                    **analysis.sample_statistics(images, train_images[key], test_images[key]),
-                }
-
-        hyper = dict(record.model_config["hyperparameters"])
-        if "n_layers" in hyper:
-            def factory(depth: int, name=record.model_config["name"], hyper=hyper) -> nn.Module:
-                from pixelgen.registry import create_model
-
-                return create_model(name, **{**hyper, "n_layers": depth})
-
-            result = analysis.scaling(
-                factory, options.scaling_sizes, options.scaling_depths, batch=options.scaling_batch,
-                channels=c, device=device, repeats=options.scaling_repeats,
-            )
-            scalings[record.name] = {"rows": result.rows, "exponents": result.exponents}
-        else:
-            notes.append(f"{record.name}: the model has no n_layers hyperparameter; no depth scaling")
+            if data_cache[key] is not None:
+                images_cache[key] = (
+                    _stack_images(data_cache[key]["train"], options.max_train_images)[0],
+                    _stack_images(data_cache[key]["test"], options.max_held_out_images)[0],
+                )
+        measured[record.name] = measure_run(record, data_cache[key], images_cache.get(key), options)
 
     say(f"compare: writing figures and the report to {out_dir}")
-    figures = {}
-    figures["learning_curves"] = learning_curves_figure(records, out_dir / "learning_curves.png").name
-    figures["receptive_fields"] = analysis.receptive_field_figure(fields, out_dir / "receptive_fields.png").name
-    if flows:
-        panels = {name: {"fresh (start)": f["start"], "best.ckpt (end)": f["end"]} for name, f in flows.items()}
-        figures["gradient_flow"] = analysis.gradient_flow_figure(panels, out_dir / "gradient_flow.png").name
-    if scalings:
-        results = {n: analysis.ScalingResult(s["rows"], s["exponents"], analysis.MEMORY_NOTE) for n, s in scalings.items()}
-        figures["scaling"] = analysis.scaling_figure(results, out_dir / "scaling.png").name
-    if grids:
-        figures["samples"] = sample_grid_figure(grids, out_dir / "samples.png").name
-    if grids and test_images:
-        reference = next(iter(test_images.values()))
-        comparable = {n: g for n, g in grids.items() if g.shape[1:] == reference.shape[1:]}
-        figures["histograms"] = analysis.histogram_figure(comparable, reference, out_dir / "histograms.png").name
-
+    test_images = [test for _, test in images_cache.values()]
+    figures = comparison_figures(records, measured, test_images[0] if test_images else None, out_dir)
+    flows = {n: m["gradient_flow"] for n, m in measured.items() if "gradient_flow" in m}
     comparison = {
         "out": str(out_dir),
         "dataset": datasets[0] if len(datasets) == 1 else datasets,
         "eval_split": splits[0] if len(splits) == 1 else splits,
-        "runs": rows,
+        "runs": [m["row"] for m in measured.values()],
         "differing_settings": differing_settings(records) if len(records) > 1 else {},
         "figures": figures,
-        "sample_statistics": stats,
+        "sample_statistics": {n: m["sample_statistics"] for n, m in measured.items() if "sample_statistics" in m},
         "gradient_flow": {n: {k: [list(p) for p in v] for k, v in f.items()} for n, f in flows.items()},
-        "scaling": scalings,
+        "scaling": {n: m["scaling"] for n, m in measured.items() if "scaling" in m},
         "memory_note": analysis.MEMORY_NOTE,
         "timing": timing,
-        "notes": notes,
+        "notes": [note for m in measured.values() for note in m["notes"]],
     }
     _write_json(out_dir / "comparison.json", comparison)
     title = "pixelgen comparison: " + ", ".join(r.name for r in records)
@@ -789,7 +828,8 @@ def analyse(
     model = ckpt_io.model_from_checkpoint(state).to(device).eval()
     name, hyper = state["model"]["name"], dict(state["model"]["hyperparameters"])
     conditional = getattr(model, "n_classes", 0) > 0
-    record = RunRecord(run.name, path.parent, run, state["recipe"], state["model"], path, state, {}, {}, [], path)
+    record = RunRecord(name=run.name, run_dir=path.parent, run=run, recipe=state["recipe"], model_config=state["model"],
+                       checkpoint=path, state=state, metrics={}, test={}, samples=[], archive_path=path)
 
     data = _load_data(record, say)
     c = model.in_channels
@@ -821,13 +861,7 @@ def analyse(
     scaling = None
     if "n_layers" in hyper:
         say("analyse: scaling")
-
-        def factory(depth: int) -> nn.Module:
-            from pixelgen.registry import create_model
-
-            return create_model(name, **{**hyper, "n_layers": depth})
-
-        result = analysis.scaling(factory, options.scaling_sizes, options.scaling_depths,
+        result = analysis.scaling(functools.partial(_with_depth, name, hyper), options.scaling_sizes, options.scaling_depths,
                                   batch=options.scaling_batch, channels=c, device=device,
                                   repeats=options.scaling_repeats)
         scaling = {"rows": result.rows, "exponents": result.exponents}
