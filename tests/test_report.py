@@ -171,3 +171,22 @@ def test_compare_refuses_a_folder_that_is_not_a_run(tmp_path, capsys):
     assert cli.main(["compare", str(tmp_path)]) == 2
     error = capsys.readouterr().err
     assert "no best.ckpt or last.ckpt" in error and error.count("\n") == 1
+
+
+def test_training_figures_skip_epochs_without_validation():
+    metrics = {
+        "epoch": np.array([1, 2, 3, 4]),
+        "train_bits_per_dim": np.array([5.0, 4.0, 3.5, 3.25]),
+        "val_bits_per_dim": np.array([np.nan, 3.9, np.nan, 3.95]),  # validated every 2 epochs
+        "epoch_time_s": np.array([1.0, 2.0, 3.0, 4.0]),
+        "images_per_s": np.array([10.0, 20.0, 30.0, 40.0]),
+        "peak_memory_mb": np.array([5.0, 7.0, 6.0, 6.0]),
+    }
+    figures = report.training_figures(metrics, {"bits_per_dim": 3.8, "nll_nats": 100.0})
+    assert figures["best_val_bits_per_dim"] == 3.9 and figures["best_val_epoch"] == 2
+    assert figures["final_train_bits_per_dim"] == 3.25 and figures["epochs"] == 4
+    assert (figures["epoch_time_s"], figures["train_time_s"]) == (2.5, 10.0)
+    assert (figures["images_per_s"], figures["peak_memory_mb"]) == (25.0, 7.0)
+    assert figures["test_bits_per_dim"] == 3.8 and figures["test_bits_per_dim_per_channel"] is None
+    without_val = report.training_figures({k: v for k, v in metrics.items() if k != "val_bits_per_dim"}, {})
+    assert without_val["best_val_bits_per_dim"] is None and without_val["best_val_epoch"] is None
