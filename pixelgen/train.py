@@ -433,7 +433,6 @@ def _fit(fabric: Any, plan: RunPlan, report: Report) -> dict[str, Any]:
     fabric.barrier()
 
     train_set, val_set = plan.data["train"], plan.data["val"]
-    dims = math.prod(train_set.shape)
     model = plan.model
     if state is not None:
         model.load_state_dict(state["model_state"])
@@ -467,6 +466,12 @@ def _fit(fabric: Any, plan: RunPlan, report: Report) -> dict[str, Any]:
     progress = _Progress(monitor="val_bits_per_dim" if len(val_set) else "train_bits_per_dim")
     if state is not None:
         foptimizer.load_state_dict(state["optimizer"])
+        trained_lr = state["recipe"]["train"]["optimizer"]["lr"]
+        if trained_lr != cfg.optimizer.lr:  # asked for explicitly, e.g. after a non-finite loss
+            for group in foptimizer.param_groups:
+                group["lr"] = cfg.optimizer.lr
+            say(f"  note: train.optimizer.lr is now {cfg.optimizer.lr:g} (was {trained_lr:g}); "
+                f"the resumed run continues at the new rate")
         if scheduler is not None and state.get("scheduler"):
             scheduler.load_state_dict(state["scheduler"])
         if state.get("precision"):

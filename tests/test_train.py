@@ -214,6 +214,14 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path, cifar_ro
     assert RunArchive.open(out / "archive.zarr").n_epochs == 1
     assert not (out / "metrics.json").exists()
 
+    # As the message suggests: resume with a lower learning rate, which takes effect.
+    monkeypatch.setattr(train, "bits_per_dim", real)
+    run_cli("run", str(recipe), "--resume", "--set", "train.optimizer.lr=0.01")
+    resumed = ckpt_io.load_checkpoint(out / "last.ckpt")
+    assert resumed["epoch"] == 2
+    assert resumed["optimizer"]["param_groups"][0]["lr"] == 0.01
+    assert "now 0.01 (was 0.02)" in capsys.readouterr().out
+
 
 # --------------------------------------------------------------------------- checkpoints
 
