@@ -26,6 +26,7 @@ import html
 import json
 import math
 import os
+import statistics
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -64,6 +65,7 @@ class CompareOptions:
         scaling_sizes, scaling_depths: image sizes and numbers of layers timed.
         scaling_batch, scaling_repeats: images per timed pass, timed passes per point.
         timing_images: images generated to time each sampler.
+        timing_repeats: timings of each sampler; the median is reported.
         reference_rows: image rows the reference sampler generates for its timing; the
             time per image is extrapolated to the whole image from these rows.
         max_train_images: training images searched for each sample's nearest neighbour.
@@ -78,6 +80,7 @@ class CompareOptions:
     scaling_batch: int = 4
     scaling_repeats: int = 3
     timing_images: int = 2
+    timing_repeats: int = 3
     reference_rows: int = 1
     max_train_images: int = 2000
     max_held_out_images: int = 500
@@ -252,6 +255,7 @@ def sampling_seconds(
     *,
     n_images: int = 2,
     reference_rows: int = 1,
+    repeats: int = 3,
     labels: torch.Tensor | None = None,
 ) -> dict[str, Any]:
     """Seconds per image of the fast and the reference sampler (:func:`pixelgen.sample`).
@@ -259,7 +263,8 @@ def sampling_seconds(
     The fast sampler generates ``n_images`` whole images. The reference sampler (one full
     forward pass per sub-pixel, the same cost for every row) generates only the last
     ``reference_rows`` rows under a given prefix, and its time is scaled by
-    ``height / reference_rows``: ``reference_extrapolated`` says so.
+    ``height / reference_rows``: ``reference_extrapolated`` says so. Each is the median
+    of ``repeats`` timings after an untimed warm-up.
     """
     from pixelgen.sampling import sample
 
@@ -280,8 +285,11 @@ def sampling_seconds(
     # Warm-up, untimed, on one-row images: the first passes pay for allocations and kernels.
     for sampler in ("fast", "reference"):
         seconds(height=1, width=width, sampler=sampler)
-    fast = seconds(height=height, width=width, sampler="fast") / n_images
-    reference = seconds(height=height, width=width, sampler="reference", prefix=prefix) / n_images * height / rows
+    fast = statistics.median(
+        seconds(height=height, width=width, sampler="fast") for _ in range(repeats)) / n_images
+    reference = statistics.median(
+        seconds(height=height, width=width, sampler="reference", prefix=prefix) for _ in range(repeats)
+    ) / n_images * height / rows
     return {
         "fast_sampling_s_per_image": fast,
         "reference_sampling_s_per_image": reference,
@@ -514,7 +522,7 @@ def measure_run(
     row["sequential_steps"] = analysis.sequential_steps(model, h, w)
     row.update(sampling_seconds(
         model, shape, n_images=options.timing_images, reference_rows=options.reference_rows,
-        labels=torch.zeros(options.timing_images, dtype=torch.long, device=device) if conditional else None,
+        repeats=options.timing_repeats, labels=torch.zeros(options.timing_images, dtype=torch.long, device=device) if conditional else None,
     ))
     out: dict[str, Any] = {"row": row, "notes": []}
 
@@ -711,7 +719,7 @@ def comparison_document(c: Mapping[str, Any]) -> list[Block]:
         "the same recipe too. [2] Extrapolated: the reference sampler (one full forward pass "
         f"per sub-pixel) generated only the last {'/'.join(map(str, sorted(rows_timed)))} row(s) "
         "of each image and its time was scaled to the whole image; the fast sampler was timed "
-        "on whole images. Sequential steps: steps one layer takes one after another "
+        "on whole images; both are medians of a few timings. Sequential steps: steps one layer takes one after another "
         "(1 for PixelCNN, H for the Row LSTM, W + H - 1 for the Diagonal BiLSTM).")))
     t = c["timing"]
     load = t["load_average_1min"]
