@@ -158,6 +158,25 @@ def unskew(x: Tensor, width: int) -> Tensor:
     return rearrange(x, "b c (h w) -> b c h w", h=h)[..., :width]  # (B, C, H, W)
 
 
+def diagonal_order(height: int, width: int, device: torch.device | None = None) -> tuple[Tensor, list[int]]:
+    """The pixels in the order a left-to-right scan of the skewed map visits them.
+
+    Column ``t`` of :func:`skew`'s output holds the diagonal ``i + j = t``; listing each
+    column's real pixels top to bottom (the skew's zero padding dropped) gives this order.
+
+    Returns:
+        ``(order, sizes)``: ``order`` ``(H * W,)`` long, the flat index ``i * W + j`` of
+        each pixel in scan order; ``sizes[t]`` the number of pixels on diagonal ``t``
+        (rows ``max(0, t - W + 1) .. min(H - 1, t)``).
+    """
+    order, sizes = [], []
+    for t in range(height + width - 1):
+        first, last = max(0, t - width + 1), min(height - 1, t)
+        order.extend(i * width + (t - i) for i in range(first, last + 1))
+        sizes.append(last - first + 1)
+    return torch.tensor(order, device=device), sizes
+
+
 def lstm_update(gates: Tensor, cell: Tensor, dim: int = 1) -> tuple[Tensor, Tensor]:
     """One LSTM step from pre-activations (Pixel RNN, equation 3).
 
