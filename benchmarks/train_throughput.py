@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import resource
 import statistics
 import time
 
@@ -81,7 +80,12 @@ def flops_per_image(model: nn.Module, x: torch.Tensor) -> float:
 
 
 def measure(model: nn.Module, x: torch.Tensor, repeats: int, precision: str) -> tuple[float, float]:
-    """Median seconds per forward+backward step and peak memory in bytes."""
+    """Median seconds per forward+backward step, and memory in bytes.
+
+    Memory: on CUDA the peak allocated during the steps; on the CPU the activations
+    autograd keeps for the backward pass (:func:`pixelgen.analysis.saved_activation_bytes`),
+    since a process's peak resident size only grows from one measurement to the next.
+    """
     device = x.device
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
 
@@ -105,7 +109,9 @@ def measure(model: nn.Module, x: torch.Tensor, repeats: int, precision: str) -> 
     if device.type == "cuda":
         peak = torch.cuda.max_memory_allocated()
     else:
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # process peak RSS
+        from pixelgen.analysis import saved_activation_bytes
+
+        peak = saved_activation_bytes(model, x)
     return statistics.median(times), peak
 
 
@@ -126,7 +132,8 @@ def main() -> None:
     print(f"shape {args.shape}: {channels}x{height}x{width}, {hyper}, device {device}, {args.precision}, "
           f"torch {torch.__version__}, {torch.get_num_threads()} threads")
     print(f"{'model':<26}{'batch':>6}{'params':>11}{'img/s':>10}{'ms/step':>10}{'GFLOP/img':>11}"
-          f"{'GFLOP/s':>9}{'peak MB':>9}  ratio")
+          f"{'GFLOP/s':>9}{'mem MB':>9}  ratio")
+    print("mem MB: CUDA peak allocated on a GPU; on the CPU the activations saved for backward")
     for name in args.models:
         torch.manual_seed(0)
         model = pixelgen.create_model(name, in_channels=channels, n_layers=DEPTHS[args.shape][name], **hyper)

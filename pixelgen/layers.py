@@ -177,24 +177,20 @@ def diagonal_order(height: int, width: int, device: torch.device | None = None) 
     return torch.tensor(order, device=device), sizes
 
 
-def lstm_update(gates: Tensor, cell: Tensor, dim: int = 1) -> tuple[Tensor, Tensor]:
+def lstm_update(gates: Tensor, cell: Tensor) -> tuple[Tensor, Tensor]:
     """One LSTM step from pre-activations (Pixel RNN, equation 3).
 
     Args:
-        gates: ``(B, 4h, ...)``, the stacks in order input, forget, output, content
-            along ``dim``.
-        cell: previous cell state, ``gates``' shape with ``h`` along ``dim``.
-        dim: the gate dimension.
+        gates: ``(B, 4h, ...)``, the stacks in order input, forget, output, content.
+        cell: previous cell state ``(B, h, ...)``.
 
     Returns:
-        ``(hidden, cell)``, each of ``cell``'s shape. The content ``g`` uses tanh, the
-        three gates sigmoid (applied in one call: this runs once per row or diagonal).
+        ``(hidden, cell)``, each ``(B, h, ...)``. The content ``g`` uses tanh, the gates
+        sigmoid.
     """
-    h = gates.shape[dim] // 4
-    i, f, o = torch.sigmoid(gates.narrow(dim, 0, 3 * h)).chunk(3, dim)
-    g = torch.tanh(gates.narrow(dim, 3 * h, h))
-    cell = torch.addcmul(f * cell, i, g)
-    hidden = o * torch.tanh(cell)
+    i, f, o, g = gates.chunk(4, dim=1)
+    cell = torch.sigmoid(f) * cell + torch.sigmoid(i) * torch.tanh(g)
+    hidden = torch.sigmoid(o) * torch.tanh(cell)
     return hidden, cell
 
 
