@@ -29,6 +29,7 @@ import math
 import os
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -225,6 +226,12 @@ def sample(
                 state = make_state(n, height, width, labels)
             else:
                 state = ReferenceState(model, labels)
+            if sampler == "fast" and isinstance(state, ReferenceState):
+                warnings.warn(
+                    f"{type(model).__name__} has no cached sampling state: the fast sampler falls back "
+                    "to the reference one (a full forward pass per sub-pixel)",
+                    stacklevel=2,
+                )
             rows = range(height)
             if progress:
                 from tqdm import tqdm

@@ -155,3 +155,34 @@ def test_the_core_sampler_generates_with_it():
     images = pixelgen.sample(model, 2, 3, 4, seed=0, labels=1)
     assert images.dtype == torch.uint8 and images.shape == (2, 3, 3, 4)
     assert torch.equal(images, pixelgen.sample(model, 2, 3, 4, seed=0, labels=1, sampler="reference"))
+
+
+def test_trains_and_samples_through_the_real_run_command(tmp_path, capsys, monkeypatch):
+    """The whole user path with a third-party model: recipe -> run -> checkpoint -> sample."""
+    from datafiles import write_tiny_mnist
+
+    from pixelgen.archive import RunArchive
+    from pixelgen.recipe import dump_toml
+
+    monkeypatch.setenv("PIXELGEN_PROGRESS", "0")
+    write_tiny_mnist(tmp_path / "data", n_train=24, n_test=4)
+    out = tmp_path / "run"
+    recipe = {
+        "model": {"name": "gated_pixelcnn",
+                  "hyperparameters": {"hidden_channels": 8, "n_layers": 2, "kernel_size": 3, "head_channels": 16}},
+        "data": {"name": "mnist", "root": str(tmp_path / "data"), "batch_size": 8,
+                 "validation_fraction": 0.25, "download": False},
+        "train": {"epochs": 2, "accelerator": "cpu", "seed": 0, "optimizer": {"lr": 0.01}},
+        "sample": {"n": 2, "sampler": "fast"},
+        "output": {"dir": str(out)},
+    }
+    (tmp_path / "gated.toml").write_text(dump_toml(recipe))
+    with pytest.warns(UserWarning, match="falls back to the reference"):
+        assert main(["run", str(tmp_path / "gated.toml")]) == 0
+    assert (out / "best.ckpt").is_file() and (out / "last.ckpt").is_file()
+    archive = RunArchive.open(out / "archive.zarr")
+    train_bpd = archive.metrics()["train_bits_per_dim"]
+    assert len(train_bpd) == 2 and train_bpd[1] < train_bpd[0]
+    (key, attributes), = archive.sample_batches()
+    assert archive.read_samples(key).shape == (2, 1, 28, 28)
+    assert attributes["model"] == "gated_pixelcnn"
