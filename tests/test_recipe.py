@@ -1,6 +1,7 @@
 """Recipes: TOML in, frozen validated attrs objects out, and back again."""
 
 import os
+import pathlib
 import pickle
 import textwrap
 import tomllib
@@ -527,3 +528,31 @@ def test_field_reference_covers_every_field():
     # Recipe.source is bookkeeping, not a recipe key
     assert [f.name for f in attrs.fields(Recipe)] == ["runs", "description", "output", "source"]
     assert EvalSection().batch_size is None
+
+
+SHIPPED = sorted(
+    [*pathlib.Path(__file__).parent.parent.glob("recipes/*.toml"),
+     *pathlib.Path(__file__).parent.parent.glob("examples/*/*.toml")]
+)
+
+
+@pytest.mark.parametrize("path", [p for p in SHIPPED if p.name != "pyproject.toml"], ids=lambda p: p.name)
+def test_every_shipped_recipe_loads(path):
+    if "gated" in path.name and "gated_pixelcnn" not in registry.list_models():
+        pytest.skip("the example plugin pixelgen-gated is not installed")
+    recipe = load_recipe(path)
+    assert recipe.runs and all(run.model.name in registry.list_models() for run in recipe.runs)
+    assert recipe.description
+
+
+def test_paper_recipes_carry_the_paper_settings():
+    base = pathlib.Path(__file__).parent.parent / "recipes"
+    depths = {"cifar_pixelcnn.toml": 15, "cifar_row.toml": 12, "cifar_diag.toml": 12}
+    for name, depth in depths.items():
+        (run,) = load_recipe(base / name).runs
+        hyper = {**registry.get_model_spec(run.model.name).hyperparameters(), **run.model.hyperparameters}
+        assert (hyper["n_layers"], hyper["hidden_channels"], hyper["head_channels"]) == (depth, 128, 1024)
+        assert run.data.name == "cifar10" and run.train.optimizer.lr == 1e-3
+        assert run.train.early_stopping_patience == 10
+    assert [r.model.name for r in load_recipe(base / "cifar_compare.toml").runs] == [
+        "pixelcnn", "row_lstm", "diagonal_bilstm"]
