@@ -222,9 +222,9 @@ def training_figures(metrics: Mapping[str, np.ndarray], test: Mapping[str, Any])
     """The table numbers a run's archive gives, exactly as stored (no rounding).
 
     Args:
-        metrics: :meth:`RunArchive.metrics` (columns ``epoch``, ``train_bits_per_dim``,
+        metrics: :meth:`~pixelgen.archive.RunArchive.metrics` (columns ``epoch``, ``train_bits_per_dim``,
             ``val_bits_per_dim``, ``epoch_time_s``, ``images_per_s``, ``peak_memory_mb``).
-        test: :meth:`RunArchive.test_metrics` (``nll_nats``, ``bits_per_dim``,
+        test: :meth:`~pixelgen.archive.RunArchive.test_metrics` (``nll_nats``, ``bits_per_dim``,
             ``bits_per_dim_per_channel``).
     """
     def column(name: str) -> np.ndarray:

@@ -129,6 +129,21 @@ def test_train_end_to_end(tmp_path, cifar_root, capsys, model):
     assert val["bits_per_dim"] == pytest.approx(rows["val_bits_per_dim"][best_epoch], rel=1e-12)
 
 
+def test_class_conditional_training_uses_the_labels(tmp_path, cifar_root):
+    """n_classes > 0: the data set's labels reach every layer's class bias during training."""
+    out = tmp_path / "run"
+    recipe = tiny_recipe(cifar_root, out, "row_lstm", epochs=1)
+    recipe["model"]["hyperparameters"]["n_classes"] = 10
+    run_cli("run", str(write_recipe(tmp_path / "cond.toml", recipe)))
+    model = ckpt_io.model_from_checkpoint(ckpt_io.load_checkpoint(out / "best.ckpt"))
+    assert model.n_classes == 10
+    biases = [model.input_bias, *model.layer_biases]
+    # Class biases start at zero; only gradients through the labels move them.
+    assert all(bias.embedding.weight.abs().sum() > 0 for bias in biases)
+    x = torch.randint(0, 256, (2, 3, 4, 4))
+    assert not torch.equal(model(x, torch.tensor([0, 0])), model(x, torch.tensor([1, 1])))
+
+
 def _eval_json(capsys, path, split: str) -> str:
     capsys.readouterr()
     run_cli("eval", str(path), "--split", split, "--json")
