@@ -714,9 +714,9 @@ def comparison_document(c: Mapping[str, Any]) -> list[Block]:
     rows_timed = {r["reference_rows_timed"] for r in runs}
     blocks.append(Block("p", (
         "[1] The training loop's peak_memory_mb, the largest over the epochs: "
-        "torch.cuda.max_memory_allocated on CUDA; on the CPU the process's maximum resident set "
-        "size (ru_maxrss), which includes everything the process held before, earlier runs of "
-        "the same recipe too. [2] Extrapolated: the reference sampler (one full forward pass "
+        "torch.cuda.max_memory_allocated on CUDA; on the CPU the process's peak resident set "
+        "size in the epoch (Linux VmHWM, reset at the start of every epoch), which includes the "
+        "process's own baseline (Python, PyTorch, the data set in memory). [2] Extrapolated: the reference sampler (one full forward pass "
         f"per sub-pixel) generated only the last {'/'.join(map(str, sorted(rows_timed)))} row(s) "
         "of each image and its time was scaled to the whole image; the fast sampler was timed "
         "on whole images; both are medians of a few timings. Sequential steps: steps one layer takes one after another "

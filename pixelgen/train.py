@@ -357,9 +357,30 @@ class _Progress:
     stopped: bool = False
 
 
+def _reset_peak_memory(device: torch.device) -> None:
+    """Start a new peak-memory measurement (one per epoch)."""
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+        return
+    try:  # Linux: "5" resets the process's peak resident set size (VmHWM)
+        with open("/proc/self/clear_refs", "w") as handle:
+            handle.write("5")
+    except OSError:
+        pass  # elsewhere the peak below is the whole process's so far
+
+
 def _peak_memory_mb(device: torch.device) -> float:
+    """Peak memory since :func:`_reset_peak_memory`: CUDA allocations on a GPU, resident
+    memory of the process on the CPU (VmHWM; the lifetime peak where it cannot be reset)."""
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
+    try:
+        with open("/proc/self/status") as handle:
+            for line in handle:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024  # kB
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
@@ -530,8 +551,7 @@ def _fit(fabric: Any, plan: RunPlan, report: Report) -> dict[str, Any]:
         sampler.set_epoch(epoch)
         fmodel.train()
         lr = foptimizer.param_groups[0]["lr"]
-        if fabric.device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(fabric.device)
+        _reset_peak_memory(fabric.device)
         started = time.perf_counter()
         bpd_sum = torch.zeros((), dtype=torch.float64, device=fabric.device)
         n_images = 0
