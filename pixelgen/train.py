@@ -32,6 +32,7 @@ import resource
 import sys
 import tempfile
 import time
+import warnings
 from typing import Any, Callable
 
 import attrs
@@ -357,6 +358,25 @@ class _Progress:
     stopped: bool = False
 
 
+def _compiled(model: nn.Module, image_shape: tuple[int, ...], *, conditional: bool) -> nn.Module:
+    """``torch.compile(model)`` if it compiles here (tried on one small batch), else the
+    model itself with a one-line warning: compilation needs a working compiler toolchain
+    (Triton on a GPU, a C++ compiler on the CPU) and helps mostly on a GPU."""
+    compiled = torch.compile(model)
+    device = next(model.parameters()).device
+    x = torch.zeros(2, *image_shape, dtype=torch.long, device=device)
+    labels = torch.zeros(2, dtype=torch.long, device=device) if conditional else None
+    try:
+        compiled(x, labels).sum().backward()
+    except Exception as exc:  # any backend failure: train eagerly rather than not at all
+        warnings.warn(f"train.compile: torch.compile failed ({type(exc).__name__}: "
+                      f"{str(exc).splitlines()[0][:160]}); training without it", stacklevel=2)
+        return model
+    finally:
+        model.zero_grad(set_to_none=True)
+    return compiled
+
+
 def _reset_peak_memory(device: torch.device) -> None:
     """Start a new peak-memory measurement (one per epoch)."""
     if device.type == "cuda":
@@ -469,7 +489,10 @@ def _fit(fabric: Any, plan: RunPlan, report: Report) -> dict[str, Any]:
             optimizer, mode="min", factor=cfg.scheduler.factor,
             patience=cfg.scheduler.patience, min_lr=cfg.scheduler.min_lr,
         )
-    net = torch.compile(model) if cfg.compile else model
+    if cfg.compile:
+        net = _compiled(model.to(fabric.device), train_set[0][0].shape, conditional=_is_conditional(model))
+    else:
+        net = model
     fmodel, foptimizer = fabric.setup(net, optimizer)
     conditional = _is_conditional(model)
 

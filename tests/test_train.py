@@ -336,3 +336,17 @@ def test_real_fashion_mnist_learns(tmp_path):
     figures = json.loads((out / "metrics.json").read_text())
     assert figures["n_images"] == 256
     assert figures["bits_per_dim"] < 5.0  # uniform is 8; a learned PixelCNN gets well below
+
+
+def test_compile_falls_back_to_eager_with_a_warning(monkeypatch):
+    model = pixelgen.create_model("pixelcnn", in_channels=1, hidden_channels=4, n_layers=1, head_channels=8)
+
+    def broken_compile(module):
+        def call(*args):
+            raise RuntimeError("no C++ compiler found\nlong backend log")
+        return call
+
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    with pytest.warns(UserWarning, match=r"train.compile: torch.compile failed \(RuntimeError: no C\+\+ compiler found\); training without it"):
+        assert train._compiled(model, (1, 4, 4), conditional=False) is model
+    assert all(p.grad is None for p in model.parameters())
