@@ -37,7 +37,7 @@ extensions = [
 source_suffix = {".md": "markdown"}
 root_doc = "index"
 # _generated/ holds fragments the pages include (and figures), not pages of their own.
-exclude_patterns = ["_build", "_generated"]
+exclude_patterns = ["_build", "_generated", "comparison/report.md"]  # included by comparison.md
 
 myst_enable_extensions = ["colon_fence", "deflist"]
 myst_heading_anchors = 3
