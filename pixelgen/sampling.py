@@ -90,6 +90,24 @@ class ReferenceState(SamplingState):
         pass  # nothing is cached
 
 
+def _state(model: nn.Module, sampler: str, n: int, height: int, width: int, labels: Tensor | None) -> SamplingState:
+    """The model's own (cached) state for ``sampler="fast"`` where it has one, else the reference."""
+    make_state = getattr(model, "sampling_state", None)
+    if sampler == "fast" and make_state is not None:
+        return make_state(n, height, width, labels)
+    return ReferenceState(model, labels)
+
+
+def sampler_used(model: nn.Module, sampler: str) -> str:
+    """``"fast"`` if :func:`sample` with ``sampler`` runs ``model``'s cached state, else
+    ``"reference"`` (asked for, or the fallback of a model without a cached state)."""
+    parameter = next(model.parameters(), None)
+    device = parameter.device if parameter is not None else None
+    labels = torch.zeros(1, dtype=torch.long, device=device) if getattr(model, "n_classes", 0) else None
+    state = _state(model, sampler, 1, 1, 1, labels)
+    return "reference" if isinstance(state, ReferenceState) else "fast"
+
+
 def draw(logits: Tensor, temperature: float, top_p: float, generator: torch.Generator) -> Tensor:
     """One value per row of ``logits`` ``(n, 256)``, drawn from ``softmax(logits / temperature)``.
 
@@ -221,11 +239,7 @@ def sample(
     model.eval()
     try:
         with torch.no_grad():
-            make_state = getattr(model, "sampling_state", None)
-            if sampler == "fast" and make_state is not None:
-                state = make_state(n, height, width, labels)
-            else:
-                state = ReferenceState(model, labels)
+            state = _state(model, sampler, n, height, width, labels)
             if sampler == "fast" and isinstance(state, ReferenceState):
                 warnings.warn(
                     f"{type(model).__name__} has no cached sampling state: the fast sampler falls back "
@@ -315,7 +329,7 @@ def sample_to_archive(
     """Generate ``n`` images with :func:`sample_batched` and append them to a run archive.
 
     The batch is stored (see :meth:`pixelgen.archive.RunArchive.append_samples`) with the
-    sampling settings, ``seconds_per_image`` (wall clock) and ``attributes`` (the caller's
+    sampling settings (``sampler``: the one that ran, see :func:`sampler_used`), ``seconds_per_image`` (wall clock) and ``attributes`` (the caller's
     ``model``, ``checkpoint``, ``recipe``, ...); ``labels`` and the number of given
     ``prefix_rows`` too where used. ``seed=None`` draws a random seed and records it.
 
@@ -334,7 +348,7 @@ def sample_to_archive(
     )
     seconds_per_image = (time.perf_counter() - start) / n
     settings = dict(
-        temperature=temperature, top_p=top_p, seed=seed, sampler=sampler, batch_size=batch_size,
+        temperature=temperature, top_p=top_p, seed=seed, sampler=sampler_used(model, sampler), batch_size=batch_size,
         seconds_per_image=seconds_per_image,
     )
     if labels is not None:

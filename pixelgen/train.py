@@ -701,7 +701,8 @@ def _append_samples(
         temperature=s.temperature, top_p=s.top_p, seed=s.seed, sampler=s.sampler, labels=labels,
         model=run.model.name, checkpoint=str(checkpoint), recipe=state["recipe"], epoch=state["epoch"],
     )
-    say(f"  {s.n} samples ({s.sampler} sampler, seed {s.seed}) -> {archive.path}/samples/{key}")
+    used = dict(archive.sample_batches())[key]["sampler"]
+    say(f"  {s.n} samples ({used} sampler, seed {s.seed}) -> {archive.path}/samples/{key}")
 
 
 def run_recipe(

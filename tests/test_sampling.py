@@ -351,3 +351,16 @@ def test_a_recipe_run_ends_by_archiving_its_sample_section(tmp_path, monkeypatch
     assert main(["sample", checkpoint, "-n", "2", "--seed", "4", "--temperature", "0.9", "--device", "cpu"]) == 0
     new = archive.read_samples(archive.sample_batches()[-1][0])
     assert (new == archive.read_samples(key)[:2]).all()  # the run's first batch, labels 0, 1
+
+
+def test_the_archive_records_the_sampler_that_ran(tmp_path):
+    from pixelgen.archive import RunArchive
+    from pixelgen.sampling import sample_to_archive, sampler_used
+
+    fast = tiny_model("row_lstm", 1, n_classes=2)
+    slow = NoStepStack(1, hidden_channels=2, n_layers=1, head_channels=4, n_classes=0, residual=True, skip=False)
+    assert (sampler_used(fast, "fast"), sampler_used(fast, "reference"), sampler_used(slow, "fast")) == (
+        "fast", "reference", "reference")
+    with pytest.warns(UserWarning, match="falls back"):
+        _, key = sample_to_archive(slow, tmp_path / "a.zarr", 1, 2, 2, sampler="fast")
+    assert dict(RunArchive.open(tmp_path / "a.zarr").sample_batches())[key]["sampler"] == "reference"
