@@ -264,9 +264,10 @@ def sampling_seconds(
     forward pass per sub-pixel, the same cost for every row) generates only the last
     ``reference_rows`` rows under a given prefix, and its time is scaled by
     ``height / reference_rows``: ``reference_extrapolated`` says so. Each is the median
-    of ``repeats`` timings after an untimed warm-up.
+    of ``repeats`` timings after an untimed warm-up. A model without a cached sampling
+    state has no fast sampler: its ``fast_sampling_s_per_image`` is None.
     """
-    from pixelgen.sampling import sample
+    from pixelgen.sampling import sample, sampler_used
 
     channels, height, width = shape
     rows = max(1, min(reference_rows, height))
@@ -282,11 +283,12 @@ def sampling_seconds(
             torch.cuda.synchronize(device)
         return time.perf_counter() - start
 
+    has_fast = sampler_used(model, "fast") == "fast"
     # Warm-up, untimed, on one-row images: the first passes pay for allocations and kernels.
-    for sampler in ("fast", "reference"):
+    for sampler in ("fast", "reference") if has_fast else ("reference",):
         seconds(height=1, width=width, sampler=sampler)
     fast = statistics.median(
-        seconds(height=height, width=width, sampler="fast") for _ in range(repeats)) / n_images
+        seconds(height=height, width=width, sampler="fast") for _ in range(repeats)) / n_images if has_fast else None
     reference = statistics.median(
         seconds(height=height, width=width, sampler="reference", prefix=prefix) for _ in range(repeats)
     ) / n_images * height / rows
@@ -315,7 +317,7 @@ TABLE_ROWS = (
     ("images_per_s", "throughput (training images/s, mean)", "{:.1f}"),
     ("peak_memory_mb", "peak memory in training (MiB) [1]", "{:.0f}"),
     ("sequential_steps", "sequential steps per layer at {size}", "{}"),
-    ("fast_sampling_s_per_image", "fast sampler (s/image)", "{:.3f}"),
+    ("fast_sampling_s_per_image", "fast sampler (s/image; - if the model has none)", "{:.3f}"),
     ("reference_sampling_s_per_image", "reference sampler (s/image) [2]", "{:.3f}"),
 )
 
