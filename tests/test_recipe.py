@@ -553,6 +553,8 @@ def test_paper_recipes_carry_the_paper_settings():
         hyper = {**registry.get_model_spec(run.model.name).hyperparameters(), **run.model.hyperparameters}
         assert (hyper["n_layers"], hyper["hidden_channels"], hyper["head_channels"]) == (depth, 128, 1024)
         assert run.data.name == "cifar10" and run.train.optimizer.lr == 1e-3
+        assert run.train.optimizer.weight_decay > 0 and run.data.flips and run.data.validation_fraction == 0.1
+        assert run.train.scheduler.name == "plateau" and run.train.gradient_clip_norm
         assert run.train.early_stopping_patience == 10
     assert [r.model.name for r in load_recipe(base / "cifar_compare.toml").runs] == [
         "pixelcnn", "row_lstm", "diagonal_bilstm"]
