@@ -38,7 +38,7 @@ def allowed_dependencies(channels: int, height: int, width: int) -> Tensor:
     return order[..., None, None, None] > order[None, None, None]
 
 
-def _jacobian_support(model: nn.Module, x: Tensor, labels: Tensor | None, chunk: int = 64) -> Tensor:
+def _jacobian_support(model: nn.Module, x: Tensor, labels: Tensor | None, chunk: int = 16) -> Tensor:
     """``(C, H, W, C, H, W)`` bool: non-zero entries of d logits / d x for one image ``x``.
 
     Forward mode, one Jacobian column per batch element: copy ``k`` of the image carries
