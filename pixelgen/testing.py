@@ -43,7 +43,8 @@ def _jacobian_support(model: nn.Module, x: Tensor, labels: Tensor | None, chunk:
 
     Forward mode, one Jacobian column per batch element: copy ``k`` of the image carries
     the tangent of sub-pixel ``k``. Batch elements never interact in these models, so a
-    batch of ``C * H * W`` copies gives the whole Jacobian in a few forward passes.
+    batch of ``C * H * W`` copies, ``chunk`` at a time to bound memory, gives the whole
+    Jacobian in a few forward passes.
     """
     import torch.autograd.forward_ad as fwAD
 
