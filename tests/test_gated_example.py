@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ast
 import inspect
+import warnings
 
 import pytest
 import torch
@@ -149,12 +150,66 @@ def test_a_few_adam_steps_reduce_the_loss():
     assert losses[-1] < losses[0] - 0.03, losses  # ln 256 = 5.55 nats at the start
 
 
-def test_the_core_sampler_generates_with_it():
-    # No sampling code in the plugin: AutoregressiveModel's reference state drives it.
-    model = tiny_model(3, n_classes=2)
-    images = pixelgen.sample(model, 2, 3, 4, seed=0, labels=1)
-    assert images.dtype == torch.uint8 and images.shape == (2, 3, 3, 4)
-    assert torch.equal(images, pixelgen.sample(model, 2, 3, 4, seed=0, labels=1, sampler="reference"))
+def float64_model(channels: int, n_classes: int = 0, n_layers: int = 2, kernel_size: int = 3, seed: int = 0):
+    """A tiny model in float64 with perturbed weights: zero-initialised class biases would
+    hide mistakes, and fast and reference logits must agree to rounding."""
+    model = tiny_model(channels, n_layers=n_layers, kernel_size=kernel_size, seed=seed, n_classes=n_classes).double()
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for param in model.parameters():
+            param.add_(0.3 * torch.randn(param.shape, generator=generator, dtype=param.dtype))
+    return model.eval()
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+@pytest.mark.parametrize("size", [(4, 4), (5, 3)])
+@pytest.mark.parametrize("n_classes", [0, 3])
+def test_fast_logits_equal_reference_at_every_step(channels, size, n_classes):
+    """The cached state against a full forward pass per sub-pixel, sub-pixel by sub-pixel.
+
+    Kernel 3 and 3 layers (R = 3): the vertical stack reaches rows the cache must hold
+    and the padding on both sides of the narrow image.
+    """
+    from pixelgen.sampling import ReferenceState, SamplingState
+
+    height, width = size
+    model = float64_model(channels, n_classes, n_layers=3)
+    labels = torch.tensor([2, 0]) if n_classes else None
+    target = torch.randint(0, 256, (2, channels, height, width), dtype=torch.uint8,
+                           generator=torch.Generator().manual_seed(1))
+    fast = model.sampling_state(2, height, width, labels)
+    reference = ReferenceState(model, labels)
+    assert isinstance(fast, SamplingState) and not isinstance(fast, ReferenceState)
+    x = torch.zeros_like(target)  # filled sub-pixel by sub-pixel, as the sampling loop does
+    with torch.no_grad():
+        for i in range(height):
+            for j in range(width):
+                for c in range(channels):
+                    got, want = fast.logits(x, i, j)[:, :, c], reference.logits(x, i, j)[:, :, c]
+                    torch.testing.assert_close(got, want, rtol=0, atol=1e-10, msg=f"pixel ({i}, {j}), colour {c}")
+                    x[:, c, i, j] = target[:, c, i, j]
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_fast_and_reference_draw_the_same_images(channels):
+    model = float64_model(channels, n_classes=4, kernel_size=5)
+    options = dict(seed=7, labels=torch.tensor([3, 1]), temperature=1.5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no fallback to the reference sampler
+        fast = pixelgen.sample(model, 2, 5, 4, sampler="fast", **options)
+    reference = pixelgen.sample(model, 2, 5, 4, sampler="reference", **options)
+    assert fast.dtype == torch.uint8 and fast.shape == (2, channels, 5, 4)
+    assert torch.equal(fast, reference)
+    assert len(fast.unique()) > 5  # drawn, not constant
+    assert pixelgen.sampling.sampler_used(model, "fast") == "fast"
+
+
+def test_completion_with_the_fast_state_keeps_the_given_rows():
+    model = float64_model(3)
+    prefix = torch.randint(0, 256, (2, 3, 2, 4), dtype=torch.uint8, generator=torch.Generator().manual_seed(3))
+    fast = pixelgen.sample(model, 2, 4, 4, seed=1, prefix=prefix)
+    assert torch.equal(fast[:, :, :2], prefix)
+    assert torch.equal(fast, pixelgen.sample(model, 2, 4, 4, seed=1, prefix=prefix, sampler="reference"))
 
 
 def test_trains_and_samples_through_the_real_run_command(tmp_path, capsys, monkeypatch):
@@ -177,8 +232,10 @@ def test_trains_and_samples_through_the_real_run_command(tmp_path, capsys, monke
         "output": {"dir": str(out)},
     }
     (tmp_path / "gated.toml").write_text(dump_toml(recipe))
-    with pytest.warns(UserWarning, match="falls back to the reference"):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
         assert main(["run", str(tmp_path / "gated.toml")]) == 0
+    assert not [w for w in caught if "falls back to the reference" in str(w.message)]
     assert (out / "best.ckpt").is_file() and (out / "last.ckpt").is_file()
     archive = RunArchive.open(out / "archive.zarr")
     train_bpd = archive.metrics()["train_bits_per_dim"]
@@ -186,3 +243,4 @@ def test_trains_and_samples_through_the_real_run_command(tmp_path, capsys, monke
     (key, attributes), = archive.sample_batches()
     assert archive.read_samples(key).shape == (2, 1, 28, 28)
     assert attributes["model"] == "gated_pixelcnn"
+    assert attributes["sampler"] == "fast"  # the plugin's own cached state ran

@@ -33,6 +33,11 @@ gated unit ``tanh(W_f * x) * sigmoid(W_g * x)`` (equation 2) from one convolutio
 to both halves of both stacks (equation 4). The horizontal stack is residual; the
 vertical one is not (section 2.2). The last horizontal features feed pixelgen's shared
 output head: a 256-way softmax per colour.
+
+Fast sampling (Ramachandran et al. 2017): :class:`GatedSamplingState` evaluates only what
+pixel ``(i, j)`` needs. Row ``i`` reads the vertical stack of rows ``< i`` alone, so the
+vertical stack runs once per row, for the whole row, when the row above is complete; the
+horizontal stack runs at one position from a cache of the current row's earlier inputs.
 """
 
 from __future__ import annotations
@@ -43,7 +48,8 @@ from torch import Tensor, nn
 
 import pixelgen
 from pixelgen.layers import ClassBias, MaskedConv2d, OutputHead, scale_input
-from pixelgen.model import AutoregressiveModel
+from pixelgen.model import AutoregressiveModel, ConvStep
+from pixelgen.sampling import SamplingState
 
 
 def gate(pre_activation: Tensor) -> Tensor:
@@ -166,11 +172,81 @@ class GatedPixelCNN(AutoregressiveModel):
         )
         self.head = OutputHead(p, head_channels, c)
 
+    def sampling_state(self, n: int, height: int, width: int, labels: Tensor | None = None) -> SamplingState:
+        """An exact, cached state: see :class:`GatedSamplingState`."""
+        return GatedSamplingState(self, n, height, width, labels)
+
     def forward(self, x: Tensor, labels: Tensor | None = None) -> Tensor:
         v = h = scale_input(x, self.head.hidden.weight)  # (B, C, H, W) in [-1, 1]
         for layer in self.layers:
             v, h = layer(v, h, labels)  # (B, p, H, W) each
         return self.head(h)  # (B, 256, C, H, W)
+
+
+def at_one_pixel(bias: Tensor | float) -> Tensor | float:
+    """A :class:`ClassBias` value ``(n, ch, 1, 1)`` (or 0.0) as ``(n, ch)`` for one pixel."""
+    return bias if isinstance(bias, float) else bias[:, :, 0, 0]
+
+
+class GatedSamplingState(SamplingState):
+    """Fast, exact sampling state of a :class:`GatedPixelCNN` (see pixelgen.sampling).
+
+    Vertical stack, once per row: when row ``i`` is first asked for, image row ``i - 1``
+    is final, and each layer's ``(r+1) x k`` convolution is run over the ``r + 1`` cached
+    rows of its input ending at ``i - 1``, giving the links row ``i`` reads and the next
+    layer's input row. Horizontal stack, once per call: each layer's ``1 x k`` masked
+    convolution at ``(i, j)`` reads the cached inputs at ``j - r .. j`` (:class:`ConvStep`).
+    Hidden features of pixel ``(i, j)`` never depend on its last colour (mask A), so those
+    cached by the call for that colour are final; the image itself is cached for the first
+    layer again one pixel later, once the last colour is drawn.
+    """
+
+    def __init__(self, model: GatedPixelCNN, n: int, height: int, width: int, labels: Tensor | None) -> None:
+        self.model = model
+        self.like = model.head.hidden.weight  # dtype and device of the caches
+        self.reach = r = model.kernel_size // 2
+        self.rows_done = 0  # image rows whose vertical features are cached
+        # Vertical inputs of every layer, padded as VerticalConv pads them: (n, in, H + r, W + 2r)
+        self.vertical_inputs = [
+            self.like.new_zeros(n, layer.vertical.conv.in_channels, height + r, width + 2 * r)
+            for layer in model.layers
+        ]
+        # Links of the current row (n, 2p, 1, W); row 0 reads only the shifted-in zero row.
+        self.links = [
+            layer.vertical_to_horizontal(self.like.new_zeros(n, 2 * model.hidden_channels, 1, width))
+            for layer in model.layers
+        ]
+        self.vertical_biases = [layer.vertical_bias(labels) for layer in model.layers]  # (n, 2p, 1, 1) or 0
+        self.horizontal_biases = [at_one_pixel(layer.horizontal_bias(labels)) for layer in model.layers]
+        self.horizontals = [ConvStep(layer.horizontal, n, height, width) for layer in model.layers]
+        self.horizontal_outs = [ConvStep(layer.horizontal_out, n, height, width) for layer in model.layers]
+        self.head_hidden = ConvStep(model.head.hidden, n, height, width)
+        self.head_logits = ConvStep(model.head.logits, n, height, width)
+
+    def complete_row(self, x: Tensor, row: int) -> None:
+        """Image row ``row`` is final: run the vertical stack on it and cache the links of row ``row + 1``."""
+        r, width = self.reach, x.shape[-1]
+        v = scale_input(x[:, :, row], self.like)  # (n, C, W)
+        for k, layer in enumerate(self.model.layers):
+            padded = self.vertical_inputs[k]
+            padded[:, :, row + r, r : r + width] = v  # padded row row + r holds image row `row`
+            v_pre = layer.vertical.conv(padded[:, :, row : row + r + 1])  # (n, in, r+1, W+2r) -> (n, 2p, 1, W)
+            self.links[k] = layer.vertical_to_horizontal(v_pre)  # (n, 2p, 1, W), read by row `row + 1`
+            v = gate(v_pre + self.vertical_biases[k])[:, :, 0]  # (n, p, W)
+
+    def logits(self, x: Tensor, i: int, j: int) -> Tensor:
+        while self.rows_done < i:
+            self.complete_row(x, self.rows_done)
+            self.rows_done += 1
+        if j:  # the loop fills a pixel's last colour after its last call: cache it now
+            self.horizontals[0].write(scale_input(x[:, :, i, j - 1], self.like), i, j - 1)
+        h = scale_input(x[:, :, i, j], self.like)  # (n, C)
+        for k, layer in enumerate(self.model.layers):
+            h_pre = self.horizontals[k](h, i, j) + self.links[k][:, :, 0, j]  # (n, 2p)
+            h_out = self.horizontal_outs[k](gate(h_pre + self.horizontal_biases[k]), i, j)  # (n, p)
+            h = h_out if layer.first else h + h_out
+        out = self.head_logits(F.relu(self.head_hidden(F.relu(h), i, j)), i, j)  # (n, C*256), colour-major
+        return out.view(len(out), self.model.in_channels, -1).transpose(1, 2)  # (n, 256, C)
 
 
 @pixelgen.hookimpl
