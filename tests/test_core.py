@@ -11,7 +11,7 @@ import torch
 import pixelgen
 from pixelgen import registry
 from pixelgen.errors import RegistryError
-from pixelgen.layers import MaskedConv2d, colour_groups, conv_mask, skew, unskew
+from pixelgen.layers import MaskedConv2d, colour_groups, conv_mask, diagonal_order, skew, unskew
 
 
 def test_colour_groups_split_each_stack():
@@ -73,6 +73,16 @@ def test_skew_example_and_round_trip():
     assert torch.equal(unskew(skew(y), 7), y)
     with pytest.raises(ValueError):
         unskew(skew(y), 6)
+
+
+@pytest.mark.parametrize("height, width", [(1, 4), (3, 3), (4, 6), (6, 2)])
+def test_diagonal_order_is_the_skewed_column_scan(height, width):
+    """The Diagonal BiLSTM's gather visits pixels as a column scan of skew() would, padding dropped."""
+    numbers = torch.arange(1, height * width + 1).view(1, 1, height, width)
+    columns = skew(numbers)[0, 0].t()  # (W + H - 1, H): column t of the skewed map
+    order, sizes = diagonal_order(height, width)
+    assert (order + 1).tolist() == [v for column in columns.tolist() for v in column if v]
+    assert sizes == [int((column > 0).sum()) for column in columns]
 
 
 def test_uniform_logits_give_exactly_eight_bits_per_dim():
