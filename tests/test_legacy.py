@@ -1,0 +1,65 @@
+"""Run folders and checkpoints written by pixelgen 0.1.0 keep working.
+
+``tests/fixtures/legacy_v0_1`` was written by main before the redesign (commit cb5baef):
+``pixelgen run legacy.toml`` on tiny IDX data, one epoch of a PixelCNN and a Row LSTM. Its
+checkpoints must still evaluate to the figure they recorded, sample, compare and resume.
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import shutil
+
+import pytest
+
+from pixelgen import cli
+from pixelgen.archive import RunArchive
+
+FIXTURE = pathlib.Path(__file__).parent / "fixtures" / "legacy_v0_1"
+
+
+@pytest.fixture
+def legacy(tmp_path, monkeypatch):
+    """A writable copy of the fixture, as the working directory (its recipe's paths are relative)."""
+    folder = tmp_path / "legacy"
+    shutil.copytree(FIXTURE, folder)
+    monkeypatch.chdir(folder)
+    monkeypatch.setenv("PIXELGEN_PROGRESS", "0")
+    return folder
+
+
+@pytest.mark.parametrize("run", ["pixelcnn", "row_lstm"])
+def test_legacy_checkpoint_evaluates_to_its_recorded_figure(legacy, run, capsys):
+    recorded = json.loads((legacy / "runs" / run / "metrics.json").read_text())
+    assert cli.main(["eval", f"runs/{run}/best.ckpt", "--json", "--accelerator", "cpu"]) == 0
+    figures = json.loads(capsys.readouterr().out)
+    assert figures["n_images"] == recorded["n_images"] == 6
+    assert figures["bits_per_dim"] == pytest.approx(recorded["bits_per_dim"], rel=1e-6)
+
+
+def test_legacy_checkpoint_samples_into_its_archive(legacy):
+    before = len(RunArchive.open(legacy / "runs/pixelcnn/archive.zarr").sample_batches())
+    assert cli.main(["sample", "runs/pixelcnn/best.ckpt", "-n", "2", "--seed", "1"]) == 0
+    batches = RunArchive.open(legacy / "runs/pixelcnn/archive.zarr").sample_batches()
+    assert len(batches) == before + 1
+    images = RunArchive.open(legacy / "runs/pixelcnn/archive.zarr").read_samples(batches[-1][0])
+    assert images.shape == (2, 1, 28, 28)
+
+
+def test_legacy_runs_compare(legacy, capsys):
+    assert cli.main(["compare", "runs/pixelcnn", "runs/row_lstm", "--out", "report", "--json"]) == 0
+    table = json.loads(capsys.readouterr().out)
+    assert [row["run"] for row in table["runs"]] == ["pixelcnn", "row_lstm"]
+    for row in table["runs"]:
+        recorded = json.loads((legacy / "runs" / row["run"] / "metrics.json").read_text())
+        assert row["test_bits_per_dim"] == pytest.approx(recorded["bits_per_dim"], rel=1e-12)
+    assert (legacy / "report" / "report.md").is_file()
+
+
+def test_legacy_run_resumes_for_a_second_epoch(legacy):
+    assert cli.main(["run", "legacy.toml", "--resume", "--set", "train.epochs=2"]) == 0
+    for run in ("pixelcnn", "row_lstm"):
+        archive = RunArchive.open(legacy / "runs" / run / "archive.zarr")
+        assert list(archive.metrics()["epoch"]) == [1, 2]
+        assert json.loads((legacy / "runs" / run / "metrics.json").read_text())["epoch"] in (1, 2)
