@@ -28,7 +28,6 @@ import os
 import pathlib
 import random
 import re
-import tempfile
 from typing import Any
 
 import numpy as np
@@ -36,6 +35,7 @@ import torch
 from torch import nn
 
 from pixelgen.errors import CheckpointError
+from pixelgen.files import atomic_writer
 
 FORMAT = "pixelgen-checkpoint"
 FORMAT_VERSION = 1
@@ -106,16 +106,8 @@ def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> pathlib.P
     """
     path = pathlib.Path(path)
     state = {"format": FORMAT, "format_version": FORMAT_VERSION, **state}
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save(state, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        pathlib.Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_writer(path) as handle:
+        torch.save(state, handle)
     return path
 
 

@@ -35,9 +35,7 @@ ones (which then act as shared defaults)::
 """
 
 import difflib
-import os
 import re
-import tempfile
 import tomllib
 import types
 import typing
@@ -49,6 +47,7 @@ import attrs
 
 from pixelgen import registry
 from pixelgen.errors import RecipeError
+from pixelgen.files import atomic_write_text
 
 __all__ = [
     "DataSection",
@@ -1066,16 +1065,7 @@ def write_resolved(recipe: Recipe, run_dir: str | Path, run: RunSpec | None = No
     folder.mkdir(parents=True, exist_ok=True)
     target = folder / "recipe.toml"
     text = dump_toml(recipe_to_dict(recipe))
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".recipe.", suffix=".toml.tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_text(target, text)
     return target
 
 

@@ -39,6 +39,7 @@ from torch import nn
 
 from pixelgen import analysis
 from pixelgen.errors import PixelgenError
+from pixelgen.files import atomic_write_json, atomic_write_text
 
 # Pixel RNN (van den Oord et al. 2016), table 3: test NLL on CIFAR-10 in bits/dim.
 PAPER_CIFAR10_BITS_PER_DIM = {"pixelcnn": 3.14, "row_lstm": 3.07, "diagonal_bilstm": 3.00}
@@ -462,12 +463,12 @@ def to_html(blocks: Sequence[Block], title: str) -> str:
 
 
 def _write_report(out: Path, blocks: list[Block], title: str, stem: str = "report") -> None:
-    (out / f"{stem}.md").write_text(to_markdown(blocks), encoding="utf-8")
-    (out / f"{stem}.html").write_text(to_html(blocks, title), encoding="utf-8")
+    atomic_write_text(out / f"{stem}.md", to_markdown(blocks))
+    atomic_write_text(out / f"{stem}.html", to_html(blocks, title))
 
 
 def _write_json(path: Path, data: Any) -> None:
-    path.write_text(json.dumps(data, indent=2, default=_json_default) + "\n", encoding="utf-8")
+    atomic_write_json(path, data, default=_json_default)
 
 
 def _json_default(value: Any) -> Any:

@@ -30,7 +30,6 @@ import os
 import pathlib
 import resource
 import sys
-import tempfile
 import time
 import warnings
 from typing import Any, Callable
@@ -42,6 +41,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 
 from pixelgen import checkpoint as ckpt_io
 from pixelgen.errors import CheckpointError, DataError, PixelgenError, RecipeError
+from pixelgen.files import atomic_write_json
 from pixelgen.metrics import bits_per_dim, nats_to_bits_per_dim, nll_nats
 from pixelgen.recipe import Recipe, RunSpec, recipe_to_dict, run_dir, single_run, write_resolved
 from pixelgen.registry import create_model
@@ -408,18 +408,6 @@ def _progress_bar_enabled() -> bool:
     return os.environ.get("PIXELGEN_PROGRESS", "1") != "0" and sys.stderr.isatty()
 
 
-def _write_json(path: pathlib.Path, data: dict[str, Any]) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(data, handle, indent=2)
-            handle.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        pathlib.Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _gather_rng(fabric: Any) -> list[dict[str, torch.Tensor]]:
     """Every process's random state, rank order (a collective call: all ranks enter it)."""
     state = ckpt_io.rng_state()
@@ -667,7 +655,7 @@ def _fit(fabric: Any, plan: RunPlan, report: Report) -> dict[str, Any]:
     }
     if rank0:
         archive.set_test_metrics({k: v for k, v in result.items() if k not in ("run", "model", "split", "checkpoint")})
-        _write_json(folder / METRICS_JSON, result)
+        atomic_write_json(folder / METRICS_JSON, result)
     say(f"  {split}: {figures['bits_per_dim']:.4f} bits/dim ({figures['nll_nats']:.2f} nats/image, "
         f"{figures['n_images']} images) from {chosen.name} (epoch {final['epoch']}) -> {folder / METRICS_JSON}")
 

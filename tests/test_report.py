@@ -12,11 +12,9 @@ import contextlib
 import io
 import json
 import math
-import pathlib
 
 import numpy as np
 import pytest
-import torch
 from datafiles import write_tiny_image_folder
 
 from pixelgen import checkpoint as ckpt_io
@@ -124,7 +122,7 @@ def test_table_numbers_are_the_archives_numbers(runs, compared):
     table = compared["markdown"]
     assert f"| test bits/dim | {rows[0]['test_bits_per_dim']:.4f} | {rows[1]['test_bits_per_dim']:.4f} |" in table
     assert f"| parameters | {rows[0]['parameters']:,} | {rows[1]['parameters']:,} |" in table
-    assert f"| sequential steps per layer at 8x8 | 1 | 8 |" in table
+    assert "| sequential steps per layer at 8x8 | 1 | 8 |" in table
 
 
 def test_the_report_shows_the_settings_that_differ(compared):
