@@ -98,7 +98,7 @@ def masks_figure() -> Path:
 
 def _tiny_model(name: str, channels: int):
     torch.manual_seed(0)
-    known = pixelgen.registry.get_model_spec(name).hyperparameters()
+    known = pixelgen.registry.get_model_spec(name).defaults()
     return pixelgen.create_model(name, in_channels=channels, **{k: v for k, v in TINY.items() if k in known})
 
 

@@ -36,16 +36,20 @@ API_MODULES = [
     "pixelgen.registry",
     "pixelgen.hookspecs",
     "pixelgen.errors",
+    "pixelgen.blocks",
     "pixelgen.layers",
-    "pixelgen.model",
     "pixelgen.metrics",
     "pixelgen.testing",
     "pixelgen.sampling",
+    "pixelgen.files",
     "pixelgen.recipe",
     "pixelgen.datasets",
     "pixelgen.archive",
     "pixelgen.checkpoint",
+    "pixelgen.inference",
+    "pixelgen.trainer",
     "pixelgen.train",
+    "pixelgen.from_checkpoint",
     "pixelgen.analysis",
     "pixelgen.report",
     "pixelgen.cli",
@@ -266,7 +270,7 @@ def hyperparameter_table() -> str:
     from pixelgen import registry
 
     names = [n for n in PAPER_MODELS if n in registry.list_models()]
-    specs = {n: registry.get_model_spec(n).hyperparameters() for n in names}
+    specs = {n: registry.get_model_spec(n).defaults() for n in names}
     keys: list[str] = []
     for hyper in specs.values():
         keys += [k for k in hyper if k not in keys]

@@ -10,22 +10,42 @@ Public API::
     images = pixelgen.sample(model, 16, 32, 32, seed=0)   # uint8 (16, 3, 32, 32)
 """
 
-from pixelgen.errors import PixelgenError
-from pixelgen.hookspecs import hookimpl
-from pixelgen.metrics import bits_per_dim, nll_nats
-from pixelgen.registry import (
-    DatasetSpec,
-    ModelSpec,
-    create_dataset,
-    create_model,
-    list_datasets,
-    list_models,
-    plugin_failures,
-    register_plugin,
-)
-from pixelgen.sampling import sample
+import importlib
+from typing import Any
 
 __version__ = "0.1.0"
+
+# Lazy attributes (Scientific Python SPEC 1): ``import pixelgen.blocks`` or ``pixelgen
+# --help`` loads only what it needs; ``pixelgen.sample`` loads the sampling module on
+# first use. Each public name and the module that defines it:
+_EXPORTS = {
+    "DatasetSpec": "pixelgen.registry",
+    "ModelSpec": "pixelgen.registry",
+    "PixelgenError": "pixelgen.errors",
+    "bits_per_dim": "pixelgen.metrics",
+    "create_dataset": "pixelgen.registry",
+    "create_model": "pixelgen.registry",
+    "hookimpl": "pixelgen.hookspecs",
+    "list_datasets": "pixelgen.registry",
+    "list_models": "pixelgen.registry",
+    "nll_nats": "pixelgen.metrics",
+    "plugin_failures": "pixelgen.registry",
+    "register_plugin": "pixelgen.registry",
+    "sample": "pixelgen.sampling",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(_EXPORTS[name]), name)
+        globals()[name] = value  # later look-ups skip this function
+        return value
+    raise AttributeError(f"module 'pixelgen' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))
+
 
 __all__ = [
     "DatasetSpec",

@@ -117,25 +117,13 @@ def _earlier_pixels(height: int, width: int, i: int, j: int) -> Tensor:
 
 
 def layer_groups(model: nn.Module) -> dict[str, list[nn.Parameter]]:
-    """The model's parameters grouped by residual layer, in order from input to output.
-
-    For a :class:`~pixelgen.model.ResidualStack`: ``input_conv`` (with its class bias),
-    ``layers.0`` ... (each layer with its 1x1 output conv, class bias and skip conv) and
-    ``head``. Any other model: one group per top-level child module.
-    """
-    from pixelgen.model import ResidualStack
-
-    if not isinstance(model, ResidualStack):
-        groups = {name: list(child.parameters()) for name, child in model.named_children()}
-        return {name: params for name, params in groups.items() if params}
-    groups = {"input_conv": [*model.input_conv.parameters(), *model.input_bias.parameters()]}
-    for k in range(model.n_layers):
-        parts = [model.layers[k], model.out_convs[k], model.layer_biases[k]]
-        if model.skip:
-            parts.append(model.skip_convs[k])
-        groups[f"layers.{k}"] = [p for part in parts for p in part.parameters()]
-    groups["head"] = list(model.head.parameters())
-    return groups
+    """The model's parameters grouped by depth, from input to output: the model's own
+    ``parameter_groups()`` (see :class:`pixelgen.blocks.AutoregressiveModel`), else one
+    group per top-level child module."""
+    if hasattr(model, "parameter_groups"):
+        return model.parameter_groups()
+    groups = {name: list(child.parameters()) for name, child in model.named_children()}
+    return {name: params for name, params in groups.items() if params}
 
 
 def gradient_flow(
@@ -196,13 +184,13 @@ def sequential_steps(model: nn.Module, height: int, width: int) -> int:
 
     1 for PixelCNN (every position at once), ``height`` for the Row LSTM (row by row),
     ``width + height - 1`` for the Diagonal BiLSTM (diagonal by diagonal). Each model says
-    so itself (:meth:`pixelgen.model.AutoregressiveModel.sequential_steps`).
+    so itself (:meth:`pixelgen.blocks.AutoregressiveModel.sequential_steps`).
     """
     method = getattr(model, "sequential_steps", None)
     if method is None:
         raise TypeError(
             f"{type(model).__name__} has no sequential_steps(height, width); subclass "
-            "pixelgen.model.AutoregressiveModel"
+            "pixelgen.blocks.AutoregressiveModel"
         )
     return int(method(height, width))
 

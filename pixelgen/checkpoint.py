@@ -36,6 +36,7 @@ from torch import nn
 
 from pixelgen.errors import CheckpointError
 from pixelgen.files import atomic_writer
+from pixelgen.registry import create_model
 
 FORMAT = "pixelgen-checkpoint"
 FORMAT_VERSION = 1
@@ -169,8 +170,6 @@ def model_from_checkpoint(state: dict[str, Any]) -> nn.Module:
     Needs only the checkpoint: the registered model name and its hyperparameters are
     stored in ``state["model"]`` (``model.pixelgen_config``).
     """
-    from pixelgen.registry import create_model
-
     config = state["model"]
     try:
         model = create_model(config["name"], **config["hyperparameters"])

@@ -7,16 +7,23 @@ one line on stderr and exits with status 2, never with a traceback.
 from __future__ import annotations
 
 import argparse
+import functools
+import json
 import sys
+import tomllib
 from typing import Sequence
 
-from pixelgen.errors import PixelgenError
+from pixelgen import registry
+from pixelgen.errors import CausalityError, PixelgenError
+from pixelgen.from_checkpoint import evaluate_checkpoint, sample_checkpoint
+from pixelgen.recipe import load_recipe
+from pixelgen.report import CompareOptions, analyse, compare, compare_recipe
+from pixelgen.testing import allowed_dependencies, check_causality
+from pixelgen.train import run_recipe
 
 
 def _parse_value(text: str):
     """A ``key=value`` value as a TOML scalar where it parses (``3``, ``true``, ``1e-3``), else a string."""
-    import tomllib
-
     try:
         return tomllib.loads(f"v = {text}")["v"]
     except tomllib.TOMLDecodeError:
@@ -34,14 +41,12 @@ def _parse_assignments(items: Sequence[str], flag: str) -> dict:
 
 
 def cmd_plugins(args: argparse.Namespace) -> int:
-    from pixelgen import registry
-
     reg = registry.get_registry()
     print("models:")
     for name in registry.list_models():
         spec, plugin = reg.models[name]
         print(f"  {name}  (plugin {plugin}) {spec.description}")
-        for key, default in spec.hyperparameters().items():
+        for key, default in spec.defaults().items():
             print(f"      {key} = {default!r}")
     print("data sets:")
     for name in registry.list_datasets():
@@ -75,12 +80,9 @@ def field_picture(support, channels: int, i: int, j: int) -> str:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    import pixelgen
-    from pixelgen.testing import allowed_dependencies, check_causality
-
     hyper = _parse_assignments(args.hp, "--hp")
     for channels in args.channels:
-        model = pixelgen.create_model(args.model, **{**hyper, "in_channels": channels})
+        model = registry.create_model(args.model, **{**hyper, "in_channels": channels})
         support = check_causality(model, channels, args.height, args.width)
         allowed = int(allowed_dependencies(channels, args.height, args.width).sum())
         print(
@@ -94,11 +96,6 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    import functools
-
-    from pixelgen.recipe import load_recipe
-    from pixelgen.train import run_recipe
-
     recipe = load_recipe(args.recipe, args.set)
     report = functools.partial(print, flush=True)
     results = run_recipe(recipe, out=args.out, resume=args.resume, report=report)
@@ -108,18 +105,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         for r in finished:
             print(f"  {r['run']:<20} {r['split']} {r['bits_per_dim']:.4f} bits/dim")
     if recipe.compare:
-        from pixelgen.report import compare_recipe
-
         comparison = compare_recipe(recipe, run_out=args.out, report=report)
         print(f"comparison: {comparison['out']}/report.md, report.html")
     return 0
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    import json
-
-    from pixelgen.train import evaluate_checkpoint
-
     figures = evaluate_checkpoint(
         args.checkpoint, args.split, data_root=args.data_root, limit=args.limit,
         accelerator=args.accelerator,
@@ -157,8 +148,6 @@ def _size(text: str) -> tuple[int, int]:
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
-    from pixelgen.sampling import sample_checkpoint
-
     if args.archive is not None and args.no_archive:
         raise PixelgenError("--archive and --no-archive exclude each other")
     result = sample_checkpoint(
@@ -178,8 +167,6 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
 
 def _compare_options(args: argparse.Namespace):
-    from pixelgen.report import CompareOptions
-
     names = ("field_size", "scaling_sizes", "scaling_depths", "timing_images", "device")
     given = {name: getattr(args, name) for name in names if getattr(args, name) is not None}
     for name in ("scaling_sizes", "scaling_depths"):
@@ -193,10 +180,6 @@ def _to_stderr(line: str) -> None:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    import json
-
-    from pixelgen.report import compare
-
     comparison = compare(args.run_dirs, args.out, _compare_options(args), report=_to_stderr)
     if args.json:
         print(json.dumps({"out": comparison["out"], "dataset": comparison["dataset"], "runs": comparison["runs"]}))
@@ -206,8 +189,6 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_analyse(args: argparse.Namespace) -> int:
-    from pixelgen.report import analyse
-
     summary = analyse(args.checkpoint, args.out, _compare_options(args), report=_to_stderr)
     print(f"analysis: {summary['out']}/analysis.md")
     return 0
@@ -294,7 +275,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except PixelgenError as exc:
+    except (PixelgenError, CausalityError) as exc:
         print(f"pixelgen: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

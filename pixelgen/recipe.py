@@ -778,7 +778,7 @@ def _check_registry(run: RunSpec) -> None:
             ("model", "name"),
             f"unknown model {run.model.name!r}; available: {', '.join(models) or 'none'}{hint}",
         )
-    known = list(registry.get_model_spec(run.model.name).hyperparameters())
+    known = list(registry.get_model_spec(run.model.name).defaults())
     for key in run.model.hyperparameters:
         if key not in known:
             raise _Invalid(

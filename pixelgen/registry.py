@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import importlib.metadata
 import inspect
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import attrs
 import pluggy
 
 from pixelgen import hookspecs
+from pixelgen.blocks import Hyperparameter
 from pixelgen.errors import RegistryError
 
 ENTRY_POINT_GROUP = "pixelgen"
@@ -22,21 +23,31 @@ ENTRY_POINT_GROUP = "pixelgen"
 
 @attrs.frozen
 class ModelSpec:
-    """A model a plugin provides.
+    """A model a plugin provides, with everything the core needs to know about it.
 
     Args:
         name: registry name, e.g. ``"pixelcnn"``.
-        factory: callable (usually the ``nn.Module`` class) taking keyword hyperparameters.
+        factory: callable (usually the ``nn.Module`` class) taking the hyperparameters
+            below as keyword arguments.
         description: one line shown by ``pixelgen plugins``.
+        hyperparameters: ``{name: Hyperparameter(default, help)}``, every keyword the
+            factory takes (see :func:`pixelgen.blocks.stack_hyperparameters`). The core
+            fills in ``in_channels`` from the data set where the model declares it.
+        paper_bits_per_dim: published test bits/dim by data-set name, shown beside
+            measured figures in reports, e.g. ``{"cifar10": 3.00}``.
+        receptive_field: one paragraph on which earlier pixels the model sees, for reports.
     """
 
     name: str
     factory: Callable[..., Any]
     description: str = ""
+    hyperparameters: Mapping[str, Hyperparameter] = attrs.field(factory=dict)
+    paper_bits_per_dim: Mapping[str, float] = attrs.field(factory=dict)
+    receptive_field: str = ""
 
-    def hyperparameters(self) -> dict[str, Any]:
-        """Keyword hyperparameters of the factory with their defaults, in signature order."""
-        return _keyword_defaults(self.factory)
+    def defaults(self) -> dict[str, Any]:
+        """``{name: default}`` of every hyperparameter, in declaration order."""
+        return {name: hp.default for name, hp in self.hyperparameters.items()}
 
 
 @attrs.frozen
@@ -74,36 +85,97 @@ def _keyword_defaults(factory: Callable[..., Any]) -> dict[str, Any]:
 
 @attrs.define
 class Registry:
-    """Models, data sets and plugin load failures gathered from one plugin manager."""
+    """Models, data sets and plugin failures gathered from one plugin manager.
+
+    A plugin that fails (import error, ``SystemExit``, a hook with a wrong signature or an
+    unknown name, a hook that raises or returns anything but a list of specs) is recorded
+    in ``failures`` and contributes nothing; the others load. A name two plugins claim is
+    given to neither (``conflicts``), whatever the load order.
+    """
 
     manager: pluggy.PluginManager
     models: dict[str, tuple[ModelSpec, str]] = attrs.field(factory=dict)
     datasets: dict[str, tuple[DatasetSpec, str]] = attrs.field(factory=dict)
     failures: dict[str, str] = attrs.field(factory=dict)
+    conflicts: dict[str, str] = attrs.field(factory=dict)
+    sources: dict[str, str] = attrs.field(factory=dict)  # plugin name -> distribution
+
+    def add(self, plugin: object, name: str, source: str) -> None:
+        """Register ``plugin`` under ``name``; a plugin pluggy refuses is recorded as failed."""
+        self.sources[name] = source
+        try:
+            self.manager.register(plugin, name=name)
+            self.manager.check_pending()  # a hook pixelgen does not define (a misspelt name)
+        except pluggy.PluginValidationError as exc:
+            self.manager.unregister(name=name)
+            self.failures[name] = f"PluginValidationError: {_one_line(exc)}"
 
     def collect(self) -> None:
         """(Re)build the name tables from every registered plugin's hooks."""
-        self.models.clear()
-        self.datasets.clear()
-        for table, hook, kind in (
-            (self.models, self.manager.hook.pixelgen_models, "model"),
-            (self.datasets, self.manager.hook.pixelgen_datasets, "data set"),
-        ):
-            for impl in hook.get_hookimpls():
-                plugin_name = self.manager.get_name(impl.plugin) or repr(impl.plugin)
-                try:
-                    specs = impl.function() or []
-                except Exception as exc:  # a broken plugin must not break the others
-                    self.failures[plugin_name] = f"{type(exc).__name__}: {exc}"
-                    continue
-                for spec in specs:
-                    if spec.name in table and table[spec.name][1] != plugin_name:
-                        self.failures[plugin_name] = (
-                            f"{kind} {spec.name!r} is already provided by plugin "
-                            f"{table[spec.name][1]!r}"
-                        )
-                        continue
-                    table[spec.name] = (spec, plugin_name)
+        self.failures = {k: v for k, v in self.failures.items() if not v.startswith(_HOOK_FAILURE)}
+        self.conflicts.clear()
+        self.models = self._claims(self.manager.hook.pixelgen_models, ModelSpec, "model")
+        self.datasets = self._claims(self.manager.hook.pixelgen_datasets, DatasetSpec, "data set")
+
+    def _claims(self, hook: Any, spec_type: type, kind: str) -> dict[str, tuple[Any, str]]:
+        claims: dict[str, list[tuple[Any, str]]] = {}
+        for impl in hook.get_hookimpls():
+            plugin = self.manager.get_name(impl.plugin) or repr(impl.plugin)
+            try:
+                specs = _checked_specs(impl.function(), spec_type, kind)
+            except (Exception, SystemExit) as exc:  # a broken plugin must not break the others
+                self.failures[plugin] = f"{_HOOK_FAILURE}{type(exc).__name__}: {_one_line(exc)}"
+                continue
+            for spec in specs:
+                claims.setdefault(spec.name, []).append((spec, plugin))
+        table = {}
+        for name, claimants in claims.items():
+            if len(claimants) == 1:
+                table[name] = claimants[0]
+                continue
+            who = " and ".join(f"{plugin!r} ({self.sources.get(plugin, 'registered at run time')})"
+                               for _, plugin in claimants)
+            self.conflicts[name] = (
+                f"{kind} {name!r} is claimed by {len(claimants)} plugins, {who}, and is given to "
+                f"neither; uninstall or rename one of them"
+            )
+        return table
+
+
+_HOOK_FAILURE = "hook: "
+
+
+def _one_line(exc: BaseException, limit: int = 300) -> str:
+    return " ".join(str(exc).split())[:limit]
+
+
+def _checked_specs(result: Any, spec_type: type, kind: str) -> list[Any]:
+    """A hook's result, checked: a list or tuple of ``spec_type`` with usable fields."""
+    if not isinstance(result, (list, tuple)):
+        raise TypeError(f"the {kind} hook returned {type(result).__name__}, not a list of {spec_type.__name__}")
+    for spec in result:
+        if not isinstance(spec, spec_type):
+            raise TypeError(f"the {kind} hook returned a {type(spec).__name__}, not a {spec_type.__name__}")
+        if not isinstance(spec.name, str) or not spec.name.isidentifier():
+            raise TypeError(f"{kind} name {spec.name!r} is not a lower-case identifier such as 'my_model'")
+        if not callable(spec.factory):
+            raise TypeError(f"{kind} {spec.name!r}: factory {spec.factory!r} is not callable")
+        if isinstance(spec, ModelSpec):
+            _check_hyperparameters(spec)
+        else:
+            spec.options()  # the data-set factory's signature must be readable
+    return list(result)
+
+
+def _check_hyperparameters(spec: ModelSpec) -> None:
+    table = spec.hyperparameters
+    if not isinstance(table, Mapping) or not all(
+        isinstance(k, str) and isinstance(v, Hyperparameter) for k, v in table.items()
+    ):
+        raise TypeError(
+            f"model {spec.name!r}: hyperparameters must map names to "
+            f"pixelgen.blocks.Hyperparameter(default, help)"
+        )
 
 
 def new_plugin_manager() -> pluggy.PluginManager:
@@ -115,20 +187,27 @@ def new_plugin_manager() -> pluggy.PluginManager:
 _REGISTRY: Registry | None = None
 
 
+def _load_entry_point(registry: Registry, ep: importlib.metadata.EntryPoint) -> None:
+    dist = getattr(ep, "dist", None)
+    source = f"distribution {dist.name}" if dist is not None else "an entry point"
+    try:
+        module = ep.load()
+    except (Exception, SystemExit) as exc:  # SystemExit at import: record it, go on
+        registry.sources[ep.name] = source
+        registry.failures[ep.name] = f"{type(exc).__name__}: {_one_line(exc)}"
+        return
+    registry.add(module, ep.name, source)
+
+
 def get_registry() -> Registry:
     """The process-wide registry, loading every ``pixelgen`` entry point on first use."""
     global _REGISTRY
     if _REGISTRY is None:
         registry = Registry(new_plugin_manager())
         for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
-            if registry.manager.has_plugin(ep.name):
+            if registry.manager.has_plugin(ep.name) or ep.name in registry.failures:
                 continue  # the same distribution seen twice on sys.path
-            try:
-                module = ep.load()
-            except Exception as exc:
-                registry.failures[ep.name] = f"{type(exc).__name__}: {exc}"
-                continue
-            registry.manager.register(module, name=ep.name)
+            _load_entry_point(registry, ep)
         registry.collect()
         _REGISTRY = registry
     return _REGISTRY
@@ -140,15 +219,17 @@ def register_plugin(plugin: object, name: str | None = None) -> None:
     Useful in notebooks and tests; installed packages should use the entry-point group.
     """
     registry = get_registry()
-    registry.manager.register(plugin, name=name)
+    registry.add(plugin, name or repr(plugin), "registered at run time")
     registry.collect()
 
 
 def unregister_plugin(name: str) -> None:
     """Remove a plugin registered under ``name`` and rebuild the tables."""
     registry = get_registry()
-    registry.manager.unregister(name=name)
+    if registry.manager.has_plugin(name):
+        registry.manager.unregister(name=name)
     registry.failures.pop(name, None)
+    registry.sources.pop(name, None)
     registry.collect()
 
 
@@ -170,6 +251,8 @@ def list_datasets() -> list[str]:
 def get_model_spec(name: str) -> ModelSpec:
     """The :class:`ModelSpec` registered as ``name``; :class:`~pixelgen.errors.RegistryError` if none."""
     models = get_registry().models
+    if name in get_registry().conflicts:
+        raise RegistryError(get_registry().conflicts[name])
     if name not in models:
         raise RegistryError(
             f"unknown model {name!r}; available models: {', '.join(sorted(models)) or 'none'}"
@@ -181,6 +264,8 @@ def get_model_spec(name: str) -> ModelSpec:
 def get_dataset_spec(name: str) -> DatasetSpec:
     """The :class:`DatasetSpec` registered as ``name``; :class:`~pixelgen.errors.RegistryError` if none."""
     datasets = get_registry().datasets
+    if name in get_registry().conflicts:
+        raise RegistryError(get_registry().conflicts[name])
     if name not in datasets:
         raise RegistryError(
             f"unknown data set {name!r}; available data sets: "
@@ -225,10 +310,11 @@ def create_model(name: str, **hyperparameters: Any):
         checkpoint can rebuild it.
     """
     spec = get_model_spec(name)
-    known = spec.hyperparameters()
+    known = spec.defaults()
     check_options("model", name, hyperparameters, known)
-    model = spec.factory(**hyperparameters)
-    model.pixelgen_config = {"name": name, "hyperparameters": {**known, **hyperparameters}}
+    resolved = {**known, **hyperparameters}
+    model = spec.factory(**resolved)
+    model.pixelgen_config = {"name": name, "hyperparameters": resolved}
     return model
 
 

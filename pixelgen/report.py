@@ -38,11 +38,17 @@ import torch
 from torch import nn
 
 from pixelgen import analysis
+from pixelgen import checkpoint as ckpt_io
+from pixelgen.archive import RunArchive
+from pixelgen.datasets import HorizontalFlip  # TODO(merge): pixelgen.data
+from pixelgen.recipe import recipe_from_dict, run_dir
+from pixelgen.registry import create_model, get_model_spec
+from pixelgen.sampling import sample, sampler_used
+from pixelgen.train import load_data
 from pixelgen.errors import PixelgenError
 from pixelgen.files import atomic_write_json, atomic_write_text
 
 # Pixel RNN (van den Oord et al. 2016), table 3: test NLL on CIFAR-10 in bits/dim.
-PAPER_CIFAR10_BITS_PER_DIM = {"pixelcnn": 3.14, "row_lstm": 3.07, "diagonal_bilstm": 3.00}
 
 Report = Callable[[str], None]
 
@@ -115,9 +121,6 @@ def read_run(run_dir: str | os.PathLike) -> RunRecord:
         ReportError: no checkpoint or no archive in the folder.
         CheckpointError: the checkpoint is corrupt or foreign.
     """
-    from pixelgen import checkpoint as ckpt_io
-    from pixelgen.archive import RunArchive
-    from pixelgen.recipe import recipe_from_dict
 
     folder = Path(run_dir)
     if not folder.is_dir():
@@ -159,14 +162,12 @@ def _unique_names(records: list[RunRecord]) -> list[RunRecord]:
 
 
 def _model(record: RunRecord, device: str) -> nn.Module:
-    from pixelgen import checkpoint as ckpt_io
 
     return ckpt_io.model_from_checkpoint(record.state).to(device).eval()
 
 
 def _fresh_model(record: RunRecord, device: str) -> nn.Module:
     """A newly initialised model with the run's hyperparameters and seed."""
-    from pixelgen.registry import create_model
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(record.run.train.seed)
@@ -178,7 +179,6 @@ def _image_shape(record: RunRecord, data: Mapping[str, Any] | None) -> tuple[int
     if data is not None:
         return tuple(data["train"].shape)
     if record.samples:
-        from pixelgen.archive import RunArchive
 
         key, _ = record.samples[-1]
         return tuple(RunArchive.open(record.archive_path).read_samples(key).shape[1:])
@@ -187,7 +187,6 @@ def _image_shape(record: RunRecord, data: Mapping[str, Any] | None) -> tuple[int
 
 def _load_data(record: RunRecord, report: Report) -> dict[str, Any] | None:
     """The run's splits, or None (with a note) when its data cannot be found here."""
-    from pixelgen.train import load_data
 
     try:
         return load_data(record.run)
@@ -201,7 +200,6 @@ def _stack_images(dataset: Any, limit: int) -> tuple[np.ndarray, torch.Tensor]:
 
     Random training flips are undone (the images as stored), so measurements repeat.
     """
-    from pixelgen.datasets import HorizontalFlip
 
     while isinstance(dataset, HorizontalFlip):
         dataset = dataset.dataset
@@ -268,7 +266,6 @@ def sampling_seconds(
     of ``repeats`` timings after an untimed warm-up. A model without a cached sampling
     state has no fast sampler: its ``fast_sampling_s_per_image`` is None.
     """
-    from pixelgen.sampling import sample, sampler_used
 
     channels, height, width = shape
     rows = max(1, min(reference_rows, height))
@@ -486,9 +483,27 @@ def _json_default(value: Any) -> Any:
 
 def _with_depth(name: str, hyperparameters: Mapping[str, Any], depth: int) -> nn.Module:
     """The registered model ``name`` with ``hyperparameters`` but ``depth`` layers."""
-    from pixelgen.registry import create_model
 
     return create_model(name, **{**hyperparameters, "n_layers": depth})
+
+
+def _paper_figure(model: str, dataset: str) -> float | None:
+    """The published test bits/dim of ``model`` on ``dataset`` (its ModelSpec's), if any."""
+    try:
+        return get_model_spec(model).paper_bits_per_dim.get(dataset)
+    except PixelgenError:
+        return None  # a run of a model no longer installed: no figure to show
+
+
+def _receptive_field_prose(models: Sequence[str]) -> str:
+    """Each model's own description of its receptive field (its ModelSpec's), once per model."""
+    texts = []
+    for name in dict.fromkeys(models):
+        try:
+            texts.append(get_model_spec(name).receptive_field)
+        except PixelgenError:
+            continue
+    return " ".join(t for t in texts if t)
 
 
 def measure_run(
@@ -518,9 +533,7 @@ def measure_run(
     row = {"run": record.name, "run_dir": str(record.run_dir), "checkpoint": str(record.checkpoint),
            "model": record.model_config["name"], "parameters": sum(p.numel() for p in model.parameters())}
     row.update(training_figures(record.metrics, record.test))
-    row["paper_bits_per_dim"] = (
-        PAPER_CIFAR10_BITS_PER_DIM.get(row["model"]) if record.run.data.name == "cifar10" else None
-    )
+    row["paper_bits_per_dim"] = _paper_figure(row["model"], record.run.data.name)
     row["image_shape"] = list(shape)
     row["sequential_steps"] = analysis.sequential_steps(model, h, w)
     row.update(sampling_seconds(
@@ -543,7 +556,6 @@ def measure_run(
             "end": analysis.gradient_flow(model, batch_t, labels_t),
         }
     if record.samples:
-        from pixelgen.archive import RunArchive
 
         key, settings = record.samples[-1]
         out["samples"] = RunArchive.open(record.archive_path).read_samples(key)
@@ -682,7 +694,6 @@ def compare_recipe(
     ``run_out`` is the ``--out`` the runs were trained with, if any (it replaces the
     recipe's output.dir); the report goes to ``out``, default ``compare/`` beside the runs.
     """
-    from pixelgen.recipe import run_dir
 
     if run_out is not None:
         recipe = attrs.evolve(recipe, output=attrs.evolve(recipe.output, dir=str(run_out)))
@@ -749,11 +760,8 @@ def comparison_document(c: Mapping[str, Any]) -> list[Block]:
     blocks += [
         Block("h2", "Receptive fields"),
         Block("p", "Input pixels the centre output pixel depends on, measured by the Jacobian at "
-                   "perturbed weights (the architecture's field; compare figure 4 of the paper): "
-                   "PixelCNN's blind spot above right, the Row LSTM's triangle, the Diagonal "
-                   "BiLSTM's whole context. With one colour the Diagonal BiLSTM misses the last "
-                   "pixel of the row above when it is more than three columns to the right: it "
-                   "reaches the network only through the 7x7 input convolution one row down."),
+                   "perturbed weights (the architecture's field; compare figure 4 of the paper). "
+                   + _receptive_field_prose([row["model"] for row in c["runs"]])),
         Block("figure", c["figures"]["receptive_fields"], ("receptive fields",)),
     ]
     if "gradient_flow" in c["figures"]:
@@ -825,8 +833,6 @@ def analyse(
     Returns:
         the content of analysis.json (figures, sequential steps, gradient flow, scaling).
     """
-    from pixelgen import checkpoint as ckpt_io
-    from pixelgen.recipe import recipe_from_dict
 
     options = options or CompareOptions()
     say = report or _silent

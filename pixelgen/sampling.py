@@ -10,13 +10,13 @@ softmax (temperature, optional nucleus truncation), never taken by argmax::
             x[:, c, i, j] = draw(logits)
 
 What differs between models is only how ``state.logits`` is computed. A model offers a
-:class:`SamplingState` through ``model.sampling_state(n, height, width, labels)``:
+:class:`~pixelgen.blocks.SamplingState` through ``model.sampling_state(n, height, width, labels)``:
 
-* :class:`ReferenceState` (any model with a ``forward``) recomputes the whole forward
+* :class:`~pixelgen.blocks.ReferenceState` (any model with a ``forward``) recomputes the whole forward
   pass for every sub-pixel and slices out pixel ``(i, j)``: ``C * H * W`` full passes.
 * a fast state caches what earlier pixels computed and evaluates only pixel ``(i, j)``'s
   column through the layers (Ramachandran et al. 2017, "Fast generation for
-  convolutional autoregressive models"); see :class:`pixelgen.model.ResidualStackState`.
+  convolutional autoregressive models"); see :class:`pixelgen.blocks.ResidualStackState`.
 
 Both give the same logits up to float rounding, so with the same seed the same images
 (bit for bit in float64; in float32 a draw that falls within rounding of a boundary of the
@@ -28,66 +28,21 @@ from __future__ import annotations
 import math
 import os
 import sys
-import time
 import warnings
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor, nn
+from tqdm import tqdm
 
+from pixelgen.blocks import N_LEVELS, ReferenceState, SamplingState, n_classes_of
 from pixelgen.errors import PixelgenError
-from pixelgen.layers import N_LEVELS
 
 SAMPLERS = ("fast", "reference")
 
 
 class SamplingError(PixelgenError):
     """Bad arguments to :func:`sample`: sizes, labels, prefix, temperature, top_p, sampler."""
-
-
-class SamplingState:
-    """What a model computes, incrementally, while one batch of images is generated.
-
-    The sampling loop visits every pixel once in raster order and, for a pixel it
-    generates, calls :meth:`logits` once per colour, R first; for a pixel that is given
-    (completion) it calls :meth:`observe` once. A state may therefore cache whatever
-    earlier pixels computed. Calls for the same pixel must be idempotent: a later call
-    sees more colours of that pixel filled in and overwrites what an earlier one cached.
-    """
-
-    def logits(self, x: Tensor, i: int, j: int) -> Tensor:
-        """Logits ``(n, 256, C)`` of pixel ``(i, j)``.
-
-        Args:
-            x: images ``(n, C, H, W)`` (uint8) holding every sub-pixel before ``(i, j, c)``
-                in the order; later sub-pixels hold arbitrary values.
-            i, j: the pixel; colour ``c``'s logits ``[:, :, c]`` are exact given the
-                colours before ``c``, later colours' are not.
-        """
-        raise NotImplementedError
-
-    def observe(self, x: Tensor, i: int, j: int) -> None:
-        """Pixel ``(i, j)`` of ``x`` is given, not sampled: update the caches."""
-        self.logits(x, i, j)
-
-
-class ReferenceState(SamplingState):
-    """The slow, obviously right state: one full forward pass per call.
-
-    Works for any ``model(x[, labels]) -> (n, 256, C, H, W)``.
-    """
-
-    def __init__(self, model: nn.Module, labels: Tensor | None) -> None:
-        self.model = model
-        self.labels = labels
-
-    def logits(self, x: Tensor, i: int, j: int) -> Tensor:
-        out = self.model(x) if self.labels is None else self.model(x, self.labels)
-        return out[..., i, j]  # (n, 256, C)
-
-    def observe(self, x: Tensor, i: int, j: int) -> None:
-        pass  # nothing is cached
 
 
 def _state(model: nn.Module, sampler: str, n: int, height: int, width: int, labels: Tensor | None) -> SamplingState:
@@ -103,7 +58,7 @@ def sampler_used(model: nn.Module, sampler: str) -> str:
     ``"reference"`` (asked for, or the fallback of a model without a cached state)."""
     parameter = next(model.parameters(), None)
     device = parameter.device if parameter is not None else None
-    labels = torch.zeros(1, dtype=torch.long, device=device) if getattr(model, "n_classes", 0) else None
+    labels = torch.zeros(1, dtype=torch.long, device=device) if n_classes_of(model) else None
     state = _state(model, sampler, 1, 1, 1, labels)
     return "reference" if isinstance(state, ReferenceState) else "fast"
 
@@ -140,13 +95,13 @@ def _channels_of(model: nn.Module) -> int:
     if not isinstance(channels, int) or channels < 1:
         raise SamplingError(
             f"{type(model).__name__} has no in_channels; sampling needs the number of colours "
-            "(subclass pixelgen.model.AutoregressiveModel)"
+            "(subclass pixelgen.blocks.AutoregressiveModel)"
         )
     return channels
 
 
 def _check_labels(model: nn.Module, labels: Tensor | int | None, n: int, device: torch.device) -> Tensor | None:
-    n_classes = getattr(model, "n_classes", 0)
+    n_classes = n_classes_of(model)
     if labels is None:
         if n_classes:
             raise SamplingError(f"this model is class-conditional ({n_classes} classes): pass labels")
@@ -212,14 +167,7 @@ def sample(
     Returns:
         uint8 tensor ``(n, C, height, width)`` on the model's device.
     """
-    if sampler not in SAMPLERS:
-        raise SamplingError(f"sampler must be one of {', '.join(SAMPLERS)}, got {sampler!r}")
-    if not (isinstance(temperature, (int, float)) and temperature > 0 and math.isfinite(temperature)):
-        raise SamplingError(f"temperature must be a positive number, got {temperature!r}")
-    if not (isinstance(top_p, (int, float)) and 0 < top_p <= 1):
-        raise SamplingError(f"top_p must be a number in (0, 1], got {top_p!r}")
-    if n < 1 or height < 1 or width < 1:
-        raise SamplingError(f"n, height and width must be positive, got {n}, {height}, {width}")
+    _check_settings(sampler, temperature, top_p, n, height, width)
     channels = _channels_of(model)
     parameter = next(model.parameters(), None)
     device = parameter.device if parameter is not None else torch.device("cpu")
@@ -246,22 +194,36 @@ def sample(
                     "to the reference one (a full forward pass per sub-pixel)",
                     stacklevel=2,
                 )
-            rows = range(height)
-            if progress:
-                from tqdm import tqdm
-
-                rows = tqdm(rows, desc=f"sampling {n}x{channels}x{height}x{width}", unit="row", file=sys.stderr)
+            rows = tqdm(range(height), desc=f"sampling {n}x{channels}x{height}x{width}", unit="row",
+                        file=sys.stderr, disable=not progress)
             for i in rows:
-                for j in range(width):
-                    if i < given_rows:
-                        state.observe(x, i, j)
-                        continue
-                    for c in range(channels):
-                        logits = state.logits(x, i, j)[:, :, c]  # (n, 256)
-                        x[:, c, i, j] = draw(logits, temperature, top_p, generator).to(torch.uint8)
+                _sample_row(state, x, i, given_rows, lambda logits: draw(logits, temperature, top_p, generator))
     finally:
         model.train(was_training)
     return x
+
+
+def _check_settings(sampler: str, temperature: float, top_p: float, n: int, height: int, width: int) -> None:
+    if sampler not in SAMPLERS:
+        raise SamplingError(f"sampler must be one of {', '.join(SAMPLERS)}, got {sampler!r}")
+    if not (isinstance(temperature, (int, float)) and temperature > 0 and math.isfinite(temperature)):
+        raise SamplingError(f"temperature must be a positive number, got {temperature!r}")
+    if not (isinstance(top_p, (int, float)) and 0 < top_p <= 1):
+        raise SamplingError(f"top_p must be a number in (0, 1], got {top_p!r}")
+    if n < 1 or height < 1 or width < 1:
+        raise SamplingError(f"n, height and width must be positive, got {n}, {height}, {width}")
+
+
+def _sample_row(state: SamplingState, x: Tensor, i: int, given_rows: int, pick: Any) -> None:
+    """Fill row ``i`` of ``x`` ``(n, C, H, W)`` pixel by pixel, colour by colour (rows
+    above ``given_rows`` are given: the state only observes them)."""
+    for j in range(x.shape[-1]):
+        if i < given_rows:
+            state.observe(x, i, j)
+            continue
+        for c in range(x.shape[1]):
+            logits = state.logits(x, i, j)[:, :, c]  # (n, 256)
+            x[:, c, i, j] = pick(logits).to(torch.uint8)
 
 
 def batch_seed(seed: int, batch: int) -> int:
@@ -306,195 +268,3 @@ def sample_batched(
         )
         batches.append(images.cpu())
     return torch.cat(batches)
-
-
-def sample_to_archive(
-    model: nn.Module,
-    archive: str | os.PathLike,
-    n: int,
-    height: int,
-    width: int,
-    /,
-    *,
-    batch_size: int = 16,
-    temperature: float = 1.0,
-    top_p: float = 1.0,
-    seed: int | None = 0,
-    sampler: str = "fast",
-    labels: Tensor | int | None = None,
-    prefix: Tensor | None = None,
-    progress: bool = False,
-    **attributes: Any,
-) -> tuple[Tensor, str]:
-    """Generate ``n`` images with :func:`sample_batched` and append them to a run archive.
-
-    The batch is stored (see :meth:`pixelgen.archive.RunArchive.append_samples`) with the
-    sampling settings (``sampler``: the one that ran, see :func:`sampler_used`), ``seconds_per_image`` (wall clock) and ``attributes`` (the caller's
-    ``model``, ``checkpoint``, ``recipe``, ...); ``labels`` and the number of given
-    ``prefix_rows`` too where used. ``seed=None`` draws a random seed and records it.
-
-    Returns:
-        the images, uint8 ``(n, C, height, width)`` on the CPU, and the batch's key.
-    """
-    from pixelgen.archive import RunArchive
-
-    store = RunArchive.create_or_open(Path(archive))  # fails before the slow part
-    if seed is None:
-        seed = int.from_bytes(os.urandom(4), "little")
-    start = time.perf_counter()
-    images = sample_batched(
-        model, n, height, width, batch_size=batch_size, temperature=temperature, top_p=top_p,
-        seed=seed, sampler=sampler, labels=labels, prefix=prefix, progress=progress,
-    )
-    seconds_per_image = (time.perf_counter() - start) / n
-    settings = dict(
-        temperature=temperature, top_p=top_p, seed=seed, sampler=sampler_used(model, sampler), batch_size=batch_size,
-        seconds_per_image=seconds_per_image,
-    )
-    if labels is not None:
-        settings["labels"] = torch.as_tensor(labels).expand(n).tolist()
-    if prefix is not None:
-        settings["prefix_rows"] = prefix.shape[2]
-    key = store.append_samples(images, **settings, **attributes)
-    return images, key
-
-
-# ----------------------------------------------------------------------- from a checkpoint
-
-
-def read_image(path: str | os.PathLike, channels: int) -> Tensor:
-    """An image file (PNG, JPEG) as uint8 ``(C, H, W)``, converted to grey (``C = 1``) or
-    RGB (``C = 3``)."""
-    import numpy as np
-    from PIL import Image, UnidentifiedImageError
-
-    modes = {1: "L", 3: "RGB"}
-    if channels not in modes:
-        raise SamplingError(f"completion needs a grey or RGB model, this one has {channels} colours")
-    try:
-        with Image.open(path) as image:
-            pixels = np.asarray(image.convert(modes[channels]), dtype=np.uint8)  # (H, W[, C])
-    except (OSError, UnidentifiedImageError) as exc:
-        raise SamplingError(f"{path}: cannot read the image to complete: {exc}") from None
-    return torch.from_numpy(pixels.reshape(*pixels.shape[:2], channels).copy()).permute(2, 0, 1)  # (C, H, W)
-
-
-def save_grid(images: Tensor, path: str | os.PathLike) -> Path:
-    """Write uint8 images ``(n, C, H, W)`` as one PNG grid, about square."""
-    from torchvision.utils import save_image
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_image(images.float() / 255, path, nrow=math.ceil(math.sqrt(len(images))), padding=1)
-    return path
-
-
-def _image_size_of_run(state: dict[str, Any]) -> tuple[int, int]:
-    """Height and width of the images the checkpoint's run trained on (reads its data)."""
-    import attrs
-
-    from pixelgen.recipe import recipe_from_dict
-    from pixelgen.train import load_data
-
-    try:
-        run = recipe_from_dict(state["recipe"]).runs[0]
-        run = attrs.evolve(run, data=attrs.evolve(run.data, download=False))
-        shape = load_data(run)["train"].shape  # (C, H, W)
-    except (PixelgenError, OSError, KeyError) as exc:
-        raise SamplingError(
-            f"the image size is not recorded in the checkpoint and its data set cannot be read "
-            f"({exc}); pass the size (--size HxW)"
-        ) from None
-    return shape[1], shape[2]
-
-
-def sample_checkpoint(
-    checkpoint: str | os.PathLike,
-    n: int,
-    *,
-    size: tuple[int, int] | None = None,
-    batch_size: int = 16,
-    temperature: float = 1.0,
-    top_p: float = 1.0,
-    seed: int | None = None,
-    sampler: str = "fast",
-    label: int | None = None,
-    complete: str | os.PathLike | None = None,
-    rows: int | None = None,
-    archive: str | os.PathLike | bool = True,
-    png: str | os.PathLike | bool = True,
-    device: str | None = None,
-    progress: bool = False,
-) -> dict[str, Any]:
-    """What ``pixelgen sample`` does: load a checkpoint, sample, archive, write a PNG grid.
-
-    Args:
-        checkpoint: a ``.ckpt`` written by ``pixelgen run`` (read with weights_only).
-        n: number of images.
-        size: ``(height, width)``; default: the completion image's, else the run's data.
-        label: class of every image for a class-conditional model; default: the classes
-            in turn (0, 1, 2, ...).
-        complete, rows: keep the top ``rows`` rows of this image file in every sample.
-        archive: ``True``: the run's archive next to the checkpoint (the recipe's
-            ``output.archive``, ``archive.zarr``); a path; ``False``: none.
-        png: ``True``: ``samples-<key>.png`` next to the checkpoint (``samples.png``
-            without an archive); a path; ``False``: none.
-        device: ``"cpu"``, ``"cuda"``, ...; default: CUDA where available.
-        batch_size, temperature, top_p, seed, sampler, progress: as for :func:`sample_batched`;
-            ``seed=None`` draws a seed, which is recorded.
-
-    Returns:
-        ``{"images", "seed", "seconds_per_image", "archive", "key", "png"}`` (paths or None).
-    """
-    from pixelgen import checkpoint as ckpt_io
-
-    checkpoint = Path(checkpoint)
-    state = ckpt_io.load_checkpoint(checkpoint)
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    model = ckpt_io.model_from_checkpoint(state).to(device)
-    channels = _channels_of(model)
-    if (complete is None) != (rows is None):
-        raise SamplingError("completion needs both the image and the number of rows to keep (--complete, --rows)")
-    prefix = None
-    if complete is not None:
-        image = read_image(complete, channels)  # (C, H, W)
-        height, width = size or image.shape[1:]
-        if image.shape[2] != width or not 0 < rows <= min(height, image.shape[1]):
-            raise SamplingError(
-                f"{complete}: a {image.shape[1]}x{image.shape[2]} image; the samples are "
-                f"{height}x{width}: the widths must agree and rows be in 1..{min(height, image.shape[1])}"
-            )
-        prefix = image[None, :, :rows].expand(n, -1, -1, -1)  # (n, C, rows, W)
-    else:
-        height, width = size or _image_size_of_run(state)
-    labels = None
-    n_classes = getattr(model, "n_classes", 0)
-    if n_classes:
-        labels = torch.full((n,), label) if label is not None else torch.arange(n) % n_classes
-    elif label is not None:
-        raise SamplingError(f"--label {label}: this model is not class-conditional")
-    if seed is None:
-        seed = int.from_bytes(os.urandom(4), "little")
-    options = dict(
-        batch_size=batch_size, temperature=temperature, top_p=top_p, seed=seed, sampler=sampler,
-        labels=labels, prefix=prefix, progress=progress,
-    )
-    result: dict[str, Any] = {"seed": seed, "archive": None, "key": None, "png": None}
-    if archive is not False:
-        recipe = state["recipe"]
-        name = recipe.get("output", {}).get("archive", "archive.zarr") if isinstance(recipe, dict) else "archive.zarr"
-        result["archive"] = checkpoint.parent / name if archive is True else Path(archive)
-        start = time.perf_counter()
-        images, result["key"] = sample_to_archive(
-            model, result["archive"], n, height, width, model=state["model"]["name"],
-            checkpoint=str(checkpoint), recipe=recipe, epoch=state["epoch"], **options,
-        )
-    else:
-        start = time.perf_counter()
-        images = sample_batched(model, n, height, width, **options)
-    result["seconds_per_image"] = (time.perf_counter() - start) / n
-    if png is not False:
-        default = f"samples-{result['key']}.png" if result["key"] is not None else "samples.png"
-        result["png"] = save_grid(images, checkpoint.parent / default if png is True else png)
-    result["images"] = images
-    return result

@@ -29,14 +29,23 @@ pixels are computed, not the skewed map's padding.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
 import pixelgen
-from pixelgen.layers import MaskedConv2d, diagonal_order, lstm_update
-from pixelgen.model import ConvStep, LayerStep, ResidualStack
+from pixelgen.blocks import (
+    ConvStep,
+    LayerStep,
+    MaskedConv2d,
+    ResidualStack,
+    diagonal_order,
+    lstm_update,
+    stack_hyperparameters,
+)
 
 
 def inverse_permutation(order: Tensor) -> Tensor:
@@ -149,42 +158,32 @@ class DiagonalBiLSTMLayer(nn.Module):
 
 
 class DiagonalBiLSTM(ResidualStack):
-    """Diagonal BiLSTM of table 1; defaults are the paper's CIFAR-10 settings.
+    """Diagonal BiLSTM of table 1: a :class:`~pixelgen.blocks.ResidualStack` of
+    :class:`DiagonalBiLSTMLayer` layers (hyperparameters: see :data:`SPEC`)."""
 
-    Args:
-        in_channels: colours C (3 for CIFAR-10, 1 for grey).
-        hidden_channels: h, the LSTM state size (paper: 128); the stream has 2h channels.
-        n_layers: Diagonal BiLSTM layers after the 7x7 input convolution (paper: 12).
-        head_channels: width of the output head (paper: 1024).
-        n_classes: > 0 makes the model class-conditional.
-        residual: residual connections (paper: yes).
-        skip: learnable skip connections to the head.
-    """
-
-    def __init__(
-        self,
-        in_channels: int = 3,
-        hidden_channels: int = 128,
-        n_layers: int = 12,
-        head_channels: int = 1024,
-        n_classes: int = 0,
-        residual: bool = True,
-        skip: bool = False,
-    ) -> None:
-        super().__init__(in_channels, hidden_channels, n_layers, head_channels, n_classes, residual, skip)
-
-    def make_layer(self) -> nn.Module:
-        return DiagonalBiLSTMLayer(self.hidden_channels, self.in_channels)
+    def __init__(self, **stack: Any) -> None:
+        super().__init__(DiagonalBiLSTMLayer, **stack)
 
     def sequential_steps(self, height: int, width: int) -> int:
         """One step per diagonal: the skewed map has ``width + height - 1`` columns."""
         return width + height - 1
 
 
+SPEC = pixelgen.ModelSpec(
+    "diagonal_bilstm",
+    DiagonalBiLSTM,
+    "Diagonal BiLSTM: skewed bidirectional LSTM, full context (Pixel RNN, 3.2)",
+    hyperparameters=stack_hyperparameters(n_layers=12),
+    paper_bits_per_dim={"cifar10": 3.00},
+    receptive_field=(
+        "Diagonal BiLSTM: the whole context above and to the left, save one corner the "
+        "paper's layout implies: with one colour the last pixel of the row above is unseen "
+        "when it is more than three columns to the right, since it reaches the network only "
+        "through the 7x7 input convolution one row down."
+    ),
+)
+
+
 @pixelgen.hookimpl
 def pixelgen_models():
-    return [
-        pixelgen.ModelSpec(
-            "diagonal_bilstm", DiagonalBiLSTM, "Diagonal BiLSTM: skewed bidirectional LSTM, full context (Pixel RNN, 3.2)"
-        )
-    ]
+    return [SPEC]

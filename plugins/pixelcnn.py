@@ -17,12 +17,13 @@ bug; the causality tests pin its exact shape.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 import pixelgen
-from pixelgen.layers import MaskedConv2d
-from pixelgen.model import ConvStep, LayerStep, ResidualStack
+from pixelgen.blocks import ConvStep, Hyperparameter, LayerStep, MaskedConv2d, ResidualStack, stack_hyperparameters
 
 
 class PixelCNNBlock(nn.Module):
@@ -45,41 +46,35 @@ class PixelCNNBlock(nn.Module):
 
 
 class PixelCNN(ResidualStack):
-    """PixelCNN of table 1; defaults are the paper's CIFAR-10 settings.
+    """PixelCNN of table 1: a :class:`~pixelgen.blocks.ResidualStack` of
+    :class:`PixelCNNBlock` layers with ``kernel_size`` x ``kernel_size`` mask-B
+    convolutions; the other hyperparameters are the stack's (see :data:`SPEC`)."""
 
-    Args:
-        in_channels: colours C (3 for CIFAR-10, 1 for grey).
-        hidden_channels: h (paper: 128); the residual stream has 2h channels.
-        n_layers: residual blocks after the 7x7 input convolution (paper: 15).
-        kernel_size: size of each block's mask-B convolution (paper: 3).
-        head_channels: width of the output head (paper: 1024).
-        n_classes: > 0 makes the model class-conditional.
-        residual: residual connections (paper: yes).
-        skip: learnable skip connections to the head.
-    """
-
-    def __init__(
-        self,
-        in_channels: int = 3,
-        hidden_channels: int = 128,
-        n_layers: int = 15,
-        kernel_size: int = 3,
-        head_channels: int = 1024,
-        n_classes: int = 0,
-        residual: bool = True,
-        skip: bool = False,
-    ) -> None:
-        self.kernel_size = kernel_size
-        super().__init__(in_channels, hidden_channels, n_layers, head_channels, n_classes, residual, skip)
-
-    def make_layer(self) -> nn.Module:
-        return PixelCNNBlock(self.hidden_channels, self.in_channels, self.kernel_size)
+    def __init__(self, *, kernel_size: int = 3, **stack: Any) -> None:
+        super().__init__(lambda h, colours: PixelCNNBlock(h, colours, kernel_size), **stack)
 
     def sequential_steps(self, height: int, width: int) -> int:
         """One step: every position of a layer is one convolution, all at once."""
         return 1
 
 
+SPEC = pixelgen.ModelSpec(
+    "pixelcnn",
+    PixelCNN,
+    "PixelCNN: masked 3x3 residual convolutions (Pixel RNN, 3.5)",
+    hyperparameters={
+        **stack_hyperparameters(n_layers=15),
+        "kernel_size": Hyperparameter(3, "size of each block's mask-B convolution (paper: 3)"),
+    },
+    paper_bits_per_dim={"cifar10": 3.14},
+    receptive_field=(
+        "PixelCNN: a field that grows by one pixel per 3x3 layer in each direction but "
+        "misses the pixels above and to the right of the current one (the blind spot of "
+        "stacked masked convolutions)."
+    ),
+)
+
+
 @pixelgen.hookimpl
 def pixelgen_models():
-    return [pixelgen.ModelSpec("pixelcnn", PixelCNN, "PixelCNN: masked 3x3 residual convolutions (Pixel RNN, 3.5)")]
+    return [SPEC]

@@ -20,13 +20,14 @@ the recurrence; the recurrence itself is one conv1d and one cell update per row.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from einops import rearrange
 from torch import Tensor, nn
 
 import pixelgen
-from pixelgen.layers import MaskedConv2d, lstm_update
-from pixelgen.model import ConvStep, LayerStep, ResidualStack
+from pixelgen.blocks import ConvStep, LayerStep, MaskedConv2d, ResidualStack, lstm_update, stack_hyperparameters
 
 
 class RowLSTMLayer(nn.Module):
@@ -81,38 +82,30 @@ class RowLSTMLayer(nn.Module):
 
 
 class RowLSTM(ResidualStack):
-    """Row LSTM of table 1; defaults are the paper's CIFAR-10 settings.
+    """Row LSTM of table 1: a :class:`~pixelgen.blocks.ResidualStack` of
+    :class:`RowLSTMLayer` layers (hyperparameters: see :data:`SPEC`)."""
 
-    Args:
-        in_channels: colours C (3 for CIFAR-10, 1 for grey).
-        hidden_channels: h, the LSTM state size (paper: 128); the stream has 2h channels.
-        n_layers: Row LSTM layers after the 7x7 input convolution (paper: 12).
-        head_channels: width of the output head (paper: 1024).
-        n_classes: > 0 makes the model class-conditional.
-        residual: residual connections (paper: yes).
-        skip: learnable skip connections to the head.
-    """
-
-    def __init__(
-        self,
-        in_channels: int = 3,
-        hidden_channels: int = 128,
-        n_layers: int = 12,
-        head_channels: int = 1024,
-        n_classes: int = 0,
-        residual: bool = True,
-        skip: bool = False,
-    ) -> None:
-        super().__init__(in_channels, hidden_channels, n_layers, head_channels, n_classes, residual, skip)
-
-    def make_layer(self) -> nn.Module:
-        return RowLSTMLayer(self.hidden_channels, self.in_channels)
+    def __init__(self, **stack: Any) -> None:
+        super().__init__(RowLSTMLayer, **stack)
 
     def sequential_steps(self, height: int, width: int) -> int:
         """One step per row: the rows of a layer are computed top to bottom."""
         return height
 
 
+SPEC = pixelgen.ModelSpec(
+    "row_lstm",
+    RowLSTM,
+    "Row LSTM: row-by-row LSTM, triangular field (Pixel RNN, 3.1)",
+    hyperparameters=stack_hyperparameters(n_layers=12),
+    paper_bits_per_dim={"cifar10": 3.07},
+    receptive_field=(
+        "Row LSTM: a triangle above the pixel, widening by one column on each side per row, "
+        "plus a few pixels to its left on its own row; it misses the rest of the context."
+    ),
+)
+
+
 @pixelgen.hookimpl
 def pixelgen_models():
-    return [pixelgen.ModelSpec("row_lstm", RowLSTM, "Row LSTM: row-by-row LSTM, triangular field (Pixel RNN, 3.1)")]
+    return [SPEC]

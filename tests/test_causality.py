@@ -21,7 +21,7 @@ TINY = dict(hidden_channels=12, n_layers=2, head_channels=32)
 
 def tiny_model(name: str, channels: int, seed: int = 0):
     torch.manual_seed(seed)
-    hyper = {k: v for k, v in TINY.items() if k in pixelgen.registry.get_model_spec(name).hyperparameters()}
+    hyper = {k: v for k, v in TINY.items() if k in pixelgen.registry.get_model_spec(name).defaults()}
     return pixelgen.create_model(name, in_channels=channels, **hyper)
 
 

@@ -11,6 +11,7 @@ import torch
 import pixelgen
 from pixelgen import registry
 from pixelgen.errors import RegistryError
+from pixelgen.blocks import Hyperparameter
 from pixelgen.layers import MaskedConv2d, colour_groups, conv_mask, diagonal_order, skew, unskew
 
 
@@ -107,13 +108,13 @@ def test_builtin_models_follow_the_contract(name):
     assert logits.shape == (2, 256, 3, 4, 5) and logits.dtype == torch.float32
     assert model.pixelgen_config == {
         "name": name,
-        "hyperparameters": {**registry.get_model_spec(name).hyperparameters(),
+        "hyperparameters": {**registry.get_model_spec(name).defaults(),
                             "in_channels": 3, "hidden_channels": 6, "n_layers": 1, "head_channels": 12},
     }
 
 
 def test_paper_defaults_are_the_documented_hyperparameters():
-    defaults = {name: registry.get_model_spec(name).hyperparameters() for name in pixelgen.list_models()}
+    defaults = {name: registry.get_model_spec(name).defaults() for name in pixelgen.list_models()}
     assert defaults["pixelcnn"]["n_layers"] == 15
     assert defaults["row_lstm"]["n_layers"] == defaults["diagonal_bilstm"]["n_layers"] == 12
     for name in ("pixelcnn", "row_lstm", "diagonal_bilstm"):
@@ -163,13 +164,16 @@ def test_a_plugin_registered_at_run_time_joins_the_registry():
             super().__init__()
 
     plugin = types.SimpleNamespace(
-        pixelgen_models=pixelgen.hookimpl(lambda: [pixelgen.ModelSpec("tiny_runtime", Tiny, "test")])
+        pixelgen_models=pixelgen.hookimpl(lambda: [pixelgen.ModelSpec(
+            "tiny_runtime", Tiny, "test",
+            hyperparameters={"in_channels": Hyperparameter(1, "colours"), "width": Hyperparameter(2, "width")},
+        )])
     )
     registry.register_plugin(plugin, name="tiny_runtime_plugin")
     try:
         assert "tiny_runtime" in pixelgen.list_models()
         assert registry.plugin_of("tiny_runtime") == "tiny_runtime_plugin"
-        assert registry.get_model_spec("tiny_runtime").hyperparameters() == {"in_channels": 1, "width": 2}
+        assert registry.get_model_spec("tiny_runtime").defaults() == {"in_channels": 1, "width": 2}
     finally:
         registry.unregister_plugin("tiny_runtime_plugin")
     assert "tiny_runtime" not in pixelgen.list_models()

@@ -177,7 +177,7 @@ def test_hyperparameter_table_has_every_paper_hyperparameter():
     table = make_reference.hyperparameter_table()
     for name in make_reference.PAPER_MODELS:
         assert f"`{name}`" in table
-        for key, default in registry.get_model_spec(name).hyperparameters().items():
+        for key, default in registry.get_model_spec(name).defaults().items():
             assert f"`{key}`" in table
             assert f"`{default!r}`" in table
 

@@ -21,7 +21,7 @@ pixelgen_gated = pytest.importorskip("pixelgen_gated")
 
 import pixelgen  # noqa: E402
 from pixelgen.cli import main  # noqa: E402
-from pixelgen.model import AutoregressiveModel  # noqa: E402
+from pixelgen.blocks import AutoregressiveModel  # noqa: E402
 from pixelgen.testing import allowed_dependencies, check_causality, dependency_map  # noqa: E402
 
 TINY = dict(hidden_channels=16, head_channels=32)  # narrower maps let ReLUs hide dependencies
@@ -170,7 +170,7 @@ def test_fast_logits_equal_reference_at_every_step(channels, size, n_classes):
     Kernel 3 and 3 layers (R = 3): the vertical stack reaches rows the cache must hold
     and the padding on both sides of the narrow image.
     """
-    from pixelgen.sampling import ReferenceState, SamplingState
+    from pixelgen.blocks import ReferenceState, SamplingState
 
     height, width = size
     model = float64_model(channels, n_classes, n_layers=3)

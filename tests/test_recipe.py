@@ -12,6 +12,7 @@ import pytest
 
 import pixelgen
 from pixelgen import registry
+from pixelgen.blocks import Hyperparameter
 from pixelgen.errors import RecipeError
 from pixelgen.recipe import (
     EvalSection,
@@ -53,8 +54,15 @@ class FakePlugin:
     @pixelgen.hookimpl
     def pixelgen_models(self):
         return [
-            pixelgen.ModelSpec("tiny_test_model", tiny_model, "a test model"),
-            pixelgen.ModelSpec("other_test_model", other_model, "another test model"),
+            pixelgen.ModelSpec("tiny_test_model", tiny_model, "a test model", hyperparameters={
+                "in_channels": Hyperparameter(3, "colours"),
+                "n_layers": Hyperparameter(2, "layers"),
+                "kernel_sizes": Hyperparameter((3, 3), "kernel size per layer"),
+            }),
+            pixelgen.ModelSpec("other_test_model", other_model, "another test model", hyperparameters={
+                "hidden_channels": Hyperparameter(8, "width"),
+                "n_layers": Hyperparameter(1, "layers"),
+            }),
         ]
 
     @pixelgen.hookimpl
@@ -550,7 +558,7 @@ def test_paper_recipes_carry_the_paper_settings():
     depths = {"cifar_pixelcnn.toml": 15, "cifar_row.toml": 12, "cifar_diag.toml": 12}
     for name, depth in depths.items():
         (run,) = load_recipe(base / name).runs
-        hyper = {**registry.get_model_spec(run.model.name).hyperparameters(), **run.model.hyperparameters}
+        hyper = {**registry.get_model_spec(run.model.name).defaults(), **run.model.hyperparameters}
         assert (hyper["n_layers"], hyper["hidden_channels"], hyper["head_channels"]) == (depth, 128, 1024)
         assert run.data.name == "cifar10" and run.train.optimizer.lr == 1e-3
         assert run.train.optimizer.weight_decay > 0 and run.data.flips and run.data.validation_fraction == 0.1

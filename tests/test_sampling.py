@@ -15,8 +15,9 @@ from torch import nn
 
 import pixelgen
 from pixelgen.layers import MaskedConv2d
-from pixelgen.model import ResidualStack, ResidualStackState
-from pixelgen.sampling import ReferenceState, SamplingError, batch_seed, draw, sample, sample_batched
+from pixelgen.blocks import ResidualStack, ResidualStackState
+from pixelgen.blocks import ReferenceState
+from pixelgen.sampling import SamplingError, batch_seed, draw, sample, sample_batched
 
 MODELS = ["pixelcnn", "row_lstm", "diagonal_bilstm"]
 TINY = dict(hidden_channels=6, n_layers=2, head_channels=16)
@@ -209,12 +210,12 @@ def test_any_model_with_a_forward_samples_with_the_reference_state():
 class NoStepStack(ResidualStack):
     """A residual stack whose layer (a 1x1 mask-B convolution) has no ``sampling_step``."""
 
-    def make_layer(self) -> nn.Module:
-        return MaskedConv2d(2 * self.hidden_channels, self.hidden_channels, 1, "B", self.in_channels)
+    def __init__(self, **stack) -> None:
+        super().__init__(lambda h, colours: MaskedConv2d(2 * h, h, 1, "B", colours), **stack)
 
 
 def test_a_stack_whose_layers_have_no_step_falls_back_to_the_reference():
-    model = NoStepStack(1, hidden_channels=2, n_layers=1, head_channels=4, n_classes=0, residual=True, skip=False)
+    model = NoStepStack(in_channels=1, hidden_channels=2, n_layers=1, head_channels=4, n_classes=0, residual=True, skip=False)
     assert isinstance(model.sampling_state(1, 2, 2), ReferenceState)
     with pytest.warns(UserWarning, match="NoStepStack has no cached sampling state"):
         assert sample(model, 1, 2, 2, seed=0).shape == (1, 1, 2, 2)
@@ -297,7 +298,7 @@ def test_cli_completes_an_image_keeping_its_top_rows(checkpoint, tmp_path):
     from PIL import Image
 
     from pixelgen.cli import main
-    from pixelgen.sampling import read_image
+    from pixelgen.inference import read_image
 
     picture = torch.randint(0, 256, (1, 4, 5), dtype=torch.uint8)
     Image.fromarray(picture[0].numpy()).save(tmp_path / "digit.png")
@@ -306,9 +307,12 @@ def test_cli_completes_an_image_keeping_its_top_rows(checkpoint, tmp_path):
             "--no-archive", "--png", str(grid), "--seed", "0", "--device", "cpu"]
     assert main(argv) == 0
     assert not (checkpoint.parent / "archive.zarr").exists()
-    tiles = read_image(grid, 1)  # 2 images side by side, 1 pixel of padding around each
-    for k in range(2):
-        assert torch.equal(tiles[:, 1:3, 1 + k * 6 : 6 + k * 6], picture[:, :2])
+    tiles = read_image(grid, 1)  # 2 images side by side, each 5 px wide upscaled x23, 23 px of padding
+    scale = 23  # ceil(112 / 5): every image at least 112 px wide
+    kept = tiles[:, scale : 3 * scale : scale, scale : scale + 5 * scale : scale]  # image 0's top rows, every 23rd pixel
+    assert torch.equal(kept, picture[:, :2])
+    second = tiles[:, scale : 3 * scale : scale, 7 * scale : 12 * scale : scale]  # image 1 starts after 5 + 1 pads
+    assert torch.equal(second, picture[:, :2])
 
 
 def test_cli_sample_errors_are_one_line(checkpoint, capsys):
@@ -355,10 +359,11 @@ def test_a_recipe_run_ends_by_archiving_its_sample_section(tmp_path, monkeypatch
 
 def test_the_archive_records_the_sampler_that_ran(tmp_path):
     from pixelgen.archive import RunArchive
-    from pixelgen.sampling import sample_to_archive, sampler_used
+    from pixelgen.inference import sample_to_archive
+    from pixelgen.sampling import sampler_used
 
     fast = tiny_model("row_lstm", 1, n_classes=2)
-    slow = NoStepStack(1, hidden_channels=2, n_layers=1, head_channels=4, n_classes=0, residual=True, skip=False)
+    slow = NoStepStack(in_channels=1, hidden_channels=2, n_layers=1, head_channels=4, n_classes=0, residual=True, skip=False)
     assert (sampler_used(fast, "fast"), sampler_used(fast, "reference"), sampler_used(slow, "fast")) == (
         "fast", "reference", "reference")
     with pytest.warns(UserWarning, match="falls back"):

@@ -22,7 +22,7 @@ import torch
 
 import pixelgen
 from pixelgen import checkpoint as ckpt_io
-from pixelgen import cli, train
+from pixelgen import cli, inference, train, trainer
 from pixelgen.archive import RunArchive
 from pixelgen.errors import CheckpointError
 from pixelgen.recipe import dump_toml
@@ -156,7 +156,7 @@ def test_evaluate_matches_metrics_definition():
     model = pixelgen.create_model("pixelcnn", in_channels=3, **TINY_MODEL)
     images = torch.randint(0, 256, (5, 3, 4, 3), dtype=torch.uint8)
     dataset = [(img, 0) for img in images]
-    figures = train.evaluate(model, dataset, batch_size=2)
+    figures = inference.evaluate(model, dataset, batch_size=2)
     with torch.no_grad():
         logits = model(images)
     assert figures["n_images"] == 5
@@ -211,7 +211,7 @@ def test_resume_repeats_an_uninterrupted_run_exactly(tmp_path, cifar_root, capsy
 
 
 def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path, cifar_root, monkeypatch, capsys):
-    real = train.bits_per_dim
+    real = trainer.bits_per_dim
     calls = {"n": 0}
 
     def poisoned(logits, x):  # finite for epoch 1 (4 steps), NaN from then on
@@ -219,7 +219,7 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path, cifar_ro
         loss = real(logits, x)
         return loss if calls["n"] <= 4 else loss * float("nan")
 
-    monkeypatch.setattr(train, "bits_per_dim", poisoned)
+    monkeypatch.setattr(trainer, "bits_per_dim", poisoned)
     out = tmp_path / "run"
     recipe = write_recipe(tmp_path / "tiny.toml", tiny_recipe(cifar_root, out))
     assert cli.main(["run", str(recipe)]) == 2
@@ -230,7 +230,7 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path, cifar_ro
     assert not (out / "metrics.json").exists()
 
     # As the message suggests: resume with a lower learning rate, which takes effect.
-    monkeypatch.setattr(train, "bits_per_dim", real)
+    monkeypatch.setattr(trainer, "bits_per_dim", real)
     run_cli("run", str(recipe), "--resume", "--set", "train.optimizer.lr=0.01")
     resumed = ckpt_io.load_checkpoint(out / "last.ckpt")
     assert resumed["epoch"] == 2
@@ -348,5 +348,5 @@ def test_compile_falls_back_to_eager_with_a_warning(monkeypatch):
 
     monkeypatch.setattr(torch, "compile", broken_compile)
     with pytest.warns(UserWarning, match=r"train.compile: torch.compile failed \(RuntimeError: no C\+\+ compiler found\); training without it"):
-        assert train._compiled(model, (1, 4, 4), conditional=False) is model
+        assert trainer.compiled(model, (1, 4, 4), conditional=False) is model
     assert all(p.grad is None for p in model.parameters())

@@ -47,9 +47,16 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 import pixelgen
-from pixelgen.layers import ClassBias, MaskedConv2d, OutputHead, scale_input
-from pixelgen.model import AutoregressiveModel, ConvStep
-from pixelgen.sampling import SamplingState
+from pixelgen.blocks import (
+    AutoregressiveModel,
+    ClassBias,
+    ConvStep,
+    Hyperparameter,
+    MaskedConv2d,
+    OutputHead,
+    SamplingState,
+    scale_input,
+)
 
 
 def gate(pre_activation: Tensor) -> Tensor:
@@ -249,12 +256,25 @@ class GatedSamplingState(SamplingState):
         return out.view(len(out), self.model.in_channels, -1).transpose(1, 2)  # (n, 256, C)
 
 
+SPEC = pixelgen.ModelSpec(
+    "gated_pixelcnn",
+    GatedPixelCNN,
+    "Gated PixelCNN: vertical and horizontal gated stacks, no blind spot (van den Oord 2016)",
+    hyperparameters={
+        "in_channels": Hyperparameter(3, "colours C of the images (filled in from the data set)"),
+        "hidden_channels": Hyperparameter(128, "p, features of each stack"),
+        "n_layers": Hyperparameter(16, "gated layers (16 reach a whole 32x32 image with 5x5 kernels)"),
+        "kernel_size": Hyperparameter(5, "odd size of the vertical and horizontal kernels"),
+        "head_channels": Hyperparameter(1024, "width of the output head"),
+        "n_classes": Hyperparameter(0, "> 0: class-conditional"),
+    },
+    receptive_field=(
+        "Gated PixelCNN: every pixel above and to the left within its kernel's reach per "
+        "layer, with no blind spot (the vertical stack feeds the horizontal one)."
+    ),
+)
+
+
 @pixelgen.hookimpl
 def pixelgen_models():
-    return [
-        pixelgen.ModelSpec(
-            "gated_pixelcnn",
-            GatedPixelCNN,
-            "Gated PixelCNN: vertical and horizontal gated stacks, no blind spot (van den Oord 2016)",
-        )
-    ]
+    return [SPEC]

@@ -1,6 +1,11 @@
-"""The layout every PixelRNN-family model shares (Pixel RNN, table 1).
+"""The building blocks of pixelgen models: the public API for plugin authors.
 
-::
+Everything a model plugin needs comes from this one module (it imports torch and einops,
+nothing of pixelgen's pipeline)::
+
+    from pixelgen.blocks import MaskedConv2d, ResidualStack, stack_hyperparameters
+
+The layout every PixelRNN-family model shares (Pixel RNN, section 3.3 and table 1)::
 
     x (B, C, H, W) ints 0..255
       -> scale to [-1, 1]
@@ -11,30 +16,162 @@
       -> (sum of learnable 1x1 skip connections, optional)
       -> ReLU, 1x1 conv mask B, ReLU, 1x1 conv mask B -> logits (B, 256, C, H, W)
 
-A plugin subclasses :class:`ResidualStack` and says only what one layer computes
-(:meth:`ResidualStack.make_layer`). Every map is split into colour groups (see
-:mod:`pixelgen.layers`), so output colour R never sees G or B of its own pixel.
+A plugin builds a :class:`ResidualStack` with its own layer factory, a callable
+``make_layer(hidden_channels, colours) -> nn.Module`` that says what one layer computes.
+Every map is split into colour groups (see :func:`colour_groups`), so output colour R
+never sees G or B of its own pixel.
 
-Fast sampling (Ramachandran et al. 2017): :class:`ResidualStackState` computes the
-stack above at one pixel at a time. Everything but the layers is 1x1, or the 7x7 input
-convolution, evaluated at one position from a cache of its input (:class:`ConvStep`);
-a layer whose module has ``sampling_step(n, height, width)`` supplies its own one-pixel
-step, and a stack with any layer lacking one samples with the reference state.
+Sampling (Pixel RNN, section 2): :func:`pixelgen.sample` asks a model for a
+:class:`SamplingState` and calls its ``logits(x, i, j)`` once per sub-pixel in raster
+order. :class:`ReferenceState` works for any model (a full forward pass per call);
+:class:`ResidualStackState` is the fast, exact one (Ramachandran et al. 2017): everything
+but the layers is 1x1, or the 7x7 input convolution, evaluated at one position from a
+cache of its input (:class:`ConvStep`); a layer that is a :class:`SteppableLayer` (has
+``sampling_step(n, height, width)``) supplies its own one-pixel step, and a stack with
+any layer lacking one samples with the reference state.
 """
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Any, Callable, NamedTuple, Protocol, runtime_checkable
 
 import torch
 import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
-from pixelgen.layers import ClassBias, MaskedConv2d, OutputHead, scale_input
-from pixelgen.sampling import ReferenceState, SamplingState
+from pixelgen.layers import (
+    N_LEVELS,
+    ClassBias,
+    MaskedConv2d,
+    OutputHead,
+    colour_groups,
+    conv_mask,
+    diagonal_order,
+    lstm_update,
+    scale_input,
+    skew,
+    unskew,
+)
+
+__all__ = [
+    "N_LEVELS",
+    "AutoregressiveModel",
+    "ClassBias",
+    "ConvStep",
+    "Hyperparameter",
+    "LayerStep",
+    "MaskedConv2d",
+    "OutputHead",
+    "ReferenceState",
+    "ResidualStack",
+    "ResidualStackState",
+    "SamplingState",
+    "SteppableLayer",
+    "call_model",
+    "colour_groups",
+    "conv_mask",
+    "diagonal_order",
+    "lstm_update",
+    "n_classes_of",
+    "scale_input",
+    "skew",
+    "stack_hyperparameters",
+    "unskew",
+]
 
 LayerStep = Callable[[Tensor, int, int], Tensor]  # (input at (i, j) (n, 2h), i, j) -> (n, h)
+
+
+class Hyperparameter(NamedTuple):
+    """One hyperparameter a model declares on its :class:`pixelgen.ModelSpec`."""
+
+    default: Any
+    help: str
+
+
+def stack_hyperparameters(**defaults: Any) -> dict[str, Hyperparameter]:
+    """The hyperparameters of :class:`ResidualStack`, with the paper's CIFAR-10 defaults
+    (table 1) unless ``defaults`` overrides them, e.g. ``stack_hyperparameters(n_layers=15)``."""
+    table = {
+        "in_channels": Hyperparameter(3, "colours C of the images (filled in from the data set)"),
+        "hidden_channels": Hyperparameter(128, "h, features per layer; the residual stream has 2h (paper: 128)"),
+        "n_layers": Hyperparameter(12, "residual layers after the 7x7 input convolution (what depth scaling varies)"),
+        "head_channels": Hyperparameter(1024, "width of the output head's hidden 1x1 convolution (paper: 1024)"),
+        "n_classes": Hyperparameter(0, "> 0: class-conditional, a learned per-class bias in every layer"),
+        "residual": Hyperparameter(True, "residual connections around every layer (paper: yes)"),
+        "skip": Hyperparameter(False, "learnable 1x1 skip connections from every layer to the head"),
+    }
+    unknown = set(defaults) - set(table)
+    if unknown:
+        raise ValueError(f"not a ResidualStack hyperparameter: {', '.join(sorted(unknown))}")
+    return {name: Hyperparameter(defaults.get(name, hp.default), hp.help) for name, hp in table.items()}
+
+
+def n_classes_of(model: nn.Module) -> int:
+    """The number of classes a model is conditioned on (0: unconditional)."""
+    return int(getattr(model, "n_classes", 0) or 0)
+
+
+def call_model(model: nn.Module, x: Tensor, labels: Tensor | None = None) -> Tensor:
+    """``model(x)``, or ``model(x, labels)`` for a class-conditional model."""
+    return model(x) if labels is None else model(x, labels)
+
+
+@runtime_checkable
+class SamplingState(Protocol):
+    """What a model computes, incrementally, while one batch of images is generated.
+
+    The sampling loop visits every pixel once in raster order and, for a pixel it
+    generates, calls :meth:`logits` once per colour, R first; for a pixel that is given
+    (completion) it calls :meth:`observe` once. A state may therefore cache whatever
+    earlier pixels computed. Calls for the same pixel must be idempotent: a later call
+    sees more colours of that pixel filled in and overwrites what an earlier one cached.
+    """
+
+    def logits(self, x: Tensor, i: int, j: int) -> Tensor:
+        """Logits ``(n, 256, C)`` of pixel ``(i, j)``.
+
+        Args:
+            x: images ``(n, C, H, W)`` (uint8) holding every sub-pixel before ``(i, j, c)``
+                in the order; later sub-pixels hold arbitrary values.
+            i, j: the pixel; colour ``c``'s logits ``[:, :, c]`` are exact given the
+                colours before ``c``, later colours' are not.
+        """
+        ...
+
+    def observe(self, x: Tensor, i: int, j: int) -> None:
+        """Pixel ``(i, j)`` of ``x`` is given, not sampled: update the caches (by default
+        by computing its logits; states that subclass this protocol inherit that)."""
+        self.logits(x, i, j)
+
+
+class ReferenceState(SamplingState):
+    """The slow, obviously right state: one full forward pass per call.
+
+    Works for any ``model(x[, labels]) -> (n, 256, C, H, W)``.
+    """
+
+    def __init__(self, model: nn.Module, labels: Tensor | None) -> None:
+        self.model = model
+        self.labels = labels
+
+    def logits(self, x: Tensor, i: int, j: int) -> Tensor:
+        return call_model(self.model, x, self.labels)[..., i, j]  # (n, 256, C)
+
+    def observe(self, x: Tensor, i: int, j: int) -> None:
+        pass  # nothing is cached
+
+
+@runtime_checkable
+class SteppableLayer(Protocol):
+    """A layer of a :class:`ResidualStack` that fast sampling can run one pixel at a time."""
+
+    def sampling_step(self, n: int, height: int, width: int) -> LayerStep:
+        """A fresh step function for ``n`` images of ``height x width``: called once per
+        pixel in raster order with the layer's input at that pixel ``(n, 2h)``, it returns
+        the layer's output there ``(n, h)``, exactly what ``forward`` computes."""
+        ...
 
 
 class AutoregressiveModel(nn.Module):
@@ -48,12 +185,12 @@ class AutoregressiveModel(nn.Module):
     """
 
     in_channels: int
-    n_classes: int
+    n_classes: int = 0
 
     def sampling_state(self, n: int, height: int, width: int, labels: Tensor | None = None) -> SamplingState:
-        """The state :func:`pixelgen.sample` generates ``n`` images with; see
-        :class:`pixelgen.sampling.SamplingState`. This default recomputes the whole
-        forward pass per sub-pixel; models override it with a cached, exact one."""
+        """The state :func:`pixelgen.sample` generates ``n`` images with. This default
+        recomputes the whole forward pass per sub-pixel; models override it with a
+        cached, exact one."""
         return ReferenceState(self, labels)
 
     def sequential_steps(self, height: int, width: int) -> int:
@@ -65,11 +202,19 @@ class AutoregressiveModel(nn.Module):
         """
         return 1
 
+    def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
+        """Parameters grouped by depth, input first, for gradient-flow plots: by default
+        one group per top-level child module."""
+        return {name: list(child.parameters()) for name, child in self.named_children()
+                if any(True for _ in child.parameters())}
+
 
 class ResidualStack(AutoregressiveModel):
     """The shared skeleton: mask-A input conv, residual layers, skip connections, head.
 
     Args:
+        make_layer: ``make_layer(hidden_channels, colours)`` returns one layer mapping the
+            residual stream ``(B, 2h, H, W)`` to ``(B, h, H, W)``; called ``n_layers`` times.
         in_channels: colours C of the images (1 or 3).
         hidden_channels: h; the residual stream has 2h channels.
         n_layers: number of residual layers after the input convolution.
@@ -78,17 +223,21 @@ class ResidualStack(AutoregressiveModel):
         residual: add each layer's output to its input (paper: yes).
         skip: feed the sum of learnable 1x1 projections of every layer's output to the
             head instead of the last layer's output alone.
+
+    The defaults are :func:`stack_hyperparameters`' (the paper's CIFAR-10 settings).
     """
 
     def __init__(
         self,
-        in_channels: int,
-        hidden_channels: int,
-        n_layers: int,
-        head_channels: int,
-        n_classes: int,
-        residual: bool,
-        skip: bool,
+        make_layer: Callable[[int, int], nn.Module],
+        *,
+        in_channels: int = 3,
+        hidden_channels: int = 128,
+        n_layers: int = 12,
+        head_channels: int = 1024,
+        n_classes: int = 0,
+        residual: bool = True,
+        skip: bool = False,
     ) -> None:
         super().__init__()
         if in_channels < 1:
@@ -104,7 +253,7 @@ class ResidualStack(AutoregressiveModel):
         self.skip = skip
         self.input_conv = MaskedConv2d(c, 2 * h, 7, "A", c)
         self.input_bias = ClassBias(n_classes, 2 * h)
-        self.layers = nn.ModuleList(self.make_layer() for _ in range(n_layers))
+        self.layers = nn.ModuleList(make_layer(h, c) for _ in range(n_layers))
         self.out_convs = nn.ModuleList(MaskedConv2d(h, 2 * h, 1, "B", c) for _ in range(n_layers))
         self.layer_biases = nn.ModuleList(ClassBias(n_classes, 2 * h) for _ in range(n_layers))
         self.skip_convs = nn.ModuleList(
@@ -112,14 +261,22 @@ class ResidualStack(AutoregressiveModel):
         )
         self.head = OutputHead(2 * h, head_channels, c)
 
-    def make_layer(self) -> nn.Module:
-        """One layer mapping the residual stream ``(B, 2h, H, W)`` to ``(B, h, H, W)``."""
-        raise NotImplementedError
-
     def sampling_state(self, n: int, height: int, width: int, labels: Tensor | None = None) -> SamplingState:
-        if not all(hasattr(layer, "sampling_step") for layer in self.layers):
+        if not all(isinstance(layer, SteppableLayer) for layer in self.layers):
             return super().sampling_state(n, height, width, labels)
         return ResidualStackState(self, n, height, width, labels)
+
+    def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
+        """``input_conv`` (with its class bias), ``layers.0`` ... (each layer with its 1x1
+        output convolution, class bias and skip convolution) and ``head``."""
+        groups = {"input_conv": [*self.input_conv.parameters(), *self.input_bias.parameters()]}
+        for k in range(self.n_layers):
+            parts = [self.layers[k], self.out_convs[k], self.layer_biases[k]]
+            if self.skip:
+                parts.append(self.skip_convs[k])
+            groups[f"layers.{k}"] = [p for part in parts for p in part.parameters()]
+        groups["head"] = list(self.head.parameters())
+        return groups
 
     def forward(self, x: Tensor, labels: Tensor | None = None) -> Tensor:
         stream = self.input_conv(scale_input(x, self.input_conv.weight))  # (B, 2h, H, W)

@@ -1,0 +1,182 @@
+"""What the command line does with a checkpoint: evaluate it, sample from it.
+
+Both need only the checkpoint file: the model, its hyperparameters and the run's recipe
+are stored in it (:mod:`pixelgen.checkpoint`).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import attrs
+import torch
+
+from pixelgen import checkpoint as ckpt_io
+from pixelgen.blocks import n_classes_of
+from pixelgen.errors import CheckpointError, PixelgenError, RecipeError
+from pixelgen.inference import evaluate, read_image, sample_to_archive, save_grid
+from pixelgen.recipe import recipe_from_dict
+from pixelgen.sampling import SamplingError, _channels_of, sample_batched
+from pixelgen.train import load_data, make_fabric
+
+
+def evaluate_checkpoint(
+    path: str | os.PathLike,
+    split: str = "test",
+    *,
+    data_root: str | None = None,
+    limit: int | None = None,
+    accelerator: str = "auto",
+) -> dict[str, Any]:
+    """Evaluate a checkpoint on ``split`` of the data set it was trained on.
+
+    The model and the data settings come from the checkpoint alone; the validation split
+    is cut again from the recorded seed and fraction. ``limit`` takes the first N images
+    (default: the run's ``data.limit_<split>``; 0: the whole split).
+    """
+    state = ckpt_io.load_checkpoint(path)
+    try:
+        recipe = recipe_from_dict(state["recipe"])
+    except RecipeError as exc:
+        raise CheckpointError(f"{path}: its stored recipe no longer validates: {exc}") from None
+    run = recipe.runs[0]
+    if limit is not None:
+        key = {"train": "limit_train", "val": "limit_val", "test": "limit_test"}[split]
+        run = attrs.evolve(run, data=attrs.evolve(run.data, **{key: limit or None}))
+    data = load_data(run, root=data_root)
+    model = ckpt_io.model_from_checkpoint(state)
+    fabric = make_fabric(attrs.evolve(run.train, accelerator=accelerator, strategy="auto",
+                                      num_nodes=1), devices=1)
+    fmodel = fabric.setup_module(model)
+    figures = evaluate(fmodel, data[split], run.eval.batch_size, fabric)
+    return {
+        "checkpoint": str(path), "model": state["model"]["name"], "epoch": state["epoch"],
+        "split": split, **figures,
+    }
+
+
+def _image_size_of_run(state: dict[str, Any]) -> tuple[int, int]:
+    """Height and width of the images the checkpoint's run trained on (reads its data)."""
+    try:
+        run = recipe_from_dict(state["recipe"]).runs[0]
+        run = attrs.evolve(run, data=attrs.evolve(run.data, download=False))
+        shape = load_data(run)["train"].shape  # (C, H, W)
+    except (PixelgenError, OSError, KeyError) as exc:
+        raise SamplingError(
+            f"the image size is not recorded in the checkpoint and its data set cannot be read "
+            f"({exc}); pass the size (--size HxW)"
+        ) from None
+    return shape[1], shape[2]
+
+
+def sample_checkpoint(
+    checkpoint: str | os.PathLike,
+    n: int,
+    *,
+    size: tuple[int, int] | None = None,
+    batch_size: int = 16,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
+    seed: int | None = None,
+    sampler: str = "fast",
+    label: int | None = None,
+    complete: str | os.PathLike | None = None,
+    rows: int | None = None,
+    archive: str | os.PathLike | bool = True,
+    png: str | os.PathLike | bool = True,
+    device: str | None = None,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """What ``pixelgen sample`` does: load a checkpoint, sample, archive, write a PNG grid.
+
+    Args:
+        checkpoint: a ``.ckpt`` written by ``pixelgen run`` (read with weights_only).
+        n: number of images.
+        size: ``(height, width)``; default: the completion image's, else the run's data.
+        label: class of every image for a class-conditional model; default: the classes
+            in turn (0, 1, 2, ...).
+        complete, rows: keep the top ``rows`` rows of this image file in every sample.
+        archive: ``True``: the run's archive next to the checkpoint (the recipe's
+            ``output.archive``, ``archive.zarr``); a path; ``False``: none.
+        png: ``True``: ``samples-<key>.png`` next to the checkpoint (``samples.png``
+            without an archive); a path; ``False``: none.
+        device: ``"cpu"``, ``"cuda"``, ...; default: CUDA where available.
+        batch_size, temperature, top_p, seed, sampler, progress: as for :func:`~pixelgen.sampling.sample_batched`;
+            ``seed=None`` draws a seed, which is recorded.
+
+    Returns:
+        ``{"images", "seed", "seconds_per_image", "archive", "key", "png"}`` (paths or None).
+    """
+    checkpoint = Path(checkpoint)
+    state = ckpt_io.load_checkpoint(checkpoint)
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    model = ckpt_io.model_from_checkpoint(state).to(device)
+    prefix, height, width = _completion(complete, rows, size, n, _channels_of(model))
+    if prefix is None:
+        height, width = size or _image_size_of_run(state)
+    if seed is None:
+        seed = int.from_bytes(os.urandom(4), "little")
+    options = dict(
+        batch_size=batch_size, temperature=temperature, top_p=top_p, seed=seed, sampler=sampler,
+        labels=_labels(model, n, label), prefix=prefix, progress=progress,
+    )
+    result: dict[str, Any] = {"seed": seed, "archive": None, "key": None, "png": None}
+    start = time.perf_counter()
+    if archive is not False:
+        result["archive"] = archive_of(checkpoint, state) if archive is True else Path(archive)
+        images, result["key"] = sample_to_archive(
+            model, result["archive"], n, height, width, model=state["model"]["name"],
+            checkpoint=str(checkpoint), recipe=state["recipe"], epoch=state["epoch"], **options,
+        )
+    else:
+        images = sample_batched(model, n, height, width, **options)
+    result["seconds_per_image"] = (time.perf_counter() - start) / n
+    if png is not False:
+        default = f"samples-{result['key']}.png" if result["key"] is not None else "samples.png"
+        result["png"] = save_grid(images, checkpoint.parent / default if png is True else png)
+    result["images"] = images
+    return result
+
+
+def archive_of(checkpoint: Path, state: dict[str, Any]) -> Path:
+    """The run archive beside ``checkpoint``: the recipe's ``output.archive``, a plain
+    name inside the checkpoint's folder (a path stored in a checkpoint is never trusted)."""
+    recipe = state["recipe"]
+    name = recipe.get("output", {}).get("archive", "archive.zarr") if isinstance(recipe, dict) else "archive.zarr"
+    if not isinstance(name, str) or not name or Path(name).name != name or name in (".", ".."):
+        raise CheckpointError(
+            f"{checkpoint}: its recipe names the archive {name!r}, not a plain name in the run "
+            f"folder; pass --archive PATH (or --no-archive)"
+        )
+    return checkpoint.parent / name
+
+
+def _completion(
+    complete: str | os.PathLike | None, rows: int | None, size: tuple[int, int] | None, n: int, channels: int
+) -> tuple[torch.Tensor | None, int | None, int | None]:
+    """The kept top rows ``(n, C, rows, W)`` of the image to complete, and the sample size."""
+    if (complete is None) != (rows is None):
+        raise SamplingError("completion needs both the image and the number of rows to keep (--complete, --rows)")
+    if complete is None:
+        return None, None, None
+    image = read_image(complete, channels)  # (C, H, W)
+    height, width = size or image.shape[1:]
+    if image.shape[2] != width or not 0 < rows <= min(height, image.shape[1]):
+        raise SamplingError(
+            f"{complete}: a {image.shape[1]}x{image.shape[2]} image; the samples are "
+            f"{height}x{width}: the widths must agree and rows be in 1..{min(height, image.shape[1])}"
+        )
+    return image[None, :, :rows].expand(n, -1, -1, -1), height, width  # (n, C, rows, W)
+
+
+def _labels(model: torch.nn.Module, n: int, label: int | None) -> torch.Tensor | None:
+    """One class per image: ``label`` for all, else the classes in turn (0, 1, 2, ...)."""
+    n_classes = n_classes_of(model)
+    if not n_classes:
+        if label is not None:
+            raise SamplingError(f"--label {label}: this model is not class-conditional")
+        return None
+    return torch.full((n,), label) if label is not None else torch.arange(n) % n_classes

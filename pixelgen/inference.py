@@ -1,0 +1,197 @@
+"""A trained model's two outputs: its likelihood on a data set and its samples, as files.
+
+::
+
+    evaluate(model, dataset, batch_size, fabric)    NLL in nats/image and bits/dim, overall
+                                                    and per colour (pixelgen.metrics)
+    sample_to_archive(model, archive, n, H, W)      pixelgen.sample in batches, appended to
+                                                    a run archive with its settings
+    save_grid(images, path)                         a PNG grid, upscaled for small images
+    read_image(path, channels)                      an image file as uint8 (C, H, W)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from lightning_fabric.wrappers import _FabricModule
+from PIL import Image, UnidentifiedImageError
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset, Subset
+from torchvision.utils import make_grid
+
+from pixelgen.archive import RunArchive
+from pixelgen.blocks import call_model, n_classes_of
+from pixelgen.errors import DataError
+from pixelgen.files import atomic_writer
+from pixelgen.metrics import nats_to_bits_per_dim, nll_nats
+from pixelgen.sampling import SamplingError, sample_batched, sampler_used
+
+#: Grids of small images are upscaled by a whole factor so that each image is at least this wide.
+MIN_GRID_IMAGE_PX = 112
+
+
+def bare_module(model: nn.Module) -> nn.Module:
+    """The user's module inside Fabric's wrapper and ``torch.compile``'s, if any."""
+    while isinstance(model, _FabricModule) or hasattr(model, "_orig_mod"):
+        model = model.module if isinstance(model, _FabricModule) else model._orig_mod
+    return model
+
+
+def evaluate(
+    model: nn.Module,
+    dataset: Dataset,
+    batch_size: int,
+    fabric: Any = None,
+    *,
+    num_workers: int = 0,
+) -> dict[str, Any]:
+    """Negative log-likelihood of ``dataset`` under ``model``.
+
+    Args:
+        model: a pixelgen model, bare or set up by Fabric; it is put in eval mode for the
+            pass and back in its previous mode after.
+        dataset: items ``(uint8 (C, H, W), label)``.
+        batch_size: images per forward pass.
+        fabric: with several processes each evaluates every ``world_size``-th image (no
+            padding, no duplicates) and the sums are all-reduced, so the figures equal a
+            single-process pass. Without it the model's own device is used.
+
+    Returns:
+        ``{"n_images", "nll_nats" (per image), "bits_per_dim",
+        "bits_per_dim_per_channel" (list, one per colour)}``.
+    """
+    net = bare_module(model)
+    rank, world = (fabric.global_rank, fabric.world_size) if fabric is not None else (0, 1)
+    device = fabric.device if fabric is not None else next(net.parameters()).device
+    if len(dataset) == 0:
+        raise DataError("evaluate: the split has no images (check data.validation_fraction and data.limit_*)")
+    channels, height, width = dataset[0][0].shape
+    loader = DataLoader(Subset(dataset, range(rank, len(dataset), world)),
+                        batch_size=batch_size, shuffle=False, num_workers=num_workers)
+    totals = _summed_nll(net, loader, channels, device, fabric)  # (C + 1,): nats per colour, count
+    if world > 1:
+        totals = fabric.all_reduce(totals, reduce_op="sum")
+    totals = totals.cpu().tolist()
+    n_images = int(totals[-1])
+    per_channel = [nats / n_images for nats in totals[:-1]]  # nats per image, per colour
+    nll = sum(per_channel)
+    return {
+        "n_images": n_images,
+        "nll_nats": nll,
+        "bits_per_dim": nats_to_bits_per_dim(nll, channels * height * width),
+        "bits_per_dim_per_channel": [nats_to_bits_per_dim(v, height * width) for v in per_channel],
+    }
+
+
+def _summed_nll(net: nn.Module, loader: DataLoader, channels: int, device: Any, fabric: Any) -> Tensor:
+    """NLL in nats summed over the loader's images per colour, and the image count."""
+    totals = torch.zeros(channels + 1, dtype=torch.float64, device=device)
+    conditional = n_classes_of(net) > 0
+    autocast = fabric.autocast() if fabric is not None else contextlib.nullcontext()
+    was_training = net.training
+    net.eval()
+    try:
+        # The bare module, not a DDP wrapper: shards may differ by one batch, and DDP's
+        # forward would wait for a partner that has finished.
+        with torch.no_grad(), autocast:
+            for x, labels in loader:
+                x, labels = x.to(device), labels.to(device)
+                logits = call_model(net, x, labels if conditional else None)  # (B, 256, C, H, W)
+                for c in range(channels):
+                    totals[c] += nll_nats(logits[:, :, c : c + 1], x[:, c : c + 1]).double().sum()
+                totals[-1] += len(x)
+    finally:
+        net.train(was_training)
+    return totals
+
+
+def sample_to_archive(
+    model: nn.Module,
+    archive: str | os.PathLike,
+    n: int,
+    height: int,
+    width: int,
+    /,
+    *,
+    batch_size: int = 16,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
+    seed: int | None = 0,
+    sampler: str = "fast",
+    labels: Tensor | int | None = None,
+    prefix: Tensor | None = None,
+    progress: bool = False,
+    **attributes: Any,
+) -> tuple[Tensor, str]:
+    """Generate ``n`` images with :func:`~pixelgen.sampling.sample_batched` and append
+    them to a run archive.
+
+    The batch is stored (see :meth:`pixelgen.archive.RunArchive.append_samples`) with the
+    sampling settings (``sampler``: the one that ran, see
+    :func:`~pixelgen.sampling.sampler_used`), ``seconds_per_image`` (wall clock) and
+    ``attributes`` (the caller's ``model``, ``checkpoint``, ``recipe``, ...); ``labels``
+    and the number of given ``prefix_rows`` too where used. ``seed=None`` draws a random
+    seed and records it.
+
+    Returns:
+        the images, uint8 ``(n, C, height, width)`` on the CPU, and the batch's key.
+    """
+    store = RunArchive.create_or_open(Path(archive))  # fails before the slow part
+    if seed is None:
+        seed = int.from_bytes(os.urandom(4), "little")
+    start = time.perf_counter()
+    images = sample_batched(
+        model, n, height, width, batch_size=batch_size, temperature=temperature, top_p=top_p,
+        seed=seed, sampler=sampler, labels=labels, prefix=prefix, progress=progress,
+    )
+    settings = dict(
+        temperature=temperature, top_p=top_p, seed=seed, sampler=sampler_used(model, sampler),
+        batch_size=batch_size, seconds_per_image=(time.perf_counter() - start) / n,
+    )
+    if labels is not None:
+        settings["labels"] = torch.as_tensor(labels).expand(n).tolist()
+    if prefix is not None:
+        settings["prefix_rows"] = prefix.shape[2]
+    key = store.append_samples(images, **settings, **attributes)
+    return images, key
+
+
+def read_image(path: str | os.PathLike, channels: int) -> Tensor:
+    """An image file (PNG, JPEG) as uint8 ``(C, H, W)``, converted to grey (``C = 1``) or
+    RGB (``C = 3``)."""
+    modes = {1: "L", 3: "RGB"}
+    if channels not in modes:
+        raise SamplingError(f"completion needs a grey or RGB model, this one has {channels} colours")
+    try:
+        with Image.open(path) as image:
+            pixels = np.asarray(image.convert(modes[channels]), dtype=np.uint8)  # (H, W[, C])
+    except (OSError, UnidentifiedImageError) as exc:
+        raise SamplingError(f"{path}: cannot read the image to complete: {exc}") from None
+    return torch.from_numpy(pixels.reshape(*pixels.shape[:2], channels).copy()).permute(2, 0, 1)  # (C, H, W)
+
+
+def save_grid(images: Tensor, path: str | os.PathLike) -> Path:
+    """Write uint8 images ``(n, C, H, W)`` as one PNG grid, about square, atomically.
+
+    Small images are upscaled by a whole factor (nearest neighbour) so that each is at
+    least :data:`MIN_GRID_IMAGE_PX` pixels wide; grey stays grey.
+    """
+    path = Path(path)
+    if not path.suffix:
+        raise SamplingError(f"{path}: the PNG file name needs an extension, e.g. {path}.png")
+    scale = max(1, math.ceil(MIN_GRID_IMAGE_PX / images.shape[-1]))
+    big = images.repeat_interleave(scale, dim=-2).repeat_interleave(scale, dim=-1)  # (n, C, sH, sW)
+    grid = make_grid(big, nrow=math.ceil(math.sqrt(len(images))), padding=scale, pad_value=255)  # (3, H', W')
+    pixels = grid[0] if images.shape[1] == 1 else grid.permute(1, 2, 0)  # (H', W') or (H', W', 3)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_writer(path) as handle:
+        Image.fromarray(pixels.cpu().numpy()).save(handle, format="PNG")
+    return path

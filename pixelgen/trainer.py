@@ -1,0 +1,497 @@
+"""The training loop of one run on Lightning Fabric, read top to bottom.
+
+::
+
+    trainer = Trainer(fabric, plan, say)
+    trainer.setup()                 optimizer, scheduler, data loader, metric sinks
+    trainer.restore(checkpoint)     weights, optimizer, scheduler, early stopping, RNGs
+    while not trainer.done():
+        row = trainer.train_epoch()         loss = bits/dim of the batch (pixelgen.metrics)
+        row |= trainer.validate(epoch)      NLL of the validation split
+        trainer.end_epoch(row)              scheduler, early stopping, sinks, checkpoints
+    trainer.finish()                evaluate the best checkpoint, draw the run's samples
+
+Checkpoints are written ``last.ckpt`` first, then ``best.ckpt`` when the epoch improved
+on the monitored figure, each atomically (:mod:`pixelgen.files`): after a kill between
+the two, the best epoch is the last one and :meth:`Trainer.restore` copies it over. The
+data order of epoch ``e`` is a function of (seed, e) alone (a seeded
+``DistributedSampler``, also with one process) and every random state is in the
+checkpoint, so a resumed run repeats an uninterrupted one exactly.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import os
+import pathlib
+import resource
+import sys
+import time
+import warnings
+from typing import Any, Callable, Protocol
+
+import attrs
+import torch
+from lightning_fabric.loggers import TensorBoardLogger
+from lightning_fabric.utilities.seed import pl_worker_init_function
+from torch import nn
+from torch.utils.data import DataLoader, DistributedSampler
+from tqdm import tqdm
+
+from pixelgen import checkpoint as ckpt_io
+from pixelgen.archive import RunArchive
+from pixelgen.blocks import call_model, n_classes_of
+from pixelgen.errors import PixelgenError
+from pixelgen.files import atomic_write_json
+from pixelgen.inference import evaluate, sample_to_archive
+from pixelgen.metrics import bits_per_dim
+from pixelgen.recipe import recipe_to_dict, write_resolved
+
+LAST = "last.ckpt"
+BEST = "best.ckpt"
+METRICS_JSON = "metrics.json"
+
+Report = Callable[[str], None]
+
+
+class TrainingError(PixelgenError):
+    """Training cannot go on: a non-finite loss, or a resume that does not fit the recipe."""
+
+
+def silent(line: str) -> None:
+    """A report function that says nothing (every rank but 0)."""
+
+
+# --------------------------------------------------------------------------- policies
+
+
+@attrs.define
+class EarlyStopping:
+    """Stop when the monitored figure has not improved for ``patience`` epochs (0: never)."""
+
+    monitor: str
+    patience: int
+    best: float = math.inf
+    best_epoch: int = 0
+    bad_epochs: int = 0
+    stopped: bool = False
+
+    def update(self, value: float, epoch: int) -> bool:
+        """Record epoch ``epoch``'s figure; True if it is a new best."""
+        improved = value < self.best
+        if improved:
+            self.best, self.best_epoch, self.bad_epochs = value, epoch, 0
+        else:
+            self.bad_epochs += 1
+        self.stopped = self.patience > 0 and self.bad_epochs >= self.patience
+        return improved
+
+    def state_dict(self) -> dict[str, Any]:
+        return attrs.asdict(self)
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for key in ("monitor", "best", "best_epoch", "bad_epochs", "stopped"):
+            setattr(self, key, state[key])
+
+
+# --------------------------------------------------------------------------- metric sinks
+
+
+class MetricSink(Protocol):
+    """Somewhere an epoch's metrics row goes."""
+
+    def write(self, row: dict[str, float], note: str) -> None: ...
+
+
+@attrs.define
+class LoggerSink:
+    """Fabric's loggers (TensorBoard and CSV)."""
+
+    fabric: Any
+
+    def write(self, row: dict[str, float], note: str) -> None:
+        self.fabric.log_dict(row, step=int(row["step"]))
+        for logger in self.fabric.loggers:
+            logger.save()
+
+
+@attrs.define
+class ArchiveSink:
+    """The run archive's ``metrics`` group (rank 0 only)."""
+
+    archive: RunArchive
+
+    def write(self, row: dict[str, float], note: str) -> None:
+        self.archive.append_metrics(row)
+
+
+@attrs.define
+class ConsoleSink:
+    """One line per epoch through the run's report function."""
+
+    say: Report
+    epochs: int
+
+    def write(self, row: dict[str, float], note: str) -> None:
+        val = f"  val {row['val_bits_per_dim']:.4f}" if "val_bits_per_dim" in row else ""
+        self.say(f"  epoch {int(row['epoch'])}/{self.epochs}  train {row['train_bits_per_dim']:.4f}{val} "
+                 f"bits/dim  lr {row['lr']:.2e}  {row['epoch_time_s']:.1f} s  "
+                 f"{row['images_per_s']:.0f} img/s{note}")
+
+
+# --------------------------------------------------------------------------- the trainer
+
+
+class Trainer:
+    """Trains one planned run (:class:`pixelgen.train.RunPlan`) inside ``fabric.launch``."""
+
+    def __init__(self, fabric: Any, plan: Any, report: Report) -> None:
+        self.fabric, self.plan, self.run, self.folder = fabric, plan, plan.run, plan.run_dir
+        self.cfg = plan.run.train
+        self.rank0 = fabric.is_global_zero
+        self.say = report if self.rank0 else silent
+        self.model = plan.model
+        self.step = 0
+        self.epoch = 0
+        self.saved_epoch = 0
+        val_set = plan.data["val"]
+        self.stopping = EarlyStopping(
+            "val_bits_per_dim" if len(val_set) else "train_bits_per_dim", self.cfg.early_stopping_patience
+        )
+
+    # -- setup and restore --------------------------------------------------------------
+
+    def setup(self) -> None:
+        """Seed, open the archive, build the optimizer, scheduler, loader and sinks."""
+        fabric, cfg = self.fabric, self.cfg
+        fabric.seed_everything(cfg.seed, workers=True, verbose=False)
+        self.archive = RunArchive.create_or_open(self.folder / self.plan.recipe.output.archive) if self.rank0 else None
+        if self.rank0:
+            write_resolved(self.plan.recipe, self.folder)
+        fabric.barrier()
+        optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.optimizer.lr,
+                                     betas=tuple(cfg.optimizer.betas), weight_decay=cfg.optimizer.weight_decay)
+        self.scheduler = None
+        if cfg.scheduler.name == "plateau":
+            self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+                optimizer, mode="min", factor=cfg.scheduler.factor,
+                patience=cfg.scheduler.patience, min_lr=cfg.scheduler.min_lr,
+            )
+        train_set = self.plan.data["train"]
+        net = self.model
+        if cfg.compile:
+            net = compiled(self.model.to(fabric.device), train_set[0][0].shape, conditional=self.conditional)
+        self.fmodel, self.optimizer = fabric.setup(net, optimizer)
+        self.sampler = DistributedSampler(train_set, num_replicas=fabric.world_size, rank=fabric.global_rank,
+                                          shuffle=True, seed=cfg.seed, drop_last=False)
+        # Not fabric.setup_dataloaders: its loader sets the sampler's epoch to the number of
+        # times it has been iterated, which restarts at 0 in a resumed process.
+        self.loader = DataLoader(
+            train_set, batch_size=self.run.data.batch_size, sampler=self.sampler,
+            num_workers=self.run.data.num_workers,
+            worker_init_fn=functools.partial(pl_worker_init_function, rank=fabric.global_rank),
+        )
+        self.sinks: list[MetricSink] = [LoggerSink(fabric), ConsoleSink(self.say, cfg.epochs)]
+        if self.rank0:
+            self.sinks.insert(1, ArchiveSink(self.archive))
+
+    @property
+    def conditional(self) -> bool:
+        return n_classes_of(self.model) > 0
+
+    def restore(self, state: dict[str, Any] | None) -> None:
+        """Continue from checkpoint ``state`` (None: a fresh start at epoch 0)."""
+        if self.rank0:
+            self.archive.truncate_metrics(0 if state is None else min(state["epoch"], self.archive.n_epochs))
+            if self.plan.action != "evaluate":
+                (self.folder / METRICS_JSON).unlink(missing_ok=True)
+            if state is not None:
+                repair_best(self.folder, state)
+        self.fabric.barrier()
+        if state is None:
+            return
+        self.model.load_state_dict(state["model_state"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self._apply_new_lr(state["recipe"]["train"]["optimizer"]["lr"])
+        if self.scheduler is not None and state.get("scheduler"):
+            self.scheduler.load_state_dict(state["scheduler"])
+        if state.get("precision"):
+            self.fabric.strategy.precision.load_state_dict(state["precision"])
+        self.stopping.load_state_dict(state["early_stopping"])
+        self.epoch, self.step = state["epoch"], state["step"]
+        self.saved_epoch = self.epoch
+        rngs = state["rng"]
+        same_world = len(rngs) == self.fabric.world_size
+        ckpt_io.set_rng_state(rngs[self.fabric.global_rank] if same_world else rngs[0])
+        if not same_world:
+            self.say(f"  note: checkpoint written by {len(rngs)} processes, resuming on "
+                     f"{self.fabric.world_size}: the data order continues, the random streams do not")
+
+    def _apply_new_lr(self, trained_lr: float) -> None:
+        """A changed ``train.optimizer.lr`` on resume (the advice after a non-finite loss) applies."""
+        lr = self.cfg.optimizer.lr
+        if trained_lr == lr:
+            return
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        self.say(f"  note: train.optimizer.lr is now {lr:g} (was {trained_lr:g}); "
+                 f"the resumed run continues at the new rate")
+
+    # -- the loop -----------------------------------------------------------------------
+
+    def done(self) -> bool:
+        """Whether nothing is left to train: early stopping, ``epochs`` or ``max_steps`` reached."""
+        return finished(self.epoch, self.step, self.stopping.stopped, self.run)
+
+    def fit(self) -> dict[str, Any]:
+        """The whole run: the loop of the module docstring, then :meth:`finish`."""
+        self.setup()
+        self.restore(self.plan.checkpoint)
+        parameters = sum(p.numel() for p in self.model.parameters())
+        self.say(f"run {self.run.name!r} ({self.run.model.name}, {parameters:,} parameters) -> "
+                 f"{self.folder}: {self.plan.action}, epoch {self.epoch} of {self.cfg.epochs}")
+        while not self.done():
+            row = self.train_epoch()
+            row.update(self.validate(int(row["epoch"])))
+            self.end_epoch(row)
+        return self.finish()
+
+    def train_epoch(self) -> dict[str, float]:
+        """One pass over the training split (or up to ``max_steps``); the epoch's row so far."""
+        fabric, cfg = self.fabric, self.cfg
+        epoch = self.epoch + 1
+        self.sampler.set_epoch(epoch)
+        self.fmodel.train()
+        lr = self.optimizer.param_groups[0]["lr"]
+        reset_peak_memory(fabric.device)
+        started = time.perf_counter()
+        bpd_sum = torch.zeros((), dtype=torch.float64, device=fabric.device)
+        n_images = 0
+        bar = tqdm(self.loader, desc=f"{self.run.name} {epoch}/{cfg.epochs}", file=sys.stderr, leave=False,
+                   disable=not (self.rank0 and progress_bar_enabled()), dynamic_ncols=True)
+        with bar:
+            for x, labels in bar:
+                loss = self.training_step(x, labels, epoch)
+                bpd_sum += loss.detach().double() * len(x)
+                n_images += len(x)
+                if self.step % cfg.log_every_n_steps == 0:
+                    bar.set_postfix(bpd=f"{bpd_sum.item() / n_images:.3f}")
+                    self._log_step(loss)
+                if cfg.max_steps is not None and self.step >= cfg.max_steps:
+                    break
+        totals = torch.stack([bpd_sum, torch.tensor(float(n_images), dtype=torch.float64, device=fabric.device)])
+        if fabric.world_size > 1:
+            totals = fabric.all_reduce(totals, reduce_op="sum")
+        elapsed = time.perf_counter() - started
+        self.epoch = epoch
+        return {"epoch": epoch, "step": self.step, "train_bits_per_dim": (totals[0] / totals[1]).item(),
+                "lr": lr, "epoch_time_s": elapsed, "images_per_s": totals[1].item() / elapsed,
+                "peak_memory_mb": peak_memory_mb(fabric.device)}
+
+    def training_step(self, x: torch.Tensor, labels: torch.Tensor, epoch: int) -> torch.Tensor:
+        """Forward, non-finite check (on every rank), backward, clip, optimizer step."""
+        fabric = self.fabric
+        x, labels = x.to(fabric.device), labels.to(fabric.device)
+        loss = bits_per_dim(call_model(self.fmodel, x, labels if self.conditional else None), x)
+        bad = ~torch.isfinite(loss.detach())
+        if fabric.world_size > 1:
+            bad = fabric.all_reduce(bad.float(), reduce_op="sum") > 0
+        if bad:
+            raise self.non_finite("the training loss", loss.item(), epoch)
+        self.optimizer.zero_grad(set_to_none=True)
+        fabric.backward(loss)
+        if self.cfg.gradient_clip_norm is not None:
+            # error_if_nonfinite=False: a non-finite gradient is the loss check's to report
+            fabric.clip_gradients(self.fmodel, self.optimizer, max_norm=self.cfg.gradient_clip_norm,
+                                  error_if_nonfinite=False)
+        self.optimizer.step()
+        self.step += 1
+        return loss
+
+    def _log_step(self, loss: torch.Tensor) -> None:
+        for logger in self.fabric.loggers:
+            if isinstance(logger, TensorBoardLogger):
+                logger.log_metrics({"train_bits_per_dim_step": loss.item()}, step=self.step)
+
+    def validate(self, epoch: int) -> dict[str, float]:
+        """The validation split's NLL every ``val_every_n_epochs`` epochs (else nothing)."""
+        val_set = self.plan.data["val"]
+        if not len(val_set) or epoch % self.cfg.val_every_n_epochs:
+            return {}
+        val = evaluate(self.fmodel, val_set, self.run.eval.batch_size, self.fabric,
+                       num_workers=self.run.data.num_workers)
+        if not math.isfinite(val["bits_per_dim"]):
+            raise self.non_finite("the validation loss", val["bits_per_dim"], epoch)
+        return {"val_nll_nats": val["nll_nats"], "val_bits_per_dim": val["bits_per_dim"]}
+
+    def end_epoch(self, row: dict[str, float]) -> None:
+        """Scheduler and early stopping on the monitored figure, the sinks, the checkpoints."""
+        monitored = row.get(self.stopping.monitor)
+        improved = False
+        if monitored is not None:
+            if self.scheduler is not None:
+                self.scheduler.step(monitored)
+            improved = self.stopping.update(monitored, self.epoch)
+        note = ("  (best)" if improved else "") + ("  early stopping" if self.stopping.stopped else "")
+        for sink in self.sinks:
+            sink.write(row, note)
+        state = self.checkpoint_state(row)  # collective: every rank calls it
+        if self.rank0:
+            ckpt_io.save_checkpoint(self.folder / LAST, state)
+            if improved:
+                ckpt_io.save_checkpoint(self.folder / BEST, state)
+        self.saved_epoch = self.epoch
+        self.fabric.barrier()
+
+    def checkpoint_state(self, row: dict[str, float]) -> dict[str, Any]:
+        """Everything a resume needs (see :mod:`pixelgen.checkpoint` for the keys)."""
+        return {
+            "model": ckpt_io.plain(self.model.pixelgen_config),
+            "model_state": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
+            "recipe": recipe_to_dict(self.plan.recipe),
+            "epoch": self.epoch,
+            "step": self.step,
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict() if self.scheduler is not None else {},
+            "precision": self.fabric.strategy.precision.state_dict(),
+            "early_stopping": {**self.stopping.state_dict(), "patience": self.cfg.early_stopping_patience},
+            "sampler": {"seed": self.cfg.seed, "epoch": self.epoch},
+            "rng": gather_rng(self.fabric),
+            "metrics": row,
+            "world_size": self.fabric.world_size,
+        }
+
+    def non_finite(self, what: str, value: float, epoch: int) -> TrainingError:
+        kept = (f"the last good checkpoint {self.folder / LAST} (epoch {self.saved_epoch}) is kept"
+                if self.saved_epoch else "no checkpoint was written")
+        return TrainingError(
+            f"run {self.run.name!r} stopped: {what} became {value} in epoch {epoch}, step {self.step}; "
+            f"{kept}; lower train.optimizer.lr (or train.gradient_clip_norm), then --resume or start again"
+        )
+
+    # -- the end ------------------------------------------------------------------------
+
+    def finish(self) -> dict[str, Any]:
+        """Evaluate the best checkpoint on ``eval.split``, write ``metrics.json`` and the
+        archive's test figures, draw the run's samples."""
+        chosen = self.folder / BEST if (self.folder / BEST).exists() else self.folder / LAST
+        final = ckpt_io.load_checkpoint(chosen)
+        self.model.load_state_dict(final["model_state"])
+        split = self.run.eval.split
+        figures = evaluate(self.fmodel, self.plan.data[split], self.run.eval.batch_size, self.fabric,
+                           num_workers=self.run.data.num_workers)
+        result = {"run": self.run.name, "model": self.run.model.name, "split": split, **figures,
+                  "checkpoint": chosen.name, "epoch": final["epoch"]}
+        if self.rank0:
+            if self.run.sample.n > 0:
+                self.append_samples(chosen, final)
+            self.archive.set_test_metrics({k: v for k, v in result.items()
+                                           if k not in ("run", "model", "split", "checkpoint")})
+            atomic_write_json(self.folder / METRICS_JSON, result)  # last: it marks the run finished
+        self.say(f"  {split}: {figures['bits_per_dim']:.4f} bits/dim ({figures['nll_nats']:.2f} nats/image, "
+                 f"{figures['n_images']} images) from {chosen.name} (epoch {final['epoch']}) -> "
+                 f"{self.folder / METRICS_JSON}")
+        self.fabric.barrier()
+        for logger in self.fabric.loggers:
+            logger.finalize("success")
+        return result
+
+    def append_samples(self, checkpoint: os.PathLike, state: dict[str, Any]) -> None:
+        """Draw the recipe's ``[sample]`` images from the final model into the run archive.
+
+        A class-conditional model draws the classes in turn (0, 1, 2, ...); the labels are
+        stored with the batch.
+        """
+        _, height, width = self.plan.data["train"].shape
+        s = self.run.sample
+        n_classes = n_classes_of(self.model)
+        labels = torch.arange(s.n) % n_classes if n_classes else None
+        _, key = sample_to_archive(
+            self.model, self.archive.path, s.n, height, width, batch_size=s.batch_size,
+            temperature=s.temperature, top_p=s.top_p, seed=s.seed, sampler=s.sampler, labels=labels,
+            model=self.run.model.name, checkpoint=str(checkpoint), recipe=state["recipe"], epoch=state["epoch"],
+        )
+        used = dict(self.archive.sample_batches())[key]["sampler"]
+        self.say(f"  {s.n} samples ({used} sampler, seed {s.seed}) -> {self.archive.path}/samples/{key}")
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def finished(epoch: int, step: int, stopped: bool, run: Any) -> bool:
+    """Whether a run at ``epoch`` (completed) and ``step`` has nothing left to train under
+    ``run``'s settings (``stopped``: early stopping has ended it)."""
+    max_steps = run.train.max_steps
+    return stopped or epoch >= run.train.epochs or (max_steps is not None and step >= max_steps)
+
+
+def repair_best(folder: os.PathLike, state: dict[str, Any]) -> None:
+    """Rewrite ``best.ckpt`` from ``last.ckpt``'s ``state`` where a kill came between the two
+    writes of an improving epoch (the best epoch is then the last one)."""
+    best_epoch = state["early_stopping"]["best_epoch"]
+    if best_epoch != state["epoch"]:
+        return
+    best = pathlib.Path(folder) / BEST
+    if best.exists() and ckpt_io.load_checkpoint(best)["epoch"] == best_epoch:
+        return
+    ckpt_io.save_checkpoint(best, {k: v for k, v in state.items() if k not in ("format", "format_version")})
+
+
+def compiled(model: nn.Module, image_shape: tuple[int, ...], *, conditional: bool) -> nn.Module:
+    """``torch.compile(model)`` if it compiles here (tried on one small batch), else the
+    model itself with a one-line warning: compilation needs a working compiler toolchain
+    (Triton on a GPU, a C++ compiler on the CPU) and helps mostly on a GPU."""
+    compiled_model = torch.compile(model)
+    device = next(model.parameters()).device
+    x = torch.zeros(2, *image_shape, dtype=torch.long, device=device)
+    labels = torch.zeros(2, dtype=torch.long, device=device) if conditional else None
+    try:
+        compiled_model(x, labels).sum().backward()
+    except Exception as exc:  # any backend failure: train eagerly rather than not at all
+        warnings.warn(f"train.compile: torch.compile failed ({type(exc).__name__}: "
+                      f"{str(exc).splitlines()[0][:160]}); training without it", stacklevel=2)
+        return model
+    finally:
+        model.zero_grad(set_to_none=True)
+    return compiled_model
+
+
+def reset_peak_memory(device: torch.device) -> None:
+    """Start a new peak-memory measurement (one per epoch)."""
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+        return
+    try:  # Linux: "5" resets the process's peak resident set size (VmHWM)
+        with open("/proc/self/clear_refs", "w") as handle:
+            handle.write("5")
+    except OSError:
+        pass  # elsewhere the peak below is the whole process's so far
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    """Peak memory since :func:`reset_peak_memory`: CUDA allocations on a GPU, resident
+    memory of the process on the CPU (VmHWM; the lifetime peak where it cannot be reset)."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    try:
+        with open("/proc/self/status") as handle:
+            for line in handle:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024  # kB
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+def progress_bar_enabled() -> bool:
+    return os.environ.get("PIXELGEN_PROGRESS", "1") != "0" and sys.stderr.isatty()
+
+
+def gather_rng(fabric: Any) -> list[dict[str, torch.Tensor]]:
+    """Every process's random state, rank order (a collective call: all ranks enter it)."""
+    state = ckpt_io.rng_state()
+    if fabric.world_size == 1:
+        return [state]
+    gathered = fabric.all_gather({k: v.to(fabric.device) for k, v in state.items()})
+    return [{k: v[r].cpu() for k, v in gathered.items()} for r in range(fabric.world_size)]
