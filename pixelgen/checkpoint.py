@@ -23,6 +23,7 @@ checkpoint or the new one, never a mix.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import pathlib
@@ -35,7 +36,7 @@ import torch
 from torch import nn
 
 from pixelgen.errors import CheckpointError
-from pixelgen.files import atomic_writer
+from pixelgen.files import atomic_writer, write_failure
 from pixelgen.registry import create_model
 
 FORMAT = "pixelgen-checkpoint"
@@ -107,8 +108,13 @@ def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> pathlib.P
     """
     path = pathlib.Path(path)
     state = {"format": FORMAT, "format_version": FORMAT_VERSION, **state}
-    with atomic_writer(path) as handle:
-        torch.save(state, handle)
+    if "model_state" in state:
+        state["model_digest"] = weights_digest(state["model_state"])
+    try:
+        with atomic_writer(path) as handle:
+            torch.save(state, handle)
+    except RuntimeError as exc:  # torch's writer reports a failed write (a full disk) this way
+        raise write_failure(path, OSError(str(exc).split("\n")[0])) from None
     return path
 
 
@@ -139,7 +145,43 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     missing = [key for key in ("model", "model_state", "recipe", "epoch") if key not in state]
     if missing:
         raise CheckpointError(_not_ours(path, f"missing {', '.join(missing)}"))
+    _check_contents(path, state)
     return state
+
+
+def weights_digest(model_state: dict[str, torch.Tensor]) -> str:
+    """SHA-256 over every tensor's name, dtype, shape and bytes, in name order."""
+    digest = hashlib.sha256()
+    for name in sorted(model_state):
+        tensor = model_state[name].detach().cpu().contiguous()
+        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+        digest.update(tensor.view(-1).view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+    return digest.hexdigest()
+
+
+def _check_contents(path: pathlib.Path, state: dict[str, Any]) -> None:
+    """The entries a checkpoint is trusted for, checked: types, the weights' digest
+    (checkpoints from pixelgen 0.1.0 have none) and finite weights."""
+    model, weights = state["model"], state["model_state"]
+    if not (isinstance(model, dict) and isinstance(model.get("name"), str)
+            and isinstance(model.get("hyperparameters"), dict)):
+        raise CheckpointError(_not_ours(path, "its 'model' entry is not {name, hyperparameters}"))
+    if not (isinstance(weights, dict) and all(isinstance(v, torch.Tensor) for v in weights.values())):
+        raise CheckpointError(_not_ours(path, "its 'model_state' entry is not a dict of tensors"))
+    if not isinstance(state["epoch"], int) or not isinstance(state["recipe"], dict):
+        raise CheckpointError(_not_ours(path, "its 'epoch' or 'recipe' entry has the wrong type"))
+    recorded = state.get("model_digest")
+    if recorded is not None and recorded != weights_digest(weights):
+        raise CheckpointError(
+            f"{path}: the weights do not match their recorded digest (the file was damaged or "
+            f"edited); use another checkpoint (last.ckpt / best.ckpt) or train again"
+        )
+    bad = [name for name, v in weights.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        raise CheckpointError(
+            f"{path}: non-finite weights in {', '.join(bad[:3])}{' ...' if len(bad) > 3 else ''}; "
+            f"this checkpoint cannot be used: take an earlier one or train again"
+        )
 
 
 def _load_failure(exc: Exception) -> str:
@@ -174,7 +216,7 @@ def model_from_checkpoint(state: dict[str, Any]) -> nn.Module:
     try:
         model = create_model(config["name"], **config["hyperparameters"])
         model.load_state_dict(state["model_state"])
-    except (KeyError, TypeError, RuntimeError) as exc:
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
         reason = " ".join(str(exc).split())[:160]
         raise CheckpointError(
             f"checkpoint model {config.get('name')!r} cannot be rebuilt: {reason}"

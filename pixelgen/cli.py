@@ -9,12 +9,16 @@ from __future__ import annotations
 import argparse
 import functools
 import json
+import os
+import signal
 import sys
+import threading
 import tomllib
+import traceback
 from typing import Sequence
 
 from pixelgen import registry
-from pixelgen.errors import CausalityError, PixelgenError
+from pixelgen.errors import CausalityError, Interrupted, PixelgenError
 from pixelgen.from_checkpoint import evaluate_checkpoint, sample_checkpoint
 from pixelgen.recipe import load_recipe
 from pixelgen.report import CompareOptions, analyse, compare, compare_recipe
@@ -133,6 +137,21 @@ def _non_negative_int(text: str) -> int:
     return value
 
 
+MAX_SAMPLES = 100_000  # a grid and an archive batch of more images is a typo, not a wish
+
+
+def _bounded_int(low: int, high: int, what: str):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"expected {what} in {low}..{high:,}, got {text}")
+        return value
+    return parse
+
+
 class _OneLineParser(argparse.ArgumentParser):
     """Usage errors as one line on stderr (status 2), like every other pixelgen error."""
 
@@ -220,10 +239,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("sample", help="draw images from a checkpoint into a PNG grid and the run's archive")
     p.add_argument("checkpoint", help="a .ckpt file written by pixelgen run")
-    p.add_argument("-n", type=int, default=64, help="number of images (default: 64)")
+    p.add_argument("-n", type=_bounded_int(1, MAX_SAMPLES, "a number of images"), default=64,
+                   help="number of images (default: 64)")
     p.add_argument("--temperature", type=float, default=1.0, help="softmax temperature (default: 1)")
     p.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (default: 1, off)")
-    p.add_argument("--seed", type=int, help="seed of the sampling generator (default: random, recorded)")
+    p.add_argument("--seed", type=_bounded_int(0, 2**63 - 1, "a seed"),
+                   help="seed of the sampling generator (default: random, recorded)")
     p.add_argument("--sampler", choices=["fast", "reference"], default="fast",
                    help="fast: cached one-pixel steps; reference: a full forward pass per sub-pixel")
     p.add_argument("--label", type=int, help="class of every image (conditional models; default: 0, 1, ... in turn)")
@@ -234,7 +255,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--png", metavar="PATH", help="grid file (default: samples-<key>.png next to the checkpoint)")
     p.add_argument("--archive", metavar="PATH", help="archive to append to (default: the run's, next to the checkpoint)")
     p.add_argument("--no-archive", action="store_true", help="do not archive the samples")
-    p.add_argument("--batch-size", type=int, default=16, help="images generated at once (default: 16)")
+    p.add_argument("--batch-size", type=_bounded_int(1, MAX_SAMPLES, "a batch size"), default=16,
+                   help="images generated at once (default: 16)")
     p.add_argument("--device", help="cpu, cuda, ... (default: cuda where available)")
     p.set_defaults(func=cmd_sample)
 
@@ -271,16 +293,52 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; user errors are one line on stderr and exit status 2
+    (``PIXELGEN_DEBUG=1`` shows the traceback too), SIGINT/SIGTERM exit 130/143."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    debug = os.environ.get("PIXELGEN_DEBUG", "0") not in ("", "0")
+    previous = signal.signal(signal.SIGTERM, _terminate) if _in_main_thread() else None
     try:
         return args.func(args)
-    except (PixelgenError, CausalityError) as exc:
-        print(f"pixelgen: error: {exc}", file=sys.stderr)
-        return 2
+    except Interrupted as exc:
+        return _fail(exc, debug, exc.exit_code)
     except KeyboardInterrupt:
-        print("pixelgen: interrupted", file=sys.stderr)
+        print("pixelgen: interrupted (SIGINT)", file=sys.stderr)
         return 130
+    except (PixelgenError, CausalityError) as exc:
+        return _fail(exc, debug, 2)
+    except OSError as exc:  # a full disk, a read-only folder, a path through a file
+        where = f"{exc.filename}: " if exc.filename else ""
+        return _fail(PixelgenError(f"{where}{exc.strerror or exc}; free space or choose another path"), debug, 2)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _in_main_thread() -> bool:
+    return threading.current_thread() is threading.main_thread()
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise Interrupted("SIGTERM: stopped", signum)
+
+
+def _fail(exc: BaseException, debug: bool, code: int) -> int:
+    if debug:
+        traceback.print_exc()
+    print(f"pixelgen: error: {one_line(str(exc))}", file=sys.stderr)
+    return code
+
+
+def one_line(message: str) -> str:
+    """An error message on one line; for an error re-raised by a DataLoader worker
+    ("Caught DataError in DataLoader worker process 0. Original Traceback ..."), the
+    worker's own message."""
+    if message.startswith("Caught ") and "Original Traceback" in message:
+        last = [line for line in message.splitlines() if line.strip()][-1]
+        message = last.split(": ", 1)[1] if ": " in last else last
+    return " ".join(message.split())
 
 
 if __name__ == "__main__":

@@ -30,3 +30,16 @@ class CheckpointError(PixelgenError):
 
 class CausalityError(AssertionError):
     """A model output depends on a sub-pixel that the autoregressive order forbids."""
+
+
+class Interrupted(PixelgenError):
+    """SIGINT or SIGTERM stopped a command; ``exit_code`` is 128 + the signal number."""
+
+    def __init__(self, message: str, signum: int) -> None:
+        super().__init__(message)
+        self.signum = signum
+        self.exit_code = 128 + signum
+
+
+class RunLockedError(PixelgenError):
+    """Another pixelgen process is writing into the same run folder."""

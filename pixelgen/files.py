@@ -10,13 +10,14 @@ never half of one. A kill leaves at most a temporary file, which
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import pathlib
 import tempfile
 from typing import IO, Any, Iterator
 
-from pixelgen.errors import PixelgenError
+from pixelgen.errors import PixelgenError, RunLockedError
 
 TEMPORARY_SUFFIX = ".tmp"
 
@@ -89,3 +90,48 @@ def remove_temporary_files(folder: str | os.PathLike) -> list[pathlib.Path]:
     for stale in removed:
         stale.unlink(missing_ok=True)
     return removed
+
+
+LOCK_NAME = ".pixelgen.lock"
+
+
+class RunLock:
+    """One writer per run folder: an exclusive ``fcntl.flock`` on ``folder/.pixelgen.lock``.
+
+    The holder writes its PID into the file, so that the refusal names it. The operating
+    system drops the lock when the holder exits or is killed, so a stale lock never blocks
+    the next run; the file itself is left in place (removing it would race a new holder).
+    """
+
+    def __init__(self, folder: str | os.PathLike) -> None:
+        self.path = pathlib.Path(folder) / LOCK_NAME
+        self._handle: IO[str] | None = None
+
+    def __enter__(self) -> RunLock:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            handle = open(self.path, "a+")
+        except OSError as exc:
+            raise write_failure(self.path, exc) from None
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "unknown"
+            handle.close()
+            raise RunLockedError(
+                f"{self.path.parent} is in use by pixelgen process {holder}; wait for it to "
+                f"finish (or stop it), or pass --out DIR to write elsewhere"
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"{os.getpid()}\n")
+        handle.flush()
+        self._handle = handle
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        if self._handle is not None:
+            fcntl.flock(self._handle, fcntl.LOCK_UN)
+            self._handle.close()
+            self._handle = None

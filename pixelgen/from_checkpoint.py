@@ -17,6 +17,7 @@ import torch
 from pixelgen import checkpoint as ckpt_io
 from pixelgen.blocks import n_classes_of
 from pixelgen.errors import CheckpointError, PixelgenError, RecipeError
+from pixelgen.files import RunLock
 from pixelgen.inference import evaluate, read_image, sample_to_archive, save_grid
 from pixelgen.recipe import recipe_from_dict
 from pixelgen.sampling import SamplingError, _channels_of, sample_batched
@@ -112,8 +113,7 @@ def sample_checkpoint(
     """
     checkpoint = Path(checkpoint)
     state = ckpt_io.load_checkpoint(checkpoint)
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    model = ckpt_io.model_from_checkpoint(state).to(device)
+    model = ckpt_io.model_from_checkpoint(state).to(_device(device))
     prefix, height, width = _completion(complete, rows, size, n, _channels_of(model))
     if prefix is None:
         height, width = size or _image_size_of_run(state)
@@ -127,10 +127,11 @@ def sample_checkpoint(
     start = time.perf_counter()
     if archive is not False:
         result["archive"] = archive_of(checkpoint, state) if archive is True else Path(archive)
-        images, result["key"] = sample_to_archive(
-            model, result["archive"], n, height, width, model=state["model"]["name"],
-            checkpoint=str(checkpoint), recipe=state["recipe"], epoch=state["epoch"], **options,
-        )
+        with RunLock(result["archive"].parent):  # one writer per run folder
+            images, result["key"] = sample_to_archive(
+                model, result["archive"], n, height, width, model=state["model"]["name"],
+                checkpoint=str(checkpoint), recipe=state["recipe"], epoch=state["epoch"], **options,
+            )
     else:
         images = sample_batched(model, n, height, width, **options)
     result["seconds_per_image"] = (time.perf_counter() - start) / n
@@ -139,6 +140,21 @@ def sample_checkpoint(
         result["png"] = save_grid(images, checkpoint.parent / default if png is True else png)
     result["images"] = images
     return result
+
+
+def _device(name: str | None) -> torch.device:
+    """``name`` as a device this machine has (default: CUDA where available, else the CPU)."""
+    if name is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise SamplingError(f"--device {name!r}: not a device; use cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SamplingError(f"--device {name!r}: this machine has no CUDA GPU; use --device cpu")
+    if device.type not in ("cpu", "cuda"):
+        raise SamplingError(f"--device {name!r}: pixelgen samples on cpu or cuda")
+    return device
 
 
 def archive_of(checkpoint: Path, state: dict[str, Any]) -> Path:

@@ -185,6 +185,8 @@ def save_grid(images: Tensor, path: str | os.PathLike) -> Path:
     least :data:`MIN_GRID_IMAGE_PX` pixels wide; grey stays grey.
     """
     path = Path(path)
+    if path.is_dir():
+        raise SamplingError(f"{path}: is a folder; name a PNG file, e.g. {path / 'samples.png'}")
     if not path.suffix:
         raise SamplingError(f"{path}: the PNG file name needs an extension, e.g. {path}.png")
     scale = max(1, math.ceil(MIN_GRID_IMAGE_PX / images.shape[-1]))

@@ -39,6 +39,8 @@ from pixelgen.blocks import N_LEVELS, ReferenceState, SamplingState, n_classes_o
 from pixelgen.errors import PixelgenError
 
 SAMPLERS = ("fast", "reference")
+#: Below this the logits / temperature overflow even in float64: use top_p for near-argmax.
+MIN_TEMPERATURE = 1e-6
 
 
 class SamplingError(PixelgenError):
@@ -206,8 +208,8 @@ def sample(
 def _check_settings(sampler: str, temperature: float, top_p: float, n: int, height: int, width: int) -> None:
     if sampler not in SAMPLERS:
         raise SamplingError(f"sampler must be one of {', '.join(SAMPLERS)}, got {sampler!r}")
-    if not (isinstance(temperature, (int, float)) and temperature > 0 and math.isfinite(temperature)):
-        raise SamplingError(f"temperature must be a positive number, got {temperature!r}")
+    if not (isinstance(temperature, (int, float)) and MIN_TEMPERATURE <= temperature and math.isfinite(temperature)):
+        raise SamplingError(f"temperature must be a number of at least {MIN_TEMPERATURE:g}, got {temperature!r}")
     if not (isinstance(top_p, (int, float)) and 0 < top_p <= 1):
         raise SamplingError(f"top_p must be a number in (0, 1], got {top_p!r}")
     if n < 1 or height < 1 or width < 1:

@@ -29,7 +29,7 @@ from pixelgen.archive import RunArchive
 from pixelgen.blocks import n_classes_of
 from pixelgen.datasets import DataSubset, load_splits  # TODO(merge): pixelgen.data
 from pixelgen.errors import CheckpointError, DataError, PixelgenError, RecipeError
-from pixelgen.recipe import Recipe, RunSpec, run_dir, single_run
+from pixelgen.recipe import Recipe, RunSpec, recipe_to_dict, run_dir, single_run
 from pixelgen.registry import create_model
 from pixelgen.trainer import BEST, LAST, METRICS_JSON, Report, Trainer, TrainingError, finished, silent
 
@@ -159,10 +159,14 @@ def plan_runs(
 ) -> list[RunPlan]:
     """Check every run of ``recipe`` before any is trained; nothing is written.
 
+    With ``resume`` a run folder is continued from ``last.ckpt``, and a folder without
+    one (a run killed before its first checkpoint, or never started) starts from step 0,
+    so that the same command after a kill at any moment finishes the run.
+
     Raises:
-        PixelgenError: a run folder holds checkpoints and ``resume`` is false; ``resume``
-            with no checkpoint anywhere; a checkpoint that is corrupt or of another model;
-            missing data; a model or Fabric setting that cannot be built.
+        PixelgenError: a run folder holds checkpoints and ``resume`` is false; a
+            checkpoint that is corrupt, of another model or of other data; missing data;
+            a model or Fabric setting that cannot be built.
     """
     if out is not None:
         recipe = attrs.evolve(recipe, output=attrs.evolve(recipe.output, dir=str(out)))
@@ -171,24 +175,10 @@ def plan_runs(
         folder = run_dir(recipe, run)
         if folder.exists() and not folder.is_dir():
             raise PixelgenError(f"{folder}: exists and is not a folder; pass --out DIR to write elsewhere")
-        held = [name for name in (LAST, BEST) if (folder / name).exists()]
-        state, action = None, "train"
-        if held and not resume:
-            raise PixelgenError(
-                f"{folder} already holds {' and '.join(held)} from an earlier run; pass --resume "
-                f"to continue it, or --out DIR to train into another folder"
-            )
-        if resume and held:
-            if LAST not in held:
-                raise CheckpointError(f"{folder}: best.ckpt but no last.ckpt; nothing to resume from")
-            state = ckpt_io.load_checkpoint(folder / LAST)
-            action = "resume"
-            if finished(state["epoch"], state["step"], state["early_stopping"]["stopped"], run):
-                action = "skip" if (folder / METRICS_JSON).is_file() else "evaluate"
+        state, action = _resume_point(folder, run, resume)
         archive_path = folder / recipe.output.archive
         if archive_path.exists():
             RunArchive.open(archive_path)  # a foreign folder fails here, before any training
-
         key = repr((run.data, run.train.seed))
         if key not in data_cache:
             data_cache[key] = load_data(run)
@@ -204,18 +194,62 @@ def plan_runs(
             model = build_model(run, tuple(train_set.shape), train_set.n_classes)
         if state is not None:
             _check_same_model(folder / LAST, state["model"], model.pixelgen_config)
+            _check_same_data(folder / LAST, state["recipe"], recipe, run)
         loggers = [
             TensorBoardLogger(root_dir=str(folder), name="tensorboard", default_hp_metric=False),
             CSVLogger(root_dir=str(folder), name="csv", flush_logs_every_n_steps=1),
         ]
         fabric = make_fabric(run.train, loggers)
         plans.append(RunPlan(single_run(recipe, run), run, folder, data, model, fabric, action, state))
-    if resume and all(plan.checkpoint is None for plan in plans):
-        folders = ", ".join(str(plan.run_dir) for plan in plans)
-        raise CheckpointError(
-            f"--resume: nothing to resume, no {LAST} in {folders}; run without --resume to start"
-        )
     return plans
+
+
+def _resume_point(folder: pathlib.Path, run: RunSpec, resume: bool) -> tuple[dict[str, Any] | None, str]:
+    """The checkpoint a run continues from and its action: ``train``, ``resume``,
+    ``evaluate`` (trained, not yet evaluated) or ``skip`` (finished)."""
+    held = [name for name in (LAST, BEST) if (folder / name).exists()]
+    if held and not resume:
+        raise PixelgenError(
+            f"{folder} already holds {' and '.join(held)} from an earlier run; pass --resume "
+            f"to continue it, or --out DIR to train into another folder"
+        )
+    if not held:
+        return None, "train"
+    state = ckpt_io.load_checkpoint(folder / (LAST if LAST in held else BEST))
+    if BEST in held and LAST in held:
+        best = ckpt_io.load_checkpoint(folder / BEST)  # damaged? say so now, not after training
+        if best["epoch"] > state["epoch"]:
+            raise CheckpointError(f"{folder / BEST}: epoch {best['epoch']} is newer than last.ckpt's "
+                                  f"{state['epoch']}: the folder mixes two runs; pass --out DIR")
+    if not finished(state["epoch"], state["step"], state["early_stopping"]["stopped"], run):
+        return state, "resume"
+    return state, "skip" if _finished_figures(folder) else "evaluate"
+
+
+def _finished_figures(folder: pathlib.Path) -> dict[str, Any] | None:
+    """The run's ``metrics.json`` if it is whole, else None (evaluate again)."""
+    try:
+        figures = json.loads((folder / METRICS_JSON).read_text())
+    except (OSError, ValueError):
+        return None
+    return figures if isinstance(figures, dict) and "bits_per_dim" in figures else None
+
+
+# Keys of [data] whose change makes a checkpoint's run another experiment.
+_DATA_KEYS = ("name", "root", "options", "image_size", "validation_fraction", "limit_train", "limit_val", "flips")
+
+
+def _check_same_data(path: pathlib.Path, stored_recipe: dict[str, Any], recipe: Recipe, run: RunSpec) -> None:
+    """CheckpointError naming the ``[data]`` settings a resume would change."""
+    stored = stored_recipe.get("data", {}) if isinstance(stored_recipe, dict) else {}
+    now = recipe_to_dict(single_run(recipe, run))["data"]
+    changed = [key for key in _DATA_KEYS if ckpt_io.plain(stored.get(key)) != ckpt_io.plain(now.get(key))]
+    if changed:
+        detail = ", ".join(f"data.{k} {stored.get(k)!r} -> {now.get(k)!r}" for k in changed)
+        raise CheckpointError(
+            f"{path}: the recipe's data differ from the checkpoint's ({detail}); resume with the "
+            f"data it was trained on, or pass --out DIR to train on the new data elsewhere"
+        )
 
 
 def fit(plan: RunPlan, report: Report | None = None) -> dict[str, Any] | None:

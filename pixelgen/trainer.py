@@ -21,12 +21,15 @@ checkpoint, so a resumed run repeats an uninterrupted one exactly.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import os
 import pathlib
 import resource
+import signal
 import sys
+import threading
 import time
 import warnings
 from typing import Any, Callable, Protocol
@@ -42,8 +45,8 @@ from tqdm import tqdm
 from pixelgen import checkpoint as ckpt_io
 from pixelgen.archive import RunArchive
 from pixelgen.blocks import call_model, n_classes_of
-from pixelgen.errors import PixelgenError
-from pixelgen.files import atomic_write_json
+from pixelgen.errors import Interrupted, PixelgenError
+from pixelgen.files import RunLock, atomic_write_json, remove_temporary_files
 from pixelgen.inference import evaluate, sample_to_archive
 from pixelgen.metrics import bits_per_dim
 from pixelgen.recipe import recipe_to_dict, write_resolved
@@ -140,6 +143,48 @@ class ConsoleSink:
                  f"{row['images_per_s']:.0f} img/s{note}")
 
 
+class SignalGuard:
+    """SIGINT and SIGTERM raise :class:`~pixelgen.errors.Interrupted` at once, except
+    inside :meth:`deferred` (a pair of checkpoint writes), which they wait for. Every
+    file is written atomically, so the run folder is resumable at either point."""
+
+    def __init__(self, folder: os.PathLike) -> None:
+        self.folder = folder
+        self.pending: int | None = None
+        self.deferring = False
+        self.previous: dict[int, Any] = {}
+
+    def __enter__(self) -> SignalGuard:
+        if threading.current_thread() is threading.main_thread():
+            self.previous = {s: signal.signal(s, self.handle) for s in (signal.SIGINT, signal.SIGTERM)}
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        for signum, handler in self.previous.items():
+            signal.signal(signum, handler)
+
+    def handle(self, signum: int, frame: Any) -> None:
+        if self.deferring:
+            self.pending = signum
+            return
+        self.raise_interrupted(signum)
+
+    def raise_interrupted(self, signum: int) -> None:
+        name = signal.Signals(signum).name
+        raise Interrupted(f"{name}: stopped; {self.folder} holds the last completed epoch; "
+                          f"run the same command with --resume to continue", signum)
+
+    @contextlib.contextmanager
+    def deferred(self) -> Any:
+        self.deferring = True
+        try:
+            yield
+        finally:
+            self.deferring = False
+        if self.pending is not None:
+            self.raise_interrupted(self.pending)
+
+
 # --------------------------------------------------------------------------- the trainer
 
 
@@ -155,6 +200,7 @@ class Trainer:
         self.step = 0
         self.epoch = 0
         self.saved_epoch = 0
+        self.signals = SignalGuard(self.folder)
         val_set = plan.data["val"]
         self.stopping = EarlyStopping(
             "val_bits_per_dim" if len(val_set) else "train_bits_per_dim", self.cfg.early_stopping_patience
@@ -168,6 +214,7 @@ class Trainer:
         fabric.seed_everything(cfg.seed, workers=True, verbose=False)
         self.archive = RunArchive.create_or_open(self.folder / self.plan.recipe.output.archive) if self.rank0 else None
         if self.rank0:
+            remove_temporary_files(self.folder)  # what a kill inside a write left behind
             write_resolved(self.plan.recipe, self.folder)
         fabric.barrier()
         optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.optimizer.lr,
@@ -245,17 +292,19 @@ class Trainer:
         return finished(self.epoch, self.step, self.stopping.stopped, self.run)
 
     def fit(self) -> dict[str, Any]:
-        """The whole run: the loop of the module docstring, then :meth:`finish`."""
-        self.setup()
-        self.restore(self.plan.checkpoint)
-        parameters = sum(p.numel() for p in self.model.parameters())
-        self.say(f"run {self.run.name!r} ({self.run.model.name}, {parameters:,} parameters) -> "
-                 f"{self.folder}: {self.plan.action}, epoch {self.epoch} of {self.cfg.epochs}")
-        while not self.done():
-            row = self.train_epoch()
-            row.update(self.validate(int(row["epoch"])))
-            self.end_epoch(row)
-        return self.finish()
+        """The whole run: the loop of the module docstring, then :meth:`finish`, holding the
+        run folder's lock (rank 0) and turning SIGINT/SIGTERM into a clean stop."""
+        with RunLock(self.folder) if self.rank0 else contextlib.nullcontext(), self.signals:
+            self.setup()
+            self.restore(self.plan.checkpoint)
+            parameters = sum(p.numel() for p in self.model.parameters())
+            self.say(f"run {self.run.name!r} ({self.run.model.name}, {parameters:,} parameters) -> "
+                     f"{self.folder}: {self.plan.action}, epoch {self.epoch} of {self.cfg.epochs}")
+            while not self.done():
+                row = self.train_epoch()
+                row.update(self.validate(int(row["epoch"])))
+                self.end_epoch(row)
+            return self.finish()
 
     def train_epoch(self) -> dict[str, float]:
         """One pass over the training split (or up to ``max_steps``); the epoch's row so far."""
@@ -338,9 +387,10 @@ class Trainer:
             sink.write(row, note)
         state = self.checkpoint_state(row)  # collective: every rank calls it
         if self.rank0:
-            ckpt_io.save_checkpoint(self.folder / LAST, state)
-            if improved:
-                ckpt_io.save_checkpoint(self.folder / BEST, state)
+            with self.signals.deferred():  # a signal waits until both files are whole
+                ckpt_io.save_checkpoint(self.folder / LAST, state)
+                if improved:
+                    ckpt_io.save_checkpoint(self.folder / BEST, state)
         self.saved_epoch = self.epoch
         self.fabric.barrier()
 
@@ -384,7 +434,7 @@ class Trainer:
         result = {"run": self.run.name, "model": self.run.model.name, "split": split, **figures,
                   "checkpoint": chosen.name, "epoch": final["epoch"]}
         if self.rank0:
-            if self.run.sample.n > 0:
+            if self.run.sample.n > 0 and not self.has_final_samples(chosen, final):
                 self.append_samples(chosen, final)
             self.archive.set_test_metrics({k: v for k, v in result.items()
                                            if k not in ("run", "model", "split", "checkpoint")})
@@ -396,6 +446,14 @@ class Trainer:
         for logger in self.fabric.loggers:
             logger.finalize("success")
         return result
+
+    def has_final_samples(self, checkpoint: os.PathLike, state: dict[str, Any]) -> bool:
+        """Whether an earlier, interrupted finish already archived this run's samples."""
+        return any(
+            a.get("source") == "run" and a.get("checkpoint") == str(checkpoint)
+            and a.get("epoch") == state["epoch"] and a.get("seed") == self.run.sample.seed
+            for _, a in self.archive.sample_batches()
+        )
 
     def append_samples(self, checkpoint: os.PathLike, state: dict[str, Any]) -> None:
         """Draw the recipe's ``[sample]`` images from the final model into the run archive.
@@ -411,6 +469,7 @@ class Trainer:
             self.model, self.archive.path, s.n, height, width, batch_size=s.batch_size,
             temperature=s.temperature, top_p=s.top_p, seed=s.seed, sampler=s.sampler, labels=labels,
             model=self.run.model.name, checkpoint=str(checkpoint), recipe=state["recipe"], epoch=state["epoch"],
+            source="run",
         )
         used = dict(self.archive.sample_batches())[key]["sampler"]
         self.say(f"  {s.n} samples ({used} sampler, seed {s.seed}) -> {self.archive.path}/samples/{key}")
