@@ -42,6 +42,7 @@ API_MODULES = [
     "pixelgen.testing",
     "pixelgen.sampling",
     "pixelgen.recipe",
+    "pixelgen.data",
     "pixelgen.datasets",
     "pixelgen.archive",
     "pixelgen.checkpoint",

@@ -38,6 +38,7 @@ import torch
 from torch import nn
 
 from pixelgen import analysis
+from pixelgen.data import HorizontalFlip
 from pixelgen.errors import PixelgenError
 from pixelgen.files import atomic_write_json, atomic_write_text
 
@@ -201,8 +202,6 @@ def _stack_images(dataset: Any, limit: int) -> tuple[np.ndarray, torch.Tensor]:
 
     Random training flips are undone (the images as stored), so measurements repeat.
     """
-    from pixelgen.datasets import HorizontalFlip
-
     while isinstance(dataset, HorizontalFlip):
         dataset = dataset.dataset
     n = min(limit, len(dataset))

@@ -40,6 +40,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 
 from pixelgen import checkpoint as ckpt_io
+from pixelgen.data import DataSubset, load_splits
 from pixelgen.errors import CheckpointError, DataError, PixelgenError, RecipeError
 from pixelgen.files import atomic_write_json
 from pixelgen.metrics import bits_per_dim, nats_to_bits_per_dim, nll_nats
@@ -68,11 +69,9 @@ def load_data(run: RunSpec, root: str | None = None) -> dict[str, Dataset]:
     """The run's ``{"train", "val", "test"}`` splits with its ``limit_*`` applied.
 
     The validation split is cut from the official training split by ``train.seed`` and
-    ``data.validation_fraction`` (:func:`pixelgen.datasets.load_splits`); ``root``
+    ``data.validation_fraction`` (:func:`pixelgen.data.load_splits`); ``root``
     overrides ``data.root``.
     """
-    from pixelgen.datasets import DataSubset, load_splits
-
     data = run.data
     options = dict(data.options)
     if data.image_size is not None:

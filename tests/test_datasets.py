@@ -21,6 +21,7 @@ from datafiles import (
     write_tiny_mnist,
 )
 from pixelgen import datasets
+from pixelgen.data import load_splits, resolve_data_root, train_val_split
 from pixelgen.errors import DataError
 from pixelgen.registry import create_dataset, get_dataset_spec, list_datasets
 
@@ -306,20 +307,20 @@ def test_image_folder_errors(tmp_path):
 
 def test_resolve_data_root(monkeypatch, tmp_path):
     monkeypatch.setenv("PIXELGEN_DATA", str(tmp_path / "env"))
-    assert datasets.resolve_data_root(str(tmp_path / "given")) == tmp_path / "given"
-    assert datasets.resolve_data_root(None) == tmp_path / "env"
+    assert resolve_data_root(str(tmp_path / "given")) == tmp_path / "given"
+    assert resolve_data_root(None) == tmp_path / "env"
     monkeypatch.delenv("PIXELGEN_DATA")
-    assert datasets.resolve_data_root(None).parts[-2:] == ("pixelgen", "data")
+    assert resolve_data_root(None).parts[-2:] == ("pixelgen", "data")
 
 
 def test_train_val_split_is_a_seeded_partition():
-    train, val = datasets.train_val_split(50, 0.2, seed=3)
+    train, val = train_val_split(50, 0.2, seed=3)
     assert len(val) == 10 and sorted(train + val) == list(range(50))
-    assert datasets.train_val_split(50, 0.2, seed=3) == (train, val)
-    assert datasets.train_val_split(50, 0.2, seed=4) != (train, val)
-    assert datasets.train_val_split(50, 0.0, seed=3) == (list(range(50)), [])
+    assert train_val_split(50, 0.2, seed=3) == (train, val)
+    assert train_val_split(50, 0.2, seed=4) != (train, val)
+    assert train_val_split(50, 0.0, seed=3) == (list(range(50)), [])
     with pytest.raises(DataError, match="validation_fraction"):
-        datasets.train_val_split(50, 1.0, seed=3)
+        train_val_split(50, 1.0, seed=3)
 
 
 def test_load_splits_flips_train_only(tmp_path):
@@ -330,7 +331,7 @@ def test_load_splits_flips_train_only(tmp_path):
     write_idx(folder / "train-labels-idx1-ubyte.gz", np.arange(20, dtype=np.uint8) % 10)
     write_idx(folder / "t10k-images-idx3-ubyte.gz", images[:5])
     write_idx(folder / "t10k-labels-idx1-ubyte.gz", np.arange(5, dtype=np.uint8))
-    splits = datasets.load_splits(
+    splits = load_splits(
         "mnist", str(folder), validation_fraction=0.25, seed=7, flips=True, download=False
     )
     assert [len(splits[k]) for k in ("train", "val", "test")] == [15, 5, 5]
@@ -338,7 +339,7 @@ def test_load_splits_flips_train_only(tmp_path):
     assert sorted(splits["train"].targets + splits["val"].targets) == sorted(
         (np.arange(20) % 10).tolist()
     )
-    again = datasets.load_splits("mnist", str(folder), validation_fraction=0.25, seed=7, download=False)
+    again = load_splits("mnist", str(folder), validation_fraction=0.25, seed=7, download=False)
     assert again["val"].indices == splits["val"].indices
 
     original = torch.from_numpy(images[0].copy())[None]  # (1, 28, 28)
@@ -349,5 +350,5 @@ def test_load_splits_flips_train_only(tmp_path):
         assert torch.equal(splits["val"][0][0], original)
         assert torch.equal(splits["test"][0][0], original)
 
-    empty = datasets.load_splits("mnist", str(folder), validation_fraction=0.0, download=False)
+    empty = load_splits("mnist", str(folder), validation_fraction=0.0, download=False)
     assert len(empty["val"]) == 0 and len(empty["train"]) == 20
