@@ -22,6 +22,9 @@ from torch.utils.data import Dataset, Subset
 from pixelgen.errors import DataError
 from pixelgen.registry import create_dataset
 
+# torchvision is imported where it is used: importing it takes about 1.2 s (python -X
+# importtime, after torch), which every `import pixelgen.train` would pay, data or not.
+
 
 def resolve_data_root(root: str | os.PathLike | None) -> pathlib.Path:
     """Where data sets live: ``root`` if given, else ``$PIXELGEN_DATA``, else a user cache.
@@ -72,23 +75,28 @@ class DataSubset(Subset):
 
 
 class HorizontalFlip(Dataset):
-    """Mirror each item left-right with probability ``p`` (global torch random state).
+    """Mirror each item left-right with probability ``p``, by torchvision's
+    ``transforms.v2.RandomHorizontalFlip``.
 
-    For the training split only: evaluation must see the data as it is.
+    The coin is one ``torch.rand(1)`` from torch's global random state per item, which
+    training seeds and checkpoints (and DataLoader seeds per worker), so the flips of an
+    epoch repeat exactly on resume. For the training split only: evaluation must see the
+    data as it is.
     """
 
     def __init__(self, dataset: Dataset, p: float = 0.5):
+        from torchvision.transforms import v2
+
         self.dataset = dataset
         self.p = p
+        self.flip = v2.RandomHorizontalFlip(p)  # a plain (C, H, W) tensor is an image to v2
 
     def __len__(self) -> int:
         return len(self.dataset)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         image, label = self.dataset[index]
-        if torch.rand(()) < self.p:
-            image = image.flip(-1)  # (C, H, W): reverse the W axis
-        return image, label
+        return self.flip(image), label  # (C, H, W), W reversed or not
 
     @property
     def n_classes(self) -> int:

@@ -21,7 +21,8 @@ from datafiles import (
     write_tiny_mnist,
 )
 from pixelgen import datasets
-from pixelgen.data import load_splits, resolve_data_root, train_val_split
+from pixelgen.data import HorizontalFlip, load_splits, resolve_data_root, train_val_split
+from pixelgen.datasets import TensorImages
 from pixelgen.errors import DataError
 from pixelgen.registry import create_dataset, get_dataset_spec, list_datasets
 
@@ -352,3 +353,19 @@ def test_load_splits_flips_train_only(tmp_path):
 
     empty = load_splits("mnist", str(folder), validation_fraction=0.0, download=False)
     assert len(empty["val"]) == 0 and len(empty["train"]) == 20
+
+
+def test_horizontal_flip_is_one_global_coin_per_item():
+    # Resume is bit-exact only if the flips are a function of torch's global random state
+    # (seeded by training and saved in checkpoints): one uniform draw per item, flipped
+    # when it is below p, as pixelgen has always drawn it.
+    images = torch.arange(2 * 3 * 4, dtype=torch.uint8).reshape(2, 1, 3, 4)  # (N, C, H, W)
+    flipped = HorizontalFlip(TensorImages(images, [0, 1], n_classes=2), p=0.3)
+    torch.manual_seed(11)
+    got = [flipped[k % 2][0] for k in range(200)]
+    torch.manual_seed(11)
+    coins = [bool(torch.rand(()) < 0.3) for _ in range(200)]
+    expected = [images[k % 2].flip(-1) if coin else images[k % 2] for k, coin in enumerate(coins)]
+    assert all(torch.equal(a, b) for a, b in zip(got, expected))
+    assert 30 < sum(coins) < 90
+    assert flipped[1][1] == 1 and flipped.targets == [0, 1] and flipped.shape == (1, 3, 4)
