@@ -173,6 +173,14 @@ def _open_cifar10(root: pathlib.Path, train: bool, download: bool):
 
 # IDX format (LeCun et al.): big-endian; magic = 0x00 0x00 <type> <number of dims>, then one
 # uint32 per dimension, then the values in row-major order. MNIST uses type 0x08 (uint8).
+#
+# Read here rather than by torchvision.datasets.mnist.read_sn3_pascalvincent_tensor, which
+# was measured against the files these loaders must accept or refuse (torchvision 0.29):
+# it open()s a path, so a .gz file fails (AssertionError) and would need a decompressed
+# temporary copy (47 MB, +75 ms for Fashion-MNIST's training images); it reads a float32
+# IDX file as data; and a wrong header or size fails by `assert` (gone under `python -O`,
+# then a bare KeyError or RuntimeError) naming no file. The header checks below are needed
+# for one-line errors either way, and after them only frombuffer + reshape is left.
 _IDX_UBYTE = 0x08
 _IDX_STEMS = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
@@ -316,6 +324,15 @@ def binarized_mnist(root: str, split: str, *, download: bool = True) -> Dynamica
 
 # --------------------------------------------------------------------------- image folders
 
+# Files are found here rather than by torchvision.datasets.folder's find_classes /
+# make_dataset / IMG_EXTENSIONS, which were measured against this loader on the same folders
+# and differ where it matters (torchvision 0.29): find_classes makes every first-level
+# folder a class, so a folder without images (notes/, .ipynb_checkpoints/) makes
+# make_dataset fail or, with allow_empty, shifts n_classes; it refuses images lying
+# directly in root; make_dataset lists a class's own files before its subfolders' instead
+# of one sorted path order, which moves files between the deterministic train and test
+# splits; and IMG_EXTENSIONS adds .bmp/.tif/.webp/.ppm/.pgm, which changes which files a
+# folder holds. Any of these would change the splits of folders users already train on.
 _IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 
 

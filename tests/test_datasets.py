@@ -303,6 +303,22 @@ def test_image_folder_errors(tmp_path):
         datasets.image_folder(str(tmp_path), "train")
 
 
+def test_image_folder_finds_files_as_it_always_has(tmp_path):
+    # The behaviours for which torchvision's find_classes / make_dataset are not used.
+    for relative in ("cat/a.png", "cat/sub/b.png", "cat/z.png", "dog/c.png", "emu/e.PNG"):
+        write_png(tmp_path / relative, np.zeros((2, 2), dtype=np.uint8))
+    write_png(tmp_path / "dog" / "d.bmp", np.zeros((2, 2), dtype=np.uint8))  # not PNG/JPEG
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "readme.txt").write_text("no images here")
+    train = datasets.image_folder(str(tmp_path), "train", image_size=2, channels=1)
+    test = datasets.image_folder(str(tmp_path), "test", image_size=2, channels=1)
+    assert train.classes == ["cat", "dog", "emu"] and train.n_classes == 3  # notes/ is no class
+    listed = [f.relative_to(tmp_path).as_posix() for f in test.files + train.files]
+    # One sorted path order (sub/b before z), file 0 to test.
+    assert listed == ["cat/a.png", "cat/sub/b.png", "cat/z.png", "dog/c.png", "emu/e.PNG"]
+    assert test.targets + train.targets == [0, 0, 0, 1, 2]
+
+
 # --------------------------------------------------------------------------- splits
 
 
