@@ -73,14 +73,30 @@ def _fail_fast_network(timeout_s: float = DOWNLOAD_TIMEOUT_S) -> Iterator[None]:
         socket.setdefaulttimeout(previous)
 
 
-def _try_download(download: Callable[[], Any]) -> str | None:
-    """Run a torchvision download; None on success, else a one-line reason."""
+def _try_download(download: Callable[[], Any], folder: pathlib.Path) -> str | None:
+    """Run a torchvision download that writes into ``folder``; None on success, else a
+    one-line reason.
+
+    torchvision makes ``folder`` (and any missing parent) before it knows whether the
+    download works; after a failure the ones this call created are removed again if they
+    are still empty, so a failed attempt leaves no empty folders behind.
+    """
+    created = [path for path in (folder, *folder.parents) if not path.exists()]  # deepest first
     try:
         with _fail_fast_network():
             download()
     except Exception as exc:  # any failure (no network, bad checksum, disk full) is reported
+        _remove_empty_folders(created)
         return _one_line(exc)
     return None
+
+
+def _remove_empty_folders(folders: Sequence[pathlib.Path]) -> None:
+    """``rmdir`` each of ``folders`` in order; a folder that is missing or not empty (a
+    partly downloaded file, another process's files) is left alone."""
+    for folder in folders:
+        with contextlib.suppress(OSError):
+            folder.rmdir()
 
 
 class TensorImages(Dataset):
@@ -163,7 +179,9 @@ def _open_cifar10(root: pathlib.Path, train: bool, download: bool):
     if not download:
         raise DataError(f"cifar10: {state} and download=False; {put_hint}")
     # torchvision's download() fetches the archive, checks its md5 and extracts it.
-    reason = _try_download(lambda: CIFAR10(str(root), train=train, download=True))
+    reason = _try_download(
+        lambda: CIFAR10(str(root), train=train, download=True), root / CIFAR10.base_folder
+    )
     if reason is not None:
         raise DataError(f"cifar10: {state} and the download failed ({reason}); {put_hint}")
     return load()
@@ -247,7 +265,10 @@ def _read_mnist_like(
     if files is None:
         why = "download=False"
         if download:
-            reason = _try_download(lambda: torchvision_class(str(root_path), train=train, download=True))
+            reason = _try_download(
+                lambda: torchvision_class(str(root_path), train=train, download=True),
+                root_path / folder_name / "raw",
+            )
             files = _find_idx_pair(root_path, folder_name, stems)
             why = f"the download failed ({reason or 'no files after download'})"
         if files is None:

@@ -133,6 +133,13 @@ def test_cifar10_missing_with_download_off(tmp_path):
         datasets.cifar10(str(tmp_path), "test", download=False)
 
 
+def test_cifar10_failed_download_leaves_no_folders(tmp_path, no_network):
+    root = tmp_path / "data" / "cifar"
+    with pytest.raises(DataError, match="the download failed"):
+        datasets.cifar10(str(root), "train", download=True)
+    assert list(tmp_path.iterdir()) == []
+
+
 # --------------------------------------------------------------------------- MNIST family
 
 
@@ -192,6 +199,25 @@ def test_corrupt_mnist_file_raises_data_error(tmp_path):
     write_idx(tiny.folder / "train-labels-idx1-ubyte", np.array([1, 2, 3], dtype=np.uint8))
     with pytest.raises(DataError, match="expected 4 labels"):
         datasets.mnist(str(tmp_path), "train", download=False)
+
+
+def test_failed_download_creates_no_folders(tmp_path, no_network):
+    with pytest.raises(DataError, match="the download failed"):
+        datasets.fashion_mnist(str(tmp_path), "train", download=True)
+    assert list(tmp_path.iterdir()) == []  # no FashionMNIST/raw left behind
+    missing_root = tmp_path / "not" / "yet"
+    with pytest.raises(DataError, match="the download failed"):
+        datasets.mnist(str(missing_root), "test", download=True)
+    assert list(tmp_path.iterdir()) == []
+    # Folders that were there before, or hold files, are not touched.
+    kept = write_idx(tmp_path / "FashionMNIST" / "raw" / "partial.gz", np.zeros(3, dtype=np.uint8))
+    (tmp_path / "MNIST").mkdir()
+    with pytest.raises(DataError, match="the download failed"):
+        datasets.fashion_mnist(str(tmp_path), "train", download=True)
+    with pytest.raises(DataError, match="the download failed"):
+        datasets.mnist(str(tmp_path), "train", download=True)
+    assert kept.is_file() and (tmp_path / "MNIST").is_dir()
+    assert not (tmp_path / "MNIST" / "raw").exists()
 
 
 def test_fashion_mnist_missing_without_network_is_one_line(tmp_path, no_network):
