@@ -26,6 +26,7 @@ import os
 import pathlib
 import socket
 import struct
+import zlib
 from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
@@ -210,16 +211,11 @@ def read_idx(path: str | os.PathLike) -> torch.Tensor:
     """Read an unsigned-byte IDX file (gzipped if its name ends in ``.gz``) as uint8.
 
     Raises:
-        DataError: unreadable, not gzip when named .gz, wrong magic number, or a payload
-            whose size does not match the dimensions in the header.
+        DataError: unreadable, not gzip or corrupt gzip when named .gz, wrong magic
+            number, or a payload whose size does not match the dimensions in the header.
     """
     path = pathlib.Path(path)
-    opener = gzip.open if path.suffix == ".gz" else open
-    try:
-        with opener(path, "rb") as handle:
-            raw = handle.read()
-    except (OSError, EOFError) as exc:  # gzip.BadGzipFile is an OSError
-        raise DataError(f"{path}: cannot read this IDX file ({_one_line(exc)}); replace it") from None
+    raw = _read_idx_bytes(path)
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != _IDX_UBYTE or raw[3] == 0:
         raise DataError(
             f"{path}: not an unsigned-byte IDX file (magic number {raw[:4].hex() or 'missing'}, "
@@ -239,6 +235,19 @@ def read_idx(path: str | os.PathLike) -> torch.Tensor:
     if n_values == 0:
         return torch.empty(dims, dtype=torch.uint8)
     return torch.frombuffer(bytearray(raw[header_bytes:]), dtype=torch.uint8).reshape(dims)
+
+
+def _read_idx_bytes(path: pathlib.Path) -> bytes:
+    """The file's bytes, decompressed when its name ends in ``.gz``."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rb") as handle:
+            return handle.read()
+    except zlib.error as exc:  # a damaged deflate stream: not an OSError
+        reason = f"corrupt gzip data: {_one_line(exc)}"
+    except (OSError, EOFError) as exc:  # gzip.BadGzipFile (bad magic, CRC) is an OSError
+        reason = _one_line(exc)
+    raise DataError(f"{path}: cannot read this IDX file ({reason}); replace it")
 
 
 def _find_idx_pair(root: pathlib.Path, torchvision_folder: str, stems: Sequence[str]):
@@ -279,15 +288,18 @@ def _read_mnist_like(
             )
     images_path, labels_path = files
     images, labels = read_idx(images_path), read_idx(labels_path)
+    fix = f"replace it with the original from {torchvision_class.mirrors[0]}"
     if images.ndim != 3 or tuple(images.shape[1:]) != (28, 28):
-        raise DataError(f"{images_path}: expected 28x28 images, found shape {tuple(images.shape)}")
+        raise DataError(
+            f"{images_path}: expected 28x28 images, found shape {tuple(images.shape)}; {fix}"
+        )
     if labels.ndim != 1 or len(labels) != len(images):
         raise DataError(
             f"{labels_path}: expected {len(images)} labels for {images_path.name}, "
-            f"found shape {tuple(labels.shape)}"
+            f"found shape {tuple(labels.shape)}; {fix}"
         )
     if len(labels) and int(labels.max()) > 9:
-        raise DataError(f"{labels_path}: labels must be 0..9, found {int(labels.max())}")
+        raise DataError(f"{labels_path}: labels must be 0..9, found {int(labels.max())}; {fix}")
     return TensorImages(images.unsqueeze(1), labels.tolist(), n_classes=10)  # (N, 1, 28, 28)
 
 
@@ -394,7 +406,9 @@ def _decode(path: pathlib.Path, channels: int) -> torch.Tensor:
         with Image.open(path) as image:
             image.load()
     except Exception as exc:  # PIL raises OSError, ValueError, DecompressionBombError...
-        raise DataError(f"image_folder: cannot decode {path} ({_one_line(exc)})") from None
+        raise DataError(
+            f"image_folder: cannot decode {path} ({_one_line(exc)}); replace or delete the file"
+        ) from None
     if image.mode.startswith("I"):  # 16-bit grey
         wide = np.asarray(image, dtype=np.float64)
         image = Image.fromarray(np.clip(np.rint(wide / 257.0), 0, 255).astype(np.uint8))

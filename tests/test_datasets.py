@@ -201,6 +201,62 @@ def test_corrupt_mnist_file_raises_data_error(tmp_path):
         datasets.mnist(str(tmp_path), "train", download=False)
 
 
+def _gzip_broken(how: str, payload: bytes) -> bytes:
+    """``payload`` gzipped, then damaged the way a bad download or disk damages it."""
+    packed = bytearray(gzip.compress(payload))
+    if how == "deflate":
+        packed[10] = 0xFF  # first deflate block header: BTYPE 11, which is reserved
+    elif how == "crc":
+        packed[-8] ^= 0xFF  # the CRC-32 in the trailer
+    elif how == "truncated":
+        packed = packed[: len(packed) // 2]
+    return bytes(packed)
+
+
+@pytest.mark.parametrize(
+    ("how", "reason"),
+    [
+        ("deflate", "corrupt gzip data: Error -3 while decompressing data: invalid block type"),
+        ("crc", "CRC check failed 0x"),
+        ("truncated", "Compressed file ended before the end-of-stream marker was reached"),
+    ],
+)
+def test_damaged_gzip_idx_file_is_one_line(tmp_path, how, reason):
+    tiny = write_tiny_mnist(tmp_path, 5, 2, gzipped=True)
+    images = tiny.folder / "train-images-idx3-ubyte.gz"
+    with gzip.open(images, "rb") as handle:
+        images.write_bytes(_gzip_broken(how, handle.read()))
+    with pytest.raises(DataError) as caught:
+        datasets.mnist(str(tmp_path), "train", download=False)
+    message = str(caught.value)
+    assert "\n" not in message
+    assert message.startswith(f"{images}: cannot read this IDX file ({reason}")
+    assert message.endswith("); replace it")
+
+
+def test_truncated_or_wrong_magic_idx_file_through_the_loader(tmp_path):
+    tiny = write_tiny_mnist(tmp_path, 5, 2, gzipped=False)
+    images = tiny.folder / "t10k-images-idx3-ubyte"
+    whole = images.read_bytes()
+    images.write_bytes(whole[:-100])  # a download cut short
+    with pytest.raises(DataError) as caught:
+        datasets.fashion_mnist(str(tmp_path), "test", download=False)
+    assert str(caught.value) == (
+        f"{images}: IDX header promises 1568 values (2, 28, 28) but the file holds 1468; "
+        f"it is truncated or corrupt, replace it"
+    )
+    images.write_bytes(gzip.compress(whole))  # gzipped, but named without .gz
+    with pytest.raises(DataError, match=r"t10k-images-idx3-ubyte: not an unsigned-byte IDX file "
+                                        r"\(magic number 1f8b08.., expected 000008xx\); replace it$"):
+        datasets.fashion_mnist(str(tmp_path), "test", download=False)
+    images.write_bytes(whole)
+    labels = tiny.folder / "t10k-labels-idx1-ubyte"
+    labels.write_bytes(b"")
+    with pytest.raises(DataError, match="t10k-labels-idx1-ubyte: not an unsigned-byte IDX file "
+                                        r"\(magic number missing"):
+        datasets.fashion_mnist(str(tmp_path), "test", download=False)
+
+
 def test_failed_download_creates_no_folders(tmp_path, no_network):
     with pytest.raises(DataError, match="the download failed"):
         datasets.fashion_mnist(str(tmp_path), "train", download=True)
@@ -327,6 +383,30 @@ def test_image_folder_errors(tmp_path):
     write_png(tmp_path / "loose.png", np.zeros((4, 4), dtype=np.uint8))
     with pytest.raises(DataError, match="both directly in it"):
         datasets.image_folder(str(tmp_path), "train")
+
+
+@pytest.mark.parametrize(
+    ("name", "content"),
+    [
+        ("empty.jpg", lambda png: b""),
+        ("cut.png", lambda png: png[: len(png) // 2]),  # a copy interrupted half-way
+        ("text.png", lambda png: b"not a png"),
+    ],
+)
+def test_image_folder_unreadable_image_is_one_line(tmp_path, name, content):
+    png = write_png(tmp_path / "a_ok.png", np.full((16, 16, 3), 7, dtype=np.uint8)).read_bytes()
+    write_png(tmp_path / "b_ok.png", np.zeros((16, 16, 3), dtype=np.uint8))
+    bad = tmp_path / f"c_{name}"
+    bad.write_bytes(content(png))
+    train = datasets.image_folder(str(tmp_path), "train", image_size=16)  # a_ok.png is test
+    assert [f.name for f in train.files] == ["b_ok.png", bad.name]
+    assert train[0][0].eq(0).all()
+    with pytest.raises(DataError) as caught:
+        train[1]
+    message = str(caught.value)
+    assert "\n" not in message
+    assert message.startswith(f"image_folder: cannot decode {bad} (")
+    assert message.endswith("); replace or delete the file")
 
 
 def test_image_folder_finds_files_as_it_always_has(tmp_path):
