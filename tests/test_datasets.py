@@ -7,13 +7,16 @@ import pathlib
 import pickle
 import socket
 
+import attrs
 import numpy as np
 import pytest
 import torch
 
 from datafiles import (
     CIFAR10_ARCHIVE,
+    md5_of,
     trust_tiny_cifar10,
+    write_cifar10_file,
     write_idx,
     write_png,
     write_tiny_cifar10,
@@ -131,6 +134,41 @@ def test_cifar10_missing_without_network_is_one_line(tmp_path, no_network):
 def test_cifar10_missing_with_download_off(tmp_path):
     with pytest.raises(DataError, match="download=False; put cifar-10-python.tar.gz from https://"):
         datasets.cifar10(str(tmp_path), "test", download=False)
+
+
+def _rewrite_cifar10_file(monkeypatch, tiny, name, change):
+    """Rewrite one of the tiny CIFAR-10's files with ``change(entry)`` applied to its dict
+    and trust its new md5, so only its content (not torchvision's md5 check) is wrong."""
+    path = tiny.root / "cifar-10-batches-py" / name
+    entry = pickle.loads(path.read_bytes(), encoding="bytes")
+    write_cifar10_file(path, change(entry))
+    trust_tiny_cifar10(monkeypatch, attrs.evolve(tiny, md5={**tiny.md5, name: md5_of(path)}))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("name", "split", "change", "problem"),
+    [
+        ("data_batch_2", "train", lambda e: {k: v for k, v in e.items() if k != b"labels"},
+         "lacks the key 'labels' (its keys: batch_label, data, filenames)"),
+        ("test_batch", "test", lambda e: {k: v for k, v in e.items() if k != b"data"},
+         "lacks the key 'data'"),
+        ("data_batch_4", "train", lambda e: {**e, b"labels": e[b"labels"][:-1]},
+         "holds 2 images but 1 labels"),
+        ("data_batch_1", "train", lambda e: {**e, b"data": e[b"data"][:, :100]},
+         "holds 'data' of uint8 (2, 100), not uint8 (N, 3072)"),
+        ("batches.meta", "test", lambda e: {b"num_vis": 3072}, "lacks the key 'label_names'"),
+    ],
+)
+def test_cifar10_file_without_its_keys_is_one_line(tmp_path, monkeypatch, name, split, change, problem):
+    tiny = write_tiny_cifar10(tmp_path, n_train=10, n_test=3)
+    path = _rewrite_cifar10_file(monkeypatch, tiny, name, change)
+    with pytest.raises(DataError) as caught:
+        datasets.cifar10(str(tmp_path), split, download=False)
+    message = str(caught.value)
+    assert "\n" not in message
+    assert message.startswith(f"cifar10: {path} {problem}")
+    assert f"; delete {path.parent} and put cifar-10-python.tar.gz from https://" in message
 
 
 def test_cifar10_failed_download_leaves_no_folders(tmp_path, no_network):
