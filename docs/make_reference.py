@@ -43,6 +43,7 @@ API_MODULES = [
     "pixelgen.sampling",
     "pixelgen.files",
     "pixelgen.recipe",
+    "pixelgen.data",
     "pixelgen.datasets",
     "pixelgen.archive",
     "pixelgen.checkpoint",

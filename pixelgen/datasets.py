@@ -13,8 +13,8 @@ that names the files to put where and the URL they come from. Downloads go throu
 torchvision (so they are checksum-verified exactly as torchvision does) and give up after a
 few seconds without a network.
 
-The validation split is carved out of the official training split by
-:func:`load_splits`; the test split is never touched for model selection.
+The validation split, carved out of the official training split, and everything else the
+data sets share are the core's (:mod:`pixelgen.data`); this module only reads files.
 """
 
 from __future__ import annotations
@@ -24,18 +24,19 @@ import gzip
 import math
 import os
 import pathlib
+import pickle
 import socket
 import struct
+import zlib
 from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
-import platformdirs
 import torch
-from torch.utils.data import Dataset, Subset
+from torch.utils.data import Dataset
 
 from pixelgen.errors import DataError
 from pixelgen.hookspecs import hookimpl
-from pixelgen.registry import DatasetSpec, create_dataset
+from pixelgen.registry import DatasetSpec
 
 # torchvision is imported inside the functions that use it: it adds a second to every
 # `import pixelgen.datasets`, which the registry does just to list plugin names.
@@ -45,37 +46,6 @@ DOWNLOAD_TIMEOUT_S = 5.0
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def resolve_data_root(root: str | os.PathLike | None) -> pathlib.Path:
-    """Where data sets live: ``root`` if given, else ``$PIXELGEN_DATA``, else a user cache.
-
-    The fallback is ``platformdirs.user_cache_dir("pixelgen") / "data"``. Nothing is
-    created; the factories (or torchvision's downloader) make folders when they need them.
-    """
-    if root:
-        return pathlib.Path(root).expanduser()
-    from_env = os.environ.get("PIXELGEN_DATA")
-    if from_env:
-        return pathlib.Path(from_env).expanduser()
-    return pathlib.Path(platformdirs.user_cache_dir("pixelgen")) / "data"
-
-
-def train_val_split(n: int, validation_fraction: float, seed: int) -> tuple[list[int], list[int]]:
-    """Split indices ``0..n-1`` into (train, validation) by a seeded random permutation.
-
-    ``round(n * validation_fraction)`` indices go to validation. The same ``(n, fraction,
-    seed)`` always gives the same split, on any machine (a private ``torch.Generator``; the
-    global random state is neither used nor changed). Both lists are returned sorted.
-    """
-    if not 0.0 <= validation_fraction < 1.0:
-        raise DataError(
-            f"validation_fraction must be in [0, 1), got {validation_fraction!r}"
-        )
-    n_val = int(round(n * validation_fraction))
-    generator = torch.Generator().manual_seed(seed)
-    permutation = torch.randperm(n, generator=generator).tolist()
-    return sorted(permutation[n_val:]), sorted(permutation[:n_val])
 
 
 def _check_split(dataset_name: str, split: str) -> bool:
@@ -105,14 +75,30 @@ def _fail_fast_network(timeout_s: float = DOWNLOAD_TIMEOUT_S) -> Iterator[None]:
         socket.setdefaulttimeout(previous)
 
 
-def _try_download(download: Callable[[], Any]) -> str | None:
-    """Run a torchvision download; None on success, else a one-line reason."""
+def _try_download(download: Callable[[], Any], folder: pathlib.Path) -> str | None:
+    """Run a torchvision download that writes into ``folder``; None on success, else a
+    one-line reason.
+
+    torchvision makes ``folder`` (and any missing parent) before it knows whether the
+    download works; after a failure the ones this call created are removed again if they
+    are still empty, so a failed attempt leaves no empty folders behind.
+    """
+    created = [path for path in (folder, *folder.parents) if not path.exists()]  # deepest first
     try:
         with _fail_fast_network():
             download()
     except Exception as exc:  # any failure (no network, bad checksum, disk full) is reported
+        _remove_empty_folders(created)
         return _one_line(exc)
     return None
+
+
+def _remove_empty_folders(folders: Sequence[pathlib.Path]) -> None:
+    """``rmdir`` each of ``folders`` in order; a folder that is missing or not empty (a
+    partly downloaded file, another process's files) is left alone."""
+    for folder in folders:
+        with contextlib.suppress(OSError):
+            folder.rmdir()
 
 
 class TensorImages(Dataset):
@@ -160,33 +146,35 @@ def _open_cifar10(root: pathlib.Path, train: bool, download: bool):
     from torchvision.datasets import CIFAR10
     from torchvision.datasets.utils import check_integrity, extract_archive
 
-    def load():
-        return CIFAR10(str(root), train=train, download=False)
-
     put_hint = f"put {CIFAR10.filename} from {CIFAR10.url} into {root}"
-    try:
-        return load()
-    except RuntimeError:  # torchvision: "Dataset not found or corrupted"
-        pass
+    raw = _read_cifar10(CIFAR10, root, train, put_hint)
+    if raw is not None:
+        return raw
 
     archive = root / CIFAR10.filename
+    batches = root / CIFAR10.base_folder
     if archive.is_file():
         if check_integrity(str(archive), CIFAR10.tgz_md5):
             try:
                 extract_archive(str(archive), str(root))
-                return load()
             except Exception as exc:
                 raise DataError(
-                    f"cifar10: {archive} passes its md5 check but extracting it did not give a "
-                    f"valid {CIFAR10.base_folder}/ ({_one_line(exc)}); delete both and {put_hint}"
+                    f"cifar10: {archive} passes its md5 check but cannot be extracted "
+                    f"({_one_line(exc)}); delete it and {put_hint}"
                 ) from None
+            raw = _read_cifar10(CIFAR10, root, train, put_hint)
+            if raw is None:
+                raise DataError(
+                    f"cifar10: {archive} passes its md5 check but extracting it did not give a "
+                    f"valid {CIFAR10.base_folder}/; delete both and {put_hint}"
+                )
+            return raw
         if not download:
             raise DataError(
                 f"cifar10: {archive} fails its md5 check (expected {CIFAR10.tgz_md5}); "
                 f"delete it and {put_hint}"
             )
 
-    batches = root / CIFAR10.base_folder
     state = (
         f"{batches} is incomplete or fails its md5 check"
         if batches.exists()
@@ -195,16 +183,81 @@ def _open_cifar10(root: pathlib.Path, train: bool, download: bool):
     if not download:
         raise DataError(f"cifar10: {state} and download=False; {put_hint}")
     # torchvision's download() fetches the archive, checks its md5 and extracts it.
-    reason = _try_download(lambda: CIFAR10(str(root), train=train, download=True))
-    if reason is not None:
+    reason = _try_download(lambda: CIFAR10(str(root), train=train, download=True), batches)
+    raw = None if reason is not None else _read_cifar10(CIFAR10, root, train, put_hint)
+    if raw is None:
+        reason = reason or f"{batches} still fails its md5 check afterwards"
         raise DataError(f"cifar10: {state} and the download failed ({reason}); {put_hint}")
-    return load()
+    return raw
+
+
+def _read_cifar10(cifar10_class: type, root: pathlib.Path, train: bool, put_hint: str):
+    """torchvision's CIFAR10 over the batch files under ``root``; None when they are missing
+    or fail torchvision's md5 check.
+
+    Raises:
+        DataError: the md5s match but a file does not hold what a CIFAR-10 batch holds.
+    """
+    batches = root / cifar10_class.base_folder
+    try:
+        raw = cifar10_class(str(root), train=train, download=False)
+    except RuntimeError:  # torchvision: "Dataset not found or corrupted"
+        return None
+    except Exception:  # a KeyError for a missing key, a ValueError for a bad shape, ...
+        raw = None
+    if raw is None or len(raw.targets) != len(raw.data) or raw.data.dtype != np.uint8:
+        listed = cifar10_class.train_list if train else cifar10_class.test_list
+        names = [name for name, _ in listed] + [cifar10_class.meta["filename"]]
+        problem = _cifar10_problem(batches, names)
+        raise DataError(f"cifar10: {problem}; delete {batches} and {put_hint}")
+    return raw
+
+
+# What each CIFAR-10 file must hold (torchvision reads these keys; the batches' "data" is
+# uint8 (N, 3072) and "labels" has N entries).
+_CIFAR10_BATCH_KEYS = ("data", "labels")
+_CIFAR10_META_KEYS = ("label_names",)
+
+
+def _cifar10_problem(batches: pathlib.Path, names: Sequence[str]) -> str:
+    """What is wrong with the first of ``names`` under ``batches`` that is not a CIFAR-10
+    file, as "<path> <problem>" on one line."""
+    for name in names:
+        path = batches / name
+        try:
+            with open(path, "rb") as handle:
+                entry = pickle.load(handle, encoding="latin1")  # as torchvision reads it
+        except Exception as exc:  # unpickling a damaged file can raise almost anything
+            return f"{path} cannot be unpickled ({_one_line(exc)})"
+        if not isinstance(entry, dict):
+            return f"{path} holds a {type(entry).__name__}, not a dict"
+        required = _CIFAR10_META_KEYS if name == "batches.meta" else _CIFAR10_BATCH_KEYS
+        missing = [key for key in required if key not in entry]
+        if missing:
+            keys = ", ".join(sorted(map(str, entry))) or "none"
+            return f"{path} lacks the key {missing[0]!r} (its keys: {keys})"
+        if name == "batches.meta":
+            continue
+        data = np.asarray(entry["data"])
+        if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
+            return f"{path} holds 'data' of {data.dtype} {data.shape}, not uint8 (N, 3072)"
+        if len(entry["labels"]) != len(data):
+            return f"{path} holds {len(data)} images but {len(entry['labels'])} labels"
+    return f"{batches} does not read as CIFAR-10"
 
 
 # --------------------------------------------------------------------------- MNIST family
 
 # IDX format (LeCun et al.): big-endian; magic = 0x00 0x00 <type> <number of dims>, then one
 # uint32 per dimension, then the values in row-major order. MNIST uses type 0x08 (uint8).
+#
+# Read here rather than by torchvision.datasets.mnist.read_sn3_pascalvincent_tensor, which
+# was measured against the files these loaders must accept or refuse (torchvision 0.29):
+# it open()s a path, so a .gz file fails (AssertionError) and would need a decompressed
+# temporary copy (47 MB, +75 ms for Fashion-MNIST's training images); it reads a float32
+# IDX file as data; and a wrong header or size fails by `assert` (gone under `python -O`,
+# then a bare KeyError or RuntimeError) naming no file. The header checks below are needed
+# for one-line errors either way, and after them only frombuffer + reshape is left.
 _IDX_UBYTE = 0x08
 _IDX_STEMS = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
@@ -216,16 +269,11 @@ def read_idx(path: str | os.PathLike) -> torch.Tensor:
     """Read an unsigned-byte IDX file (gzipped if its name ends in ``.gz``) as uint8.
 
     Raises:
-        DataError: unreadable, not gzip when named .gz, wrong magic number, or a payload
-            whose size does not match the dimensions in the header.
+        DataError: unreadable, not gzip or corrupt gzip when named .gz, wrong magic
+            number, or a payload whose size does not match the dimensions in the header.
     """
     path = pathlib.Path(path)
-    opener = gzip.open if path.suffix == ".gz" else open
-    try:
-        with opener(path, "rb") as handle:
-            raw = handle.read()
-    except (OSError, EOFError) as exc:  # gzip.BadGzipFile is an OSError
-        raise DataError(f"{path}: cannot read this IDX file ({_one_line(exc)}); replace it") from None
+    raw = _read_idx_bytes(path)
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != _IDX_UBYTE or raw[3] == 0:
         raise DataError(
             f"{path}: not an unsigned-byte IDX file (magic number {raw[:4].hex() or 'missing'}, "
@@ -245,6 +293,19 @@ def read_idx(path: str | os.PathLike) -> torch.Tensor:
     if n_values == 0:
         return torch.empty(dims, dtype=torch.uint8)
     return torch.frombuffer(bytearray(raw[header_bytes:]), dtype=torch.uint8).reshape(dims)
+
+
+def _read_idx_bytes(path: pathlib.Path) -> bytes:
+    """The file's bytes, decompressed when its name ends in ``.gz``."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rb") as handle:
+            return handle.read()
+    except zlib.error as exc:  # a damaged deflate stream: not an OSError
+        reason = f"corrupt gzip data: {_one_line(exc)}"
+    except (OSError, EOFError) as exc:  # gzip.BadGzipFile (bad magic, CRC) is an OSError
+        reason = _one_line(exc)
+    raise DataError(f"{path}: cannot read this IDX file ({reason}); replace it")
 
 
 def _find_idx_pair(root: pathlib.Path, torchvision_folder: str, stems: Sequence[str]):
@@ -271,7 +332,10 @@ def _read_mnist_like(
     if files is None:
         why = "download=False"
         if download:
-            reason = _try_download(lambda: torchvision_class(str(root_path), train=train, download=True))
+            reason = _try_download(
+                lambda: torchvision_class(str(root_path), train=train, download=True),
+                root_path / folder_name / "raw",
+            )
             files = _find_idx_pair(root_path, folder_name, stems)
             why = f"the download failed ({reason or 'no files after download'})"
         if files is None:
@@ -282,15 +346,18 @@ def _read_mnist_like(
             )
     images_path, labels_path = files
     images, labels = read_idx(images_path), read_idx(labels_path)
+    fix = f"replace it with the original from {torchvision_class.mirrors[0]}"
     if images.ndim != 3 or tuple(images.shape[1:]) != (28, 28):
-        raise DataError(f"{images_path}: expected 28x28 images, found shape {tuple(images.shape)}")
+        raise DataError(
+            f"{images_path}: expected 28x28 images, found shape {tuple(images.shape)}; {fix}"
+        )
     if labels.ndim != 1 or len(labels) != len(images):
         raise DataError(
             f"{labels_path}: expected {len(images)} labels for {images_path.name}, "
-            f"found shape {tuple(labels.shape)}"
+            f"found shape {tuple(labels.shape)}; {fix}"
         )
     if len(labels) and int(labels.max()) > 9:
-        raise DataError(f"{labels_path}: labels must be 0..9, found {int(labels.max())}")
+        raise DataError(f"{labels_path}: labels must be 0..9, found {int(labels.max())}; {fix}")
     return TensorImages(images.unsqueeze(1), labels.tolist(), n_classes=10)  # (N, 1, 28, 28)
 
 
@@ -348,6 +415,15 @@ def binarized_mnist(root: str, split: str, *, download: bool = True) -> Dynamica
 
 # --------------------------------------------------------------------------- image folders
 
+# Files are found here rather than by torchvision.datasets.folder's find_classes /
+# make_dataset / IMG_EXTENSIONS, which were measured against this loader on the same folders
+# and differ where it matters (torchvision 0.29): find_classes makes every first-level
+# folder a class, so a folder without images (notes/, .ipynb_checkpoints/) makes
+# make_dataset fail or, with allow_empty, shifts n_classes; it refuses images lying
+# directly in root; make_dataset lists a class's own files before its subfolders' instead
+# of one sorted path order, which moves files between the deterministic train and test
+# splits; and IMG_EXTENSIONS adds .bmp/.tif/.webp/.ppm/.pgm, which changes which files a
+# folder holds. Any of these would change the splits of folders users already train on.
 _IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 
 
@@ -388,7 +464,9 @@ def _decode(path: pathlib.Path, channels: int) -> torch.Tensor:
         with Image.open(path) as image:
             image.load()
     except Exception as exc:  # PIL raises OSError, ValueError, DecompressionBombError...
-        raise DataError(f"image_folder: cannot decode {path} ({_one_line(exc)})") from None
+        raise DataError(
+            f"image_folder: cannot decode {path} ({_one_line(exc)}); replace or delete the file"
+        ) from None
     if image.mode.startswith("I"):  # 16-bit grey
         wide = np.asarray(image, dtype=np.float64)
         image = Image.fromarray(np.clip(np.rint(wide / 257.0), 0, 255).astype(np.uint8))
@@ -479,85 +557,6 @@ def _image_size(image_size: int | Sequence[int]) -> tuple[int, int]:
             f"image_folder: image_size must be a positive int or [height, width], got {image_size!r}"
         )
     return size
-
-
-# --------------------------------------------------------------------------- splits
-
-
-class DataSubset(Subset):
-    """A :class:`~torch.utils.data.Subset` that keeps ``n_classes``, ``shape`` and ``targets``."""
-
-    @property
-    def n_classes(self) -> int:
-        return self.dataset.n_classes
-
-    @property
-    def shape(self) -> tuple[int, int, int]:
-        return self.dataset.shape
-
-    @property
-    def targets(self) -> list[int]:
-        parent = self.dataset.targets
-        return [parent[i] for i in self.indices]
-
-
-class HorizontalFlip(Dataset):
-    """Mirror each item left-right with probability ``p`` (global torch random state).
-
-    For the training split only: evaluation must see the data as it is.
-    """
-
-    def __init__(self, dataset: Dataset, p: float = 0.5):
-        self.dataset = dataset
-        self.p = p
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
-        image, label = self.dataset[index]
-        if torch.rand(()) < self.p:
-            image = image.flip(-1)  # (C, H, W): reverse the W axis
-        return image, label
-
-    @property
-    def n_classes(self) -> int:
-        return self.dataset.n_classes
-
-    @property
-    def shape(self) -> tuple[int, int, int]:
-        return self.dataset.shape
-
-    @property
-    def targets(self) -> list[int]:
-        return self.dataset.targets
-
-
-def load_splits(
-    name: str,
-    root: str | os.PathLike | None,
-    *,
-    validation_fraction: float = 0.1,
-    seed: int = 0,
-    flips: bool = False,
-    download: bool = True,
-    **options: Any,
-) -> dict[str, Dataset]:
-    """Build the registered data set ``name`` as ``{"train", "val", "test"}`` datasets.
-
-    ``train`` and ``val`` are :class:`DataSubset` s of the official training split, cut by
-    :func:`train_val_split` (``validation_fraction=0`` gives an empty ``val``); ``test`` is
-    the official test split. ``flips`` wraps ``train`` alone in :class:`HorizontalFlip`.
-    ``root`` goes through :func:`resolve_data_root`; ``options`` go to the factory.
-    """
-    data_root = str(resolve_data_root(root))
-    full_train = create_dataset(name, data_root, "train", download=download, **options)
-    test = create_dataset(name, data_root, "test", download=download, **options)
-    train_indices, val_indices = train_val_split(len(full_train), validation_fraction, seed)
-    train: Dataset = DataSubset(full_train, train_indices)
-    if flips:
-        train = HorizontalFlip(train)
-    return {"train": train, "val": DataSubset(full_train, val_indices), "test": test}
 
 
 @hookimpl

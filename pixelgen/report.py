@@ -40,7 +40,7 @@ from torch import nn
 from pixelgen import analysis
 from pixelgen import checkpoint as ckpt_io
 from pixelgen.archive import RunArchive
-from pixelgen.datasets import HorizontalFlip  # TODO(merge): pixelgen.data
+from pixelgen.data import HorizontalFlip
 from pixelgen.recipe import recipe_from_dict, run_dir
 from pixelgen.registry import create_model, get_model_spec
 from pixelgen.sampling import sample, sampler_used
@@ -200,7 +200,6 @@ def _stack_images(dataset: Any, limit: int) -> tuple[np.ndarray, torch.Tensor]:
 
     Random training flips are undone (the images as stored), so measurements repeat.
     """
-
     while isinstance(dataset, HorizontalFlip):
         dataset = dataset.dataset
     n = min(limit, len(dataset))

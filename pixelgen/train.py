@@ -27,7 +27,7 @@ from torch.utils.data import Dataset
 from pixelgen import checkpoint as ckpt_io
 from pixelgen.archive import RunArchive
 from pixelgen.blocks import n_classes_of
-from pixelgen.datasets import DataSubset, load_splits  # TODO(merge): pixelgen.data
+from pixelgen.data import DataSubset, load_splits
 from pixelgen.errors import CheckpointError, DataError, PixelgenError, RecipeError
 from pixelgen.recipe import Recipe, RunSpec, recipe_to_dict, run_dir, single_run
 from pixelgen.registry import create_model

@@ -63,6 +63,14 @@ def _py2_pickle(obj: object) -> bytes:
     return buffer.getvalue()
 
 
+def write_cifar10_file(path: str | pathlib.Path, entry: dict) -> pathlib.Path:
+    """Pickle ``entry`` (bytes keys, as ``pickle.load(..., encoding="bytes")`` gives them)
+    the way the real CIFAR-10 files were pickled, by Python 2."""
+    path = pathlib.Path(path)
+    path.write_bytes(_py2_pickle(entry))
+    return path
+
+
 @attrs.frozen
 class TinyCifar10:
     """What :func:`write_tiny_cifar10` wrote.
@@ -109,7 +117,7 @@ def write_tiny_cifar10(
             b"data": images.reshape(len(images), 3072),  # (N, 3 * 32 * 32), planes R, G, B
             b"filenames": [f"image_{first + i:05d}.png".encode() for i in range(len(images))],
         }
-        (folder / name).write_bytes(_py2_pickle(entry))
+        write_cifar10_file(folder / name, entry)
 
     bounds = np.linspace(0, n_train, 6).astype(int)
     for k in range(5):
@@ -121,7 +129,7 @@ def write_tiny_cifar10(
         b"label_names": [name.encode() for name in CIFAR10_LABEL_NAMES],
         b"num_vis": 3072,
     }
-    (folder / "batches.meta").write_bytes(_py2_pickle(meta))
+    write_cifar10_file(folder / "batches.meta", meta)
     md5 = {path.name: md5_of(path) for path in sorted(folder.iterdir())}
 
     if archive:

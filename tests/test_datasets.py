@@ -7,13 +7,16 @@ import pathlib
 import pickle
 import socket
 
+import attrs
 import numpy as np
 import pytest
 import torch
 
 from datafiles import (
     CIFAR10_ARCHIVE,
+    md5_of,
     trust_tiny_cifar10,
+    write_cifar10_file,
     write_idx,
     write_png,
     write_tiny_cifar10,
@@ -21,6 +24,8 @@ from datafiles import (
     write_tiny_mnist,
 )
 from pixelgen import datasets
+from pixelgen.data import HorizontalFlip, load_splits, resolve_data_root, train_val_split
+from pixelgen.datasets import TensorImages
 from pixelgen.errors import DataError
 from pixelgen.registry import create_dataset, get_dataset_spec, list_datasets
 
@@ -131,6 +136,48 @@ def test_cifar10_missing_with_download_off(tmp_path):
         datasets.cifar10(str(tmp_path), "test", download=False)
 
 
+def _rewrite_cifar10_file(monkeypatch, tiny, name, change):
+    """Rewrite one of the tiny CIFAR-10's files with ``change(entry)`` applied to its dict
+    and trust its new md5, so only its content (not torchvision's md5 check) is wrong."""
+    path = tiny.root / "cifar-10-batches-py" / name
+    entry = pickle.loads(path.read_bytes(), encoding="bytes")
+    write_cifar10_file(path, change(entry))
+    trust_tiny_cifar10(monkeypatch, attrs.evolve(tiny, md5={**tiny.md5, name: md5_of(path)}))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("name", "split", "change", "problem"),
+    [
+        ("data_batch_2", "train", lambda e: {k: v for k, v in e.items() if k != b"labels"},
+         "lacks the key 'labels' (its keys: batch_label, data, filenames)"),
+        ("test_batch", "test", lambda e: {k: v for k, v in e.items() if k != b"data"},
+         "lacks the key 'data'"),
+        ("data_batch_4", "train", lambda e: {**e, b"labels": e[b"labels"][:-1]},
+         "holds 2 images but 1 labels"),
+        ("data_batch_1", "train", lambda e: {**e, b"data": e[b"data"][:, :100]},
+         "holds 'data' of uint8 (2, 100), not uint8 (N, 3072)"),
+        ("batches.meta", "test", lambda e: {b"num_vis": 3072}, "lacks the key 'label_names'"),
+    ],
+)
+def test_cifar10_file_without_its_keys_is_one_line(tmp_path, monkeypatch, name, split, change, problem):
+    tiny = write_tiny_cifar10(tmp_path, n_train=10, n_test=3)
+    path = _rewrite_cifar10_file(monkeypatch, tiny, name, change)
+    with pytest.raises(DataError) as caught:
+        datasets.cifar10(str(tmp_path), split, download=False)
+    message = str(caught.value)
+    assert "\n" not in message
+    assert message.startswith(f"cifar10: {path} {problem}")
+    assert f"; delete {path.parent} and put cifar-10-python.tar.gz from https://" in message
+
+
+def test_cifar10_failed_download_leaves_no_folders(tmp_path, no_network):
+    root = tmp_path / "data" / "cifar"
+    with pytest.raises(DataError, match="the download failed"):
+        datasets.cifar10(str(root), "train", download=True)
+    assert list(tmp_path.iterdir()) == []
+
+
 # --------------------------------------------------------------------------- MNIST family
 
 
@@ -190,6 +237,81 @@ def test_corrupt_mnist_file_raises_data_error(tmp_path):
     write_idx(tiny.folder / "train-labels-idx1-ubyte", np.array([1, 2, 3], dtype=np.uint8))
     with pytest.raises(DataError, match="expected 4 labels"):
         datasets.mnist(str(tmp_path), "train", download=False)
+
+
+def _gzip_broken(how: str, payload: bytes) -> bytes:
+    """``payload`` gzipped, then damaged the way a bad download or disk damages it."""
+    packed = bytearray(gzip.compress(payload))
+    if how == "deflate":
+        packed[10] = 0xFF  # first deflate block header: BTYPE 11, which is reserved
+    elif how == "crc":
+        packed[-8] ^= 0xFF  # the CRC-32 in the trailer
+    elif how == "truncated":
+        packed = packed[: len(packed) // 2]
+    return bytes(packed)
+
+
+@pytest.mark.parametrize(
+    ("how", "reason"),
+    [
+        ("deflate", "corrupt gzip data: Error -3 while decompressing data: invalid block type"),
+        ("crc", "CRC check failed 0x"),
+        ("truncated", "Compressed file ended before the end-of-stream marker was reached"),
+    ],
+)
+def test_damaged_gzip_idx_file_is_one_line(tmp_path, how, reason):
+    tiny = write_tiny_mnist(tmp_path, 5, 2, gzipped=True)
+    images = tiny.folder / "train-images-idx3-ubyte.gz"
+    with gzip.open(images, "rb") as handle:
+        images.write_bytes(_gzip_broken(how, handle.read()))
+    with pytest.raises(DataError) as caught:
+        datasets.mnist(str(tmp_path), "train", download=False)
+    message = str(caught.value)
+    assert "\n" not in message
+    assert message.startswith(f"{images}: cannot read this IDX file ({reason}")
+    assert message.endswith("); replace it")
+
+
+def test_truncated_or_wrong_magic_idx_file_through_the_loader(tmp_path):
+    tiny = write_tiny_mnist(tmp_path, 5, 2, gzipped=False)
+    images = tiny.folder / "t10k-images-idx3-ubyte"
+    whole = images.read_bytes()
+    images.write_bytes(whole[:-100])  # a download cut short
+    with pytest.raises(DataError) as caught:
+        datasets.fashion_mnist(str(tmp_path), "test", download=False)
+    assert str(caught.value) == (
+        f"{images}: IDX header promises 1568 values (2, 28, 28) but the file holds 1468; "
+        f"it is truncated or corrupt, replace it"
+    )
+    images.write_bytes(gzip.compress(whole))  # gzipped, but named without .gz
+    with pytest.raises(DataError, match=r"t10k-images-idx3-ubyte: not an unsigned-byte IDX file "
+                                        r"\(magic number 1f8b08.., expected 000008xx\); replace it$"):
+        datasets.fashion_mnist(str(tmp_path), "test", download=False)
+    images.write_bytes(whole)
+    labels = tiny.folder / "t10k-labels-idx1-ubyte"
+    labels.write_bytes(b"")
+    with pytest.raises(DataError, match="t10k-labels-idx1-ubyte: not an unsigned-byte IDX file "
+                                        r"\(magic number missing"):
+        datasets.fashion_mnist(str(tmp_path), "test", download=False)
+
+
+def test_failed_download_creates_no_folders(tmp_path, no_network):
+    with pytest.raises(DataError, match="the download failed"):
+        datasets.fashion_mnist(str(tmp_path), "train", download=True)
+    assert list(tmp_path.iterdir()) == []  # no FashionMNIST/raw left behind
+    missing_root = tmp_path / "not" / "yet"
+    with pytest.raises(DataError, match="the download failed"):
+        datasets.mnist(str(missing_root), "test", download=True)
+    assert list(tmp_path.iterdir()) == []
+    # Folders that were there before, or hold files, are not touched.
+    kept = write_idx(tmp_path / "FashionMNIST" / "raw" / "partial.gz", np.zeros(3, dtype=np.uint8))
+    (tmp_path / "MNIST").mkdir()
+    with pytest.raises(DataError, match="the download failed"):
+        datasets.fashion_mnist(str(tmp_path), "train", download=True)
+    with pytest.raises(DataError, match="the download failed"):
+        datasets.mnist(str(tmp_path), "train", download=True)
+    assert kept.is_file() and (tmp_path / "MNIST").is_dir()
+    assert not (tmp_path / "MNIST" / "raw").exists()
 
 
 def test_fashion_mnist_missing_without_network_is_one_line(tmp_path, no_network):
@@ -301,25 +423,65 @@ def test_image_folder_errors(tmp_path):
         datasets.image_folder(str(tmp_path), "train")
 
 
+@pytest.mark.parametrize(
+    ("name", "content"),
+    [
+        ("empty.jpg", lambda png: b""),
+        ("cut.png", lambda png: png[: len(png) // 2]),  # a copy interrupted half-way
+        ("text.png", lambda png: b"not a png"),
+    ],
+)
+def test_image_folder_unreadable_image_is_one_line(tmp_path, name, content):
+    png = write_png(tmp_path / "a_ok.png", np.full((16, 16, 3), 7, dtype=np.uint8)).read_bytes()
+    write_png(tmp_path / "b_ok.png", np.zeros((16, 16, 3), dtype=np.uint8))
+    bad = tmp_path / f"c_{name}"
+    bad.write_bytes(content(png))
+    train = datasets.image_folder(str(tmp_path), "train", image_size=16)  # a_ok.png is test
+    assert [f.name for f in train.files] == ["b_ok.png", bad.name]
+    assert train[0][0].eq(0).all()
+    with pytest.raises(DataError) as caught:
+        train[1]
+    message = str(caught.value)
+    assert "\n" not in message
+    assert message.startswith(f"image_folder: cannot decode {bad} (")
+    assert message.endswith("); replace or delete the file")
+
+
+def test_image_folder_finds_files_as_it_always_has(tmp_path):
+    # The behaviours for which torchvision's find_classes / make_dataset are not used.
+    for relative in ("cat/a.png", "cat/sub/b.png", "cat/z.png", "dog/c.png", "emu/e.PNG"):
+        write_png(tmp_path / relative, np.zeros((2, 2), dtype=np.uint8))
+    write_png(tmp_path / "dog" / "d.bmp", np.zeros((2, 2), dtype=np.uint8))  # not PNG/JPEG
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "readme.txt").write_text("no images here")
+    train = datasets.image_folder(str(tmp_path), "train", image_size=2, channels=1)
+    test = datasets.image_folder(str(tmp_path), "test", image_size=2, channels=1)
+    assert train.classes == ["cat", "dog", "emu"] and train.n_classes == 3  # notes/ is no class
+    listed = [f.relative_to(tmp_path).as_posix() for f in test.files + train.files]
+    # One sorted path order (sub/b before z), file 0 to test.
+    assert listed == ["cat/a.png", "cat/sub/b.png", "cat/z.png", "dog/c.png", "emu/e.PNG"]
+    assert test.targets + train.targets == [0, 0, 0, 1, 2]
+
+
 # --------------------------------------------------------------------------- splits
 
 
 def test_resolve_data_root(monkeypatch, tmp_path):
     monkeypatch.setenv("PIXELGEN_DATA", str(tmp_path / "env"))
-    assert datasets.resolve_data_root(str(tmp_path / "given")) == tmp_path / "given"
-    assert datasets.resolve_data_root(None) == tmp_path / "env"
+    assert resolve_data_root(str(tmp_path / "given")) == tmp_path / "given"
+    assert resolve_data_root(None) == tmp_path / "env"
     monkeypatch.delenv("PIXELGEN_DATA")
-    assert datasets.resolve_data_root(None).parts[-2:] == ("pixelgen", "data")
+    assert resolve_data_root(None).parts[-2:] == ("pixelgen", "data")
 
 
 def test_train_val_split_is_a_seeded_partition():
-    train, val = datasets.train_val_split(50, 0.2, seed=3)
+    train, val = train_val_split(50, 0.2, seed=3)
     assert len(val) == 10 and sorted(train + val) == list(range(50))
-    assert datasets.train_val_split(50, 0.2, seed=3) == (train, val)
-    assert datasets.train_val_split(50, 0.2, seed=4) != (train, val)
-    assert datasets.train_val_split(50, 0.0, seed=3) == (list(range(50)), [])
+    assert train_val_split(50, 0.2, seed=3) == (train, val)
+    assert train_val_split(50, 0.2, seed=4) != (train, val)
+    assert train_val_split(50, 0.0, seed=3) == (list(range(50)), [])
     with pytest.raises(DataError, match="validation_fraction"):
-        datasets.train_val_split(50, 1.0, seed=3)
+        train_val_split(50, 1.0, seed=3)
 
 
 def test_load_splits_flips_train_only(tmp_path):
@@ -330,7 +492,7 @@ def test_load_splits_flips_train_only(tmp_path):
     write_idx(folder / "train-labels-idx1-ubyte.gz", np.arange(20, dtype=np.uint8) % 10)
     write_idx(folder / "t10k-images-idx3-ubyte.gz", images[:5])
     write_idx(folder / "t10k-labels-idx1-ubyte.gz", np.arange(5, dtype=np.uint8))
-    splits = datasets.load_splits(
+    splits = load_splits(
         "mnist", str(folder), validation_fraction=0.25, seed=7, flips=True, download=False
     )
     assert [len(splits[k]) for k in ("train", "val", "test")] == [15, 5, 5]
@@ -338,7 +500,7 @@ def test_load_splits_flips_train_only(tmp_path):
     assert sorted(splits["train"].targets + splits["val"].targets) == sorted(
         (np.arange(20) % 10).tolist()
     )
-    again = datasets.load_splits("mnist", str(folder), validation_fraction=0.25, seed=7, download=False)
+    again = load_splits("mnist", str(folder), validation_fraction=0.25, seed=7, download=False)
     assert again["val"].indices == splits["val"].indices
 
     original = torch.from_numpy(images[0].copy())[None]  # (1, 28, 28)
@@ -349,5 +511,21 @@ def test_load_splits_flips_train_only(tmp_path):
         assert torch.equal(splits["val"][0][0], original)
         assert torch.equal(splits["test"][0][0], original)
 
-    empty = datasets.load_splits("mnist", str(folder), validation_fraction=0.0, download=False)
+    empty = load_splits("mnist", str(folder), validation_fraction=0.0, download=False)
     assert len(empty["val"]) == 0 and len(empty["train"]) == 20
+
+
+def test_horizontal_flip_is_one_global_coin_per_item():
+    # Resume is bit-exact only if the flips are a function of torch's global random state
+    # (seeded by training and saved in checkpoints): one uniform draw per item, flipped
+    # when it is below p, as pixelgen has always drawn it.
+    images = torch.arange(2 * 3 * 4, dtype=torch.uint8).reshape(2, 1, 3, 4)  # (N, C, H, W)
+    flipped = HorizontalFlip(TensorImages(images, [0, 1], n_classes=2), p=0.3)
+    torch.manual_seed(11)
+    got = [flipped[k % 2][0] for k in range(200)]
+    torch.manual_seed(11)
+    coins = [bool(torch.rand(()) < 0.3) for _ in range(200)]
+    expected = [images[k % 2].flip(-1) if coin else images[k % 2] for k, coin in enumerate(coins)]
+    assert all(torch.equal(a, b) for a, b in zip(got, expected))
+    assert 30 < sum(coins) < 90
+    assert flipped[1][1] == 1 and flipped.targets == [0, 1] and flipped.shape == (1, 3, 4)

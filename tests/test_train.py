@@ -22,7 +22,7 @@ import torch
 
 import pixelgen
 from pixelgen import checkpoint as ckpt_io
-from pixelgen import cli, inference, train, trainer
+from pixelgen import cli, inference, trainer
 from pixelgen.archive import RunArchive
 from pixelgen.errors import CheckpointError
 from pixelgen.recipe import dump_toml
