@@ -9,7 +9,7 @@ classes below, validating every value on the way. Any problem is a one-line
 
 Defaults live in one place, the attrs classes. :func:`recipe_to_dict` writes every value
 back out, defaults included, and :func:`write_resolved` stores that in each run directory
-so that a run can be reproduced from its outputs alone.
+(as TOML, written by :mod:`tomli_w`) so that a run can be reproduced from its outputs alone.
 
 A recipe describes either one run, with the top-level tables ``[model] [data] [train]
 [eval] [sample] [output]``, or several runs to compare, with ``[[runs]]`` tables whose
@@ -44,6 +44,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import attrs
+import tomli_w
 
 from pixelgen import registry
 from pixelgen.errors import RecipeError
@@ -968,83 +969,23 @@ def recipe_to_dict(recipe: Recipe) -> dict[str, Any]:
     return out
 
 
-_BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
-_ESCAPES = {'"': '\\"', "\\": "\\\\", "\b": "\\b", "\t": "\\t", "\n": "\\n", "\f": "\\f",
-            "\r": "\\r"}
-
-
-def _toml_key(key: str) -> str:
-    return key if _BARE_KEY.match(key) else _toml_string(key)
-
-
-def _toml_string(text: str) -> str:
-    chars = []
-    for ch in text:
-        if ch in _ESCAPES:
-            chars.append(_ESCAPES[ch])
-        elif ord(ch) < 0x20 or ord(ch) == 0x7F:
-            chars.append(f"\\u{ord(ch):04x}")
-        else:
-            chars.append(ch)
-    return '"' + "".join(chars) + '"'
-
-
-def _toml_value(value: Any, where: str) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        if value != value:
-            return "nan"
-        if value in (float("inf"), float("-inf")):
-            return "inf" if value > 0 else "-inf"
-        return repr(value)
-    if isinstance(value, str):
-        return _toml_string(value)
+def _toml_ready(value: Any, path: KeyPath) -> Any:
+    """``value`` without ``None`` in its tables; a TypeError naming the key of anything
+    else TOML cannot hold."""
+    if isinstance(value, Mapping):
+        return {k: _toml_ready(item, path + (k,)) for k, item in value.items() if item is not None}
     if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(_toml_value(v, where) for v in value) + "]"
-    raise TypeError(f"{where}: cannot write {type(value).__name__} value {value!r} as TOML")
-
-
-def _is_table_array(value: Any) -> bool:
-    return (
-        isinstance(value, (list, tuple))
-        and len(value) > 0
-        and all(isinstance(v, Mapping) for v in value)
-    )
+        return [_toml_ready(item, path + (i,)) for i, item in enumerate(value)]
+    if not isinstance(value, (str, int, float)):  # bool is an int
+        raise TypeError(f"{_dotted(path)}: cannot write {type(value).__name__} value "
+                        f"{value!r} as TOML")
+    return value
 
 
 def dump_toml(data: Mapping[str, Any]) -> str:
-    """Write ``data`` as TOML: tables, arrays of tables, strings, numbers, booleans and
-    arrays of those. ``None`` values are left out (TOML has no null)."""
-    lines: list[str] = []
-    _dump_table(data, (), lines)
-    return "\n".join(lines).lstrip("\n") + "\n"
-
-
-def _dump_table(table: Mapping[str, Any], path: tuple[str, ...], lines: list[str]) -> None:
-    subtables, arrays = [], []
-    for key, value in table.items():
-        if value is None:
-            continue
-        if isinstance(value, Mapping):
-            subtables.append((key, value))
-        elif _is_table_array(value):
-            arrays.append((key, value))
-        else:
-            if isinstance(value, (list, tuple)) and any(isinstance(v, Mapping) for v in value):
-                raise TypeError(f"{_dotted(path + (key,))}: cannot mix tables and values")
-            lines.append(f"{_toml_key(key)} = {_toml_value(value, _dotted(path + (key,)))}")
-    for key, value in subtables:
-        header = ".".join(_toml_key(k) for k in path + (key,))
-        lines.extend(["", f"[{header}]"])
-        _dump_table(value, path + (key,), lines)
-    for key, values in arrays:
-        header = ".".join(_toml_key(k) for k in path + (key,))
-        for value in values:
-            lines.extend(["", f"[[{header}]]"])
-            _dump_table(value, path + (key,), lines)
+    """Write ``data`` as TOML (with :mod:`tomli_w`): tables, arrays of tables, strings,
+    numbers, booleans and arrays of those. ``None`` values are left out (TOML has no null)."""
+    return tomli_w.dumps(_toml_ready(data, ()))
 
 
 def write_resolved(recipe: Recipe, run_dir: str | Path, run: RunSpec | None = None) -> Path:
@@ -1124,7 +1065,14 @@ def _default_text(field: attrs.Attribute) -> str:
         return "unset"
     if isinstance(default, Mapping):
         return "{}"
-    return _toml_value(default, field.name)
+    return _toml_literal(default)
+
+
+def _toml_literal(value: Any) -> str:
+    """``value`` as TOML writes it, arrays on one line."""
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml_literal(item) for item in value) + "]"
+    return tomli_w.dumps({"v": value})[len("v = "):-1]
 
 
 def field_reference() -> list[tuple[str, str, str, str]]:
