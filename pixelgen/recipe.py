@@ -1,15 +1,15 @@
 """Recipes: declarative TOML files that say what to train, on what, and how.
 
 A recipe is data. :func:`load_recipe` parses the TOML with :mod:`tomllib`, applies
-``--set dotted.key=value`` overrides, and structures the result into the frozen attrs
-classes below, validating every value on the way. Any problem is a one-line
-:class:`~pixelgen.errors.RecipeError` that starts with the dotted key path::
+``--set dotted.key=value`` overrides, and structures the result with :mod:`cattrs` into
+the frozen attrs classes below, whose validators check every value. Any problem is a
+one-line :class:`~pixelgen.errors.RecipeError` that starts with the dotted key path::
 
     train.optimizer.lr: expected a positive number, got 'fast'
 
 Defaults live in one place, the attrs classes. :func:`recipe_to_dict` writes every value
 back out, defaults included, and :func:`write_resolved` stores that in each run directory
-so that a run can be reproduced from its outputs alone.
+(as TOML, written by :mod:`tomli_w`) so that a run can be reproduced from its outputs alone.
 
 A recipe describes either one run, with the top-level tables ``[model] [data] [train]
 [eval] [sample] [output]``, or several runs to compare, with ``[[runs]]`` tables whose
@@ -39,137 +39,119 @@ import re
 import tomllib
 import types
 import typing
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
 import attrs
+import cattrs
+import cattrs.gen
+import tomli_w
+from attrs.validators import (
+    and_, deep_iterable, ge, gt, in_, instance_of, le, lt, max_len, min_len, optional, or_,
+)
 
 from pixelgen import registry
 from pixelgen.errors import RecipeError
 from pixelgen.files import atomic_write_text
 
 __all__ = [
-    "DataSection",
-    "EvalSection",
-    "FrozenTable",
-    "ModelSection",
-    "OptimizerSection",
-    "OutputSection",
-    "Recipe",
-    "RunSpec",
-    "SampleSection",
-    "SchedulerSection",
-    "TrainSection",
-    "apply_override",
-    "dump_toml",
-    "field_reference",
-    "load_recipe",
-    "recipe_from_dict",
-    "recipe_to_dict",
-    "run_dir",
-    "single_run",
-    "write_resolved",
+    "DataSection", "EvalSection", "FrozenTable", "ModelSection", "OptimizerSection",
+    "OutputSection", "Recipe", "RunSpec", "SampleSection", "SchedulerSection", "TrainSection",
+    "apply_override", "dump_toml", "field_reference", "load_recipe", "recipe_from_dict",
+    "recipe_to_dict", "run_dir", "single_run", "write_resolved",
 ]
 
-
-# --------------------------------------------------------------------------------------
-# Value checks attached to fields (metadata "check"); they also phrase what they expect.
-# --------------------------------------------------------------------------------------
+KeyPath = tuple  # str keys and int indices into arrays
 
 
-@attrs.frozen
-class _Bound:
-    """A numeric range; ``None`` ends are open to infinity."""
-
-    low: float | None = None
-    high: float | None = None
-    low_inclusive: bool = True
-    high_inclusive: bool = True
-    nouns = ("number", "integer")
-
-    def ok(self, value: Any) -> bool:
-        if not _is_number(value):
-            return True  # the check is about numbers; other union members pass
-        if self.low is not None and not (
-            value >= self.low if self.low_inclusive else value > self.low
-        ):
-            return False
-        if self.high is not None and not (
-            value <= self.high if self.high_inclusive else value < self.high
-        ):
-            return False
-        return value == value  # NaN fails every range
-
-    def phrase(self, noun: str) -> str:
-        """``noun`` is "number" or "integer"."""
-        article = "an" if noun == "integer" else "a"
-        if self.high is None and self.low == 0:
-            return f"a positive {noun}" if not self.low_inclusive else f"a non-negative {noun}"
-        if self.high is None:
-            return f"{article} {noun} {'>=' if self.low_inclusive else '>'} {_num(self.low)}"
-        left = "[" if self.low_inclusive else "("
-        right = "]" if self.high_inclusive else ")"
-        return f"{article} {noun} in {left}{_num(self.low)}, {_num(self.high)}{right}"
-
-    def describe(self) -> str:
-        if self.high is None:
-            return f"{'>=' if self.low_inclusive else '>'} {_num(self.low)}"
-        left = "[" if self.low_inclusive else "("
-        right = "]" if self.high_inclusive else ")"
-        return f"in {left}{_num(self.low)}, {_num(self.high)}{right}"
-
-
-@attrs.frozen
-class _FolderName:
-    """A string usable as one path component (run names become folder names)."""
-
-    nouns = ("string",)
-
-    def ok(self, value: Any) -> bool:
-        return not isinstance(value, str) or (
-            value not in ("", ".", "..") and "/" not in value and "\\" not in value
-        )
-
-    def phrase(self, noun: str) -> str:
-        return "a folder name (not empty, no '/')"
-
-    def describe(self) -> str:
-        return "folder name"
-
-
-_PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
-_PLACEHOLDERS = ("recipe", "model")
-
-
-@attrs.frozen
-class _Template:
-    """A path that may use only the ``{recipe}`` and ``{model}`` placeholders."""
-
-    nouns = ("string",)
-
-    def ok(self, value: Any) -> bool:
-        return not isinstance(value, str) or (
-            value != "" and all(m in _PLACEHOLDERS for m in _PLACEHOLDER.findall(value))
-        )
-
-    def phrase(self, noun: str) -> str:
-        return "a path using only the {recipe} and {model} placeholders"
-
-    def describe(self) -> str:
-        return "placeholders {recipe}, {model}"
-
-
-POSITIVE = _Bound(low=0, low_inclusive=False)
-NON_NEGATIVE = _Bound(low=0)
-
-
-def _num(x: float | None) -> str:
-    return str(int(x)) if x is not None and float(x).is_integer() else str(x)
+def _dotted(path: KeyPath) -> str:
+    return ".".join(str(p) for p in path)
 
 
 def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _is_section(tp: Any) -> bool:
+    return isinstance(tp, type) and attrs.has(tp)
+
+
+def _is_free_table(tp: Any) -> bool:
+    return tp is dict or tp is Mapping or typing.get_origin(tp) in (dict, Mapping)
+
+
+def _is_union(tp: Any) -> bool:
+    return typing.get_origin(tp) in (typing.Union, types.UnionType)
+
+
+def _takes_none_string(tp: Any) -> bool:
+    """TOML has no null: optional non-string fields take the string "none" for unset."""
+    members = typing.get_args(tp)
+    return type(None) in members and str not in members
+
+
+def _is_none_string(tp: Any, value: Any) -> bool:
+    return _takes_none_string(tp) and isinstance(value, str) and value.lower() == "none"
+
+
+def _alias(aliases: Mapping[str, str], value: Any) -> str | None:
+    """The choice ``value`` is an alias of (TOML numbers included), if it is one."""
+    key = str(value) if _is_number(value) else value
+    return aliases.get(key) if isinstance(key, str) else None
+
+
+def _public_fields(cls: type) -> list[attrs.Attribute]:
+    return [f for f in attrs.fields(cls) if not f.metadata.get("internal")]
+
+
+# --------------------------------------------------------------------------------------
+# Checks on numbers and strings (field metadata "check").
+# --------------------------------------------------------------------------------------
+
+
+@attrs.frozen
+class _Check:
+    """attrs validators for a field's numbers (or strings), and what they accept in words:
+    ``phrase`` for errors (``{a} {noun}`` becomes "an integer" or "a number"), ``short``
+    for the docs."""
+
+    validators: tuple[Any, ...]
+    phrase: str
+    short: str
+    nouns: tuple[str, ...] = ("number", "integer")
+
+    def words(self, noun: str) -> str:
+        article = "an" if noun == "integer" else "a"
+        return self.phrase.replace("{a}", article).replace("{noun}", noun)
+
+
+def _interval(low: float, high: float, left: str, right: str) -> _Check:
+    """A range check, e.g. ``_interval(0, 1, "[", ")")`` for 0 <= x < 1 (NaN fails it)."""
+    text = f"in {left}{low}, {high}{right}"
+    bounds = ((ge if left == "[" else gt)(low), (le if right == "]" else lt)(high))
+    return _Check(bounds, "{a} {noun} " + text, text)
+
+
+def _string_check(test: Callable[[str], bool], phrase: str, short: str) -> _Check:
+    def validator(instance: Any, attribute: attrs.Attribute, value: str) -> None:
+        if not test(value):
+            raise ValueError(phrase)
+
+    return _Check((validator,), phrase, short, ("string",))
+
+
+POSITIVE = _Check((gt(0),), "a positive {noun}", "> 0")
+NON_NEGATIVE = _Check((ge(0),), "a non-negative {noun}", ">= 0")
+FRACTION = _interval(0, 1, "[", ")")
+FOLDER_NAME = _string_check(  # run names become folder names
+    lambda s: s not in ("", ".", "..") and "/" not in s and "\\" not in s,
+    "a folder name (not empty, no '/')", "folder name",
+)
+PATH_TEMPLATE = _string_check(
+    lambda s: s != "" and all(m in ("recipe", "model") for m in re.findall(r"\{([^{}]*)\}", s)),
+    "a path using only the {recipe} and {model} placeholders", "placeholders {recipe}, {model}",
+)
 
 
 # --------------------------------------------------------------------------------------
@@ -208,23 +190,105 @@ def _freeze(value: Any) -> Any:
 
 
 # --------------------------------------------------------------------------------------
-# Field helper: every field carries its help text; the validator is the same walker that
-# structures TOML, so Python construction is checked exactly like a recipe file.
+# Field validators, made once per field from its annotation and metadata. They check
+# sections built in Python exactly as they check values read from a recipe.
 # --------------------------------------------------------------------------------------
 
 
-def _validate(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
-    """Check a value given in Python exactly as a recipe value would be checked."""
+class _BadValue(RecipeError):
+    """A value a field refuses; ``keys`` lead from the field's section to the value."""
+
+    def __init__(self, owner: str, keys: KeyPath, expected: str, value: Any) -> None:
+        super().__init__(f"{owner}.{_dotted(keys)}: expected {expected}, got {value!r}")
+        self.keys, self.expected, self.value = keys, expected, value
+
+
+def _rule(tp: Any, check: _Check | None, aliases: Mapping[str, str]) -> tuple[Any, str]:
+    """The attrs validator for annotation ``tp``, and what it accepts, in words. ``check``
+    applies to the numbers or strings in ``tp``."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if _is_section(tp):
+        return instance_of(tp), f"an instance of {tp.__name__}"
+    if _is_union(tp):
+        rules = [_rule(m, check, aliases) for m in args if m is not type(None)]
+        validator = or_(*(r[0] for r in rules)) if len(rules) > 1 else rules[0][0]
+        text = " or ".join(r[1] for r in rules)
+        if type(None) in args:
+            validator = optional(validator)
+            text += ' or "none"' if _takes_none_string(tp) else ""
+        return validator, text
+    if origin is Literal:
+        text = f"one of {', '.join(map(repr, args))}" if len(args) > 1 else repr(args[0])
+        if aliases:
+            text += f" (or an alias: {', '.join(map(repr, aliases))})"
+        return in_(args), text
+    if origin is tuple:  # fixed length, one item type
+        (item, words), n = _rule(args[0], check, aliases), len(args)
+        shape = and_(instance_of(tuple), min_len(n), max_len(n))
+        return deep_iterable(item, shape), f"an array of {n} items, each {words}"
+    if tp is bool:
+        return instance_of(bool), "true or false"
+    noun = {int: "integer", float: "number", str: "string"}[tp]
+    kind = instance_of(str) if tp is str else and_(
+        instance_of((int, float) if tp is float else int), _not_bool)
+    if check is not None and noun in check.nouns:
+        return and_(kind, *check.validators), check.words(noun)
+    return kind, f"an {noun}" if noun == "integer" else f"a {noun}"
+
+
+def _not_bool(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
+    if isinstance(value, bool):
+        raise TypeError("a boolean is not a number")
+
+
+@attrs.frozen(eq=False)
+class _Expect:
+    """A field's validator: ``validator`` decides, ``expected`` says what passes."""
+
+    validator: Any
+    expected: str
+
+    def __call__(self, instance: Any, attribute: attrs.Attribute, value: Any) -> None:
+        try:
+            self.validator(instance, attribute, value)
+        except (TypeError, ValueError):
+            expected = self.expected  # "none" and aliases are for recipes; Python says:
+            if _is_none_string(attribute.type, value):
+                expected = "None (the canonical form)"
+            elif canonical := _alias(attribute.metadata.get("aliases", {}), value):
+                expected = f"{canonical!r} (the canonical form)"
+            raise _BadValue(type(instance).__name__, (attribute.name,), expected, value) from None
+
+
+def _free_values(instance: Any, attribute: attrs.Attribute, table: Any) -> None:
+    """Free tables hold TOML values: strings, numbers, booleans and arrays of those."""
     owner = type(instance).__name__
-    try:
-        converted = _convert(attribute.type, value, (attribute.name,), attribute.metadata)
-    except _Invalid as exc:
-        raise RecipeError(f"{owner}.{exc.render(_dotted)}") from None
-    if converted != value:  # an alias, or a dict where a section belongs
-        raise RecipeError(
-            f"{owner}.{attribute.name}: expected {converted!r} (the canonical form), "
-            f"got {value!r}"
-        )
+
+    def check(value: Any, keys: KeyPath) -> None:
+        if isinstance(value, (list, tuple)):
+            for i, item in enumerate(value):
+                check(item, keys + (i,))
+        elif not isinstance(value, (str, int, float)):  # bool is an int
+            raise _BadValue(owner, keys, "a TOML string, number, boolean or array", value)
+
+    if not isinstance(table, Mapping):
+        raise _BadValue(owner, (attribute.name,), "a table", table)
+    for key, value in table.items():
+        check(value, (attribute.name, key))
+
+
+def _add_validators(cls: type, fields: list[attrs.Attribute]) -> list[attrs.Attribute]:
+    """attrs field transformer: each recipe field gets the validator its type calls for."""
+    out = []
+    for f in fields:
+        if f.validator is None and not f.metadata.get("internal"):
+            if _is_free_table(f.type):
+                f = f.evolve(validator=_free_values)
+            else:
+                rule = _rule(f.type, f.metadata.get("check"), f.metadata.get("aliases", {}))
+                f = f.evolve(validator=_Expect(*rule))
+        out.append(f)
+    return out
 
 
 def _to_table(value: Any) -> Any:
@@ -237,22 +301,23 @@ def _to_tuple(value: Any) -> Any:
 
 def _field(help: str, default: Any = attrs.NOTHING, **metadata: Any) -> Any:
     """An attrs field with ``metadata["help"]`` (and optional ``check``/``aliases``)."""
-    kwargs: dict[str, Any] = {}
-    if isinstance(default, attrs.Factory):
-        kwargs["default"] = default
-    elif isinstance(default, Mapping):
-        kwargs["factory"] = FrozenTable
+    kwargs: dict[str, Any] = {"metadata": {"help": help, **metadata}}
+    if isinstance(default, Mapping):
+        kwargs.update(factory=FrozenTable, converter=_to_table)
     elif default is not attrs.NOTHING:
         kwargs["default"] = default
-    if isinstance(default, Mapping):
-        kwargs["converter"] = _to_table
     if isinstance(default, tuple):
         kwargs["converter"] = _to_tuple
-    return attrs.field(validator=_validate, metadata={"help": help, **metadata}, **kwargs)
+    return attrs.field(**kwargs)
 
 
 def _table(cls: type, help: str) -> Any:
-    return attrs.field(factory=cls, validator=_validate, metadata={"help": help})
+    return attrs.field(factory=cls, metadata={"help": help})
+
+
+def _schema(cls: type) -> type:
+    """A recipe section: frozen, keyword-only, validated field by field."""
+    return attrs.frozen(cls, kw_only=True, field_transformer=_add_validators)
 
 
 # --------------------------------------------------------------------------------------
@@ -260,61 +325,47 @@ def _table(cls: type, help: str) -> Any:
 # --------------------------------------------------------------------------------------
 
 
-@attrs.frozen(kw_only=True)
+@_schema
 class ModelSection:
     """``[model]``: which registered architecture to build, and with what."""
 
     name: str = _field("Registered model name (see `pixelgen plugins`), e.g. \"pixelcnn\".")
     hyperparameters: Mapping[str, Any] = _field(
         "Keyword hyperparameters passed to the model factory ([model.hyperparameters]); "
-        "keys must be parameters of that model, omitted ones keep the model's defaults.",
-        {},
-    )
+        "keys must be parameters of that model, omitted ones keep the model's defaults.", {})
 
 
-@attrs.frozen(kw_only=True)
+@_schema
 class DataSection:
     """``[data]``: the data set, its split and how it is batched."""
 
     name: str = _field("Registered data set name, e.g. \"cifar10\" or \"mnist\".", "cifar10")
     root: str | None = _field(
-        "Directory holding (or receiving) the data; unset means the user cache directory.",
-        None,
-    )
+        "Directory holding (or receiving) the data; unset means the user cache directory.", None)
     batch_size: int = _field("Training batch size per device.", 16, check=POSITIVE)
     validation_fraction: float = _field(
         "Fraction of the training split held out for validation when the data set has "
-        "no validation split of its own.",
-        0.1,
-        check=_Bound(low=0, high=1, high_inclusive=False),
-    )
+        "no validation split of its own.", 0.1, check=FRACTION)
     flips: bool = _field("Random horizontal flips of training images.", False)
     num_workers: int = _field("DataLoader worker processes (0 loads in the main process).",
                               0, check=NON_NEGATIVE)
     image_size: int | None = _field(
         "Resize images to this square size (image folders); unset keeps the stored size.",
-        None,
-        check=POSITIVE,
-    )
+        None, check=POSITIVE)
     options: Mapping[str, Any] = _field(
         "Extra keyword options for the data set factory ([data.options]); keys must be "
-        "options of that data set.",
-        {},
-    )
+        "options of that data set.", {})
     download: bool = _field("Download the data set if it is not found under root.", True)
     limit_train: int | None = _field(
         "Use only the first N training images (quick runs); unset uses all.", None,
-        check=POSITIVE,
-    )
+        check=POSITIVE)
     limit_val: int | None = _field(
-        "Use only the first N validation images; unset uses all.", None, check=POSITIVE
-    )
+        "Use only the first N validation images; unset uses all.", None, check=POSITIVE)
     limit_test: int | None = _field(
-        "Use only the first N test images; unset uses all.", None, check=POSITIVE
-    )
+        "Use only the first N test images; unset uses all.", None, check=POSITIVE)
 
 
-@attrs.frozen(kw_only=True)
+@_schema
 class OptimizerSection:
     """``[train.optimizer]``."""
 
@@ -323,66 +374,51 @@ class OptimizerSection:
     weight_decay: float = _field("L2 weight decay.", 0.0, check=NON_NEGATIVE)
     betas: tuple[float, float] = _field(
         "Adam coefficients for the running averages of the gradient and its square.",
-        (0.9, 0.999),
-        check=_Bound(low=0, high=1, high_inclusive=False),
-    )
+        (0.9, 0.999), check=FRACTION)
 
 
-@attrs.frozen(kw_only=True)
+@_schema
 class SchedulerSection:
     """``[train.scheduler]``: learning-rate schedule, stepped on validation loss."""
 
     name: Literal["plateau", "none"] = _field(
         "\"plateau\" multiplies the learning rate by factor when validation loss stops "
-        "improving; \"none\" keeps it constant.",
-        "plateau",
-    )
-    factor: float = _field(
-        "Multiplier applied to the learning rate on a plateau.", 0.5,
-        check=_Bound(low=0, high=1, low_inclusive=False, high_inclusive=False),
-    )
+        "improving; \"none\" keeps it constant.", "plateau")
+    factor: float = _field("Multiplier applied to the learning rate on a plateau.", 0.5,
+                           check=_interval(0, 1, "(", ")"))
     patience: int = _field(
         "Validations without improvement before the learning rate is reduced.", 2,
-        check=NON_NEGATIVE,
-    )
+        check=NON_NEGATIVE)
     min_lr: float = _field("Lower bound on the learning rate.", 0.0, check=NON_NEGATIVE)
 
 
-@attrs.frozen(kw_only=True)
+@_schema
 class TrainSection:
     """``[train]``: the optimisation loop and the hardware it runs on."""
 
     epochs: int = _field("Maximum number of passes over the training data.", 100,
                          check=POSITIVE)
     max_steps: int | None = _field(
-        "Stop after this many optimizer steps in total; unset means no step limit.",
-        None,
-        check=POSITIVE,
-    )
+        "Stop after this many optimizer steps in total; unset means no step limit.", None,
+        check=POSITIVE)
     optimizer: OptimizerSection = _table(OptimizerSection, "Optimizer settings.")
     scheduler: SchedulerSection = _table(SchedulerSection, "Learning-rate schedule.")
     early_stopping_patience: int = _field(
         "Stop after this many validations without improvement; 0 disables early stopping.",
-        10,
-        check=NON_NEGATIVE,
-    )
+        10, check=NON_NEGATIVE)
     gradient_clip_norm: float | None = _field(
         "Clip the global gradient norm to this value; \"none\" disables clipping.", 1.0,
-        check=POSITIVE,
-    )
+        check=POSITIVE)
     seed: int = _field("Seed for parameter initialisation, data order and augmentation.", 0)
     precision: Literal["32-true", "bf16-mixed", "16-mixed", "64-true"] = _field(
         "Lightning Fabric precision; \"32\", \"bf16\", \"16\" and \"64\" are accepted as "
-        "aliases.",
-        "32-true",
-        aliases={"32": "32-true", "bf16": "bf16-mixed", "16": "16-mixed", "64": "64-true"},
-    )
+        "aliases.", "32-true",
+        aliases={"32": "32-true", "bf16": "bf16-mixed", "16": "16-mixed", "64": "64-true"})
     accelerator: str = _field("Fabric accelerator: \"auto\", \"cpu\", \"cuda\", \"mps\".",
                               "auto")
     devices: int | str = _field(
         "Number of devices, or a Fabric device string such as \"auto\" or \"0,1\".", 1,
-        check=POSITIVE,
-    )
+        check=POSITIVE)
     num_nodes: int = _field("Number of machines.", 1, check=POSITIVE)
     strategy: str = _field("Fabric strategy, e.g. \"auto\", \"ddp\".", "auto")
     log_every_n_steps: int = _field("Log training loss every N optimizer steps.", 50,
@@ -391,18 +427,17 @@ class TrainSection:
     compile: bool = _field("Wrap the model in torch.compile.", False)
 
 
-@attrs.frozen(kw_only=True)
+@_schema
 class EvalSection:
     """``[eval]``: the final evaluation in bits/dim."""
 
     split: Literal["test", "val", "train"] = _field("Split to report bits/dim on.", "test")
     batch_size: int | None = _field(
         "Evaluation batch size; unset uses data.batch_size (filled in on load).", None,
-        check=POSITIVE,
-    )
+        check=POSITIVE)
 
 
-@attrs.frozen(kw_only=True)
+@_schema
 class SampleSection:
     """``[sample]``: images generated at the end of a run."""
 
@@ -412,35 +447,29 @@ class SampleSection:
                                 check=POSITIVE)
     top_p: float = _field(
         "Nucleus sampling: keep the smallest set of intensities with this total "
-        "probability; 1 samples from the full distribution.",
-        1.0,
-        check=_Bound(low=0, high=1, low_inclusive=False),
-    )
+        "probability; 1 samples from the full distribution.", 1.0,
+        check=_interval(0, 1, "(", "]"))
     seed: int = _field("Seed of the sampling random generator.", 0)
     sampler: Literal["fast", "reference"] = _field(
         "\"fast\" uses each model's cached one-step sampler; \"reference\" recomputes the "
-        "whole image per sub-pixel (slow, for checking).",
-        "fast",
-    )
+        "whole image per sub-pixel (slow, for checking).", "fast")
     batch_size: int = _field("Samples generated per batch.", 16, check=POSITIVE)
 
 
-@attrs.frozen(kw_only=True)
+@_schema
 class OutputSection:
     """``[output]``: where runs write checkpoints, logs and the archive."""
 
     dir: str = _field(
         "Run directory; {recipe} is replaced by the recipe file stem (\"recipe\" when "
         "there is no file) and {model} by the model name. Each run of a multi-run "
-        "recipe writes to a subfolder named after the run.",
-        "runs/{recipe}",
-        check=_Template(),
-    )
+        "recipe writes to a subfolder named after the run.", "runs/{recipe}",
+        check=PATH_TEMPLATE)
     archive: str = _field("Zarr archive file name inside the run directory.", "archive.zarr",
-                          check=_FolderName())
+                          check=FOLDER_NAME)
 
 
-@attrs.frozen(kw_only=True)
+@_schema
 class RunSpec:
     """One trained model: the sections of a single-run recipe, or one ``[[runs]]`` entry."""
 
@@ -448,33 +477,24 @@ class RunSpec:
     name: str = _field(
         "Run name; names the run's subfolder in a multi-run recipe.",
         attrs.Factory(lambda self: self.model.name, takes_self=True),
-        check=_FolderName(),
-        default_doc="model.name",
-    )
+        check=FOLDER_NAME, default_doc="model.name")
     data: DataSection = _table(DataSection, "The data set ([data]).")
     train: TrainSection = _table(TrainSection, "Training loop settings ([train]).")
     eval: EvalSection = _table(EvalSection, "Final evaluation ([eval]).")
     sample: SampleSection = _table(SampleSection, "Samples drawn after training ([sample]).")
 
 
-@attrs.frozen(kw_only=True)
+@_schema
 class Recipe:
     """A whole recipe: one or more runs sharing an output location."""
 
-    runs: tuple[RunSpec, ...] = attrs.field(
-        converter=tuple,
-        metadata={
-            "help": "[[runs]]: several runs to compare; each takes name, model, data, "
-            "train, eval and sample tables, deep-merged over the top-level ones."
-        },
-    )
+    runs: tuple[RunSpec, ...] = attrs.field(converter=tuple, metadata={
+        "help": "[[runs]]: several runs to compare; each takes name, model, data, "
+        "train, eval and sample tables, deep-merged over the top-level ones."})
     description: str = _field("Free text describing the recipe.", "")
     output: OutputSection = _table(OutputSection, "Output location ([output]).")
-    source: str | None = attrs.field(
-        default=None,
-        metadata={"help": "Path of the recipe file, if any (not a recipe key).",
-                  "internal": True},
-    )
+    source: str | None = attrs.field(default=None, metadata={
+        "help": "Path of the recipe file, if any (not a recipe key).", "internal": True})
 
     @property
     def compare(self) -> bool:
@@ -488,171 +508,159 @@ class Recipe:
 
 
 # --------------------------------------------------------------------------------------
-# The structuring walker: raw TOML data -> attrs objects, one generic function.
+# cattrs: raw TOML data <-> the classes above. The structure hooks only convert (TOML ints
+# to floats, arrays to tuples, "none" to None, aliases to choices); the validators judge.
 # --------------------------------------------------------------------------------------
 
-KeyPath = tuple  # str keys and int indices into arrays
+
+def _as_is(value: Any, tp: Any) -> Any:
+    return value
 
 
-class _Invalid(Exception):
+def _to_float(value: Any, tp: Any) -> Any:
+    return float(value) if _is_number(value) else value
+
+
+def _structure_union(value: Any, tp: Any) -> Any:
+    if (value is None and type(None) in typing.get_args(tp)) or _is_none_string(tp, value):
+        return None
+    members = [m for m in typing.get_args(tp) if m is not type(None)]
+    return _converter.structure(value, members[0]) if len(members) == 1 else value
+
+
+def _structure_tuple(value: Any, tp: Any) -> Any:
+    args = typing.get_args(tp)
+    if isinstance(value, (list, tuple)) and len(value) == len(args):
+        return tuple(_converter.structure(item, a) for item, a in zip(value, args))
+    return value
+
+
+def _alias_hook(aliases: Mapping[str, str]) -> Callable[[Any, Any], Any]:
+    return lambda value, tp: _alias(aliases, value) or value
+
+
+def _structure_section(cls: type) -> Callable[[Any, Any], Any]:
+    """cattrs' structure function for ``cls``, with its fields' aliases; a value that is
+    not a table fails like any other bad value."""
+    aliased = {f.name: cattrs.gen.override(struct_hook=_alias_hook(f.metadata["aliases"]))
+               for f in attrs.fields(cls) if "aliases" in f.metadata}
+    structure = cattrs.gen.make_dict_structure_fn(cls, _converter, **aliased)
+
+    def hook(value: Any, tp: Any) -> Any:
+        if isinstance(value, cls):
+            return value
+        if not isinstance(value, Mapping):
+            raise _BadValue(cls.__name__, (), "a table", value)
+        return structure(value, cls)
+
+    return hook
+
+
+def _unstructure_section(cls: type) -> Callable[[Any], Any]:
+    """cattrs' unstructure function for ``cls``; an unset value that the string "none"
+    unsets is written as "none" (omitting its key would mean the default)."""
+    nones = {f.name: cattrs.gen.override(unstruct_hook=lambda x: "none" if x is None else x)
+             for f in attrs.fields(cls) if _takes_none_string(f.type) and f.default is not None}
+    return cattrs.gen.make_dict_unstructure_fn(cls, _converter, **nones)
+
+
+def _make_converter() -> cattrs.Converter:
+    conv = cattrs.Converter(forbid_extra_keys=True)  # detailed validation keeps key paths
+    for tp in (int, str, bool):
+        conv.register_structure_hook(tp, _as_is)
+    conv.register_structure_hook(float, _to_float)
+    conv.register_structure_hook_func(
+        lambda tp: typing.get_origin(tp) is Literal or _is_free_table(tp), _as_is)
+    conv.register_structure_hook_func(_is_union, _structure_union)
+    conv.register_structure_hook_func(lambda tp: typing.get_origin(tp) is tuple, _structure_tuple)
+    conv.register_structure_hook_factory(_is_section, _structure_section)
+    conv.register_unstructure_hook_func(  # tuples become TOML arrays, free tables dicts
+        lambda tp: tp is tuple or typing.get_origin(tp) is tuple,
+        lambda items: [conv.unstructure(item) for item in items])
+    conv.register_unstructure_hook_func(
+        lambda tp: tp is FrozenTable or _is_free_table(tp),
+        lambda table: {k: conv.unstructure(item) for k, item in table.items()})
+    conv.register_unstructure_hook_factory(_is_section, _unstructure_section)
+    return conv
+
+
+_converter = _make_converter()
+
+
+# --------------------------------------------------------------------------------------
+# Problems at key paths, read from cattrs' exception groups.
+# --------------------------------------------------------------------------------------
+
+_MISSING = object()
+
+
+class _Problem(Exception):
     """A problem at a key path; rendered into a RecipeError once the path is known."""
 
     def __init__(self, path: KeyPath, message: str, known: Sequence[str] | None = None):
         super().__init__(message)
-        self.path = path
-        self.message = message
-        self.known = known  # set for unknown keys
+        self.path, self.message, self.known = path, message, known  # known: unknown keys
 
-    def render(self, where: Any) -> str:
-        """``where(path) -> str`` turns a key path into the dotted text the user wrote."""
+    def render(self, where: Callable[[KeyPath], str] = _dotted) -> str:
+        """``where(path)`` turns a key path into the dotted text the user wrote."""
         if self.known is None:
             return f"{where(self.path)}: {self.message}"
-        key = str(self.path[-1])
-        close = difflib.get_close_matches(key, list(self.known), n=1)
-        if close:
-            hint = f"did you mean {close[0]!r}?"
+        table = where(self.path[:-1]) or "the recipe"
+        return f"{where(self.path)}: {_unknown_key(str(self.path[-1]), self.known, table)}"
+
+
+def _unknown_key(key: str, known: Sequence[str], table: str) -> str:
+    close = difflib.get_close_matches(key, list(known), n=1)
+    hint = f"did you mean {close[0]!r}?" if close else f"known keys of {table}: {', '.join(known)}"
+    return f"unknown key; {hint}"
+
+
+def _lookup(raw: Any, path: KeyPath, default: Any = _MISSING) -> Any:
+    """The raw value at ``path``, or ``default`` where there is none."""
+    for key in path:
+        if isinstance(raw, Mapping) and key in raw:
+            raw = raw[key]
+        elif isinstance(raw, (list, tuple)) and isinstance(key, int) and key < len(raw):
+            raw = raw[key]
         else:
-            table = where(self.path[:-1]) or "the recipe"
-            hint = f"known keys of {table}: {', '.join(self.known)}"
-        return f"{where(self.path)}: unknown key; {hint}"
+            return default
+    return raw
 
 
-def _is_section(tp: Any) -> bool:
-    return isinstance(tp, type) and attrs.has(tp)
+def _failures(error: Exception, path: KeyPath = ()) -> Iterator[tuple[KeyPath, Exception]]:
+    """Every ``(key path, exception)`` in a cattrs exception group, in field order."""
+    if not isinstance(error, cattrs.ClassValidationError):
+        yield path, error
+        return
+    for sub in error.exceptions:
+        notes = getattr(sub, "__notes__", [])
+        names = tuple(n.name for n in notes if isinstance(n, cattrs.AttributeValidationNote))
+        yield from _failures(sub, path + names)
 
 
-def _is_free_table(tp: Any) -> bool:
-    return tp is dict or tp is Mapping or typing.get_origin(tp) in (dict, Mapping)
+def _problem(error: Exception, path: KeyPath, raw: Any) -> _Problem:
+    """The :class:`_Problem` for one failure at ``path`` while structuring ``raw``."""
+    if isinstance(error, cattrs.ForbiddenExtraKeysError):
+        key = next(k for k in _lookup(raw, path) if k in error.extra_fields)  # first written
+        return _Problem(path + (key,), "unknown key", [f.name for f in _public_fields(error.cl)])
+    if isinstance(error, KeyError):
+        return _Problem(path, "required key is missing")
+    if isinstance(error, _BadValue):  # quote the value as written, not as converted
+        path += error.keys
+        value = _lookup(raw, path, error.value)
+        return _Problem(path, f"expected {error.expected}, got {value!r}")
+    raise error
 
 
-def _takes_none_string(tp: Any) -> bool:
-    """TOML has no null: optional non-string fields take the string "none" for unset."""
-    members = typing.get_args(tp)
-    return type(None) in members and str not in members
-
-
-def _public_fields(cls: type) -> list[attrs.Attribute]:
-    return [f for f in attrs.fields(cls) if not f.metadata.get("internal")]
-
-
-def _structure(cls: type, raw: Any, path: KeyPath) -> Any:
-    """Build ``cls`` from a TOML table, checking every key against the attrs fields."""
-    if isinstance(raw, cls):
-        return raw
-    if not isinstance(raw, Mapping):
-        raise _Invalid(path, f"expected a table, got {raw!r}")
-    fields = _public_fields(cls)
-    names = [f.name for f in fields]
-    for key in raw:
-        if key not in names:
-            raise _Invalid(path + (key,), "unknown key", known=names)
-    kwargs = {}
-    for f in fields:
-        if f.name in raw:
-            kwargs[f.name] = _convert(f.type, raw[f.name], path + (f.name,), f.metadata)
-        elif f.default is attrs.NOTHING:
-            raise _Invalid(path + (f.name,), "required key is missing")
-    return cls(**kwargs)
-
-
-def _convert(tp: Any, value: Any, path: KeyPath, meta: Mapping[str, Any]) -> Any:
-    """Check ``value`` against the annotation ``tp`` (and the field's check); return it
-    converted (ints to floats, arrays to tuples, aliases to canonical choices)."""
-    origin = typing.get_origin(tp)
-    check = meta.get("check")
-    if _is_section(tp):
-        return _structure(tp, value, path)
-    if origin in (typing.Union, types.UnionType):
-        members = typing.get_args(tp)
-        if value is None or (
-            _takes_none_string(tp) and isinstance(value, str) and value.lower() == "none"
-        ):
-            if type(None) in members:
-                return None
-        for member in members:
-            if member is type(None):
-                continue
-            try:
-                return _convert(member, value, path, meta)
-            except _Invalid:
-                continue
-        raise _Invalid(path, f"expected {_expected(tp, check)}, got {value!r}")
-    if origin is Literal:
-        aliases = meta.get("aliases", {})
-        key = str(value) if _is_number(value) else value
-        if isinstance(key, str) and key in aliases:
-            value = aliases[key]
-        if isinstance(value, str) and value in typing.get_args(tp):
-            return value
-        raise _Invalid(path, f"expected {_expected(tp, check, aliases)}, got {value!r}")
-    if origin is tuple:
-        args = typing.get_args(tp)
-        variadic = len(args) == 2 and args[1] is Ellipsis
-        if not isinstance(value, (list, tuple)) or (
-            not variadic and len(value) != len(args)
-        ):
-            raise _Invalid(path, f"expected {_expected(tp, check)}, got {value!r}")
-        items = [args[0]] * len(value) if variadic else args
-        out = []
-        for i, (item_tp, item) in enumerate(zip(items, value)):
-            try:
-                out.append(_convert(item_tp, item, path + (i,), meta))
-            except _Invalid:
-                raise _Invalid(path, f"expected {_expected(tp, check)}, got {value!r}")
-        return tuple(out)
-    if _is_free_table(tp):
-        if not isinstance(value, Mapping):
-            raise _Invalid(path, f"expected a table, got {value!r}")
-        for key, item in value.items():
-            _check_free_value(item, path + (key,))
-        return FrozenTable(value)
-    ok = {
-        bool: lambda v: isinstance(v, bool),
-        int: lambda v: isinstance(v, int) and not isinstance(v, bool),
-        float: _is_number,
-        str: lambda v: isinstance(v, str),
-    }[tp]
-    if not ok(value) or (check is not None and not check.ok(value)):
-        raise _Invalid(path, f"expected {_expected(tp, check)}, got {value!r}")
-    return float(value) if tp is float else value
-
-
-def _check_free_value(value: Any, path: KeyPath) -> None:
-    if isinstance(value, (list, tuple)):
-        for i, item in enumerate(value):
-            _check_free_value(item, path + (i,))
-    elif not isinstance(value, (str, int, float, bool)):
-        raise _Invalid(path, f"expected a TOML string, number, boolean or array, got {value!r}")
-
-
-def _expected(tp: Any, check: Any = None, aliases: Mapping[str, str] | None = None) -> str:
-    """What a value of annotation ``tp`` looks like, in words, for error messages."""
-    origin = typing.get_origin(tp)
-    if _is_section(tp) or _is_free_table(tp):
-        return "a table"
-    if origin in (typing.Union, types.UnionType):
-        members = [m for m in typing.get_args(tp) if m is not type(None)]
-        text = " or ".join(_expected(m, check) for m in members)
-        if type(None) in typing.get_args(tp) and str not in members:
-            text += ' or "none"'
-        return text
-    if origin is Literal:
-        choices = ", ".join(repr(c) for c in typing.get_args(tp))
-        text = f"one of {choices}" if len(typing.get_args(tp)) > 1 else choices
-        if aliases:
-            text += f" (or an alias: {', '.join(repr(a) for a in aliases)})"
-        return text
-    if origin is tuple:
-        args = typing.get_args(tp)
-        if len(args) == 2 and args[1] is Ellipsis:
-            return f"an array of {_expected(args[0], check)}s"
-        return f"an array of {len(args)} items, each {_expected(args[0], check)}"
-    noun = {bool: "boolean", int: "integer", float: "number", str: "string"}[tp]
-    if tp is bool:
-        return "true or false"
-    if check is not None and noun in check.nouns:
-        return check.phrase(noun)
-    return {"integer": "an integer", "number": "a number", "string": "a string"}[noun]
+def _structure(raw: Any, cls: type, prefix: KeyPath = ()) -> Any:
+    """``cls`` from raw TOML data, or the first problem (unknown keys first) as _Problem."""
+    try:
+        return _converter.structure(raw, cls)
+    except (cattrs.ClassValidationError, _BadValue) as group:
+        failures = list(_failures(group))
+    path, error = min(failures, key=lambda f: not isinstance(f[1], cattrs.ForbiddenExtraKeysError))
+    problem = _problem(error, path, raw)
+    raise _Problem(prefix + problem.path, problem.message, problem.known)
 
 
 # --------------------------------------------------------------------------------------
@@ -660,19 +668,9 @@ def _expected(tp: Any, check: Any = None, aliases: Mapping[str, str] | None = No
 # --------------------------------------------------------------------------------------
 
 _RUN_KEYS = tuple(f.name for f in _public_fields(RunSpec))
-_TOP_KEYS = ("description", *_RUN_KEYS, "output", "runs")
-
-
-def _dotted(path: KeyPath) -> str:
-    return ".".join(str(p) for p in path)
-
-
-def _has_path(raw: Any, path: KeyPath) -> bool:
-    for key in path:
-        if not isinstance(raw, Mapping) or key not in raw:
-            return False
-        raw = raw[key]
-    return True
+_RUNS_TYPE = attrs.fields(Recipe).runs.type
+_TOP_TYPES = {"description": str, **{f.name: f.type for f in _public_fields(RunSpec)},
+              "output": OutputSection, "runs": _RUNS_TYPE}  # the keys of a recipe file
 
 
 def _deep_merge(base: Mapping, over: Mapping) -> dict:
@@ -699,46 +697,36 @@ def recipe_from_dict(data: Mapping[str, Any], source: str | None = None) -> Reci
         raise RecipeError(f"recipe: expected a table, got {data!r}")
     try:
         for key in data:
-            if key not in _TOP_KEYS:
-                raise _Invalid((key,), "unknown key", known=_TOP_KEYS)
-        description = _convert(str, data.get("description", ""), ("description",), {})
-        output = _structure(OutputSection, data.get("output", {}), ("output",))
+            if key not in _TOP_TYPES:
+                raise _Problem((key,), "unknown key", known=list(_TOP_TYPES))
+        output = _structure(data.get("output", {}), OutputSection, ("output",))
         shared = {k: data[k] for k in _RUN_KEYS if k in data}
         if "runs" not in data:
             runs = [_build_run(shared, ())]
         else:
             tables = data["runs"]
             if not isinstance(tables, (list, tuple)) or not tables:
-                raise _Invalid(
-                    ("runs",), f"expected one or more [[runs]] tables, got {tables!r}"
-                )
+                raise _Problem(("runs",), f"expected one or more [[runs]] tables, got {tables!r}")
             runs = []
             for i, table in enumerate(tables):
                 if not isinstance(table, Mapping):
-                    raise _Invalid(("runs", i), f"expected a table, got {table!r}")
+                    raise _Problem(("runs", i), f"expected a table, got {table!r}")
                 runs.append(_build_run(_deep_merge(shared, table), ("runs", i), shared, table))
             seen: dict[str, int] = {}
             for i, run in enumerate(runs):
                 if run.name in seen:
-                    raise _Invalid(
+                    raise _Problem(
                         ("runs", i, "name"),
                         f"duplicate run name {run.name!r} (also run {seen[run.name]}); "
                         "run names name the run folders and must differ",
                     )
                 seen[run.name] = i
-    except _Invalid as exc:
-        raise RecipeError(exc.render(_dotted)) from None
-    return Recipe(runs=tuple(runs), description=description, output=output, source=source)
-
-
-class _Rendered(_Invalid):
-    """An :class:`_Invalid` whose message already carries its path."""
-
-    def __init__(self, text: str):
-        super().__init__((), text)
-
-    def render(self, where: Any) -> str:
-        return self.message
+        description = data.get("description", "")
+        return Recipe(runs=tuple(runs), description=description, output=output, source=source)
+    except _BadValue as exc:  # the description, which Recipe's own validator checks
+        raise RecipeError(_problem(exc, (), data).render()) from None
+    except _Problem as exc:
+        raise RecipeError(exc.render()) from None
 
 
 def _build_run(
@@ -750,19 +738,20 @@ def _build_run(
     """Structure one run; errors name the table the offending value was written in."""
 
     def inherited(path: KeyPath) -> bool:
-        return bool(prefix) and not _has_path(own, path) and _has_path(shared, path)
+        return (bool(prefix) and _lookup(own, path) is _MISSING
+                and _lookup(shared, path) is not _MISSING)
 
     def where(path: KeyPath) -> str:
         return _dotted(path if inherited(path) else prefix + tuple(path))
 
     try:
-        run = _structure(RunSpec, raw, ())
+        run = _structure(raw, RunSpec)
         _check_registry(run)
-    except _Invalid as exc:
+    except _Problem as exc:
         text = exc.render(where)
         if inherited(exc.path):  # a shared value may be wrong for one run only
             text += f" (shared value, inherited by {_dotted(prefix)})"
-        raise _Rendered(text) from None
+        raise RecipeError(text) from None
     if run.eval.batch_size is None:
         run = attrs.evolve(run, eval=attrs.evolve(run.eval, batch_size=run.data.batch_size))
     return run
@@ -774,21 +763,21 @@ def _check_registry(run: RunSpec) -> None:
     hint = f" (plugins that failed to load: {', '.join(sorted(failures))})" if failures else ""
     models = registry.list_models()
     if run.model.name not in models:
-        raise _Invalid(
+        raise _Problem(
             ("model", "name"),
             f"unknown model {run.model.name!r}; available: {', '.join(models) or 'none'}{hint}",
         )
     known = list(registry.get_model_spec(run.model.name).defaults())
     for key in run.model.hyperparameters:
         if key not in known:
-            raise _Invalid(
+            raise _Problem(
                 ("model", "hyperparameters", key),
                 f"unknown hyperparameter of {run.model.name!r}; "
                 f"available: {', '.join(known) or 'none'}",
             )
     datasets = registry.list_datasets()
     if run.data.name not in datasets:
-        raise _Invalid(
+        raise _Problem(
             ("data", "name"),
             f"unknown data set {run.data.name!r}; available: "
             f"{', '.join(datasets) or 'none'}{hint}",
@@ -796,7 +785,7 @@ def _check_registry(run: RunSpec) -> None:
     known = list(registry.get_dataset_spec(run.data.name).options())
     for key in run.data.options:
         if key not in known:
-            raise _Invalid(
+            raise _Problem(
                 ("data", "options", key),
                 f"unknown option of data set {run.data.name!r}; "
                 f"available: {', '.join(known) or 'none'}",
@@ -837,14 +826,10 @@ def load_recipe(path: str | Path, overrides: Sequence[str] = ()) -> Recipe:
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise RecipeError(f"{path}: invalid TOML: {_one_line(str(exc))}") from None
+        raise RecipeError(f"{path}: invalid TOML: {' '.join(str(exc).split())}") from None
     for override in overrides:
         apply_override(data, override)
     return recipe_from_dict(data, source=str(path))
-
-
-def _one_line(text: str) -> str:
-    return " ".join(text.split())
 
 
 def _parse_value(text: str) -> Any:
@@ -867,83 +852,57 @@ def apply_override(data: dict[str, Any], override: str) -> None:
     key = key.strip()
     if not sep or not key:
         raise RecipeError(f"--set {override}: expected KEY=VALUE, e.g. train.epochs=3")
-    parts: list[str | int] = key.split(".")
-    if any(p == "" for p in parts):
-        raise RecipeError(f"--set {key}: empty key segment")
-
-    def fail(message: str) -> RecipeError:
-        return RecipeError(f"--set {key}: {message}")
-
-    # Walk the schema alongside the data.
-    node: Any = "top"
-    for i, part in enumerate(parts):
-        here = _dotted(parts[:i]) or "the recipe"
-        if node == "runs":
-            runs = data.get("runs")
-            if not isinstance(runs, list) or not runs:
-                raise fail("the recipe has no [[runs]] tables")
-            if not part.isdigit() or int(part) >= len(runs):
-                raise fail(f"runs index must be 0..{len(runs) - 1}, got {part!r}")
-            parts[i] = int(part)
-            node = RunSpec
-            continue
-        if node == "top":
-            known = {
-                "description": str,
-                **{f.name: f.type for f in _public_fields(RunSpec)},
-                "output": OutputSection,
-                "runs": "runs",
-            }
-        elif _is_section(node):
-            known = {f.name: f.type for f in _public_fields(node)}
-        elif _is_free_table(node):
-            if i != len(parts) - 1:
-                raise fail(f"{here} holds plain values, not tables")
-            break
-        else:
-            raise fail(f"{here} is a value, not a table")
-        if part not in known:
-            close = difflib.get_close_matches(part, list(known), n=1)
-            hint = f"did you mean {close[0]!r}?" if close else (
-                f"known keys of {here}: {', '.join(known)}"
-            )
-            raise fail(f"unknown key; {hint}")
-        node = known[part]
-
-    # Set the value, creating tables on the way.
+    try:
+        *tables, last = _override_path(data, key.split("."))
+        target: Any = data
+        for i, part in enumerate(tables):  # creating tables on the way
+            target = target[part] if isinstance(part, int) else target.setdefault(part, {})
+            if not isinstance(target, (dict, list)):
+                raise ValueError(f"{_dotted(tables[: i + 1])} is not a table in the recipe")
+    except ValueError as exc:
+        raise RecipeError(f"--set {key}: {exc}") from None
     value = _parse_value(text.strip())
-    target: Any = data
-    for i, part in enumerate(parts[:-1]):
-        nxt = target[part] if isinstance(part, int) else target.setdefault(part, {})
-        if not isinstance(nxt, (dict, list)):
-            raise fail(f"{_dotted(parts[: i + 1])} is not a table in the recipe")
-        target = nxt
-    last = parts[-1]
     existing = target[last] if isinstance(target, list) else target.get(last)
     if isinstance(value, dict) and isinstance(existing, dict):
         value = _deep_merge(existing, value)  # an inline table adds keys, it keeps the rest
     target[last] = value
 
 
+def _override_path(data: Mapping[str, Any], parts: list[str]) -> list[str | int]:
+    """An override's key, checked against the schema (a ValueError says what is wrong),
+    with ``runs.N`` turned into an index into the recipe's ``[[runs]]`` tables."""
+    if "" in parts:
+        raise ValueError("empty key segment")
+    path: list[str | int] = []
+    node: Any = _TOP_TYPES
+    for i, part in enumerate(parts):
+        here = _dotted(path) or "the recipe"
+        if node is _RUNS_TYPE:
+            runs = data.get("runs")
+            if not isinstance(runs, list) or not runs:
+                raise ValueError("the recipe has no [[runs]] tables")
+            if not part.isdigit() or int(part) >= len(runs):
+                raise ValueError(f"runs index must be 0..{len(runs) - 1}, got {part!r}")
+            path.append(int(part))
+            node = RunSpec
+            continue
+        if _is_free_table(node):  # its keys are checked against the registry later
+            if i != len(parts) - 1:
+                raise ValueError(f"{here} holds plain values, not tables")
+            return path + [part]
+        keys = {f.name: f.type for f in _public_fields(node)} if _is_section(node) else node
+        if not isinstance(keys, dict):
+            raise ValueError(f"{here} is a value, not a table")
+        if part not in keys:
+            raise ValueError(_unknown_key(part, list(keys), here))
+        path.append(part)
+        node = keys[part]
+    return path
+
+
 # --------------------------------------------------------------------------------------
 # Back to data: resolved dictionaries, TOML text, run directories.
 # --------------------------------------------------------------------------------------
-
-
-def _unstructure(obj: Any) -> Any:
-    if attrs.has(type(obj)):
-        out = {}
-        for f in _public_fields(type(obj)):
-            value = getattr(obj, f.name)
-            if value is None and f.default is not None and _takes_none_string(f.type):
-                value = "none"  # TOML has no null; omitting the key would mean the default
-            out[f.name] = _unstructure(value)
-        return out
-    if isinstance(obj, Mapping):
-        return {k: _unstructure(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_unstructure(v) for v in obj]
-    return obj
 
 
 def recipe_to_dict(recipe: Recipe) -> dict[str, Any]:
@@ -954,11 +913,11 @@ def recipe_to_dict(recipe: Recipe) -> dict[str, Any]:
     the result reproduces the run wherever it is stored. ``recipe_from_dict`` of the result
     equals ``recipe`` (up to that substitution).
     """
-    output = _unstructure(recipe.output)
+    output = _converter.unstructure(recipe.output)
     if recipe.source is not None:
         output["dir"] = output["dir"].replace("{recipe}", Path(recipe.source).stem)
     out: dict[str, Any] = {"description": recipe.description}
-    runs = [_unstructure(run) for run in recipe.runs]
+    runs = [_converter.unstructure(run) for run in recipe.runs]
     if len(runs) == 1:
         out["name"] = runs[0].pop("name")
         out.update(runs[0])
@@ -968,83 +927,23 @@ def recipe_to_dict(recipe: Recipe) -> dict[str, Any]:
     return out
 
 
-_BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
-_ESCAPES = {'"': '\\"', "\\": "\\\\", "\b": "\\b", "\t": "\\t", "\n": "\\n", "\f": "\\f",
-            "\r": "\\r"}
-
-
-def _toml_key(key: str) -> str:
-    return key if _BARE_KEY.match(key) else _toml_string(key)
-
-
-def _toml_string(text: str) -> str:
-    chars = []
-    for ch in text:
-        if ch in _ESCAPES:
-            chars.append(_ESCAPES[ch])
-        elif ord(ch) < 0x20 or ord(ch) == 0x7F:
-            chars.append(f"\\u{ord(ch):04x}")
-        else:
-            chars.append(ch)
-    return '"' + "".join(chars) + '"'
-
-
-def _toml_value(value: Any, where: str) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        if value != value:
-            return "nan"
-        if value in (float("inf"), float("-inf")):
-            return "inf" if value > 0 else "-inf"
-        return repr(value)
-    if isinstance(value, str):
-        return _toml_string(value)
+def _toml_ready(value: Any, path: KeyPath) -> Any:
+    """``value`` without ``None`` in its tables; a TypeError naming the key of anything
+    else TOML cannot hold."""
+    if isinstance(value, Mapping):
+        return {k: _toml_ready(item, path + (k,)) for k, item in value.items() if item is not None}
     if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(_toml_value(v, where) for v in value) + "]"
-    raise TypeError(f"{where}: cannot write {type(value).__name__} value {value!r} as TOML")
-
-
-def _is_table_array(value: Any) -> bool:
-    return (
-        isinstance(value, (list, tuple))
-        and len(value) > 0
-        and all(isinstance(v, Mapping) for v in value)
-    )
+        return [_toml_ready(item, path + (i,)) for i, item in enumerate(value)]
+    if not isinstance(value, (str, int, float)):  # bool is an int
+        raise TypeError(f"{_dotted(path)}: cannot write {type(value).__name__} value "
+                        f"{value!r} as TOML")
+    return value
 
 
 def dump_toml(data: Mapping[str, Any]) -> str:
     """Write ``data`` as TOML: tables, arrays of tables, strings, numbers, booleans and
     arrays of those. ``None`` values are left out (TOML has no null)."""
-    lines: list[str] = []
-    _dump_table(data, (), lines)
-    return "\n".join(lines).lstrip("\n") + "\n"
-
-
-def _dump_table(table: Mapping[str, Any], path: tuple[str, ...], lines: list[str]) -> None:
-    subtables, arrays = [], []
-    for key, value in table.items():
-        if value is None:
-            continue
-        if isinstance(value, Mapping):
-            subtables.append((key, value))
-        elif _is_table_array(value):
-            arrays.append((key, value))
-        else:
-            if isinstance(value, (list, tuple)) and any(isinstance(v, Mapping) for v in value):
-                raise TypeError(f"{_dotted(path + (key,))}: cannot mix tables and values")
-            lines.append(f"{_toml_key(key)} = {_toml_value(value, _dotted(path + (key,)))}")
-    for key, value in subtables:
-        header = ".".join(_toml_key(k) for k in path + (key,))
-        lines.extend(["", f"[{header}]"])
-        _dump_table(value, path + (key,), lines)
-    for key, values in arrays:
-        header = ".".join(_toml_key(k) for k in path + (key,))
-        for value in values:
-            lines.extend(["", f"[[{header}]]"])
-            _dump_table(value, path + (key,), lines)
+    return tomli_w.dumps(_toml_ready(data, ()))
 
 
 def write_resolved(recipe: Recipe, run_dir: str | Path, run: RunSpec | None = None) -> Path:
@@ -1064,8 +963,7 @@ def write_resolved(recipe: Recipe, run_dir: str | Path, run: RunSpec | None = No
     folder = Path(run_dir)
     folder.mkdir(parents=True, exist_ok=True)
     target = folder / "recipe.toml"
-    text = dump_toml(recipe_to_dict(recipe))
-    atomic_write_text(target, text)
+    atomic_write_text(target, dump_toml(recipe_to_dict(recipe)))
     return target
 
 
@@ -1096,7 +994,7 @@ def _type_text(tp: Any) -> str:
         return "table"
     if _is_free_table(tp):
         return "table (free keys)"
-    if origin in (typing.Union, types.UnionType):
+    if _is_union(tp):
         return " | ".join(
             "none" if m is type(None) else _type_text(m) for m in typing.get_args(tp)
         )
@@ -1111,20 +1009,23 @@ def _type_text(tp: Any) -> str:
 
 
 def _default_text(field: attrs.Attribute) -> str:
+    default = field.default
     if "default_doc" in field.metadata:
         return field.metadata["default_doc"]
-    default = field.default
     if default is attrs.NOTHING:
         return "required"
-    if isinstance(default, attrs.Factory):
-        default = default.factory()
-        if attrs.has(type(default)):
-            return ""
+    if isinstance(default, attrs.Factory):  # a table: a section, or a free table
+        return "{}" if default.factory is FrozenTable else ""
     if default is None:
         return "unset"
-    if isinstance(default, Mapping):
-        return "{}"
-    return _toml_value(default, field.name)
+    return _toml_literal(default)
+
+
+def _toml_literal(value: Any) -> str:
+    """``value`` as TOML writes it, arrays on one line."""
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml_literal(item) for item in value) + "]"
+    return tomli_w.dumps({"v": value})[len("v = "):-1]
 
 
 def field_reference() -> list[tuple[str, str, str, str]]:
@@ -1141,7 +1042,7 @@ def field_reference() -> list[tuple[str, str, str, str]]:
             type_text = _type_text(f.type)
             check = f.metadata.get("check")
             if check is not None:
-                type_text += f" ({check.describe()})"
+                type_text += f" ({check.short})"
             rows.append((key, type_text, _default_text(f), f.metadata["help"]))
             if _is_section(f.type):
                 walk(f.type, key + ".")

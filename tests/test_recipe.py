@@ -16,6 +16,7 @@ from pixelgen.blocks import Hyperparameter
 from pixelgen.errors import RecipeError
 from pixelgen.recipe import (
     EvalSection,
+    ModelSection,
     OptimizerSection,
     OutputSection,
     Recipe,
@@ -208,6 +209,21 @@ def test_python_construction_is_validated_like_a_recipe():
     assert OptimizerSection(betas=[0.5, 0.5]).betas == (0.5, 0.5)
 
 
+
+def test_python_construction_asks_for_python_values():
+    # "none" and aliases are recipe spellings; Python is told the value to pass instead
+    with pytest.raises(RecipeError, match=r"^TrainSection\.gradient_clip_norm: expected None "
+                       r"\(the canonical form\), got 'none'$"):
+        TrainSection(gradient_clip_norm="none")
+    assert TrainSection(gradient_clip_norm=None).gradient_clip_norm is None
+    with pytest.raises(RecipeError, match=r"^TrainSection\.optimizer: expected an instance of "
+                       r"OptimizerSection, got \{'lr': 1\}$"):
+        TrainSection(optimizer={"lr": 1})
+    with pytest.raises(RecipeError, match=r"^ModelSection\.hyperparameters\.k\.1: expected a TOML"):
+        ModelSection(name="x", hyperparameters={"k": [1, None]})
+    with pytest.raises(RecipeError, match=r"^TrainSection\.seed: expected an integer, got True$"):
+        TrainSection(seed=True)
+
 # --------------------------------------------------------------------------------------
 # [[runs]]
 # --------------------------------------------------------------------------------------
@@ -359,6 +375,13 @@ def test_dump_toml_writes_the_supported_subset():
         dump_toml({"t": object()})
 
 
+
+def test_dump_toml_names_the_array_item_it_cannot_write():
+    with pytest.raises(TypeError, match=r"^a\.1: cannot write NoneType value None as TOML$"):
+        dump_toml({"a": [1, None]})
+    # an array mixing tables and values is still TOML (inline tables)
+    assert tomllib.loads(dump_toml({"a": [{"x": 1}, 2]})) == {"a": [{"x": 1}, 2]}
+
 # --------------------------------------------------------------------------------------
 # Errors: one line, naming the dotted key path
 # --------------------------------------------------------------------------------------
@@ -482,6 +505,73 @@ def test_bad_overrides_name_the_override(tmp_path, override, message):
     assert "\n" not in str(info.value)
     assert str(info.value).startswith(message), str(info.value)
 
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ("[train.optimizer]\nlr = 0", "train.optimizer.lr: expected a positive number, got 0"),
+        ("[train.optimizer]\nbetas = [0.9, 1.5]", "train.optimizer.betas: expected an array of 2 "
+         "items, each a number in [0, 1), got [0.9, 1.5]"),
+        ("[sample]\ntop_p = 2", "sample.top_p: expected a number in (0, 1], got 2"),
+        ("[train]\ndevices = [1]",
+         "train.devices: expected a positive integer or a string, got [1]"),
+    ],
+)
+def test_bad_values_are_quoted_as_the_recipe_wrote_them(tmp_path, extra, message):
+    # ints are converted to floats and arrays to tuples before the checks run, but the
+    # message quotes the value from the file
+    with pytest.raises(RecipeError) as info:
+        load_recipe(write(tmp_path, MINIMAL + extra))
+    assert str(info.value) == message
+
+
+def test_unknown_keys_are_reported_before_bad_values():
+    data = {"model": {"name": "tiny_test_model"}, "train": {"epochs": 0, "xyz": 1}}
+    with pytest.raises(RecipeError, match=r"^train\.xyz: unknown key; known keys of train: "):
+        recipe_from_dict(data)
+
+
+def _schema_keys(cls, prefix=()):
+    """Dotted key tuples of every value (not table) field, walked from the attrs classes."""
+    for field in attrs.fields(cls):
+        tp = typing.get_type_hints(cls)[field.name]
+        if field.metadata.get("internal"):
+            continue
+        if isinstance(tp, type) and attrs.has(tp):
+            yield from _schema_keys(tp, prefix + (field.name,))
+        else:
+            yield prefix + (field.name,)
+
+
+RUN_VALUE_KEYS = list(_schema_keys(RunSpec))
+
+
+@pytest.mark.parametrize("key", RUN_VALUE_KEYS + [("output", *k) for k in _schema_keys(OutputSection)],
+                         ids=".".join)
+def test_every_key_refuses_a_wrong_value_naming_its_path(key):
+    wrong = [{"a": 1}]  # a TOML array of tables fits no recipe value
+    data = {"model": {"name": "tiny_test_model"}}
+    table = data
+    for part in key[:-1]:
+        table = table.setdefault(part, {})
+    table[key[-1]] = wrong
+    with pytest.raises(RecipeError) as info:
+        recipe_from_dict(data)
+    assert str(info.value).startswith(f"{'.'.join(key)}: expected "), str(info.value)
+    assert str(info.value).endswith("got [{'a': 1}]") and "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("key", RUN_VALUE_KEYS, ids=".".join)
+def test_every_run_key_refuses_a_wrong_value_in_its_run(key):
+    run = {"name": "b", "model": {"name": "tiny_test_model"}}
+    table = run
+    for part in key[:-1]:
+        table = table.setdefault(part, {})
+    table[key[-1]] = 2.5j  # no TOML value is complex
+    with pytest.raises(RecipeError) as info:
+        recipe_from_dict({"runs": [{"model": {"name": "tiny_test_model"}}, run]})
+    assert str(info.value).startswith(f"runs.1.{'.'.join(key)}: expected "), str(info.value)
 
 def test_run_index_out_of_range(tmp_path):
     with pytest.raises(RecipeError, match=r"^--set runs\.3\.name: runs index must be 0\.\.2"):
