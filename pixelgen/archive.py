@@ -28,6 +28,7 @@ columns, temporary batches, zarr's own ``*.partial`` files); readers never need 
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -36,7 +37,7 @@ import uuid
 from datetime import datetime, timezone
 from numbers import Real
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import zarr
@@ -88,6 +89,31 @@ def _jsonable(value: Any, where: str) -> Any:
     return value
 
 
+_DAMAGE = (ValueError, KeyError, TypeError, RuntimeError, IndexError, zarr.errors.BaseZarrError)
+
+
+def _damage_is_one_line(method: Callable[..., Any]) -> Callable[..., Any]:
+    """An archive whose files were damaged (bad JSON, bad attributes, bad chunks) raises an
+    :class:`ArchiveError` naming the archive, not zarr's or numpy's traceback."""
+
+    @functools.wraps(method)
+    def checked(self_or_cls: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(self_or_cls, *args, **kwargs)
+        except PixelgenError:
+            raise
+        except _DAMAGE as exc:
+            path = getattr(self_or_cls, "path", None) or next(
+                (a for a in (self_or_cls, *args) if isinstance(a, (str, os.PathLike))), "the run archive")
+            detail = " ".join(str(exc).split())[:120] or type(exc).__name__
+            raise ArchiveError(
+                f"{path}: the run archive is damaged ({type(exc).__name__}: {detail}); move it aside "
+                f"to keep what it holds (the checkpoints are separate and intact) and run again"
+            ) from None
+
+    return checked
+
+
 class RunArchive:
     """A run's metrics, test figures and generated samples in a local zarr v3 group."""
 
@@ -97,11 +123,14 @@ class RunArchive:
         self._writable = writable
 
     @classmethod
+    @_damage_is_one_line
     def create_or_open(cls, path: str | os.PathLike) -> RunArchive:
         """Open the archive at ``path`` for appending, creating it on first use."""
         path = Path(path)
-        if path.is_dir() and any(path.iterdir()) and not (path / "zarr.json").exists():
-            raise ArchiveError(f"{path}: cannot create a run archive in a non-empty directory")
+        cls.check_reusable(path)
+        for partial in path.glob("*.partial") if path.is_dir() else ():  # a kill inside zarr's first write
+            if _ZARR_PARTIAL.search(partial.name):
+                partial.unlink()
         try:
             root = zarr.open_group(path, mode="a", zarr_format=3)
         except _NOT_A_GROUP:
@@ -119,7 +148,25 @@ class RunArchive:
         archive._recover()
         return archive
 
+    @staticmethod
+    @_damage_is_one_line
+    def check_reusable(path: Path) -> None:
+        """ArchiveError unless ``path`` is free, a run archive, or one whose creation a kill
+        interrupted (nothing but zarr's own files in it); writes nothing."""
+        if not path.exists():
+            return
+        if not path.is_dir():
+            raise ArchiveError(f"{path}: exists and is not a run archive (a file); move it aside or pass --out DIR")
+        entries = [p.name for p in path.iterdir() if not _ZARR_PARTIAL.search(p.name)]
+        if entries and "zarr.json" not in entries:
+            raise ArchiveError(f"{path}: cannot create a run archive in a non-empty folder; move it aside or pass --out DIR")
+        if "zarr.json" in entries:
+            root = zarr.open_group(path, mode="r", zarr_format=3)
+            if root.attrs.get("format") != FORMAT and not set(root.keys()) <= {"metrics", "test", "samples"}:
+                raise ArchiveError(f"{path}: a zarr group, but not a {FORMAT} (attrs['format']); pass --out DIR")
+
     @classmethod
+    @_damage_is_one_line
     def open(cls, path: str | os.PathLike, mode: str = "r") -> RunArchive:
         """Open an existing archive; ``mode`` is ``"r"`` (read-only) or ``"r+"``."""
         path = Path(path)
@@ -150,10 +197,12 @@ class RunArchive:
             raise ArchiveError(f"{self.path}: archive was opened read-only")
 
     @property
+    @_damage_is_one_line
     def n_epochs(self) -> int:
         """Number of committed metrics rows."""
         return int(self._group("metrics").attrs["n_epochs"])
 
+    @_damage_is_one_line
     def append_metrics(self, row: dict[str, float]) -> None:
         """Append one epoch's metrics; a key never seen before is back-filled with NaN."""
         self._check_writable()
@@ -185,12 +234,14 @@ class RunArchive:
         # The commit: one metadata write (attrs.update would write once per key).
         group.attrs.put({**group.attrs.asdict(), "columns": columns, "n_epochs": n + 1})
 
+    @_damage_is_one_line
     def metrics(self) -> dict[str, np.ndarray]:
         """Committed metrics: column name -> array of shape (n_epochs,), in column order."""
         group = self._group("metrics")
         n = int(group.attrs["n_epochs"])
         return {name: group[name][:n] for name in group.attrs["columns"]}
 
+    @_damage_is_one_line
     def truncate_metrics(self, n_epochs: int) -> None:
         """Keep only the first ``n_epochs`` rows (on resume, those the checkpoint has seen)."""
         self._check_writable()
@@ -205,6 +256,7 @@ class RunArchive:
 
     # -- test figures --------------------------------------------------------------------
 
+    @_damage_is_one_line
     def set_test_metrics(self, figures: dict[str, float | list[float]]) -> None:
         """Replace the final evaluation figures (name -> number or list of numbers)."""
         self._check_writable()
@@ -216,12 +268,14 @@ class RunArchive:
                 )
         self._group("test").attrs.put(_jsonable(figures, "test"))
 
+    @_damage_is_one_line
     def test_metrics(self) -> dict[str, Any]:
         """The final evaluation figures, ``{}`` before :meth:`set_test_metrics`."""
         return self._group("test").attrs.asdict()
 
     # -- samples -------------------------------------------------------------------------
 
+    @_damage_is_one_line
     def append_samples(self, images: Any, **attributes: Any) -> str:
         """Store a batch of generated images, uint8 (N, C, H, W); returns its key.
 
@@ -252,6 +306,7 @@ class RunArchive:
         os.rename(tmp, samples_dir / key)  # the commit: atomic on one file system
         return key
 
+    @_damage_is_one_line
     def sample_batches(self) -> list[tuple[str, dict[str, Any]]]:
         """Committed batches as (key, attributes), oldest first."""
         # Listing the directory ourselves skips .tmp-* entries without asking zarr about them.
@@ -259,6 +314,7 @@ class RunArchive:
         group = self._group("samples")
         return [(key, group[key].attrs.asdict()) for key in sorted(committed, key=int)]
 
+    @_damage_is_one_line
     def read_samples(self, key: str) -> np.ndarray:
         """The images of batch ``key``: uint8 array of shape (N, C, H, W)."""
         if not _SAMPLE_KEY.match(key) or not (self.path / "samples" / key / "zarr.json").exists():

@@ -24,6 +24,7 @@ from pixelgen.recipe import load_recipe
 from pixelgen.report import CompareOptions, analyse, compare, compare_recipe
 from pixelgen.testing import allowed_dependencies, check_causality
 from pixelgen.train import run_recipe
+from pixelgen.trainer import progress_bar_enabled
 
 
 def _parse_value(text: str):
@@ -174,7 +175,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
         temperature=args.temperature, top_p=args.top_p, seed=args.seed, sampler=args.sampler,
         label=args.label, complete=args.complete, rows=args.rows,
         archive=False if args.no_archive else (args.archive or True), png=args.png or True,
-        device=args.device, progress=True,
+        device=args.device, progress=progress_bar_enabled(),
     )
     images = result["images"]
     print(f"{len(images)} samples {tuple(images.shape[1:])}, seed {result['seed']}, "

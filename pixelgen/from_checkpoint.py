@@ -18,7 +18,7 @@ from pixelgen import checkpoint as ckpt_io
 from pixelgen.blocks import n_classes_of
 from pixelgen.errors import CheckpointError, PixelgenError, RecipeError
 from pixelgen.files import RunLock
-from pixelgen.inference import evaluate, read_image, sample_to_archive, save_grid
+from pixelgen.inference import check_image_path, evaluate, read_image, sample_to_archive, save_grid
 from pixelgen.recipe import recipe_from_dict
 from pixelgen.sampling import SamplingError, _channels_of, sample_batched
 from pixelgen.train import load_data, make_fabric
@@ -114,6 +114,10 @@ def sample_checkpoint(
     checkpoint = Path(checkpoint)
     state = ckpt_io.load_checkpoint(checkpoint)
     model = ckpt_io.model_from_checkpoint(state).to(_device(device))
+    if archive is True:
+        archive = archive_of(checkpoint, state)  # refused before anything slow
+    if png not in (True, False):
+        png = check_image_path(png)
     prefix, height, width = _completion(complete, rows, size, n, _channels_of(model))
     if prefix is None:
         height, width = size or _image_size_of_run(state)
@@ -126,7 +130,7 @@ def sample_checkpoint(
     result: dict[str, Any] = {"seed": seed, "archive": None, "key": None, "png": None}
     start = time.perf_counter()
     if archive is not False:
-        result["archive"] = archive_of(checkpoint, state) if archive is True else Path(archive)
+        result["archive"] = Path(archive)
         with RunLock(result["archive"].parent):  # one writer per run folder
             images, result["key"] = sample_to_archive(
                 model, result["archive"], n, height, width, model=state["model"]["name"],

@@ -178,17 +178,23 @@ def read_image(path: str | os.PathLike, channels: int) -> Tensor:
     return torch.from_numpy(pixels.reshape(*pixels.shape[:2], channels).copy()).permute(2, 0, 1)  # (C, H, W)
 
 
+def check_image_path(path: str | os.PathLike) -> Path:
+    """``path`` as a file an image can be written to: not a folder, with an extension."""
+    path = Path(path)
+    if path.is_dir():
+        raise SamplingError(f"{path}: is a folder; name a PNG file, e.g. {path / 'samples.png'}")
+    if not path.suffix:
+        raise SamplingError(f"{path}: the PNG file name needs an extension, e.g. {path}.png")
+    return path
+
+
 def save_grid(images: Tensor, path: str | os.PathLike) -> Path:
     """Write uint8 images ``(n, C, H, W)`` as one PNG grid, about square, atomically.
 
     Small images are upscaled by a whole factor (nearest neighbour) so that each is at
     least :data:`MIN_GRID_IMAGE_PX` pixels wide; grey stays grey.
     """
-    path = Path(path)
-    if path.is_dir():
-        raise SamplingError(f"{path}: is a folder; name a PNG file, e.g. {path / 'samples.png'}")
-    if not path.suffix:
-        raise SamplingError(f"{path}: the PNG file name needs an extension, e.g. {path}.png")
+    path = check_image_path(path)
     scale = max(1, math.ceil(MIN_GRID_IMAGE_PX / images.shape[-1]))
     big = images.repeat_interleave(scale, dim=-2).repeat_interleave(scale, dim=-1)  # (n, C, sH, sW)
     grid = make_grid(big, nrow=math.ceil(math.sqrt(len(images))), padding=scale, pad_value=255)  # (3, H', W')

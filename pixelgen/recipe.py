@@ -762,6 +762,9 @@ def _check_registry(run: RunSpec) -> None:
     failures = registry.plugin_failures()
     hint = f" (plugins that failed to load: {', '.join(sorted(failures))})" if failures else ""
     models = registry.list_models()
+    conflicts = registry.get_registry().conflicts
+    if run.model.name in conflicts:
+        raise _Problem(("model", "name"), conflicts[run.model.name])
     if run.model.name not in models:
         raise _Problem(
             ("model", "name"),

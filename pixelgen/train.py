@@ -176,9 +176,10 @@ def plan_runs(
         if folder.exists() and not folder.is_dir():
             raise PixelgenError(f"{folder}: exists and is not a folder; pass --out DIR to write elsewhere")
         state, action = _resume_point(folder, run, resume)
+        if state is not None:
+            _check_same_data(folder / LAST, state["recipe"], recipe, run)
         archive_path = folder / recipe.output.archive
-        if archive_path.exists():
-            RunArchive.open(archive_path)  # a foreign folder fails here, before any training
+        RunArchive.check_reusable(archive_path)  # a foreign folder fails here, before any training
         key = repr((run.data, run.train.seed))
         if key not in data_cache:
             data_cache[key] = load_data(run)
@@ -194,7 +195,6 @@ def plan_runs(
             model = build_model(run, tuple(train_set.shape), train_set.n_classes)
         if state is not None:
             _check_same_model(folder / LAST, state["model"], model.pixelgen_config)
-            _check_same_data(folder / LAST, state["recipe"], recipe, run)
         loggers = [
             TensorBoardLogger(root_dir=str(folder), name="tensorboard", default_hp_metric=False),
             CSVLogger(root_dir=str(folder), name="csv", flush_logs_every_n_steps=1),

@@ -195,12 +195,6 @@ def test_existing_run_without_resume_is_not_overwritten(run_copy, capsys):
     assert snapshot(run) == before
 
 
-def test_resume_with_nothing_to_resume(tmp_path, trained, capsys):
-    fails_cleanly(capsys, ["run", str(trained[1]), "--out", str(tmp_path / "fresh"), "--resume"],
-                  "nothing to resume")
-    assert not (tmp_path / "fresh").exists()
-
-
 def test_resume_from_truncated_checkpoint(run_copy, capsys):
     recipe, run = run_copy
     last = run / "last.ckpt"

@@ -315,8 +315,10 @@ def test_ddp_two_cpu_processes_agree_with_one(tmp_path, capsys):
     in_run = json.loads((out / "metrics.json").read_text())
     alone = json.loads(_eval_json(capsys, out / "best.ckpt", "test"))
     assert in_run["n_images"] == alone["n_images"] == 10  # no padding, no duplicates
+    # Per-image NLLs are float32 reductions over batches that differ between the sharded
+    # and the single pass (4 + 1 images per shard vs 5 + 5): equal to float32 rounding.
     for key in ("nll_nats", "bits_per_dim"):
-        assert in_run[key] == pytest.approx(alone[key], rel=1e-9), key
+        assert in_run[key] == pytest.approx(alone[key], rel=1e-6), key
     val_alone = json.loads(_eval_json(capsys, out / "best.ckpt", "val"))
     val_in_run = RunArchive.open(out / "archive.zarr").metrics()["val_bits_per_dim"][0]
     assert val_alone["n_images"] == 6
