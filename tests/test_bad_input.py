@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 import pathlib
 import shutil
 import types
@@ -383,3 +384,42 @@ def test_metrics_json_damaged_after_training_is_evaluated_again(legacy, capsys):
     assert cli.main(["run", "legacy.toml", "--resume"]) == 0
     figures = json.loads((legacy / RUN / "metrics.json").read_text())
     assert figures["n_images"] == 6
+
+
+class Leaky(torch.nn.Module):
+    """Sees its own sub-pixel: a plain convolution in place of a masked one."""
+
+    def __init__(self, in_channels: int = 1) -> None:
+        super().__init__()
+        self.in_channels, self.n_classes = in_channels, 0
+        self.conv = torch.nn.Conv2d(in_channels, 256 * in_channels, 3, padding=1)
+
+    def forward(self, x, labels=None):
+        logits = self.conv(x.to(self.conv.weight.dtype) / 255)
+        return logits.view(len(x), self.in_channels, 256, *x.shape[2:]).transpose(1, 2)
+
+
+class LeakyPlugin:
+    @pixelgen.hookimpl
+    def pixelgen_models(self):
+        return [pixelgen.ModelSpec("leaky", Leaky, "not causal", hyperparameters={"in_channels": Hyperparameter(1, "c")})]
+
+
+def test_check_of_a_non_causal_model_is_one_line(capsys):
+    registry.register_plugin(LeakyPlugin(), name="leaky_plugin")
+    try:
+        assert cli.main(["check", "leaky", "--height", "3", "--width", "3", "--channels", "1"]) == 2
+    finally:
+        registry.unregister_plugin("leaky_plugin")
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert "not autoregressive" in err
+
+
+def test_written_files_follow_the_umask(legacy):
+    old = os.umask(0o022)
+    try:
+        assert cli.main(["sample", CKPT, "-n", "1", "--seed", "0", "--png", "grid.png"]) == 0
+    finally:
+        os.umask(old)
+    assert (legacy / "grid.png").stat().st_mode & 0o777 == 0o644
