@@ -109,7 +109,7 @@ def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> pathlib.P
     path = pathlib.Path(path)
     state = {"format": FORMAT, "format_version": FORMAT_VERSION, **state}
     if "model_state" in state:
-        state["model_digest"] = weights_digest(state["model_state"])
+        state["model_digest"] = weights_digest(_all_weights(state))
     try:
         with atomic_writer(path) as handle:
             torch.save(state, handle)
@@ -149,6 +149,12 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     return state
 
 
+def _all_weights(state: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """The trained weights and, for a run with an average of them, the average."""
+    ema = state.get("ema_state") or {}
+    return {**state["model_state"], **{f"ema:{k}": v for k, v in ema.items() if isinstance(v, torch.Tensor)}}
+
+
 def weights_digest(model_state: dict[str, torch.Tensor]) -> str:
     """SHA-256 over every tensor's name, dtype, shape and bytes, in name order."""
     digest = hashlib.sha256()
@@ -171,12 +177,14 @@ def _check_contents(path: pathlib.Path, state: dict[str, Any]) -> None:
     if not isinstance(state["epoch"], int) or not isinstance(state["recipe"], dict):
         raise CheckpointError(_not_ours(path, "its 'epoch' or 'recipe' entry has the wrong type"))
     recorded = state.get("model_digest")
-    if recorded is not None and recorded != weights_digest(weights):
+    if recorded is not None and recorded != weights_digest(_all_weights(state)):
         raise CheckpointError(
             f"{path}: the weights do not match their recorded digest (the file was damaged or "
             f"edited); use another checkpoint (last.ckpt / best.ckpt) or train again"
         )
-    bad = [name for name, v in weights.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    every = {**weights, **{f"ema:{k}": v for k, v in (state.get("ema_state") or {}).items()
+                           if isinstance(v, torch.Tensor)}}
+    bad = [name for name, v in every.items() if v.is_floating_point() and not torch.isfinite(v).all()]
     if bad:
         raise CheckpointError(
             f"{path}: non-finite weights in {', '.join(bad[:3])}{' ...' if len(bad) > 3 else ''}; "
@@ -206,19 +214,36 @@ def _not_ours(path: pathlib.Path, reason: str) -> str:
     )
 
 
-def model_from_checkpoint(state: dict[str, Any]) -> nn.Module:
+WEIGHTS = ("auto", "ema", "raw")
+
+
+def model_from_checkpoint(state: dict[str, Any], weights: str = "auto") -> nn.Module:
     """Rebuild the model a checkpoint describes and load its weights (on the CPU).
 
     Needs only the checkpoint: the registered model name and its hyperparameters are
-    stored in ``state["model"]`` (``model.pixelgen_config``).
+    stored in ``state["model"]`` (``model.pixelgen_config``). ``weights``: ``"ema"`` the
+    exponential moving average of a run with ``train.ema_decay > 0``, ``"raw"`` the
+    trained weights themselves, ``"auto"`` the average where there is one.
     """
+    if weights not in WEIGHTS:
+        raise CheckpointError(f"weights {weights!r}: choose one of {', '.join(WEIGHTS)}")
+    has_ema = bool(state.get("ema_state"))
+    if weights == "ema" and not has_ema:
+        raise CheckpointError("--weights ema: this run kept no average of its weights (train.ema_decay = 0); "
+                              "use --weights raw")
     config = state["model"]
+    chosen = ema_weights(state["ema_state"]) if has_ema and weights != "raw" else state["model_state"]
     try:
         model = create_model(config["name"], **config["hyperparameters"])
-        model.load_state_dict(state["model_state"])
+        model.load_state_dict(chosen)
     except (KeyError, TypeError, ValueError, RuntimeError) as exc:
         reason = " ".join(str(exc).split())[:160]
         raise CheckpointError(
             f"checkpoint model {config.get('name')!r} cannot be rebuilt: {reason}"
         ) from None
     return model
+
+
+def ema_weights(ema_state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The model's state dict inside an ``AveragedModel``'s (keys ``module.*``)."""
+    return {k[len("module."):]: v for k, v in ema_state.items() if k.startswith("module.")}

@@ -118,7 +118,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     figures = evaluate_checkpoint(
         args.checkpoint, args.split, data_root=args.data_root, limit=args.limit,
-        accelerator=args.accelerator,
+        accelerator=args.accelerator, weights=args.weights,
     )
     if args.json:
         print(json.dumps(figures))
@@ -175,7 +175,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
         temperature=args.temperature, top_p=args.top_p, seed=args.seed, sampler=args.sampler,
         label=args.label, complete=args.complete, rows=args.rows,
         archive=False if args.no_archive else (args.archive or True), png=args.png or True,
-        device=args.device, progress=progress_bar_enabled(),
+        device=args.device, progress=progress_bar_enabled(), weights=args.weights,
     )
     images = result["images"]
     print(f"{len(images)} samples {tuple(images.shape[1:])}, seed {result['seed']}, "
@@ -259,6 +259,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=_bounded_int(1, MAX_SAMPLES, "a batch size"), default=16,
                    help="images generated at once (default: 16)")
     p.add_argument("--device", help="cpu, cuda, ... (default: cuda where available)")
+    p.add_argument("--weights", choices=["auto", "ema", "raw"], default="auto",
+                   help="ema: the run's average of its weights; raw: the trained weights (default: ema where kept)")
     p.set_defaults(func=cmd_sample)
 
     p = sub.add_parser("run", help="train and evaluate every run of a TOML recipe on Lightning Fabric")
@@ -278,6 +280,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=_non_negative_int, metavar="N",
                    help="first N images (default: the run's data.limit_<split>; 0: all)")
     p.add_argument("--accelerator", default="auto", help="Fabric accelerator (default: auto)")
+    p.add_argument("--weights", choices=["auto", "ema", "raw"], default="auto",
+                   help="the run's average of its weights (ema) or the trained weights (raw); "
+                        "default: the average where the run kept one")
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("compare", help="compare trained runs: report.md, report.html and figures")

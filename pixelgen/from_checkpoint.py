@@ -18,7 +18,7 @@ from pixelgen import checkpoint as ckpt_io
 from pixelgen.blocks import n_classes_of
 from pixelgen.errors import CheckpointError, PixelgenError, RecipeError
 from pixelgen.files import RunLock
-from pixelgen.inference import check_image_path, evaluate, read_image, sample_to_archive, save_grid
+from pixelgen.inference import check_image_path, evaluate, read_image, sample_to_archive, save_grid, set_threads
 from pixelgen.recipe import recipe_from_dict
 from pixelgen.sampling import SamplingError, _channels_of, sample_batched
 from pixelgen.train import load_data, make_fabric
@@ -31,14 +31,17 @@ def evaluate_checkpoint(
     data_root: str | None = None,
     limit: int | None = None,
     accelerator: str = "auto",
+    weights: str = "auto",
 ) -> dict[str, Any]:
     """Evaluate a checkpoint on ``split`` of the data set it was trained on.
 
     The model and the data settings come from the checkpoint alone; the validation split
     is cut again from the recorded seed and fraction. ``limit`` takes the first N images
-    (default: the run's ``data.limit_<split>``; 0: the whole split).
+    (default: the run's ``data.limit_<split>``; 0: the whole split). ``weights``: see
+    :func:`pixelgen.checkpoint.model_from_checkpoint` (the average where the run kept one).
     """
     state = ckpt_io.load_checkpoint(path)
+    model = ckpt_io.model_from_checkpoint(state, weights)
     try:
         recipe = recipe_from_dict(state["recipe"])
     except RecipeError as exc:
@@ -47,15 +50,15 @@ def evaluate_checkpoint(
     if limit is not None:
         key = {"train": "limit_train", "val": "limit_val", "test": "limit_test"}[split]
         run = attrs.evolve(run, data=attrs.evolve(run.data, **{key: limit or None}))
+    set_threads(run.train.threads)
     data = load_data(run, root=data_root)
-    model = ckpt_io.model_from_checkpoint(state)
     fabric = make_fabric(attrs.evolve(run.train, accelerator=accelerator, strategy="auto",
                                       num_nodes=1), devices=1)
     fmodel = fabric.setup_module(model)
     figures = evaluate(fmodel, data[split], run.eval.batch_size, fabric)
     return {
         "checkpoint": str(path), "model": state["model"]["name"], "epoch": state["epoch"],
-        "split": split, **figures,
+        "split": split, "weights": "ema" if weights != "raw" and state.get("ema_state") else "raw", **figures,
     }
 
 
@@ -90,6 +93,7 @@ def sample_checkpoint(
     png: str | os.PathLike | bool = True,
     device: str | None = None,
     progress: bool = False,
+    weights: str = "auto",
 ) -> dict[str, Any]:
     """What ``pixelgen sample`` does: load a checkpoint, sample, archive, write a PNG grid.
 
@@ -113,7 +117,7 @@ def sample_checkpoint(
     """
     checkpoint = Path(checkpoint)
     state = ckpt_io.load_checkpoint(checkpoint)
-    model = ckpt_io.model_from_checkpoint(state).to(_device(device))
+    model = ckpt_io.model_from_checkpoint(state, weights).to(_device(device))
     if archive is True:
         archive = archive_of(checkpoint, state)  # refused before anything slow
     if png not in (True, False):

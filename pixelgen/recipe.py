@@ -141,6 +141,31 @@ def _string_check(test: Callable[[str], bool], phrase: str, short: str) -> _Chec
     return _Check((validator,), phrase, short, ("string",))
 
 
+def duration_seconds(value: float | str | None) -> float | None:
+    """A time budget in seconds: a number of seconds, or ``"[DD:]HH:MM:SS"`` text as
+    Lightning's ``max_time`` takes it; None for None or an unreadable value."""
+    if value is None or isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        return float(value) if value > 0 and value != float("inf") else None
+    parts = value.split(":")
+    if not 3 <= len(parts) <= 4 or not all(p.isdigit() for p in parts):
+        return None
+    seconds = sum(int(p) * unit for p, unit in zip(reversed(parts), (1, 60, 3600, 86400)))
+    return float(seconds) if seconds > 0 else None
+
+
+def _is_duration(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
+    if duration_seconds(value) is None:
+        raise ValueError("not a duration")
+
+
+class _DurationCheck(_Check):
+    def words(self, noun: str) -> str:
+        return '"[DD:]HH:MM:SS"' if noun == "string" else "a positive number of seconds"
+
+
+DURATION = _DurationCheck((_is_duration,), "", "> 0 s or [DD:]HH:MM:SS", ("number", "integer", "string"))
 POSITIVE = _Check((gt(0),), "a positive {noun}", "> 0")
 NON_NEGATIVE = _Check((ge(0),), "a non-negative {noun}", ">= 0")
 FRACTION = _interval(0, 1, "[", ")")
@@ -425,6 +450,26 @@ class TrainSection:
                                     check=POSITIVE)
     val_every_n_epochs: int = _field("Validate every N epochs.", 1, check=POSITIVE)
     compile: bool = _field("Wrap the model in torch.compile.", False)
+    max_time: float | str | None = _field(
+        "Time budget of the training loop, summed over resumes: seconds, or \"HH:MM:SS\" / "
+        "\"DD:HH:MM:SS\" as Lightning's max_time; at the budget the run stops after the "
+        "current step, validates, checkpoints, evaluates and samples. Unset: no budget.", None,
+        check=DURATION)
+    ema_decay: float = _field(
+        "Decay of an exponential moving average of the weights, updated every optimizer step "
+        "and used for validation, early stopping, test and sampling; 0 turns it off. "
+        "openai/pixel-cnn and PixelSNAIL use 0.9995 on long runs; short runs want less "
+        "(the average covers about 1 / (1 - decay) steps).", 0.0, check=FRACTION)
+    threads: int | None = _field(
+        "torch threads for training, evaluation and sampling in this process; unset: one per "
+        "two CPU cores (on a 2-core machine one thread per process measured fastest).", None,
+        check=POSITIVE)
+    warmup_steps: int = _field(
+        "Raise the learning rate linearly from 0 over this many optimizer steps.", 0,
+        check=NON_NEGATIVE)
+    accumulate_grad_batches: int = _field(
+        "Optimizer step every N batches, gradients summed (Fabric's no_backward_sync under DDP).", 1,
+        check=POSITIVE)
 
 
 @_schema

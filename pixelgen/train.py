@@ -221,7 +221,8 @@ def _resume_point(folder: pathlib.Path, run: RunSpec, resume: bool) -> tuple[dic
         if best["epoch"] > state["epoch"]:
             raise CheckpointError(f"{folder / BEST}: epoch {best['epoch']} is newer than last.ckpt's "
                                   f"{state['epoch']}: the folder mixes two runs; pass --out DIR")
-    if not finished(state["epoch"], state["step"], state["early_stopping"]["stopped"], run):
+    if not finished(state["epoch"], state["step"], state["early_stopping"]["stopped"], run,
+                    state.get("train_time_s", 0.0)):
         return state, "resume"
     return state, "skip" if _finished_figures(folder) else "evaluate"
 

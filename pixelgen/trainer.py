@@ -39,6 +39,7 @@ import torch
 from lightning_fabric.loggers import TensorBoardLogger
 from lightning_fabric.utilities.seed import pl_worker_init_function
 from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
@@ -47,9 +48,9 @@ from pixelgen.archive import RunArchive
 from pixelgen.blocks import call_model, n_classes_of
 from pixelgen.errors import Interrupted, PixelgenError
 from pixelgen.files import RunLock, atomic_write_json, remove_temporary_files
-from pixelgen.inference import evaluate, sample_to_archive
+from pixelgen.inference import bare_module, evaluate, sample_to_archive, set_threads
 from pixelgen.metrics import bits_per_dim
-from pixelgen.recipe import recipe_to_dict, write_resolved
+from pixelgen.recipe import duration_seconds, recipe_to_dict, write_resolved
 
 LAST = "last.ckpt"
 BEST = "best.ckpt"
@@ -96,6 +97,47 @@ class EarlyStopping:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         for key in ("monitor", "best", "best_epoch", "bad_epochs", "stopped"):
             setattr(self, key, state[key])
+
+
+@attrs.define
+class Warmup:
+    """Raise the learning rate linearly from 0 to its set value over ``steps`` optimizer steps."""
+
+    steps: int
+    base_lrs: list[float] | None = None
+
+    def apply(self, optimizer: torch.optim.Optimizer, step: int) -> None:
+        """Set the rate of optimizer step ``step`` (0-based) before it is taken."""
+        if step > self.steps or not self.steps:
+            return
+        if self.base_lrs is None:
+            self.base_lrs = [group["lr"] for group in optimizer.param_groups]
+        for group, base in zip(optimizer.param_groups, self.base_lrs):
+            group["lr"] = base * min(1.0, (step + 1) / self.steps)
+
+
+class RunProgress:
+    """One bar over the whole run: optimizer steps against the run's step budget
+    (``epochs`` x steps per epoch, or ``max_steps`` if fewer), with ETA, epoch and loss.
+    Early stopping and the time budget end it early, and it says why."""
+
+    def __init__(self, total_steps: int, done_steps: int, name: str) -> None:
+        self.name = name
+        self.bar = tqdm(total=total_steps, initial=done_steps, desc=name, unit="step", file=sys.stderr,
+                        dynamic_ncols=True, leave=True)
+
+    def epoch(self, loader: DataLoader, epoch: int) -> DataLoader:
+        self.bar.set_description_str(f"{self.name} epoch {epoch}")
+        return loader
+
+    def step(self, step: int, bits_per_dim: float) -> None:
+        self.bar.update(step - self.bar.n)
+        self.bar.set_postfix_str(f"train {bits_per_dim:.3f} bits/dim")
+
+    def close(self, why: str = "") -> None:
+        if why:
+            self.bar.set_postfix_str(why)
+        self.bar.close()
 
 
 # --------------------------------------------------------------------------- metric sinks
@@ -201,6 +243,11 @@ class Trainer:
         self.epoch = 0
         self.saved_epoch = 0
         self.signals = SignalGuard(self.folder)
+        self.budget_s = duration_seconds(self.cfg.max_time)
+        self.train_time_s = 0.0
+        self.warmup = Warmup(self.cfg.warmup_steps)
+        self.ema: AveragedModel | None = None
+        self.bar: RunProgress | None = None
         val_set = plan.data["val"]
         self.stopping = EarlyStopping(
             "val_bits_per_dim" if len(val_set) else "train_bits_per_dim", self.cfg.early_stopping_patience
@@ -211,6 +258,7 @@ class Trainer:
     def setup(self) -> None:
         """Seed, open the archive, build the optimizer, scheduler, loader and sinks."""
         fabric, cfg = self.fabric, self.cfg
+        set_threads(cfg.threads)
         fabric.seed_everything(cfg.seed, workers=True, verbose=False)
         self.archive = RunArchive.create_or_open(self.folder / self.plan.recipe.output.archive) if self.rank0 else None
         if self.rank0:
@@ -230,6 +278,8 @@ class Trainer:
         if cfg.compile:
             net = compiled(self.model.to(fabric.device), train_set[0][0].shape, conditional=self.conditional)
         self.fmodel, self.optimizer = fabric.setup(net, optimizer)
+        if cfg.ema_decay > 0:  # the average of the bare model's weights, on its device
+            self.ema = AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=True)
         self.sampler = DistributedSampler(train_set, num_replicas=fabric.world_size, rank=fabric.global_rank,
                                           shuffle=True, seed=cfg.seed, drop_last=False)
         # Not fabric.setup_dataloaders: its loader sets the sampler's epoch to the number of
@@ -242,6 +292,11 @@ class Trainer:
         self.sinks: list[MetricSink] = [LoggerSink(fabric), ConsoleSink(self.say, cfg.epochs)]
         if self.rank0:
             self.sinks.insert(1, ArchiveSink(self.archive))
+
+    @property
+    def eval_model(self) -> nn.Module:
+        """What validation, test and sampling use: the weights' average when it is on."""
+        return self.ema.module if self.ema is not None else self.fmodel
 
     @property
     def conditional(self) -> bool:
@@ -267,6 +322,9 @@ class Trainer:
             self.fabric.strategy.precision.load_state_dict(state["precision"])
         self.stopping.load_state_dict(state["early_stopping"])
         self.epoch, self.step = state["epoch"], state["step"]
+        self.train_time_s = float(state.get("train_time_s", 0.0))
+        if self.ema is not None and state.get("ema_state"):
+            self.ema.load_state_dict(state["ema_state"])
         self.saved_epoch = self.epoch
         rngs = state["rng"]
         same_world = len(rngs) == self.fabric.world_size
@@ -289,7 +347,7 @@ class Trainer:
 
     def done(self) -> bool:
         """Whether nothing is left to train: early stopping, ``epochs`` or ``max_steps`` reached."""
-        return finished(self.epoch, self.step, self.stopping.stopped, self.run)
+        return finished(self.epoch, self.step, self.stopping.stopped, self.run, self.train_time_s)
 
     def fit(self) -> dict[str, Any]:
         """The whole run: the loop of the module docstring, then :meth:`finish`, holding the
@@ -300,14 +358,34 @@ class Trainer:
             parameters = sum(p.numel() for p in self.model.parameters())
             self.say(f"run {self.run.name!r} ({self.run.model.name}, {parameters:,} parameters) -> "
                      f"{self.folder}: {self.plan.action}, epoch {self.epoch} of {self.cfg.epochs}")
+            if self.rank0 and progress_bar_enabled() and not self.done():
+                self.bar = RunProgress(self.total_steps(), self.step, self.run.name)
             while not self.done():
                 row = self.train_epoch()
                 row.update(self.validate(int(row["epoch"])))
                 self.end_epoch(row)
+            if self.bar is not None:
+                self.bar.close(self.stop_reason())
             return self.finish()
 
+    def total_steps(self) -> int:
+        """Optimizer steps the run takes if nothing stops it early."""
+        per_epoch = math.ceil(len(self.loader) / self.cfg.accumulate_grad_batches)
+        total = self.cfg.epochs * per_epoch
+        return min(total, self.cfg.max_steps) if self.cfg.max_steps is not None else total
+
+    def stop_reason(self) -> str:
+        if self.stopping.stopped:
+            return f"early stopping: no improvement in {self.stopping.patience} epochs"
+        if self.budget_s is not None and self.train_time_s >= self.budget_s:
+            return f"time budget of {self.budget_s:.0f} s spent"
+        if self.cfg.max_steps is not None and self.step >= self.cfg.max_steps:
+            return f"max_steps {self.cfg.max_steps} reached"
+        return "done"
+
     def train_epoch(self) -> dict[str, float]:
-        """One pass over the training split (or up to ``max_steps``); the epoch's row so far."""
+        """One pass over the training split (or up to ``max_steps`` or the time budget);
+        the epoch's row so far."""
         fabric, cfg = self.fabric, self.cfg
         epoch = self.epoch + 1
         self.sampler.set_epoch(epoch)
@@ -317,44 +395,60 @@ class Trainer:
         started = time.perf_counter()
         bpd_sum = torch.zeros((), dtype=torch.float64, device=fabric.device)
         n_images = 0
-        bar = tqdm(self.loader, desc=f"{self.run.name} {epoch}/{cfg.epochs}", file=sys.stderr, leave=False,
-                   disable=not (self.rank0 and progress_bar_enabled()), dynamic_ncols=True)
-        with bar:
-            for x, labels in bar:
-                loss = self.training_step(x, labels, epoch)
-                bpd_sum += loss.detach().double() * len(x)
-                n_images += len(x)
-                if self.step % cfg.log_every_n_steps == 0:
-                    bar.set_postfix(bpd=f"{bpd_sum.item() / n_images:.3f}")
-                    self._log_step(loss)
-                if cfg.max_steps is not None and self.step >= cfg.max_steps:
-                    break
+        batches = self.loader if self.bar is None else self.bar.epoch(self.loader, epoch)
+        for k, (x, labels) in enumerate(batches, start=1):
+            loss = self.training_step(x, labels, epoch, last=k % cfg.accumulate_grad_batches == 0 or k == len(self.loader))
+            bpd_sum += loss.detach().double() * len(x)
+            n_images += len(x)
+            if self.bar is not None:
+                self.bar.step(self.step, bpd_sum.item() / n_images)
+            if self.step % cfg.log_every_n_steps == 0:
+                self._log_step(loss)
+            if (cfg.max_steps is not None and self.step >= cfg.max_steps) or self.out_of_time(started):
+                break
         totals = torch.stack([bpd_sum, torch.tensor(float(n_images), dtype=torch.float64, device=fabric.device)])
         if fabric.world_size > 1:
             totals = fabric.all_reduce(totals, reduce_op="sum")
         elapsed = time.perf_counter() - started
+        self.train_time_s += elapsed
         self.epoch = epoch
         return {"epoch": epoch, "step": self.step, "train_bits_per_dim": (totals[0] / totals[1]).item(),
                 "lr": lr, "epoch_time_s": elapsed, "images_per_s": totals[1].item() / elapsed,
                 "peak_memory_mb": peak_memory_mb(fabric.device)}
 
-    def training_step(self, x: torch.Tensor, labels: torch.Tensor, epoch: int) -> torch.Tensor:
-        """Forward, non-finite check (on every rank), backward, clip, optimizer step."""
-        fabric = self.fabric
+    def out_of_time(self, epoch_started: float) -> bool:
+        """Whether ``train.max_time`` is spent (training time, summed over resumes)."""
+        if self.budget_s is None:
+            return False
+        spent = self.train_time_s + time.perf_counter() - epoch_started >= self.budget_s
+        if self.fabric.world_size > 1:  # every rank stops at the same step
+            spent = self.fabric.all_reduce(torch.tensor(float(spent), device=self.fabric.device), reduce_op="sum") > 0
+        return bool(spent)
+
+    def training_step(self, x: torch.Tensor, labels: torch.Tensor, epoch: int, last: bool = True) -> torch.Tensor:
+        """Forward, non-finite check (on every rank), backward; on the ``last`` batch of an
+        accumulation group also warm-up, clip, optimizer step and the weights' average."""
+        fabric, cfg = self.fabric, self.cfg
         x, labels = x.to(fabric.device), labels.to(fabric.device)
-        loss = bits_per_dim(call_model(self.fmodel, x, labels if self.conditional else None), x)
-        bad = ~torch.isfinite(loss.detach())
-        if fabric.world_size > 1:
-            bad = fabric.all_reduce(bad.float(), reduce_op="sum") > 0
-        if bad:
-            raise self.non_finite("the training loss", loss.item(), epoch)
-        self.optimizer.zero_grad(set_to_none=True)
-        fabric.backward(loss)
-        if self.cfg.gradient_clip_norm is not None:
+        with fabric.no_backward_sync(self.fmodel, enabled=not last):
+            loss = bits_per_dim(call_model(self.fmodel, x, labels if self.conditional else None), x)
+            bad = ~torch.isfinite(loss.detach())
+            if fabric.world_size > 1:
+                bad = fabric.all_reduce(bad.float(), reduce_op="sum") > 0
+            if bad:
+                raise self.non_finite("the training loss", loss.item(), epoch)
+            fabric.backward(loss / cfg.accumulate_grad_batches)
+        if not last:
+            return loss
+        self.warmup.apply(self.optimizer, self.step)
+        if cfg.gradient_clip_norm is not None:
             # error_if_nonfinite=False: a non-finite gradient is the loss check's to report
-            fabric.clip_gradients(self.fmodel, self.optimizer, max_norm=self.cfg.gradient_clip_norm,
+            fabric.clip_gradients(self.fmodel, self.optimizer, max_norm=cfg.gradient_clip_norm,
                                   error_if_nonfinite=False)
         self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.ema is not None:
+            self.ema.update_parameters(self.model)
         self.step += 1
         return loss
 
@@ -368,7 +462,7 @@ class Trainer:
         val_set = self.plan.data["val"]
         if not len(val_set) or epoch % self.cfg.val_every_n_epochs:
             return {}
-        val = evaluate(self.fmodel, val_set, self.run.eval.batch_size, self.fabric,
+        val = evaluate(self.eval_model, val_set, self.run.eval.batch_size, self.fabric,
                        num_workers=self.run.data.num_workers)
         if not math.isfinite(val["bits_per_dim"]):
             raise self.non_finite("the validation loss", val["bits_per_dim"], epoch)
@@ -410,6 +504,9 @@ class Trainer:
             "rng": gather_rng(self.fabric),
             "metrics": row,
             "world_size": self.fabric.world_size,
+            "train_time_s": self.train_time_s,
+            **({"ema_state": {k: v.detach().cpu() for k, v in self.ema.state_dict().items()},
+                "ema_decay": self.cfg.ema_decay} if self.ema is not None else {}),
         }
 
     def non_finite(self, what: str, value: float, epoch: int) -> TrainingError:
@@ -428,16 +525,21 @@ class Trainer:
         chosen = self.folder / BEST if (self.folder / BEST).exists() else self.folder / LAST
         final = ckpt_io.load_checkpoint(chosen)
         self.model.load_state_dict(final["model_state"])
+        if self.ema is not None and final.get("ema_state"):
+            self.ema.load_state_dict(final["ema_state"])
+        elif self.ema is not None:  # trained without an average until now: the weights themselves
+            self.ema.module.load_state_dict(final["model_state"])
         split = self.run.eval.split
-        figures = evaluate(self.fmodel, self.plan.data[split], self.run.eval.batch_size, self.fabric,
+        figures = evaluate(self.eval_model, self.plan.data[split], self.run.eval.batch_size, self.fabric,
                            num_workers=self.run.data.num_workers)
         result = {"run": self.run.name, "model": self.run.model.name, "split": split, **figures,
-                  "checkpoint": chosen.name, "epoch": final["epoch"]}
+                  "checkpoint": chosen.name, "epoch": final["epoch"],
+                  "weights": "ema" if self.ema is not None else "raw"}
         if self.rank0:
             if self.run.sample.n > 0 and not self.has_final_samples(chosen, final):
                 self.append_samples(chosen, final)
             self.archive.set_test_metrics({k: v for k, v in result.items()
-                                           if k not in ("run", "model", "split", "checkpoint")})
+                                           if k not in ("run", "model", "split", "checkpoint", "weights")})
             atomic_write_json(self.folder / METRICS_JSON, result)  # last: it marks the run finished
         self.say(f"  {split}: {figures['bits_per_dim']:.4f} bits/dim ({figures['nll_nats']:.2f} nats/image, "
                  f"{figures['n_images']} images) from {chosen.name} (epoch {final['epoch']}) -> "
@@ -466,7 +568,7 @@ class Trainer:
         n_classes = n_classes_of(self.model)
         labels = torch.arange(s.n) % n_classes if n_classes else None
         _, key = sample_to_archive(
-            self.model, self.archive.path, s.n, height, width, batch_size=s.batch_size,
+            bare_module(self.eval_model), self.archive.path, s.n, height, width, batch_size=s.batch_size,
             temperature=s.temperature, top_p=s.top_p, seed=s.seed, sampler=s.sampler, labels=labels,
             model=self.run.model.name, checkpoint=str(checkpoint), recipe=state["recipe"], epoch=state["epoch"],
             source="run",
@@ -478,11 +580,13 @@ class Trainer:
 # --------------------------------------------------------------------------- helpers
 
 
-def finished(epoch: int, step: int, stopped: bool, run: Any) -> bool:
-    """Whether a run at ``epoch`` (completed) and ``step`` has nothing left to train under
-    ``run``'s settings (``stopped``: early stopping has ended it)."""
-    max_steps = run.train.max_steps
-    return stopped or epoch >= run.train.epochs or (max_steps is not None and step >= max_steps)
+def finished(epoch: int, step: int, stopped: bool, run: Any, train_time_s: float = 0.0) -> bool:
+    """Whether a run at ``epoch`` (completed), ``step`` and ``train_time_s`` seconds of
+    training has nothing left to train under ``run``'s settings (``stopped``: early
+    stopping has ended it)."""
+    max_steps, budget = run.train.max_steps, duration_seconds(run.train.max_time)
+    return (stopped or epoch >= run.train.epochs or (max_steps is not None and step >= max_steps)
+            or (budget is not None and train_time_s >= budget))
 
 
 def repair_best(folder: os.PathLike, state: dict[str, Any]) -> None:
