@@ -53,6 +53,7 @@ API_MODULES = [
     "pixelgen.from_checkpoint",
     "pixelgen.analysis",
     "pixelgen.report",
+    "pixelgen.commands",
     "pixelgen.cli",
 ]
 

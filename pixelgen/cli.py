@@ -1,134 +1,25 @@
-"""The ``pixelgen`` command line: parses arguments and calls library functions.
+"""The ``pixelgen`` command line: parses arguments, then runs the command.
 
-Every user error is a :class:`pixelgen.errors.PixelgenError`; :func:`main` prints it as
-one line on stderr and exits with status 2, never with a traceback.
+Parsing loads no torch, so ``pixelgen --help`` and ``pixelgen COMMAND --help`` answer at
+once; the command itself is the function of the same name in :mod:`pixelgen.commands`,
+loaded when it runs (the one deliberately lazy import in pixelgen). Every user error is a
+:class:`pixelgen.errors.PixelgenError`; :func:`main` prints it as one line on stderr and
+exits with status 2, never with a traceback (``PIXELGEN_DEBUG=1`` shows it).
 """
 
 from __future__ import annotations
 
 import argparse
-import functools
-import json
+import importlib
 import os
 import signal
 import sys
 import threading
-import tomllib
 import traceback
+from importlib.metadata import PackageNotFoundError, version
 from typing import Sequence
 
-from pixelgen import registry
 from pixelgen.errors import CausalityError, Interrupted, PixelgenError
-from pixelgen.from_checkpoint import evaluate_checkpoint, sample_checkpoint
-from pixelgen.recipe import load_recipe
-from pixelgen.report import CompareOptions, analyse, compare, compare_recipe
-from pixelgen.testing import allowed_dependencies, check_causality
-from pixelgen.train import run_recipe
-from pixelgen.trainer import progress_bar_enabled
-
-
-def _parse_value(text: str):
-    """A ``key=value`` value as a TOML scalar where it parses (``3``, ``true``, ``1e-3``), else a string."""
-    try:
-        return tomllib.loads(f"v = {text}")["v"]
-    except tomllib.TOMLDecodeError:
-        return text
-
-
-def _parse_assignments(items: Sequence[str], flag: str) -> dict:
-    out = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise PixelgenError(f"{flag} {item!r}: expected KEY=VALUE")
-        out[key.strip()] = _parse_value(value.strip())
-    return out
-
-
-def cmd_plugins(args: argparse.Namespace) -> int:
-    reg = registry.get_registry()
-    print("models:")
-    for name in registry.list_models():
-        spec, plugin = reg.models[name]
-        print(f"  {name}  (plugin {plugin}) {spec.description}")
-        for key, default in spec.defaults().items():
-            print(f"      {key} = {default!r}")
-    print("data sets:")
-    for name in registry.list_datasets():
-        spec, plugin = reg.datasets[name]
-        options = ", ".join(f"{k}={v!r}" for k, v in spec.options().items())
-        print(f"  {name}  (plugin {plugin}) {spec.description}" + (f" [{options}]" if options else ""))
-    for name, error in sorted(reg.failures.items()):
-        print(f"plugin {name} failed to load: {error}")
-    return 0
-
-
-def field_picture(support, channels: int, i: int, j: int) -> str:
-    """ASCII map of the pixels that output pixel ``(i, j)`` depends on (any colour).
-
-    ``#`` seen, ``.`` earlier but not seen, ``x`` the pixel itself, blank: later.
-    """
-    seen = support[:, i, j].any(dim=0).any(dim=0)  # (H, W) over output and input colours
-    height, width = seen.shape
-    lines = []
-    for r in range(height):
-        row = []
-        for c in range(width):
-            if (r, c) == (i, j):
-                row.append("x")
-            elif (r, c) > (i, j):
-                row.append(" ")
-            else:
-                row.append("#" if seen[r, c] else ".")
-        lines.append("    " + " ".join(row).rstrip())
-    return "\n".join(lines)
-
-
-def cmd_check(args: argparse.Namespace) -> int:
-    hyper = _parse_assignments(args.hp, "--hp")
-    for channels in args.channels:
-        model = registry.create_model(args.model, **{**hyper, "in_channels": channels})
-        support = check_causality(model, channels, args.height, args.width)
-        allowed = int(allowed_dependencies(channels, args.height, args.width).sum())
-        print(
-            f"{args.model}: causal for C={channels} at {args.height}x{args.width}: "
-            f"{int(support.sum())} of {allowed} allowed sub-pixel dependencies seen, none forbidden"
-        )
-    i, j = args.height - 1, args.width // 2
-    print(f"  receptive field of pixel ({i}, {j}) ('#' seen, '.' earlier but unseen):")
-    print(field_picture(support, channels, i, j))
-    return 0
-
-
-def cmd_run(args: argparse.Namespace) -> int:
-    recipe = load_recipe(args.recipe, args.set)
-    report = functools.partial(print, flush=True)
-    results = run_recipe(recipe, out=args.out, resume=args.resume, report=report)
-    finished = [r for r in results if r is not None]
-    if len(recipe.runs) > 1 and finished:
-        print("summary:")
-        for r in finished:
-            print(f"  {r['run']:<20} {r['split']} {r['bits_per_dim']:.4f} bits/dim")
-    if recipe.compare:
-        comparison = compare_recipe(recipe, run_out=args.out, report=report)
-        print(f"comparison: {comparison['out']}/report.md, report.html")
-    return 0
-
-
-def cmd_eval(args: argparse.Namespace) -> int:
-    figures = evaluate_checkpoint(
-        args.checkpoint, args.split, data_root=args.data_root, limit=args.limit,
-        accelerator=args.accelerator, weights=args.weights,
-    )
-    if args.json:
-        print(json.dumps(figures))
-        return 0
-    per_channel = ", ".join(f"{v:.4f}" for v in figures["bits_per_dim_per_channel"])
-    print(f"{figures['checkpoint']} ({figures['model']}, epoch {figures['epoch']})")
-    print(f"  split      {figures['split']} ({figures['n_images']} images)")
-    print(f"  NLL        {figures['nll_nats']:.2f} nats/image")
-    print(f"  bits/dim   {figures['bits_per_dim']:.4f} (per colour: {per_channel})")
-    return 0
 
 
 def _non_negative_int(text: str) -> int:
@@ -167,53 +58,6 @@ def _size(text: str) -> tuple[int, int]:
     return int(height), int(width)
 
 
-def cmd_sample(args: argparse.Namespace) -> int:
-    if args.archive is not None and args.no_archive:
-        raise PixelgenError("--archive and --no-archive exclude each other")
-    result = sample_checkpoint(
-        args.checkpoint, args.n, size=args.size, batch_size=args.batch_size,
-        temperature=args.temperature, top_p=args.top_p, seed=args.seed, sampler=args.sampler,
-        label=args.label, complete=args.complete, rows=args.rows,
-        archive=False if args.no_archive else (args.archive or True), png=args.png or True,
-        device=args.device, progress=progress_bar_enabled(), weights=args.weights,
-    )
-    images = result["images"]
-    print(f"{len(images)} samples {tuple(images.shape[1:])}, seed {result['seed']}, "
-          f"{result['seconds_per_image']:.3f} s/image ({args.sampler})")
-    if result["archive"] is not None:
-        print(f"  archive  {result['archive']} samples/{result['key']}")
-    print(f"  grid     {result['png']}")
-    return 0
-
-
-def _compare_options(args: argparse.Namespace):
-    names = ("field_size", "scaling_sizes", "scaling_depths", "timing_images", "device")
-    given = {name: getattr(args, name) for name in names if getattr(args, name) is not None}
-    for name in ("scaling_sizes", "scaling_depths"):
-        if name in given:
-            given[name] = tuple(given[name])
-    return CompareOptions(**given)
-
-
-def _to_stderr(line: str) -> None:
-    print(line, file=sys.stderr, flush=True)
-
-
-def cmd_compare(args: argparse.Namespace) -> int:
-    comparison = compare(args.run_dirs, args.out, _compare_options(args), report=_to_stderr)
-    if args.json:
-        print(json.dumps({"out": comparison["out"], "dataset": comparison["dataset"], "runs": comparison["runs"]}))
-    else:
-        print(f"comparison: {comparison['out']}/report.md, report.html")
-    return 0
-
-
-def cmd_analyse(args: argparse.Namespace) -> int:
-    summary = analyse(args.checkpoint, args.out, _compare_options(args), report=_to_stderr)
-    print(f"analysis: {summary['out']}/analysis.md")
-    return 0
-
-
 def _add_measure_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", metavar="DIR", help="output folder")
     p.add_argument("--device", help="where to measure: cpu (default), cuda, ...")
@@ -223,22 +67,74 @@ def _add_measure_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--timing-images", type=int, metavar="N", help="images per sampler timing (default: 2)")
 
 
+EXAMPLES = {
+    "pixelgen": """examples:
+  pixelgen run recipes/quickstart.toml           train, evaluate and sample a small PixelCNN (about a minute)
+  pixelgen sample runs/quickstart/best.ckpt -n 16
+  pixelgen plugins                               the models and data sets installed
+  pixelgen COMMAND --help                        each command's options and examples""",
+    "plugins": """examples:
+  pixelgen plugins""",
+    "check": """examples:
+  pixelgen check pixelcnn
+  pixelgen check row_lstm --hp hidden_channels=8 --hp n_layers=2 --channels 3 --height 5 --width 5""",
+    "sample": """examples:
+  pixelgen sample runs/quickstart/best.ckpt -n 16 --seed 0
+  pixelgen sample runs/quickstart/best.ckpt -n 8 --temperature 0.9 --png grid.png --no-archive
+  pixelgen sample runs/cifar_diag/best.ckpt -n 4 --complete photo.png --rows 16""",
+    "run": """examples:
+  pixelgen run recipes/quickstart.toml
+  pixelgen run recipes/quickstart.toml --set train.epochs=5 --out runs/longer
+  pixelgen run recipes/quickstart.toml --resume         continue after a stop, a kill or a time budget
+  pixelgen run recipes/cifar_diag.toml --set train.devices=4 --set train.strategy=ddp""",
+    "eval": """examples:
+  pixelgen eval runs/quickstart/best.ckpt
+  pixelgen eval runs/quickstart/best.ckpt --split val --json --limit 0""",
+    "compare": """examples:
+  pixelgen compare runs/fmnist_compare/pixelcnn runs/fmnist_compare/row_lstm --out report/""",
+    "analyse": """examples:
+  pixelgen analyse runs/quickstart/best.ckpt --out analysis/""",
+    "recipe": """examples:
+  pixelgen recipe show recipes/quickstart.toml                       every key, defaults included
+  pixelgen recipe show recipes/quickstart.toml --set train.epochs=5 > mine.toml && pixelgen run mine.toml""",
+}
+
+
+def _package_version() -> str:
+    try:
+        return version("pixelgen")
+    except PackageNotFoundError:
+        return "unknown (not installed)"
+
+
+def _command(sub: argparse._SubParsersAction, name: str, help: str) -> argparse.ArgumentParser:
+    return sub.add_parser(name, help=help, description=help, epilog=EXAMPLES[name],
+                          formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = _OneLineParser(prog="pixelgen", description="PixelRNN-family image models")
+    parser = _OneLineParser(prog="pixelgen", description="PixelRNN-family image models: train, "
+                            "evaluate, sample and compare from TOML recipes", epilog=EXAMPLES["pixelgen"],
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"pixelgen {_package_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("plugins", help="list models and data sets with their plugins and hyperparameters")
-    p.set_defaults(func=cmd_plugins)
+    p = _command(sub, "plugins", "list models and data sets with their plugins and hyperparameters")
+    p.set_defaults(command_function="plugins")
 
-    p = sub.add_parser("check", help="prove a registered model autoregressive by its Jacobian")
-    p.add_argument("model")
-    p.add_argument("--hp", action="append", default=[], metavar="KEY=VALUE", help="hyperparameter")
-    p.add_argument("--channels", type=int, nargs="+", default=[1, 3])
-    p.add_argument("--height", type=int, default=6)
-    p.add_argument("--width", type=int, default=7)
-    p.set_defaults(func=cmd_check)
+    p = _command(sub, "check", "prove a registered model autoregressive by its Jacobian")
+    p.add_argument("model", help="a registered model name (see pixelgen plugins)")
+    p.add_argument("--hp", action="append", default=[], metavar="KEY=VALUE",
+                   help="a hyperparameter of the model, e.g. --hp n_layers=2 (repeatable)")
+    p.add_argument("--channels", type=_bounded_int(1, 4, "a number of colours"), nargs="+", default=[1, 3],
+                   help="colours C to check, each in turn (default: 1 3)")
+    p.add_argument("--height", type=_bounded_int(1, 32, "an image height"), default=6,
+                   help="image height of the check (default: 6)")
+    p.add_argument("--width", type=_bounded_int(1, 32, "an image width"), default=7,
+                   help="image width of the check (default: 7)")
+    p.set_defaults(command_function="check")
 
-    p = sub.add_parser("sample", help="draw images from a checkpoint into a PNG grid and the run's archive")
+    p = _command(sub, "sample", "draw images from a checkpoint into a PNG grid and the run's archive")
     p.add_argument("checkpoint", help="a .ckpt file written by pixelgen run")
     p.add_argument("-n", type=_bounded_int(1, MAX_SAMPLES, "a number of images"), default=64,
                    help="number of images (default: 64)")
@@ -261,18 +157,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", help="cpu, cuda, ... (default: cuda where available)")
     p.add_argument("--weights", choices=["auto", "ema", "raw"], default="auto",
                    help="ema: the run's average of its weights; raw: the trained weights (default: ema where kept)")
-    p.set_defaults(func=cmd_sample)
+    p.set_defaults(command_function="sample")
 
-    p = sub.add_parser("run", help="train and evaluate every run of a TOML recipe on Lightning Fabric")
+    p = _command(sub, "run", "train and evaluate every run of a TOML recipe on Lightning Fabric")
     p.add_argument("recipe", help="recipe file, e.g. recipes/quickstart.toml")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a recipe key, e.g. --set train.epochs=3 (repeatable)")
     p.add_argument("--out", metavar="DIR", help="output folder in place of the recipe's output.dir")
     p.add_argument("--resume", action="store_true",
                    help="continue each run from its last.ckpt exactly where it stopped")
-    p.set_defaults(func=cmd_run)
+    p.set_defaults(command_function="run")
 
-    p = sub.add_parser("eval", help="NLL and bits/dim of a checkpoint on a data split")
+    p = _command(sub, "eval", "NLL and bits/dim of a checkpoint on a data split")
     p.add_argument("checkpoint", help="a .ckpt file written by pixelgen run")
     p.add_argument("--split", choices=["test", "val", "train"], default="test")
     p.add_argument("--json", action="store_true", help="print one JSON object")
@@ -283,18 +179,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weights", choices=["auto", "ema", "raw"], default="auto",
                    help="the run's average of its weights (ema) or the trained weights (raw); "
                         "default: the average where the run kept one")
-    p.set_defaults(func=cmd_eval)
+    p.set_defaults(command_function="eval")
 
-    p = sub.add_parser("compare", help="compare trained runs: report.md, report.html and figures")
+    p = _command(sub, "compare", "compare trained runs: report.md, report.html and figures")
     p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run folders written by pixelgen run")
     p.add_argument("--json", action="store_true", help="print the table numbers as one JSON object")
     _add_measure_options(p)
-    p.set_defaults(func=cmd_compare)
+    p.set_defaults(command_function="compare")
 
-    p = sub.add_parser("analyse", help="one checkpoint's receptive field, gradient flow and scaling")
+    p = _command(sub, "analyse", "one checkpoint's receptive field, gradient flow and scaling")
     p.add_argument("checkpoint", help="a .ckpt file written by pixelgen run")
     _add_measure_options(p)
-    p.set_defaults(func=cmd_analyse)
+    p.set_defaults(command_function="analyse")
+
+    p = _command(sub, "recipe", "inspect a recipe")
+    verbs = p.add_subparsers(dest="verb", required=True)
+    show = verbs.add_parser("show", help="print the fully resolved recipe, every default included, as TOML "
+                            "that pixelgen run accepts", epilog=EXAMPLES["recipe"],
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
+    show.add_argument("recipe", help="recipe file")
+    show.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                      help="override a recipe key (repeatable)")
+    show.set_defaults(command_function="recipe_show")
     return parser
 
 
@@ -306,7 +212,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     debug = os.environ.get("PIXELGEN_DEBUG", "0") not in ("", "0")
     previous = signal.signal(signal.SIGTERM, _terminate) if _in_main_thread() else None
     try:
-        return args.func(args)
+        command = getattr(importlib.import_module("pixelgen.commands"), f"cmd_{args.command_function}")
+        return command(args)
     except Interrupted as exc:
         return _fail(exc, debug, exc.exit_code)
     except KeyboardInterrupt:

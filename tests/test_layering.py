@@ -100,3 +100,10 @@ def test_every_public_name_is_exported_lazily_and_resolves():
     assert sorted(pixelgen.__all__) == sorted(pixelgen._EXPORTS)
     for name in pixelgen.__all__:
         assert getattr(pixelgen, name).__module__ is not None
+
+
+def test_the_command_line_parses_without_torch():
+    code = ("import sys, pixelgen.cli; pixelgen.cli.build_parser().parse_args(['run', 'x.toml']); "
+            "print([m for m in ('torch', 'zarr', 'lightning_fabric', 'pixelgen.train') if m in sys.modules])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]", out
