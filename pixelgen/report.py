@@ -16,13 +16,12 @@ stored; the measurements (receptive fields, gradient flow, scaling, sampling spe
 sample statistics) come from :mod:`pixelgen.analysis` on the best checkpoint.
 
 The report is built once as a list of blocks (headings, paragraphs, tables, figures) and
-rendered twice, to Markdown and to HTML, so the two never disagree.
+rendered twice by :mod:`pixelgen.render`, to Markdown and to HTML, so the two never disagree.
 """
 
 from __future__ import annotations
 
 import functools
-import html
 import json
 import math
 import os
@@ -46,7 +45,8 @@ from pixelgen.registry import create_model, get_model_spec
 from pixelgen.sampling import sample, sampler_used
 from pixelgen.train import load_data
 from pixelgen.errors import PixelgenError
-from pixelgen.files import atomic_write_json, atomic_write_text
+from pixelgen.files import atomic_write_json
+from pixelgen.render import Block, format_value, to_markdown, write_markdown, write_report  # to_markdown: callers use report.to_markdown
 
 # Pixel RNN (van den Oord et al. 2016), table 3: test NLL on CIFAR-10 in bits/dim.
 
@@ -320,14 +320,6 @@ TABLE_ROWS = (
 )
 
 
-def _format(value: Any, fmt: str) -> str:
-    if value is None or (isinstance(value, float) and not math.isfinite(value)):
-        return "-"
-    if isinstance(value, (list, tuple)):
-        return " / ".join(_format(v, fmt) for v in value)
-    return fmt.format(value)
-
-
 def _flatten(table: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     out = {}
     for key, value in table.items():
@@ -399,69 +391,6 @@ def sample_grid_figure(samples: Mapping[str, np.ndarray], path: Path, per_side: 
         ax.set_title(name, fontsize=9)
         ax.axis("off")
     return analysis.save_figure(fig, path)
-
-
-# ------------------------------------------------------------------ the document
-
-
-@attrs.frozen
-class Block:
-    """One piece of the report: ``kind`` is "h1", "h2", "p", "table" or "figure"."""
-
-    kind: str
-    text: str = ""
-    header: tuple[str, ...] = ()
-    rows: tuple[tuple[str, ...], ...] = ()
-
-
-def to_markdown(blocks: Sequence[Block]) -> str:
-    out = []
-    for b in blocks:
-        if b.kind == "h1":
-            out.append(f"# {b.text}")
-        elif b.kind == "h2":
-            out.append(f"## {b.text}")
-        elif b.kind == "p":
-            out.append(b.text)
-        elif b.kind == "figure":
-            out.append(f"![{b.header[0] if b.header else b.text}]({b.text})")
-        elif b.kind == "table":
-            cells = [[c.replace("|", "\\|") for c in row] for row in (b.header, *b.rows)]
-            out.append("| " + " | ".join(cells[0]) + " |")
-            out.append("|" + "---|" * len(b.header))
-            out.extend("| " + " | ".join(row) + " |" for row in cells[1:])
-        out.append("")
-    return "\n".join(out)
-
-
-_STYLE = (
-    "body{font-family:sans-serif;max-width:1200px;margin:2em auto;padding:0 1em}"
-    "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:.25em .6em;"
-    "text-align:right}td:first-child,th:first-child{text-align:left}img{max-width:100%}"
-)
-
-
-def to_html(blocks: Sequence[Block], title: str) -> str:
-    esc = html.escape
-    out = [f"<!doctype html><html><head><meta charset='utf-8'><title>{esc(title)}</title>"
-           f"<style>{_STYLE}</style></head><body>"]
-    for b in blocks:
-        if b.kind in ("h1", "h2", "p"):
-            out.append(f"<{b.kind}>{esc(b.text)}</{b.kind}>")
-        elif b.kind == "figure":
-            alt = b.header[0] if b.header else b.text
-            out.append(f"<figure><img src='{esc(b.text)}' alt='{esc(alt)}'></figure>")
-        elif b.kind == "table":
-            out.append("<table><tr>" + "".join(f"<th>{esc(c)}</th>" for c in b.header) + "</tr>")
-            out.extend("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in row) + "</tr>" for row in b.rows)
-            out.append("</table>")
-    out.append("</body></html>")
-    return "\n".join(out) + "\n"
-
-
-def _write_report(out: Path, blocks: list[Block], title: str, stem: str = "report") -> None:
-    atomic_write_text(out / f"{stem}.md", to_markdown(blocks))
-    atomic_write_text(out / f"{stem}.html", to_html(blocks, title))
 
 
 def _write_json(path: Path, data: Any) -> None:
@@ -678,7 +607,7 @@ def compare(
     }
     _write_json(out_dir / "comparison.json", comparison)
     title = "pixelgen comparison: " + ", ".join(r.name for r in records)
-    _write_report(out_dir, comparison_document(comparison), title)
+    write_report(out_dir, comparison_document(comparison), title)
     return comparison
 
 
@@ -723,7 +652,7 @@ def comparison_document(c: Mapping[str, Any]) -> list[Block]:
         if key == "paper_bits_per_dim" and all(r[key] is None for r in runs):
             continue  # the paper's numbers are for CIFAR-10 only
         label = label.format(split=split, size=f"{shape[1]}x{shape[2]}")
-        table_rows.append((label, *(_format(r.get(key), fmt) for r in runs)))
+        table_rows.append((label, *(format_value(r.get(key), fmt) for r in runs)))
     blocks.append(Block("table", header=("", *names), rows=tuple(table_rows)))
     rows_timed = {r["reference_rows_timed"] for r in runs}
     blocks.append(Block("p", (
@@ -777,7 +706,7 @@ def comparison_document(c: Mapping[str, Any]) -> list[Block]:
         blocks += [
             Block("h2", "Scaling"),
             Block("table", header=("run", "time vs size", "memory vs size", "time vs depth", "memory vs depth"),
-                  rows=tuple((n, *(_format(s["exponents"].get(k), "{:.2f}") for k in (
+                  rows=tuple((n, *(format_value(s["exponents"].get(k), "{:.2f}") for k in (
                       "seconds_vs_size", "saved_bytes_vs_size", "seconds_vs_depth", "saved_bytes_vs_depth")))
                       for n, s in c["scaling"].items())),
             Block("p", "Fitted exponents k of y ~ x^k (log-log least squares) for one forward + "
@@ -798,16 +727,16 @@ def _statistics_table(stats: Mapping[str, Mapping[str, Any]]) -> Block:
 
     rows = [
         ("samples (archive batch)", *per_run(lambda s: f"{s['n_samples']} ({s['batch']})")),
-        ("mean per channel: samples", *per_run(lambda s: _format(s["sample_mean"], "{:.1f}"))),
-        ("mean per channel: data", *per_run(lambda s: _format(s["data_mean"], "{:.1f}"))),
-        ("std per channel: samples", *per_run(lambda s: _format(s["sample_std"], "{:.1f}"))),
-        ("std per channel: data", *per_run(lambda s: _format(s["data_std"], "{:.1f}"))),
-        ("diversity (mean pairwise L2): samples", *per_run(lambda s: _format(s["sample_diversity"], "{:.3f}"))),
-        ("diversity (mean pairwise L2): data", *per_run(lambda s: _format(s["data_diversity"], "{:.3f}"))),
-        ("nearest training image, mean: samples", *per_run(lambda s: _format(s["nearest_train_distance_mean"], "{:.3f}"))),
-        ("nearest training image, min: samples", *per_run(lambda s: _format(s["nearest_train_distance_min"], "{:.3f}"))),
+        ("mean per channel: samples", *per_run(lambda s: format_value(s["sample_mean"], "{:.1f}"))),
+        ("mean per channel: data", *per_run(lambda s: format_value(s["data_mean"], "{:.1f}"))),
+        ("std per channel: samples", *per_run(lambda s: format_value(s["sample_std"], "{:.1f}"))),
+        ("std per channel: data", *per_run(lambda s: format_value(s["data_std"], "{:.1f}"))),
+        ("diversity (mean pairwise L2): samples", *per_run(lambda s: format_value(s["sample_diversity"], "{:.3f}"))),
+        ("diversity (mean pairwise L2): data", *per_run(lambda s: format_value(s["data_diversity"], "{:.3f}"))),
+        ("nearest training image, mean: samples", *per_run(lambda s: format_value(s["nearest_train_distance_mean"], "{:.3f}"))),
+        ("nearest training image, min: samples", *per_run(lambda s: format_value(s["nearest_train_distance_min"], "{:.3f}"))),
         ("nearest training image, mean: test images",
-         *per_run(lambda s: _format(s.get("held_out_nearest_train_distance_mean"), "{:.3f}"))),
+         *per_run(lambda s: format_value(s.get("held_out_nearest_train_distance_mean"), "{:.3f}"))),
     ]
     for flag in first["artifacts"]:
         rows.append((f"{flag.replace('_', ' ')}: samples / data",
@@ -918,5 +847,5 @@ def analyse(
             Block("figure", figures["scaling"], ("scaling",)),
         ]
     blocks += [Block("p", n) for n in notes]
-    (out_dir / "analysis.md").write_text(to_markdown(blocks), encoding="utf-8")
+    write_markdown(out_dir / "analysis.md", blocks)
     return summary
