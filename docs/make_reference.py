@@ -51,6 +51,7 @@ API_MODULES = [
     "pixelgen.train",
     "pixelgen.from_checkpoint",
     "pixelgen.analysis",
+    "pixelgen.measure",
     "pixelgen.render",
     "pixelgen.report",
     "pixelgen.cli",
