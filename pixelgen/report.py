@@ -288,92 +288,73 @@ def _receptive_field_prose(models: Sequence[str]) -> str:
     return " ".join(t for t in texts if t)
 
 
-def comparison_document(c: Mapping[str, Any]) -> list[Block]:
-    """The blocks of report.md / report.html for the content of comparison.json."""
-    runs = c["runs"]
-    names = [r["run"] for r in runs]
-    shape = runs[0]["image_shape"]
-    split = c["eval_split"] if isinstance(c["eval_split"], str) else "eval"
-    blocks = [
-        Block("h1", "Comparison: " + ", ".join(names)),
+def _names(c: Mapping[str, Any]) -> list[str]:
+    return [r["run"] for r in c["runs"]]
+
+
+def _title_section(c: Mapping[str, Any]) -> list[Block]:
+    runs, shape = c["runs"], c["runs"][0]["image_shape"]
+    return [
+        Block("h1", "Comparison: " + ", ".join(_names(c))),
         Block("p", f"Data set: {c['dataset']}; images {shape[0]}x{shape[1]}x{shape[2]} (C x H x W). "
                    "Run folders: " + ", ".join(f"{r['run']} = {r['run_dir']}" for r in runs) + "."),
     ]
-    if c["differing_settings"]:
-        blocks += [
-            Block("h2", "Settings that differ between runs"),
-            Block("table", header=("setting", *names),
-                  rows=tuple((k, *(json.dumps(v) for v in vs)) for k, vs in c["differing_settings"].items())),
-        ]
-    blocks.append(Block("h2", "Results"))
-    table_rows = []
+
+
+def _settings_section(c: Mapping[str, Any]) -> list[Block]:
+    if not c["differing_settings"]:
+        return []
+    rows = tuple((key, *(json.dumps(v) for v in values)) for key, values in c["differing_settings"].items())
+    return [Block("h2", "Settings that differ between runs"), Block("table", header=("setting", *_names(c)), rows=rows)]
+
+
+def _results_table(c: Mapping[str, Any]) -> Block:
+    runs, shape = c["runs"], c["runs"][0]["image_shape"]
+    split = c["eval_split"] if isinstance(c["eval_split"], str) else "eval"
+    rows = []
     for key, label, fmt in TABLE_ROWS:
         if key == "paper_bits_per_dim" and all(r[key] is None for r in runs):
             continue  # the paper's numbers are for CIFAR-10 only
         label = label.format(split=split, size=f"{shape[1]}x{shape[2]}")
-        table_rows.append((label, *(format_value(r.get(key), fmt) for r in runs)))
-    blocks.append(Block("table", header=("", *names), rows=tuple(table_rows)))
-    rows_timed = {r["reference_rows_timed"] for r in runs}
-    blocks.append(Block("p", (
+        rows.append((label, *(format_value(r.get(key), fmt) for r in runs)))
+    return Block("table", header=("", *_names(c)), rows=tuple(rows))
+
+
+def _table_footnotes(c: Mapping[str, Any]) -> Block:
+    rows_timed = "/".join(map(str, sorted({r["reference_rows_timed"] for r in c["runs"]})))
+    return Block("p", (
         "[1] The training loop's peak_memory_mb, the largest over the epochs: "
         "torch.cuda.max_memory_allocated on CUDA; on the CPU the process's peak resident set "
         "size in the epoch (Linux VmHWM, reset at the start of every epoch), which includes the "
         "process's own baseline (Python, PyTorch, the data set in memory). [2] Extrapolated: the reference sampler (one full forward pass "
-        f"per sub-pixel) generated only the last {'/'.join(map(str, sorted(rows_timed)))} row(s) "
+        f"per sub-pixel) generated only the last {rows_timed} row(s) "
         "of each image and its time was scaled to the whole image; the fast sampler was timed "
         "on whole images; both are medians of a few timings. Sequential steps: steps one layer takes one after another "
-        "(1 for PixelCNN, H for the Row LSTM, W + H - 1 for the Diagonal BiLSTM).")))
+        "(1 for PixelCNN, H for the Row LSTM, W + H - 1 for the Diagonal BiLSTM)."))
+
+
+def _timing_note(c: Mapping[str, Any]) -> Block:
     t = c["timing"]
     load = t["load_average_1min"]
-    blocks.append(Block("p", (
+    return Block("p", (
         f"Sampling and scaling were timed on {t['device']} with {t['torch_threads']} torch threads"
         + (f", at a load average of {load:.1f} when measuring began" if load is not None else "")
         + "; timings on a machine shared with other work vary from run to run (training "
-        "times are the training loop's own, measured while it ran).")))
-    blocks += [Block("h2", "Learning curves"), Block("figure", c["figures"]["learning_curves"], ("learning curves",))]
-    if "samples" in c["figures"]:
-        blocks += [Block("h2", "Samples"), Block("figure", c["figures"]["samples"], ("samples",))]
-    if "histograms" in c["figures"]:
+        "times are the training loop's own, measured while it ran)."))
+
+
+def _results_section(c: Mapping[str, Any]) -> list[Block]:
+    return [Block("h2", "Results"), _results_table(c), _table_footnotes(c), _timing_note(c)]
+
+
+def _curves_and_samples_section(c: Mapping[str, Any]) -> list[Block]:
+    figures = c["figures"]
+    blocks = [Block("h2", "Learning curves"), Block("figure", figures["learning_curves"], ("learning curves",))]
+    if "samples" in figures:
+        blocks += [Block("h2", "Samples"), Block("figure", figures["samples"], ("samples",))]
+    if "histograms" in figures:
         blocks += [Block("p", "Sub-pixel values of the samples against the test images (log scale)."),
-                   Block("figure", c["figures"]["histograms"], ("histograms",))]
-    if c["sample_statistics"]:
-        blocks += [Block("h2", "Sample statistics"), _statistics_table(c["sample_statistics"])]
-        blocks.append(Block("p", (
-            "Distances are L2 over all sub-pixels scaled to [0, 1]. A sample much closer to its "
-            "nearest training image than the test images are to theirs suggests memorisation. "
-            "Flags: constant rows (over half the rows one value), repeated rows (over half the "
-            "rows equal to the row above), saturated (over half the sub-pixels 0 or 255), "
-            "duplicate (equal to another sample); the data column is the same share among "
-            "training images.")))
-    blocks += [
-        Block("h2", "Receptive fields"),
-        Block("p", "Input pixels the centre output pixel depends on, measured by the Jacobian at "
-                   "perturbed weights (the architecture's field; compare figure 4 of the paper). "
-                   + _receptive_field_prose([row["model"] for row in c["runs"]])),
-        Block("figure", c["figures"]["receptive_fields"], ("receptive fields",)),
-    ]
-    if "gradient_flow" in c["figures"]:
-        blocks += [
-            Block("h2", "Gradient flow"),
-            Block("p", "Norm of the gradient of the loss (bits/dim, one batch of training images) "
-                       "with respect to each residual layer's weights, from the input convolution "
-                       "to the output head: at initialisation (a fresh model with the run's "
-                       "hyperparameters and seed) and at the best checkpoint."),
-            Block("figure", c["figures"]["gradient_flow"], ("gradient flow",)),
-        ]
-    if c["scaling"]:
-        blocks += [
-            Block("h2", "Scaling"),
-            Block("table", header=("run", "time vs size", "memory vs size", "time vs depth", "memory vs depth"),
-                  rows=tuple((n, *(format_value(s["exponents"].get(k), "{:.2f}") for k in (
-                      "seconds_vs_size", "saved_bytes_vs_size", "seconds_vs_depth", "saved_bytes_vs_depth")))
-                      for n, s in c["scaling"].items())),
-            Block("p", "Fitted exponents k of y ~ x^k (log-log least squares) for one forward + "
-                       "backward pass on random images. " + c["memory_note"]),
-            Block("figure", c["figures"]["scaling"], ("scaling",)),
-        ]
-    for note in c["notes"]:
-        blocks.append(Block("p", note))
+                   Block("figure", figures["histograms"], ("histograms",))]
     return blocks
 
 
@@ -384,23 +365,92 @@ def _statistics_table(stats: Mapping[str, Mapping[str, Any]]) -> Block:
     def per_run(fn: Callable[[Mapping[str, Any]], str]) -> tuple[str, ...]:
         return tuple(fn(stats[n]) for n in names)
 
+    def numbers(key: str, fmt: str) -> tuple[str, ...]:
+        return per_run(lambda s: format_value(s[key], fmt))
+
     rows = [
         ("samples (archive batch)", *per_run(lambda s: f"{s['n_samples']} ({s['batch']})")),
-        ("mean per channel: samples", *per_run(lambda s: format_value(s["sample_mean"], "{:.1f}"))),
-        ("mean per channel: data", *per_run(lambda s: format_value(s["data_mean"], "{:.1f}"))),
-        ("std per channel: samples", *per_run(lambda s: format_value(s["sample_std"], "{:.1f}"))),
-        ("std per channel: data", *per_run(lambda s: format_value(s["data_std"], "{:.1f}"))),
-        ("diversity (mean pairwise L2): samples", *per_run(lambda s: format_value(s["sample_diversity"], "{:.3f}"))),
-        ("diversity (mean pairwise L2): data", *per_run(lambda s: format_value(s["data_diversity"], "{:.3f}"))),
-        ("nearest training image, mean: samples", *per_run(lambda s: format_value(s["nearest_train_distance_mean"], "{:.3f}"))),
-        ("nearest training image, min: samples", *per_run(lambda s: format_value(s["nearest_train_distance_min"], "{:.3f}"))),
-        ("nearest training image, mean: test images",
+        ("mean per channel: samples", *numbers("sample_mean", "{:.1f}")),
+        ("mean per channel: data", *numbers("data_mean", "{:.1f}")),
+        ("std per channel: samples", *numbers("sample_std", "{:.1f}")),
+        ("std per channel: data", *numbers("data_std", "{:.1f}")),
+        ("diversity (mean pairwise L2): samples", *numbers("sample_diversity", "{:.3f}")),
+        ("diversity (mean pairwise L2): data", *numbers("data_diversity", "{:.3f}")),
+        ("nearest training image, mean: samples", *numbers("nearest_train_distance_mean", "{:.3f}")),
+        ("nearest training image, min: samples", *numbers("nearest_train_distance_min", "{:.3f}")),
+        ("nearest training image, mean: test images",  # no test images: no baseline
          *per_run(lambda s: format_value(s.get("held_out_nearest_train_distance_mean"), "{:.3f}"))),
     ]
     for flag in first["artifacts"]:
         rows.append((f"{flag.replace('_', ' ')}: samples / data",
                      *per_run(lambda s, f=flag: f"{s['artifacts'][f]:.2f} / {s['data_artifacts'][f]:.2f}")))
     return Block("table", header=("", *names), rows=tuple(rows))
+
+
+def _statistics_section(c: Mapping[str, Any]) -> list[Block]:
+    if not c["sample_statistics"]:
+        return []
+    return [Block("h2", "Sample statistics"), _statistics_table(c["sample_statistics"]), Block("p", (
+        "Distances are L2 over all sub-pixels scaled to [0, 1]. A sample much closer to its "
+        "nearest training image than the test images are to theirs suggests memorisation. "
+        "Flags: constant rows (over half the rows one value), repeated rows (over half the "
+        "rows equal to the row above), saturated (over half the sub-pixels 0 or 255), "
+        "duplicate (equal to another sample); the data column is the same share among "
+        "training images."))]
+
+
+def _receptive_fields_section(c: Mapping[str, Any]) -> list[Block]:
+    return [
+        Block("h2", "Receptive fields"),
+        Block("p", "Input pixels the centre output pixel depends on, measured by the Jacobian at "
+                   "perturbed weights (the architecture's field; compare figure 4 of the paper). "
+                   + _receptive_field_prose([row["model"] for row in c["runs"]])),
+        Block("figure", c["figures"]["receptive_fields"], ("receptive fields",)),
+    ]
+
+
+def _gradient_flow_section(c: Mapping[str, Any]) -> list[Block]:
+    if "gradient_flow" not in c["figures"]:
+        return []
+    return [
+        Block("h2", "Gradient flow"),
+        Block("p", "Norm of the gradient of the loss (bits/dim, one batch of training images) "
+                   "with respect to each residual layer's weights, from the input convolution "
+                   "to the output head: at initialisation (a fresh model with the run's "
+                   "hyperparameters and seed) and at the best checkpoint."),
+        Block("figure", c["figures"]["gradient_flow"], ("gradient flow",)),
+    ]
+
+
+_EXPONENTS = ("seconds_vs_size", "saved_bytes_vs_size", "seconds_vs_depth", "saved_bytes_vs_depth")
+
+
+def _scaling_section(c: Mapping[str, Any]) -> list[Block]:
+    if not c["scaling"]:
+        return []
+    rows = tuple((n, *(format_value(s["exponents"].get(k), "{:.2f}") for k in _EXPONENTS)) for n, s in c["scaling"].items())
+    return [
+        Block("h2", "Scaling"),
+        Block("table", header=("run", "time vs size", "memory vs size", "time vs depth", "memory vs depth"), rows=rows),
+        Block("p", "Fitted exponents k of y ~ x^k (log-log least squares) for one forward + "
+                   "backward pass on random images. " + c["memory_note"]),
+        Block("figure", c["figures"]["scaling"], ("scaling",)),
+    ]
+
+
+def _notes_section(c: Mapping[str, Any]) -> list[Block]:
+    return [Block("p", note) for note in c["notes"]]
+
+
+_COMPARISON_SECTIONS = (
+    _title_section, _settings_section, _results_section, _curves_and_samples_section, _statistics_section,
+    _receptive_fields_section, _gradient_flow_section, _scaling_section, _notes_section,
+)
+
+
+def comparison_document(c: Mapping[str, Any]) -> list[Block]:
+    """The blocks of report.md / report.html for the content of comparison.json."""
+    return [block for section in _COMPARISON_SECTIONS for block in section(c)]
 
 
 # ------------------------------------------------------------------ analyse one model
