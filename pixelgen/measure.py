@@ -10,8 +10,9 @@
 Numbers of the training itself are read from the run archive as stored
 (:class:`TrainingFigures`); the measurements (receptive field, gradient flow, scaling,
 sampling speed, sample statistics) come from :mod:`pixelgen.analysis` on the checkpoint.
-Each result is a frozen record with ``None`` where a measurement was not made; its
-``to_json()`` gives the plain dict that ``comparison.json`` and ``analysis.json`` hold.
+Each result is a frozen record with ``None`` where a measurement was not made; the
+records' ``to_json()`` methods (and :func:`scaling_json`) give the plain dicts that
+``comparison.json`` and ``analysis.json`` hold.
 """
 
 from __future__ import annotations
@@ -119,6 +120,7 @@ class RunRecord:
 
     @property
     def archive_path(self) -> Path | None:
+        """The run archive's folder; None for a checkpoint read on its own."""
         return self.archive.path if self.archive is not None else None
 
 
@@ -562,7 +564,8 @@ def measure_run(
 def measure_runs(
     records: Sequence[RunRecord], options: CompareOptions, report: Report = silent
 ) -> tuple[dict[str, RunMeasurement], np.ndarray | None]:
-    """:func:`measure_run` for each run, loading each data set once.
+    """:func:`measure_run` for each run, loading each data set once (the measuring step of
+    :func:`~pixelgen.report.compare`; ``report`` gets a line per run).
 
     Returns:
         run name -> its measurement, and the test images of the first data set found
