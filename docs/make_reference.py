@@ -52,6 +52,8 @@ API_MODULES = [
     "pixelgen.train",
     "pixelgen.from_checkpoint",
     "pixelgen.analysis",
+    "pixelgen.measure",
+    "pixelgen.render",
     "pixelgen.report",
     "pixelgen.commands",
     "pixelgen.cli",

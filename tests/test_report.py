@@ -8,7 +8,9 @@ the archives' numbers.
 
 from __future__ import annotations
 
+import ast
 import contextlib
+import inspect
 import io
 import json
 import math
@@ -18,8 +20,9 @@ import pytest
 from datafiles import write_tiny_image_folder
 
 from pixelgen import checkpoint as ckpt_io
-from pixelgen import cli, report
+from pixelgen import cli, measure, render, report
 from pixelgen.archive import RunArchive
+from pixelgen.errors import DataError
 from pixelgen.recipe import dump_toml
 
 TINY_MODEL = {"hidden_channels": 6, "n_layers": 1, "head_channels": 16}
@@ -188,3 +191,87 @@ def test_training_figures_skip_epochs_without_validation():
     assert figures["test_bits_per_dim"] == 3.8 and figures["test_bits_per_dim_per_channel"] is None
     without_val = report.training_figures({k: v for k, v in metrics.items() if k != "val_bits_per_dim"}, {})
     assert without_val["best_val_bits_per_dim"] is None and without_val["best_val_epoch"] is None
+
+
+# ------------------------------------------------------------------ one measurement, typed records
+
+OPTIONS = report.CompareOptions(field_size=7, scaling_sizes=(4, 8), scaling_depths=(1, 2), timing_images=1)
+RANDOM_IMAGES_NOTE = "The run's data was not found: gradient flow on random images."
+
+
+def no_data(run):
+    raise DataError("no data here")
+
+
+def test_the_report_is_rendered_from_comparison_json_alone(compared):
+    blocks = report.comparison_document(compared["comparison"])
+    assert report.to_markdown(blocks) == compared["markdown"]
+    assert render.to_html(blocks, "pixelgen comparison: cnn, rows") == compared["html"]
+
+
+def test_a_run_row_keeps_its_keys_in_order(compared):
+    assert list(compared["comparison"]["runs"][0]) == [
+        "run", "run_dir", "checkpoint", "model", "parameters", "test_nll_nats", "test_bits_per_dim",
+        "test_bits_per_dim_per_channel", "best_val_bits_per_dim", "best_val_epoch", "final_train_bits_per_dim",
+        "epochs", "epoch_time_s", "train_time_s", "images_per_s", "peak_memory_mb", "paper_bits_per_dim",
+        "image_shape", "sequential_steps", "fast_sampling_s_per_image", "reference_sampling_s_per_image",
+        "reference_extrapolated", "reference_rows_timed",
+    ]
+
+
+def test_analyse_measures_as_compare_does(runs, compared, tmp_path):
+    summary = report.analyse(runs["dirs"][1] / "best.ckpt", tmp_path, OPTIONS)
+    row = compared["comparison"]["runs"][1]
+    assert (summary["parameters"], summary["sequential_steps"]) == (row["parameters"], row["sequential_steps"])
+    assert summary["image_shape"] == row["image_shape"] == [1, 8, 8]
+    flow = compared["comparison"]["gradient_flow"]["rows"]
+    assert summary["gradient_flow"] == {"fresh (start)": flow["start"], "best.ckpt (end)": flow["end"]}
+    scaling = compared["comparison"]["scaling"]["rows"]["rows"]
+    assert [(r["size"], r["depth"], r["saved_bytes"]) for r in summary["scaling"]["rows"]] == [
+        (r["size"], r["depth"], r["saved_bytes"]) for r in scaling]
+    assert summary["notes"] == [] and list(summary) == [
+        "out", "checkpoint", "model", "hyperparameters", "epoch", "parameters", "sequential_steps", "image_shape",
+        "receptive_field_seen", "figures", "gradient_flow", "scaling", "memory_note", "notes"]
+
+
+def test_analyse_without_data_measures_gradient_flow_on_random_images(runs, tmp_path, monkeypatch):
+    monkeypatch.setattr(measure, "load_data", no_data)
+    summary = report.analyse(runs["dirs"][0] / "best.ckpt", tmp_path, OPTIONS)
+    assert summary["notes"] == [RANDOM_IMAGES_NOTE]
+    assert summary["image_shape"] == [1, 7, 7], "no data: the receptive-field canvas"
+    assert [layer for layer, _ in summary["gradient_flow"]["best.ckpt (end)"]] == ["input_conv", "layers.0", "head"]
+    assert RANDOM_IMAGES_NOTE in (tmp_path / "analysis.md").read_text()
+
+
+def test_compare_without_data_skips_the_data_measurements(runs, tmp_path, monkeypatch):
+    monkeypatch.setattr(measure, "load_data", no_data)
+    c = report.compare(runs["dirs"], tmp_path, OPTIONS)
+    assert c["gradient_flow"] == {} and c["sample_statistics"] == {}, "no random images in a comparison"
+    assert set(c["figures"]) == {"learning_curves", "receptive_fields", "scaling", "samples"}
+    assert [r["image_shape"] for r in c["runs"]] == [[1, 8, 8]] * 2, "the size of the archived samples"
+    assert "## Gradient flow" not in (tmp_path / "report.md").read_text()
+
+
+def test_a_checkpoint_read_on_its_own_has_no_archive(runs):
+    alone = measure.read_checkpoint(runs["dirs"][0] / "best.ckpt")
+    assert alone.archive is None and alone.archive_path is None
+    assert alone.checkpoint == runs["dirs"][0] / "best.ckpt" and alone.name == "cnn"
+    record = measure.read_run(runs["dirs"][0])
+    assert record.archive_path == runs["dirs"][0] / "archive.zarr" and record.checkpoint == alone.checkpoint
+    assert record.archive.metrics.keys() == RunArchive.open(record.archive_path).metrics().keys()
+
+
+def test_a_row_without_archive_or_timing_has_every_key_unset():
+    row = measure.TableRow(run="r", run_dir="d", checkpoint="c", model="m", parameters=1, training=None,
+                           paper_bits_per_dim=None, image_shape=[1, 2, 2], sequential_steps=1, sampling=None)
+    json_row = row.to_json()
+    assert [k for k, _, _ in report.TABLE_ROWS if k not in json_row] == []
+    assert json_row["epochs"] is None and json_row["reference_rows_timed"] is None
+
+
+@pytest.mark.parametrize("module", [measure, render, report])
+def test_no_function_of_the_report_modules_is_long(module):
+    tree = ast.parse(inspect.getsource(module))
+    long = [(node.name, node.end_lineno - node.lineno + 1) for node in ast.walk(tree)
+            if isinstance(node, ast.FunctionDef) and node.end_lineno - node.lineno + 1 > 60]
+    assert not long, f"{module.__name__}: split these into steps: {long}"
