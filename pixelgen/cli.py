@@ -118,10 +118,23 @@ def build_parser() -> argparse.ArgumentParser:
                             formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"pixelgen {_package_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
+    _add_plugins(sub)
+    _add_check(sub)
+    _add_sample(sub)
+    _add_run(sub)
+    _add_eval(sub)
+    _add_compare(sub)
+    _add_analyse(sub)
+    _add_recipe(sub)
+    return parser
 
+
+def _add_plugins(sub: argparse._SubParsersAction) -> None:
     p = _command(sub, "plugins", "list models and data sets with their plugins and hyperparameters")
     p.set_defaults(command_function="plugins")
 
+
+def _add_check(sub: argparse._SubParsersAction) -> None:
     p = _command(sub, "check", "prove a registered model autoregressive by its Jacobian")
     p.add_argument("model", help="a registered model name (see pixelgen plugins)")
     p.add_argument("--hp", action="append", default=[], metavar="KEY=VALUE",
@@ -134,6 +147,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="image width of the check (default: 7)")
     p.set_defaults(command_function="check")
 
+
+def _add_sample(sub: argparse._SubParsersAction) -> None:
     p = _command(sub, "sample", "draw images from a checkpoint into a PNG grid and the run's archive")
     p.add_argument("checkpoint", help="a .ckpt file written by pixelgen run")
     p.add_argument("-n", type=_bounded_int(1, MAX_SAMPLES, "a number of images"), default=64,
@@ -159,6 +174,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="ema: the run's average of its weights; raw: the trained weights (default: ema where kept)")
     p.set_defaults(command_function="sample")
 
+
+def _add_run(sub: argparse._SubParsersAction) -> None:
     p = _command(sub, "run", "train and evaluate every run of a TOML recipe on Lightning Fabric")
     p.add_argument("recipe", help="recipe file, e.g. recipes/quickstart.toml")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -168,6 +185,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="continue each run from its last.ckpt exactly where it stopped")
     p.set_defaults(command_function="run")
 
+
+def _add_eval(sub: argparse._SubParsersAction) -> None:
     p = _command(sub, "eval", "NLL and bits/dim of a checkpoint on a data split")
     p.add_argument("checkpoint", help="a .ckpt file written by pixelgen run")
     p.add_argument("--split", choices=["test", "val", "train"], default="test")
@@ -181,17 +200,23 @@ def build_parser() -> argparse.ArgumentParser:
                         "default: the average where the run kept one")
     p.set_defaults(command_function="eval")
 
+
+def _add_compare(sub: argparse._SubParsersAction) -> None:
     p = _command(sub, "compare", "compare trained runs: report.md, report.html and figures")
     p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run folders written by pixelgen run")
     p.add_argument("--json", action="store_true", help="print the table numbers as one JSON object")
     _add_measure_options(p)
     p.set_defaults(command_function="compare")
 
+
+def _add_analyse(sub: argparse._SubParsersAction) -> None:
     p = _command(sub, "analyse", "one checkpoint's receptive field, gradient flow and scaling")
     p.add_argument("checkpoint", help="a .ckpt file written by pixelgen run")
     _add_measure_options(p)
     p.set_defaults(command_function="analyse")
 
+
+def _add_recipe(sub: argparse._SubParsersAction) -> None:
     p = _command(sub, "recipe", "inspect a recipe")
     verbs = p.add_subparsers(dest="verb", required=True)
     show = verbs.add_parser("show", help="print the fully resolved recipe, every default included, as TOML "
@@ -201,7 +226,6 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                       help="override a recipe key (repeatable)")
     show.set_defaults(command_function="recipe_show")
-    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:

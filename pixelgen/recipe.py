@@ -1,7 +1,7 @@
 """Recipes: declarative TOML files that say what to train, on what, and how.
 
 A recipe is data. :func:`load_recipe` parses the TOML with :mod:`tomllib`, applies
-``--set dotted.key=value`` overrides, and structures the result with :mod:`cattrs` into
+``--set dotted.key=value`` overrides, and structures the result with ``cattrs`` into
 the frozen attrs classes below, whose validators check every value. Any problem is a
 one-line :class:`~pixelgen.errors.RecipeError` that starts with the dotted key path::
 
@@ -9,7 +9,7 @@ one-line :class:`~pixelgen.errors.RecipeError` that starts with the dotted key p
 
 Defaults live in one place, the attrs classes. :func:`recipe_to_dict` writes every value
 back out, defaults included, and :func:`write_resolved` stores that in each run directory
-(as TOML, written by :mod:`tomli_w`) so that a run can be reproduced from its outputs alone.
+(as TOML, written by ``tomli_w``) so that a run can be reproduced from its outputs alone.
 
 A recipe describes either one run, with the top-level tables ``[model] [data] [train]
 [eval] [sample] [output]``, or several runs to compare, with ``[[runs]]`` tables whose

@@ -39,7 +39,7 @@ from pixelgen.blocks import N_LEVELS, ReferenceState, SamplingState, n_classes_o
 from pixelgen.errors import PixelgenError
 
 SAMPLERS = ("fast", "reference")
-#: Below this the logits / temperature overflow even in float64: use top_p for near-argmax.
+#: The smallest temperature accepted; below it logits / temperature overflow even in float64.
 MIN_TEMPERATURE = 1e-6
 
 

@@ -106,7 +106,7 @@ class Warmup:
     steps: int
     base_lrs: list[float] | None = None
 
-    def apply(self, optimizer: torch.optim.Optimizer, step: int) -> None:
+    def apply(self, optimizer: Any, step: int) -> None:
         """Set the rate of optimizer step ``step`` (0-based) before it is taken."""
         if step > self.steps or not self.steps:
             return
@@ -187,7 +187,7 @@ class ConsoleSink:
 
 class SignalGuard:
     """SIGINT and SIGTERM raise :class:`~pixelgen.errors.Interrupted` at once, except
-    inside :meth:`deferred` (a pair of checkpoint writes), which they wait for. Every
+    inside :meth:`SignalGuard.deferred` (a pair of checkpoint writes), which they wait for. Every
     file is written atomically, so the run folder is resumable at either point."""
 
     def __init__(self, folder: os.PathLike) -> None:
@@ -218,6 +218,7 @@ class SignalGuard:
 
     @contextlib.contextmanager
     def deferred(self) -> Any:
+        """Hold a signal that arrives inside the block until the block has ended."""
         self.deferring = True
         try:
             yield
@@ -295,7 +296,7 @@ class Trainer:
 
     @property
     def eval_model(self) -> nn.Module:
-        """What validation, test and sampling use: the weights' average when it is on."""
+        """The model validation, test and sampling use (the weights' average when it is on)."""
         return self.ema.module if self.ema is not None else self.fmodel
 
     @property
