@@ -32,6 +32,7 @@ _EXPORTS = {
     "plugin_failures": "pixelgen.registry",
     "register_plugin": "pixelgen.registry",
     "sample": "pixelgen.sampling",
+    "train": "pixelgen.api",
 }
 
 
@@ -61,4 +62,5 @@ __all__ = [
     "plugin_failures",
     "register_plugin",
     "sample",
+    "train",
 ]

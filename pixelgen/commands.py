@@ -20,7 +20,7 @@ from pixelgen.from_checkpoint import evaluate_checkpoint, sample_checkpoint
 from pixelgen.recipe import dump_toml, load_recipe, recipe_to_dict
 from pixelgen.report import CompareOptions, analyse, compare, compare_recipe
 from pixelgen.testing import allowed_dependencies, check_causality
-from pixelgen.train import run_recipe
+from pixelgen.training import run_recipe
 from pixelgen.trainer import progress_bar_enabled
 
 

@@ -23,7 +23,7 @@ from pixelgen.errors import DataError
 from pixelgen.registry import create_dataset
 
 # torchvision is imported where it is used: importing it takes about 1.2 s (python -X
-# importtime, after torch), which every `import pixelgen.train` would pay, data or not.
+# importtime, after torch), which every `import pixelgen.training` would pay, data or not.
 
 
 def resolve_data_root(root: str | os.PathLike | None) -> pathlib.Path:

@@ -21,7 +21,7 @@ from pixelgen.files import RunLock
 from pixelgen.inference import check_image_path, evaluate, read_image, sample_to_archive, save_grid, set_threads
 from pixelgen.recipe import recipe_from_dict
 from pixelgen.sampling import SamplingError, _channels_of, sample_batched
-from pixelgen.train import load_data, make_fabric
+from pixelgen.training import load_data, make_fabric
 
 
 def evaluate_checkpoint(

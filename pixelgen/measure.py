@@ -40,7 +40,7 @@ from pixelgen.errors import PixelgenError
 from pixelgen.recipe import Recipe, RunSpec, recipe_from_dict
 from pixelgen.registry import create_model, get_model_spec
 from pixelgen.sampling import sample, sampler_used
-from pixelgen.train import load_data
+from pixelgen.training import load_data
 from pixelgen.trainer import Report, silent
 
 
@@ -213,7 +213,7 @@ def paper_figure(model: str, dataset: str) -> float | None:
 
 
 def load_run_data(record: RunRecord, report: Report = silent) -> dict[str, Any] | None:
-    """The run's splits (``pixelgen.train.load_data``), or None (with a note) when its data
+    """The run's splits (``pixelgen.training.load_data``), or None (with a note) when its data
     cannot be found here."""
     try:
         return load_data(record.run)

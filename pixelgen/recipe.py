@@ -486,8 +486,8 @@ class EvalSection:
 class SampleSection:
     """``[sample]``: images generated at the end of a run."""
 
-    n: int = _field("Number of samples generated at the end of the run (0: none).", 0,
-                    check=NON_NEGATIVE)
+    n: int = _field("Number of samples generated at the end of the run, stored in the archive "
+                    "and drawn as samples.png beside it (0: none).", 16, check=NON_NEGATIVE)
     temperature: float = _field("Softmax temperature; below 1 sharpens.", 1.0,
                                 check=POSITIVE)
     top_p: float = _field(
@@ -499,6 +499,9 @@ class SampleSection:
         "\"fast\" uses each model's cached one-step sampler; \"reference\" recomputes the "
         "whole image per sub-pixel (slow, for checking).", "fast")
     batch_size: int = _field("Samples generated per batch.", 16, check=POSITIVE)
+    tensorboard_n: int = _field(
+        "Samples drawn after every epoch and logged to TensorBoard as one grid (0: none).", 4,
+        check=NON_NEGATIVE)
 
 
 @_schema

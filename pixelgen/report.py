@@ -8,7 +8,7 @@
     compare_recipe(recipe, out)   the same for every run of a multi-run recipe
     analyse(checkpoint, out)      one model: receptive field, gradient flow, scaling
 
-What a run folder holds (written by :mod:`pixelgen.train`): ``best.ckpt`` and
+What a run folder holds (written by :mod:`pixelgen.training`): ``best.ckpt`` and
 ``last.ckpt`` (:mod:`pixelgen.checkpoint`: the model, its hyperparameters and the
 resolved recipe) and the run archive (:mod:`pixelgen.archive`: per-epoch metrics, the
 final evaluation, sample batches). :mod:`pixelgen.measure` reads and measures each run

@@ -30,7 +30,7 @@ from pixelgen.blocks import n_classes_of
 from pixelgen.data import DataSubset, load_splits
 from pixelgen.errors import CheckpointError, DataError, PixelgenError, RecipeError
 from pixelgen.recipe import Recipe, RunSpec, recipe_to_dict, run_dir, single_run
-from pixelgen.registry import create_model
+from pixelgen.registry import create_model, get_model_spec
 from pixelgen.trainer import BEST, LAST, METRICS_JSON, Report, Trainer, TrainingError, finished, silent
 
 __all__ = ["RunPlan", "TrainingError", "build_model", "fit", "load_data", "make_fabric", "plan_runs", "run_recipe"]
@@ -70,8 +70,9 @@ def build_model(run: RunSpec, shape: tuple[int, int, int], n_classes: int) -> nn
     data's colours. A model with ``n_classes > 0`` is class-conditional and must cover the
     data set's labels."""
     hyper = ckpt_io.plain(dict(run.model.hyperparameters))
-    hyper.setdefault("in_channels", shape[0])
-    if hyper["in_channels"] != shape[0]:
+    if "in_channels" in get_model_spec(run.model.name).hyperparameters:
+        hyper.setdefault("in_channels", shape[0])
+    if hyper.get("in_channels", shape[0]) != shape[0]:
         raise RecipeError(
             f"model.hyperparameters.in_channels: {hyper['in_channels']} colours, but the "
             f"{run.data.name!r} images have {shape[0]}; remove the key to take the data's"
@@ -80,6 +81,9 @@ def build_model(run: RunSpec, shape: tuple[int, int, int], n_classes: int) -> nn
         model = create_model(run.model.name, **hyper)
     except (ValueError, TypeError) as exc:
         raise RecipeError(f"model.hyperparameters: {run.model.name!r} cannot be built: {exc}") from None
+    if getattr(model, "in_channels", shape[0]) != shape[0]:
+        raise RecipeError(f"model: {run.model.name!r} takes {model.in_channels} colours, but the "
+                          f"{run.data.name!r} images have {shape[0]}")
     conditional = n_classes_of(model)
     if 0 < conditional < n_classes:
         raise RecipeError(
