@@ -46,6 +46,7 @@ from pixelgen.registry import create_model, get_model_spec
 from pixelgen.sampling import sample, sampler_used
 from pixelgen.train import load_data
 from pixelgen.errors import PixelgenError
+from pixelgen.inference import to_display
 from pixelgen.files import atomic_write_json, atomic_write_text
 
 # Pixel RNN (van den Oord et al. 2016), table 3: test NLL on CIFAR-10 in bits/dim.
@@ -381,7 +382,8 @@ def learning_curves_figure(records: Sequence[RunRecord], path: Path) -> Path:
 
 
 def sample_grid_figure(samples: Mapping[str, np.ndarray], path: Path, per_side: int = 4) -> Path:
-    """Up to ``per_side**2`` samples of each run as a grid, runs side by side."""
+    """Up to ``per_side**2`` samples of each run as a grid, runs side by side; the samples
+    are pixel values 0..255 (a binary model's are mapped by :func:`~pixelgen.inference.to_display`)."""
     fig, axes = analysis.new_figure(len(samples), figsize=(3.2 * len(samples), 3.6))
     for ax, (name, images) in zip(axes[0], samples.items()):
         images = images[: per_side * per_side]
@@ -565,6 +567,7 @@ def measure_run(
             }
 
     name, hyper = record.model_config["name"], dict(record.model_config["hyperparameters"])
+    out["n_levels"] = hyper.get("n_levels", 256)  # the samples' values are 0..n_levels-1
     if "n_layers" in hyper:
         result = analysis.scaling(
             functools.partial(_with_depth, name, hyper), options.scaling_sizes, options.scaling_depths,
@@ -599,7 +602,9 @@ def comparison_figures(
         figures["scaling"] = analysis.scaling_figure(results, out_dir / "scaling.png").name
     grids = {n: m["samples"] for n, m in measured.items() if "samples" in m}
     if grids:
-        figures["samples"] = sample_grid_figure(grids, out_dir / "samples.png").name
+        shown = {n: to_display(torch.from_numpy(np.asarray(g)), measured[n].get("n_levels", 256)).numpy()
+                 for n, g in grids.items()}
+        figures["samples"] = sample_grid_figure(shown, out_dir / "samples.png").name
         comparable = {n: g for n, g in grids.items() if test_images is not None and g.shape[1:] == test_images.shape[1:]}
         if comparable:
             figures["histograms"] = analysis.histogram_figure(comparable, test_images, out_dir / "histograms.png").name
@@ -863,7 +868,8 @@ def analyse(
         batch, labels = _stack_images(data["train"], options.gradient_batch)
     else:
         generator = torch.Generator().manual_seed(0)
-        batch = torch.randint(0, 256, (options.gradient_batch, c, h, w), generator=generator, dtype=torch.uint8).numpy()
+        batch = torch.randint(0, hyper.get("n_levels", 256), (options.gradient_batch, c, h, w),
+                              generator=generator, dtype=torch.uint8).numpy()
         labels = torch.zeros(options.gradient_batch, dtype=torch.long)
         notes.append("The run's data was not found: gradient flow on random images.")
     batch_t = torch.from_numpy(batch).to(device)

@@ -30,7 +30,7 @@ from pixelgen.blocks import n_classes_of
 from pixelgen.data import DataSubset, load_splits
 from pixelgen.errors import CheckpointError, DataError, PixelgenError, RecipeError
 from pixelgen.recipe import Recipe, RunSpec, recipe_to_dict, run_dir, single_run
-from pixelgen.registry import create_model
+from pixelgen.registry import create_model, get_model_spec
 from pixelgen.trainer import BEST, LAST, METRICS_JSON, Report, Trainer, TrainingError, finished, silent
 
 __all__ = ["RunPlan", "TrainingError", "build_model", "fit", "load_data", "make_fabric", "plan_runs", "run_recipe"]
@@ -136,8 +136,16 @@ class RunPlan:
 
 
 def _check_same_model(path: pathlib.Path, stored: dict, built: dict) -> None:
-    """CheckpointError naming what differs between a checkpoint's model and the recipe's."""
+    """CheckpointError naming what differs between a checkpoint's model and the recipe's.
+
+    A hyperparameter the checkpoint lacks was added to the model later (``n_levels``):
+    it counts as its default, which reproduces the model the checkpoint was written by,
+    just as :func:`pixelgen.checkpoint.model_from_checkpoint` rebuilds it.
+    """
     stored, built = ckpt_io.plain(stored), ckpt_io.plain(built)
+    if stored["name"] == built["name"]:
+        defaults = ckpt_io.plain(get_model_spec(stored["name"]).defaults())
+        stored["hyperparameters"] = {**defaults, **stored["hyperparameters"]}
     if stored == built:
         return
     if stored["name"] != built["name"]:
