@@ -19,7 +19,7 @@ from typing import Any
 
 import platformdirs
 import torch
-from torch.utils.data import Dataset, Subset
+from torch.utils.data import DataLoader, Dataset, Subset
 
 from pixelgen.errors import DataError
 from pixelgen.registry import create_dataset, get_dataset_spec
@@ -111,6 +111,19 @@ class HorizontalFlip(Dataset):
     @property
     def targets(self) -> list[int]:
         return self.dataset.targets
+
+
+def max_value(dataset: Dataset, batch_size: int = 4096) -> int:
+    """The largest sub-pixel value of every item of ``dataset`` (-1 when it is empty).
+
+    Items are read as training reads them; torch's global random state, which flips and
+    dynamic binarization draw from, is left as it was.
+    """
+    largest = -1
+    with torch.random.fork_rng(devices=[]):
+        for images, _ in DataLoader(dataset, batch_size=batch_size):
+            largest = max(largest, int(images.max())) if images.numel() else largest
+    return largest
 
 
 def load_splits(
