@@ -40,7 +40,7 @@ from pixelgen.blocks import ReferenceState, SamplingState, n_classes_of, n_level
 from pixelgen.errors import PixelgenError
 
 SAMPLERS = ("fast", "reference")
-#: Below this the logits / temperature overflow even in float64: use top_p for near-argmax.
+#: Below this the logits / temperature overflow even in float64; use top_p for near-argmax.
 MIN_TEMPERATURE = 1e-6
 
 

@@ -176,6 +176,8 @@ class SignalGuard:
 
     @contextlib.contextmanager
     def deferred(self) -> Any:
+        """A block that a signal does not interrupt: one arriving inside it is raised as
+        :class:`~pixelgen.errors.Interrupted` when the block ends."""
         self.deferring = True
         try:
             yield
