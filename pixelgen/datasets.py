@@ -440,6 +440,7 @@ def binarized_mnist(root: str, split: str, *, download: bool = True) -> Dynamica
 # Distribution Estimator"): one stochastic binarization drawn once and published, the
 # standard benchmark of Pixel RNN's table 4. Each .amat file is text, one image per line:
 # 784 values "0" or "1" separated by spaces, rows of 28 top to bottom; no labels.
+#: Where the three .amat files of the fixed binarization are published.
 STATIC_MNIST_URL = "http://www.cs.toronto.edu/~larocheh/public/datasets/binarized_mnist"
 STATIC_MNIST_FILES = {
     "train": "binarized_mnist_train.amat",  # 50 000 images
