@@ -7,14 +7,14 @@ nothing of pixelgen's pipeline)::
 
 The layout every PixelRNN-family model shares (Pixel RNN, section 3.3 and table 1)::
 
-    x (B, C, H, W) ints 0..255
+    x (B, C, H, W) ints 0..n_levels-1 (0..255; 0/1 for binary data)
       -> scale to [-1, 1]
       -> 7x7 conv, mask A                         (B, 2h, H, W)
       -> n_layers x [ layer: 2h -> h features      e.g. a Row LSTM, a Diagonal BiLSTM,
                       1x1 conv, mask B: h -> 2h         or PixelCNN's 1x1 / 3x3 / 1x1 block
                       + residual connection, + class bias ]
       -> (sum of learnable 1x1 skip connections, optional)
-      -> ReLU, 1x1 conv mask B, ReLU, 1x1 conv mask B -> logits (B, 256, C, H, W)
+      -> ReLU, 1x1 conv mask B, ReLU, 1x1 conv mask B -> logits (B, n_levels, C, H, W)
 
 A plugin builds a :class:`ResidualStack` with its own layer factory, a callable
 ``make_layer(hidden_channels, colours) -> nn.Module`` that says what one layer computes.
@@ -74,6 +74,7 @@ __all__ = [
     "diagonal_order",
     "lstm_update",
     "n_classes_of",
+    "n_levels_of",
     "scale_input",
     "skew",
     "stack_hyperparameters",
@@ -101,6 +102,10 @@ def stack_hyperparameters(**defaults: Any) -> dict[str, Hyperparameter]:
         "n_classes": Hyperparameter(0, "> 0: class-conditional, a learned per-class bias in every layer"),
         "residual": Hyperparameter(True, "residual connections around every layer (paper: yes)"),
         "skip": Hyperparameter(False, "learnable 1x1 skip connections from every layer to the head"),
+        "n_levels": Hyperparameter(
+            N_LEVELS, "values per sub-pixel, 0..n_levels-1: 256 for 8-bit images, 2 for binary data "
+            "(the paper's sigmoid output for binarized MNIST, section 4, as a two-way softmax)"
+        ),
     }
     unknown = set(defaults) - set(table)
     if unknown:
@@ -111,6 +116,11 @@ def stack_hyperparameters(**defaults: Any) -> dict[str, Hyperparameter]:
 def n_classes_of(model: nn.Module) -> int:
     """The number of classes a model is conditioned on (0: unconditional)."""
     return int(getattr(model, "n_classes", 0) or 0)
+
+
+def n_levels_of(model: nn.Module) -> int:
+    """The number of values a model predicts per sub-pixel (256 unless it says otherwise)."""
+    return int(getattr(model, "n_levels", N_LEVELS) or N_LEVELS)
 
 
 def call_model(model: nn.Module, x: Tensor, labels: Tensor | None = None) -> Tensor:
@@ -130,7 +140,7 @@ class SamplingState(Protocol):
     """
 
     def logits(self, x: Tensor, i: int, j: int) -> Tensor:
-        """Logits ``(n, 256, C)`` of pixel ``(i, j)``.
+        """Logits ``(n, n_levels, C)`` of pixel ``(i, j)``.
 
         Args:
             x: images ``(n, C, H, W)`` (uint8) holding every sub-pixel before ``(i, j, c)``
@@ -149,7 +159,7 @@ class SamplingState(Protocol):
 class ReferenceState(SamplingState):
     """The slow, obviously right state: one full forward pass per call.
 
-    Works for any ``model(x[, labels]) -> (n, 256, C, H, W)``.
+    Works for any ``model(x[, labels]) -> (n, n_levels, C, H, W)``.
     """
 
     def __init__(self, model: nn.Module, labels: Tensor | None) -> None:
@@ -157,7 +167,7 @@ class ReferenceState(SamplingState):
         self.labels = labels
 
     def logits(self, x: Tensor, i: int, j: int) -> Tensor:
-        return call_model(self.model, x, self.labels)[..., i, j]  # (n, 256, C)
+        return call_model(self.model, x, self.labels)[..., i, j]  # (n, n_levels, C)
 
     def observe(self, x: Tensor, i: int, j: int) -> None:
         pass  # nothing is cached
@@ -178,14 +188,16 @@ class AutoregressiveModel(nn.Module):
     """Base class of pixelgen models.
 
     Contract: ``model(x, labels=None)`` maps images ``x`` ``(B, C, H, W)`` (integers
-    0..255, or floats in [0, 255] for differentiation) to logits ``(B, 256, C, H, W)``
-    such that ``F.cross_entropy(logits, x)`` is the per-sub-pixel NLL, and logits of
-    sub-pixel ``(i, j, c)`` depend only on sub-pixels before it in the order
-    (row, column, colour). ``labels`` ``(B,)`` are required when ``n_classes > 0``.
+    0..n_levels-1, or floats in that range for differentiation) to logits
+    ``(B, n_levels, C, H, W)`` such that ``F.cross_entropy(logits, x)`` is the
+    per-sub-pixel NLL, and logits of sub-pixel ``(i, j, c)`` depend only on sub-pixels
+    before it in the order (row, column, colour). ``labels`` ``(B,)`` are required when
+    ``n_classes > 0``. ``n_levels`` is 256 for 8-bit images, 2 for binary ones.
     """
 
     in_channels: int
     n_classes: int = 0
+    n_levels: int = N_LEVELS
 
     def sampling_state(self, n: int, height: int, width: int, labels: Tensor | None = None) -> SamplingState:
         """The state :func:`pixelgen.sample` generates ``n`` images with. This default
@@ -223,6 +235,8 @@ class ResidualStack(AutoregressiveModel):
         residual: add each layer's output to its input (paper: yes).
         skip: feed the sum of learnable 1x1 projections of every layer's output to the
             head instead of the last layer's output alone.
+        n_levels: values per sub-pixel, 2..256: the softmax size and the input scale
+            (256 for 8-bit images; 2 for binary data such as binarized MNIST).
 
     The defaults are :func:`stack_hyperparameters`' (the paper's CIFAR-10 settings).
     """
@@ -238,10 +252,13 @@ class ResidualStack(AutoregressiveModel):
         n_classes: int = 0,
         residual: bool = True,
         skip: bool = False,
+        n_levels: int = N_LEVELS,
     ) -> None:
         super().__init__()
         if in_channels < 1:
             raise ValueError(f"in_channels must be at least 1, got {in_channels}")
+        if not isinstance(n_levels, int) or isinstance(n_levels, bool) or not 2 <= n_levels <= N_LEVELS:
+            raise ValueError(f"n_levels must be an integer in 2..{N_LEVELS} (images are stored as uint8), got {n_levels!r}")
         if n_layers < 0:
             raise ValueError(f"n_layers must be non-negative, got {n_layers}")
         c, h = in_channels, hidden_channels
@@ -251,6 +268,7 @@ class ResidualStack(AutoregressiveModel):
         self.n_classes = n_classes
         self.residual = residual
         self.skip = skip
+        self.n_levels = n_levels
         self.input_conv = MaskedConv2d(c, 2 * h, 7, "A", c)
         self.input_bias = ClassBias(n_classes, 2 * h)
         self.layers = nn.ModuleList(make_layer(h, c) for _ in range(n_layers))
@@ -259,7 +277,7 @@ class ResidualStack(AutoregressiveModel):
         self.skip_convs = nn.ModuleList(
             MaskedConv2d(2 * h, 2 * h, 1, "B", c) for _ in range(n_layers if skip else 0)
         )
-        self.head = OutputHead(2 * h, head_channels, c)
+        self.head = OutputHead(2 * h, head_channels, c, n_levels)
 
     def sampling_state(self, n: int, height: int, width: int, labels: Tensor | None = None) -> SamplingState:
         if not all(isinstance(layer, SteppableLayer) for layer in self.layers):
@@ -279,7 +297,7 @@ class ResidualStack(AutoregressiveModel):
         return groups
 
     def forward(self, x: Tensor, labels: Tensor | None = None) -> Tensor:
-        stream = self.input_conv(scale_input(x, self.input_conv.weight))  # (B, 2h, H, W)
+        stream = self.input_conv(scale_input(x, self.input_conv.weight, self.n_levels))  # (B, 2h, H, W)
         stream = stream + self.input_bias(labels)
         skips = 0.0
         for layer, out_conv, bias, i in zip(self.layers, self.out_convs, self.layer_biases, range(self.n_layers)):
@@ -287,7 +305,7 @@ class ResidualStack(AutoregressiveModel):
             stream = (stream + update if self.residual else update) + bias(labels)
             if self.skip:
                 skips = skips + self.skip_convs[i](stream)
-        return self.head(skips if self.skip and self.n_layers else stream)  # (B, 256, C, H, W)
+        return self.head(skips if self.skip and self.n_layers else stream)  # (B, n_levels, C, H, W)
 
 
 class ConvStep:
@@ -351,9 +369,9 @@ class ResidualStackState(SamplingState):
         model = self.model
         if j or i:  # the loop fills a pixel's last colour after its last call: cache it now
             before_i, before_j = (i, j - 1) if j else (i - 1, x.shape[-1] - 1)
-            before = scale_input(x[:, :, before_i, before_j], self.input_conv.weight)  # (n, C)
+            before = scale_input(x[:, :, before_i, before_j], self.input_conv.weight, model.n_levels)  # (n, C)
             self.input_conv.write(before, before_i, before_j)
-        pixel = scale_input(x[:, :, i, j], self.input_conv.weight)  # (n, C)
+        pixel = scale_input(x[:, :, i, j], self.input_conv.weight, model.n_levels)  # (n, C)
         stream = self.input_conv(pixel, i, j) + self.input_bias  # (n, 2h)
         skips = 0.0
         for k, (step, out_conv, bias) in enumerate(zip(self.steps, self.out_convs, self.layer_biases)):
@@ -362,5 +380,5 @@ class ResidualStackState(SamplingState):
             if model.skip:
                 skips = skips + self.skip_convs[k](stream, i, j)
         stream = skips if model.skip and model.n_layers else stream
-        out = self.head_logits(F.relu(self.head_hidden(F.relu(stream), i, j)), i, j)  # (n, C*256)
-        return rearrange(out, "n (c v) -> n v c", c=model.in_channels)  # (n, 256, C)
+        out = self.head_logits(F.relu(self.head_hidden(F.relu(stream), i, j)), i, j)  # (n, C*n_levels)
+        return rearrange(out, "n (c v) -> n v c", c=model.in_channels)  # (n, n_levels, C)

@@ -15,7 +15,7 @@ import attrs
 import torch
 
 from pixelgen import checkpoint as ckpt_io
-from pixelgen.blocks import n_classes_of
+from pixelgen.blocks import n_classes_of, n_levels_of
 from pixelgen.errors import CheckpointError, PixelgenError, RecipeError
 from pixelgen.files import RunLock
 from pixelgen.inference import check_image_path, evaluate, read_image, sample_to_archive, save_grid, set_threads
@@ -122,7 +122,7 @@ def sample_checkpoint(
         archive = archive_of(checkpoint, state)  # refused before anything slow
     if png not in (True, False):
         png = check_image_path(png)
-    prefix, height, width = _completion(complete, rows, size, n, _channels_of(model))
+    prefix, height, width = _completion(complete, rows, size, n, _channels_of(model), n_levels_of(model))
     if prefix is None:
         height, width = size or _image_size_of_run(state)
     if seed is None:
@@ -145,7 +145,7 @@ def sample_checkpoint(
     result["seconds_per_image"] = (time.perf_counter() - start) / n
     if png is not False:
         default = f"samples-{result['key']}.png" if result["key"] is not None else "samples.png"
-        result["png"] = save_grid(images, checkpoint.parent / default if png is True else png)
+        result["png"] = save_grid(images, checkpoint.parent / default if png is True else png, n_levels_of(model))
     result["images"] = images
     return result
 
@@ -179,14 +179,16 @@ def archive_of(checkpoint: Path, state: dict[str, Any]) -> Path:
 
 
 def _completion(
-    complete: str | os.PathLike | None, rows: int | None, size: tuple[int, int] | None, n: int, channels: int
+    complete: str | os.PathLike | None, rows: int | None, size: tuple[int, int] | None, n: int, channels: int,
+    n_levels: int,
 ) -> tuple[torch.Tensor | None, int | None, int | None]:
-    """The kept top rows ``(n, C, rows, W)`` of the image to complete, and the sample size."""
+    """The kept top rows ``(n, C, rows, W)`` of the image to complete (in the model's
+    levels), and the sample size."""
     if (complete is None) != (rows is None):
         raise SamplingError("completion needs both the image and the number of rows to keep (--complete, --rows)")
     if complete is None:
         return None, None, None
-    image = read_image(complete, channels)  # (C, H, W)
+    image = read_image(complete, channels, n_levels)  # (C, H, W)
     height, width = size or image.shape[1:]
     if image.shape[2] != width or not 0 < rows <= min(height, image.shape[1]):
         raise SamplingError(

@@ -33,6 +33,7 @@ import torch
 from torch import nn
 
 from pixelgen import analysis
+from pixelgen.blocks import n_levels_of
 from pixelgen import checkpoint as ckpt_io
 from pixelgen.archive import RunArchive
 from pixelgen.data import HorizontalFlip
@@ -494,7 +495,8 @@ def _gradient_flow(
         batch, labels = stack_images(data["train"], options.gradient_batch)
     elif random_images_without_data:
         generator = torch.Generator().manual_seed(0)
-        batch = torch.randint(0, 256, (options.gradient_batch, *shape), generator=generator, dtype=torch.uint8).numpy()
+        levels = n_levels_of(model)  # random images in the model's own value range
+        batch = torch.randint(0, levels, (options.gradient_batch, *shape), generator=generator, dtype=torch.uint8).numpy()
         labels = torch.zeros(options.gradient_batch, dtype=torch.long)
     else:
         return None

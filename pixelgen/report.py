@@ -37,6 +37,7 @@ import torch
 from pixelgen import analysis
 from pixelgen.errors import PixelgenError
 from pixelgen.files import atomic_write_json
+from pixelgen.inference import to_display
 from pixelgen.measure import (
     CompareOptions,
     ReportError,
@@ -131,7 +132,9 @@ def comparison_figures(
         figures["scaling"] = analysis.scaling_figure(results, out_dir / "scaling.png").name
     grids = {n: m.samples for n, m in measured.items() if m.samples is not None}
     if grids:
-        figures["samples"] = sample_grid_figure(grids, out_dir / "samples.png").name
+        levels = {r.name: r.model_config["hyperparameters"].get("n_levels", 256) for r in records}
+        shown = {n: to_display(torch.from_numpy(np.asarray(g)), levels[n]).numpy() for n, g in grids.items()}
+        figures["samples"] = sample_grid_figure(shown, out_dir / "samples.png").name
         comparable = {n: g for n, g in grids.items() if test_images is not None and g.shape[1:] == test_images.shape[1:]}
         if comparable:
             figures["histograms"] = analysis.histogram_figure(comparable, test_images, out_dir / "histograms.png").name

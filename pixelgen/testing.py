@@ -13,6 +13,7 @@ import warnings
 import torch
 from torch import Tensor, nn
 
+from pixelgen.blocks import n_levels_of
 from pixelgen.errors import CausalityError
 
 COLOUR_NAMES = {1: ("grey",), 3: ("R", "G", "B")}
@@ -60,16 +61,16 @@ def _jacobian_support(model: nn.Module, x: Tensor, labels: Tensor | None, chunk:
                 with fwAD.dual_level():
                     dual = fwAD.make_dual(x.expand_as(tangents).clone(), tangents)
                     out = model(dual, labels.expand(len(tangents))) if labels is not None else model(dual)
-                    columns.append(fwAD.unpack_dual(out).tangent != 0)  # (chunk, 256, C, H, W)
+                    columns.append(fwAD.unpack_dual(out).tangent != 0)  # (chunk, n_levels, C, H, W)
         support = torch.cat(columns).any(dim=1)  # (n: input sub-pixel, C, H, W: output)
         return support.view(*x.shape, *x.shape).permute(3, 4, 5, 0, 1, 2).contiguous()
     except (RuntimeError, NotImplementedError):
         pass
     # Some operation has no forward-mode rule: one backward pass per output sub-pixel of a
-    # random projection of its 256 logits (zero exactly when the sub-pixel's logits do not
+    # random projection of its n_levels logits (zero exactly when the sub-pixel's logits do not
     # depend on the input, almost surely non-zero otherwise).
     x = x.detach()[None].requires_grad_(True)
-    out = (model(x, labels) if labels is not None else model(x))[0]  # (256, C, H, W)
+    out = (model(x, labels) if labels is not None else model(x))[0]  # (n_levels, C, H, W)
     weights = torch.randn(out.shape[0], dtype=out.dtype, generator=torch.Generator().manual_seed(0))
     projected = torch.einsum("v...,v->...", out, weights)  # (C, H, W)
     rows = [torch.autograd.grad(value, x, retain_graph=True)[0][0] != 0 for value in projected.flatten()]
@@ -90,8 +91,8 @@ def dependency_map(
     """Measured dependencies of a model's outputs on its inputs, from Jacobians in float64.
 
     Args:
-        model: maps ``(B, C, H, W)`` images (floats in [0, 255] accepted) to logits
-            ``(B, 256, C, H, W)``.
+        model: maps ``(B, C, H, W)`` images (floats in [0, n_levels - 1] accepted) to
+            logits ``(B, n_levels, C, H, W)``.
         channels, height, width: image shape to test.
         n_inputs: random images whose Jacobian supports are united (a ReLU that is off
             for one image can hide a dependency that another image shows).
@@ -112,7 +113,7 @@ def dependency_map(
                 param.add_(0.1 * torch.randn(param.shape, generator=generator, dtype=param.dtype))
     support = torch.zeros(channels, height, width, channels, height, width, dtype=torch.bool)
     for _ in range(n_inputs):
-        x = torch.rand(channels, height, width, generator=generator, dtype=torch.float64) * 255
+        x = torch.rand(channels, height, width, generator=generator, dtype=torch.float64) * (n_levels_of(model) - 1)
         support |= _jacobian_support(probe, x, labels)
     return support
 

@@ -46,10 +46,10 @@ from tqdm import tqdm
 
 from pixelgen import checkpoint as ckpt_io
 from pixelgen.archive import RunArchive
-from pixelgen.blocks import call_model, n_classes_of
+from pixelgen.blocks import call_model, n_classes_of, n_levels_of
 from pixelgen.errors import Interrupted, PixelgenError
 from pixelgen.files import RunLock, atomic_write_json, remove_temporary_files
-from pixelgen.inference import bare_module, evaluate, sample_to_archive, save_grid, set_threads
+from pixelgen.inference import bare_module, evaluate, sample_to_archive, save_grid, set_threads, to_display
 from pixelgen.metrics import bits_per_dim
 from pixelgen.recipe import duration_seconds, recipe_to_dict, write_resolved
 from pixelgen.sampling import sample
@@ -505,7 +505,7 @@ class Trainer:
         labels = torch.arange(n, device=self.fabric.device) % n_classes if n_classes else None
         images = sample(bare_module(self.eval_model), n, height, width, seed=self.run.sample.seed,
                         temperature=self.run.sample.temperature, top_p=self.run.sample.top_p, labels=labels)
-        grid = make_grid(images.cpu(), nrow=math.ceil(math.sqrt(n)), padding=1, pad_value=255)  # (3, H', W')
+        grid = make_grid(to_display(images.cpu(), n_levels_of(self.model)), nrow=math.ceil(math.sqrt(n)), padding=1, pad_value=255)  # (3, H', W')
         for logger in loggers:
             logger.experiment.add_image("samples", grid, global_step=self.step)
 
@@ -586,7 +586,7 @@ class Trainer:
     def draw_samples_png(self, checkpoint: os.PathLike, state: dict[str, Any]) -> None:
         """``samples.png`` beside the archive: the end-of-run samples, upscaled."""
         images = torch.from_numpy(self.archive.read_samples(self.final_batch(checkpoint, state)))
-        path = save_grid(images, self.folder / SAMPLES_PNG)
+        path = save_grid(images, self.folder / SAMPLES_PNG, n_levels_of(self.model))
         self.say(f"  samples drawn -> {path}")
 
     def append_samples(self, checkpoint: os.PathLike, state: dict[str, Any]) -> None:

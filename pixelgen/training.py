@@ -26,14 +26,17 @@ from torch.utils.data import Dataset
 
 from pixelgen import checkpoint as ckpt_io
 from pixelgen.archive import RunArchive
-from pixelgen.blocks import n_classes_of
-from pixelgen.data import DataSubset, load_splits
+from pixelgen.blocks import N_LEVELS, n_classes_of, n_levels_of
+from pixelgen.data import DataSubset, load_splits, max_value
 from pixelgen.errors import CheckpointError, DataError, PixelgenError, RecipeError
 from pixelgen.recipe import Recipe, RunSpec, recipe_to_dict, run_dir, single_run
 from pixelgen.registry import create_model, get_model_spec
 from pixelgen.trainer import BEST, LAST, METRICS_JSON, Report, Trainer, TrainingError, finished, silent
 
-__all__ = ["RunPlan", "TrainingError", "build_model", "fit", "load_data", "make_fabric", "plan_runs", "run_recipe"]
+__all__ = [
+    "RunPlan", "TrainingError", "build_model", "check_levels", "fit", "load_data", "make_fabric", "plan_runs",
+    "run_recipe",
+]
 
 
 def load_data(run: RunSpec, root: str | None = None) -> dict[str, Dataset]:
@@ -93,6 +96,23 @@ def build_model(run: RunSpec, shape: tuple[int, int, int], n_classes: int) -> nn
     return model
 
 
+def check_levels(run: RunSpec, data: dict[str, Dataset], model: nn.Module) -> None:
+    """RecipeError when a split holds a value the model cannot predict: a model with
+    ``n_levels`` levels predicts 0..n_levels-1 (a binary model 0/1), and uint8 data hold
+    0..255, so only models with fewer than 256 levels are checked, on every item."""
+    n_levels = n_levels_of(model)
+    if n_levels >= N_LEVELS:
+        return
+    for split in ("train", "val", "test"):
+        largest = max_value(data[split])
+        if largest >= n_levels:
+            raise RecipeError(
+                f"model.hyperparameters.n_levels: {n_levels} levels (values 0..{n_levels - 1}), but the "
+                f"{split} split of {run.data.name!r} holds the value {largest}; train on data of those values "
+                f"(binarized_mnist_static, or data.options.binarize = true) or set n_levels = 256"
+            )
+
+
 def make_fabric(train: Any, loggers: list | None = None, devices: Any = None):
     """A ``lightning_fabric.Fabric`` from a recipe's ``[train]`` section.
 
@@ -140,8 +160,16 @@ class RunPlan:
 
 
 def _check_same_model(path: pathlib.Path, stored: dict, built: dict) -> None:
-    """CheckpointError naming what differs between a checkpoint's model and the recipe's."""
+    """CheckpointError naming what differs between a checkpoint's model and the recipe's.
+
+    A hyperparameter the checkpoint lacks was added to the model later (``n_levels``):
+    it counts as its default, which reproduces the model the checkpoint was written by,
+    just as :func:`pixelgen.checkpoint.model_from_checkpoint` rebuilds it.
+    """
     stored, built = ckpt_io.plain(stored), ckpt_io.plain(built)
+    if stored["name"] == built["name"]:
+        defaults = ckpt_io.plain(get_model_spec(stored["name"]).defaults())
+        stored["hyperparameters"] = {**defaults, **stored["hyperparameters"]}
     if stored == built:
         return
     if stored["name"] != built["name"]:
@@ -197,6 +225,7 @@ def plan_runs(
         with torch.random.fork_rng(devices=[]):  # seeded initialisation, global state untouched
             torch.manual_seed(run.train.seed)
             model = build_model(run, tuple(train_set.shape), train_set.n_classes)
+        check_levels(run, data, model)
         if state is not None:
             _check_same_model(folder / LAST, state["model"], model.pixelgen_config)
         loggers = [

@@ -40,6 +40,18 @@ def test_every_registered_model_is_causal(name, channels, size):
 
 @pytest.mark.parametrize("name", sorted(FIELDS))
 @pytest.mark.parametrize("channels", [1, 3])
+def test_two_level_models_are_causal_with_the_papers_field(name, channels):
+    """A binary model (n_levels = 2, binarized MNIST) changes only the head's width and
+    the input scale: no forbidden dependency, and the same field as the 256-level one."""
+    torch.manual_seed(0)
+    model = pixelgen.create_model(name, in_channels=channels, n_levels=2, **TINY)
+    check_causality(model, channels, 5, 5)
+    got = dependency_map(model, channels, 5, 5, n_inputs=6)
+    assert torch.equal(got, FIELDS[name](channels, 5, 5, TINY["n_layers"]))
+
+
+@pytest.mark.parametrize("name", sorted(FIELDS))
+@pytest.mark.parametrize("channels", [1, 3])
 @pytest.mark.parametrize("size", SIZES)
 def test_receptive_field_matches_the_paper(name, channels, size):
     expected = FIELDS[name](channels, *size, TINY["n_layers"])

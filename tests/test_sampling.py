@@ -58,6 +58,28 @@ def test_fast_logits_equal_reference_at_every_step(name, channels, size):
 
 @pytest.mark.parametrize("name", MODELS)
 @pytest.mark.parametrize("channels", [1, 3])
+def test_fast_logits_equal_reference_for_a_two_level_model(name, channels):
+    """n_levels = 2 (binarized MNIST): the head is two logits per colour, the input 0/1."""
+    model = tiny_model(name, channels, n_levels=2)
+    target = torch.randint(0, 2, (2, channels, 4, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
+    fast, reference = model.sampling_state(2, 4, 3), ReferenceState(model, None)
+    assert isinstance(fast, ResidualStackState)
+    x = torch.zeros_like(target)
+    with torch.no_grad():
+        for i in range(4):
+            for j in range(3):
+                for c in range(channels):
+                    got, want = fast.logits(x, i, j)[:, :, c], reference.logits(x, i, j)[:, :, c]
+                    assert got.shape == (2, 2)
+                    torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12, msg=f"pixel ({i}, {j}), colour {c}")
+                    x[:, c, i, j] = target[:, c, i, j]
+    images = sample(model, 3, 4, 3, seed=5)
+    assert torch.equal(images, sample(model, 3, 4, 3, seed=5, sampler="reference"))
+    assert set(images.unique().tolist()) == {0, 1}
+
+
+@pytest.mark.parametrize("name", MODELS)
+@pytest.mark.parametrize("channels", [1, 3])
 def test_fast_and_reference_draw_the_same_images(name, channels):
     model = tiny_model(name, channels, n_classes=4)
     options = dict(seed=7, labels=torch.tensor([3, 1]), temperature=1.5)
