@@ -40,7 +40,7 @@ def train(
     """Train, evaluate and sample every run of ``recipe``; the runs' final figures.
 
     Args:
-        recipe: a recipe file, a dict in the recipe's layout, or a :class:`Recipe`.
+        recipe: a recipe file, a dict in the recipe's layout, or a :class:`~pixelgen.recipe.Recipe`.
         model: an ``nn.Module`` to train in place of the recipe's registered model (it
             must follow the model contract of :class:`pixelgen.blocks.AutoregressiveModel`:
             ``in_channels``, ``n_classes``, ``forward(x, labels=None)``). It is registered
