@@ -54,6 +54,7 @@ from attrs.validators import (
 from pixelgen import registry
 from pixelgen.errors import RecipeError
 from pixelgen.files import atomic_write_text
+from pixelgen.sampling import MIN_TEMPERATURE
 
 __all__ = [
     "DataSection", "EvalSection", "FrozenTable", "ModelSection", "OptimizerSection",
@@ -488,8 +489,9 @@ class SampleSection:
 
     n: int = _field("Number of samples generated at the end of the run, stored in the archive "
                     "and drawn as samples.png beside it (0: none).", 16, check=NON_NEGATIVE)
-    temperature: float = _field("Softmax temperature; below 1 sharpens.", 1.0,
-                                check=POSITIVE)
+    temperature: float = _field("Softmax temperature; below 1 sharpens (at least 1e-6: below it the "
+                                "logits overflow).", 1.0,
+                                check=_Check((ge(MIN_TEMPERATURE),), "{a} {noun} of at least 1e-06", ">= 1e-6"))
     top_p: float = _field(
         "Nucleus sampling: keep the smallest set of intensities with this total "
         "probability; 1 samples from the full distribution.", 1.0,
