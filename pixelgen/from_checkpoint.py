@@ -117,6 +117,7 @@ def sample_checkpoint(
     """
     checkpoint = Path(checkpoint)
     state = ckpt_io.load_checkpoint(checkpoint)
+    set_threads(_recorded_threads(state))
     model = ckpt_io.model_from_checkpoint(state, weights).to(_device(device))
     if archive is True:
         archive = archive_of(checkpoint, state)  # refused before anything slow
@@ -148,6 +149,14 @@ def sample_checkpoint(
         result["png"] = save_grid(images, checkpoint.parent / default if png is True else png, n_levels_of(model))
     result["images"] = images
     return result
+
+
+def _recorded_threads(state: dict[str, Any]) -> int | None:
+    """``train.threads`` of the checkpoint's recipe; None where it is unset (or unreadable)."""
+    recipe = state.get("recipe")
+    train = recipe.get("train") if isinstance(recipe, dict) else None
+    threads = train.get("threads") if isinstance(train, dict) else None
+    return threads if isinstance(threads, int) and not isinstance(threads, bool) and threads > 0 else None
 
 
 def _device(name: str | None) -> torch.device:
