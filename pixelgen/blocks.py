@@ -35,7 +35,7 @@ any layer lacking one samples with the reference state.
 
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple, Protocol, runtime_checkable
+from typing import Any, Callable, NamedTuple, Protocol, Sequence, runtime_checkable
 
 import torch
 import torch.nn.functional as F
@@ -280,6 +280,12 @@ class ResidualStack(AutoregressiveModel):
             (256 for 8-bit images; 2 for binary data such as binarized MNIST).
 
     The defaults are :func:`stack_hyperparameters`' (the paper's CIFAR-10 settings).
+
+    ``forward`` and :class:`ResidualStackState` take an optional ``layer_bias``: one map
+    ``(B, 2h, H, W)`` per layer, added to the residual stream just before that layer. It
+    is how another network conditions the stack on something known in advance (the
+    conditional network of a multi-scale PixelRNN, section 3.6); without it the stack
+    computes exactly what it computes alone.
     """
 
     def __init__(
@@ -320,8 +326,13 @@ class ResidualStack(AutoregressiveModel):
         )
         self.head = OutputHead(2 * h, head_channels, c, n_levels)
 
+    @property
+    def steppable(self) -> bool:
+        """Whether every layer has a one-pixel step, so that :class:`ResidualStackState` applies."""
+        return all(isinstance(layer, SteppableLayer) for layer in self.layers)
+
     def sampling_state(self, n: int, height: int, width: int, labels: Tensor | None = None) -> SamplingState:
-        if not all(isinstance(layer, SteppableLayer) for layer in self.layers):
+        if not self.steppable:
             return super().sampling_state(n, height, width, labels)
         return ResidualStackState(self, n, height, width, labels)
 
@@ -337,16 +348,25 @@ class ResidualStack(AutoregressiveModel):
         groups["head"] = list(self.head.parameters())
         return groups
 
-    def forward(self, x: Tensor, labels: Tensor | None = None) -> Tensor:
+    def forward(self, x: Tensor, labels: Tensor | None = None, layer_bias: Sequence[Tensor] | None = None) -> Tensor:
+        _check_layer_bias(self, layer_bias)
         stream = self.input_conv(scale_input(x, self.input_conv.weight, self.n_levels))  # (B, 2h, H, W)
         stream = stream + self.input_bias(labels)
         skips = 0.0
         for layer, out_conv, bias, i in zip(self.layers, self.out_convs, self.layer_biases, range(self.n_layers)):
+            if layer_bias is not None:
+                stream = stream + layer_bias[i]  # (B, 2h, H, W)
             update = out_conv(layer(stream))  # (B, h, H, W) -> (B, 2h, H, W)
             stream = (stream + update if self.residual else update) + bias(labels)
             if self.skip:
                 skips = skips + self.skip_convs[i](stream)
         return self.head(skips if self.skip and self.n_layers else stream)  # (B, n_levels, C, H, W)
+
+
+def _check_layer_bias(model: ResidualStack, layer_bias: Sequence[Tensor] | None) -> None:
+    """Fail loudly unless ``layer_bias`` is ``None`` or one map per layer of ``model``."""
+    if layer_bias is not None and len(layer_bias) != model.n_layers:
+        raise ValueError(f"layer_bias must hold one map per layer ({model.n_layers}), got {len(layer_bias)}")
 
 
 class ConvStep:
@@ -393,10 +413,18 @@ class ResidualStackState(SamplingState):
     pixel ``(i, j)``'s values. No feature of pixel ``(i, j)`` depends on its last colour
     (mask A), so the features cached by the call for that colour are final; the image
     itself is cached again one pixel later, once that colour is drawn.
+
+    ``layer_bias``: the stack's optional per-layer maps ``(n, 2h, H, W)`` (see
+    :class:`ResidualStack`), known in full before sampling starts.
     """
 
-    def __init__(self, model: ResidualStack, n: int, height: int, width: int, labels: Tensor | None) -> None:
+    def __init__(
+        self, model: ResidualStack, n: int, height: int, width: int, labels: Tensor | None,
+        layer_bias: Sequence[Tensor] | None = None,
+    ) -> None:
+        _check_layer_bias(model, layer_bias)
         self.model = model
+        self.layer_bias = layer_bias
         self.input_conv = ConvStep(model.input_conv, n, height, width)
         self.input_bias = _class_bias(model.input_bias, labels)
         self.steps = [layer.sampling_step(n, height, width) for layer in model.layers]
@@ -416,6 +444,8 @@ class ResidualStackState(SamplingState):
         stream = self.input_conv(pixel, i, j) + self.input_bias  # (n, 2h)
         skips = 0.0
         for k, (step, out_conv, bias) in enumerate(zip(self.steps, self.out_convs, self.layer_biases)):
+            if self.layer_bias is not None:
+                stream = stream + self.layer_bias[k][:, :, i, j]  # (n, 2h)
             update = out_conv(step(stream, i, j), i, j)  # (n, h) -> (n, 2h)
             stream = (stream + update if model.residual else update) + bias
             if model.skip:
