@@ -68,6 +68,14 @@ def build_part(name: str, role: str, **hyperparameters: Any) -> ResidualStack:
     return registry.create_model(name, **hyperparameters)
 
 
+def on_grid(full: Tensor, grid: Tensor, factor: int) -> Tensor:
+    """``full`` ``(..., H, W)`` with ``grid`` ``(..., ceil(H / f), ceil(W / f))`` at every
+    ``f``-th row and column, out of place (an in-place write into a view of a network's
+    output breaks the backward hooks Lightning Fabric registers on it)."""
+    rows = full[..., ::factor, :].slice_scatter(grid, dim=-1, step=factor)  # (..., ceil(H / f), W)
+    return full.slice_scatter(rows, dim=-2, step=factor)  # (..., H, W)
+
+
 class Upsampler(nn.Module):
     """Section 3.6's upsampling and biasing: the small image to one bias map per layer::
 
@@ -195,10 +203,9 @@ class MultiScalePixelRNN(AutoregressiveModel):
     def forward(self, x: Tensor, labels: Tensor | None = None) -> Tensor:
         height, width = x.shape[-2:]
         small = self.small_image(x)  # (B, C, s_h, s_w)
-        logits = self.conditional(x, labels, layer_bias=self.upsample(small, height, width))  # (B, n_levels, C, H, W)
+        conditional = self.conditional(x, labels, layer_bias=self.upsample(small, height, width))  # (B, n_levels, C, H, W)
         # The grid pixels are the small network's: the conditional network's logits there go unused.
-        logits[..., :: self.factor, :: self.factor] = call_model(self.small, small, labels)  # (B, n_levels, C, s_h, s_w)
-        return logits
+        return on_grid(conditional, call_model(self.small, small, labels), self.factor)  # (B, n_levels, C, H, W)
 
     def sampling_state(self, n: int, height: int, width: int, labels: Tensor | None = None) -> SamplingState:
         if not (self.small.steppable and self.conditional.steppable):

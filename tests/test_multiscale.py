@@ -8,6 +8,7 @@ caught; the fast sampler follows that order and draws the reference sampler's im
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -19,8 +20,11 @@ import pixelgen
 from pixelgen import cli
 from pixelgen.blocks import ReferenceState, generation_order_of, raster_order
 from pixelgen.errors import CausalityError
+from pixelgen.recipe import dump_toml
 from pixelgen.sampling import SamplingError, sample, visiting_order
 from pixelgen.testing import allowed_dependencies, check_causality, dependency_map
+
+from datafiles import write_tiny_mnist
 
 TINY = dict(hidden_channels=6, n_layers=2, small_n_layers=2, head_channels=16, upsample_channels=4)
 PAIRS = [("row_lstm", "pixelcnn"), ("pixelcnn", "row_lstm"), ("diagonal_bilstm", "diagonal_bilstm")]
@@ -265,3 +269,27 @@ def test_dependency_map_of_the_small_network_is_the_small_images_alone():
     whole = dependency_map(model, 1, 6, 6)[0, ::2, ::2, 0, ::2, ::2]  # (3, 3, 3, 3)
     alone = dependency_map(model.small, 1, 3, 3)[0, :, :, 0]
     assert torch.equal(whole, alone)
+
+
+def test_a_recipe_trains_evaluates_and_samples_it(tmp_path, monkeypatch, capsys):
+    """Through Fabric (which hooks the model's output), checkpoints (string
+    hyperparameters), evaluation and the fast sampler at the end of the run."""
+    monkeypatch.setenv("PIXELGEN_PROGRESS", "0")
+    write_tiny_mnist(tmp_path / "data", n_train=10, n_test=4)
+    out = tmp_path / "run"
+    recipe = {
+        "model": {"name": "multiscale", "hyperparameters": {**TINY, "small_base": "row_lstm"}},
+        "data": {"name": "fashion_mnist", "root": str(tmp_path / "data"), "batch_size": 4,
+                 "validation_fraction": 0.2, "download": False},
+        "train": {"epochs": 1, "accelerator": "cpu", "seed": 0, "optimizer": {"lr": 0.01}},
+        "sample": {"n": 1, "tensorboard_n": 0},
+        "output": {"dir": str(out)},
+    }
+    (tmp_path / "tiny.toml").write_text(dump_toml(recipe))
+    assert cli.main(["run", str(tmp_path / "tiny.toml")]) == 0
+    figures = json.loads((out / "metrics.json").read_text())
+    assert figures["n_images"] == 4 and 0 < figures["bits_per_dim"] < 9
+    capsys.readouterr()
+    assert cli.main(["eval", str(out / "best.ckpt"), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["bits_per_dim"] == pytest.approx(figures["bits_per_dim"], rel=1e-12)
+    assert (out / "samples.png").is_file()
