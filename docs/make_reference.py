@@ -11,6 +11,7 @@ committed), or by hand::
   :func:`pixelgen.cli.build_parser`;
 * ``archive.md``: the run archive layout, from :data:`pixelgen.archive.LAYOUT`;
 * ``hyperparameters.md``: the paper models' hyperparameters and defaults, from the registry;
+* ``multiscale_hyperparameters.md``: the multi-scale model's, with their help;
 * ``docs/api/<module>.md`` and ``docs/api/index.md``: one autodoc page per module of
   :data:`API_MODULES` (whole pages, so they live where their URLs should be).
 
@@ -295,6 +296,24 @@ def hyperparameter_table() -> str:
     )
 
 
+def model_hyperparameters(name: str) -> str:
+    """One model's hyperparameters with their defaults and help, as its spec declares them."""
+    from pixelgen import registry
+
+    spec = registry.get_model_spec(name)
+    rows = "".join(
+        f"* - `{key}`\n  - {code(repr(hp.default))}\n  - {escape(hp.help)}\n"
+        for key, hp in spec.hyperparameters.items()
+    )
+    return (
+        GENERATED_NOTE
+        + "```{list-table}\n:header-rows: 1\n\n"
+        + "* - hyperparameter\n  - default\n  - meaning\n"
+        + rows
+        + "```\n"
+    )
+
+
 # ------------------------------------------------------------------------------ API
 
 
@@ -405,6 +424,7 @@ def write_all(generated: Path = GENERATED, api_dir: Path = API_DIR) -> list[Path
         generated / "cli.md": cli_reference(),
         generated / "archive.md": archive_reference(),
         generated / "hyperparameters.md": hyperparameter_table(),
+        generated / "multiscale_hyperparameters.md": model_hyperparameters("multiscale"),
         api_dir / "index.md": api_index(),
         **{api_dir / f"{m}.md": api_page(m) for m in API_MODULES},
     }
