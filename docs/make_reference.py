@@ -19,6 +19,7 @@ generators, by the name a block gives:
   (``reference/archive.md``);
 * ``hyperparameters``: the paper models' hyperparameters and defaults, from the registry
   (``models.md``);
+* ``multiscale-hyperparameters``: the multi-scale model's, with their help (``models.md``);
 * ``api-index`` and ``api MODULE``: the API index and one autodoc page per module of
   :data:`API_MODULES` (``api/index.md``, ``api/<module>.md``: Sphinx needs one source
   file per page, so each page is a committed file holding its one block).
@@ -294,6 +295,21 @@ def hyperparameter_table() -> str:
     )
 
 
+def model_hyperparameters(name: str) -> str:
+    """One model's hyperparameters with their defaults and help, as its spec declares them."""
+    spec = registry.get_model_spec(name)
+    rows = "".join(
+        f"* - `{key}`\n  - {code(repr(hp.default))}\n  - {escape(hp.help)}\n"
+        for key, hp in spec.hyperparameters.items()
+    )
+    return (
+        "```{list-table}\n:header-rows: 1\n\n"
+        + "* - hyperparameter\n  - default\n  - meaning\n"
+        + rows
+        + "```\n"
+    )
+
+
 # ------------------------------------------------------------------------------ API
 
 
@@ -386,6 +402,7 @@ GENERATORS: dict[str, Callable[..., str]] = {
     "cli": cli_reference,
     "archive": archive_reference,
     "hyperparameters": hyperparameter_table,
+    "multiscale-hyperparameters": lambda: model_hyperparameters("multiscale"),
     "api-index": api_index,
     "api": api_page,
 }

@@ -15,6 +15,7 @@ import tomllib
 from typing import Sequence
 
 from pixelgen import registry
+from pixelgen.blocks import generation_order_of, raster_order
 from pixelgen.errors import PixelgenError
 from pixelgen.from_checkpoint import evaluate_checkpoint, sample_checkpoint
 from pixelgen.recipe import dump_toml, load_recipe, recipe_to_dict
@@ -60,20 +61,22 @@ def cmd_plugins(args: argparse.Namespace) -> int:
     return 0
 
 
-def field_picture(support, channels: int, i: int, j: int) -> str:
+def field_picture(support, channels: int, i: int, j: int, order=None) -> str:
     """ASCII map of the pixels that output pixel ``(i, j)`` depends on (any colour).
 
-    ``#`` seen, ``.`` earlier but not seen, ``x`` the pixel itself, blank: later.
+    ``#`` seen, ``.`` earlier but not seen, ``x`` the pixel itself, blank: later, in
+    ``order`` (the model's generation order ``(C, H, W)``; ``None``: raster order).
     """
     seen = support[:, i, j].any(dim=0).any(dim=0)  # (H, W) over output and input colours
     height, width = seen.shape
+    rank = (order if order is not None else raster_order(channels, height, width))[0]  # (H, W): each pixel's turn
     lines = []
     for r in range(height):
         row = []
         for c in range(width):
             if (r, c) == (i, j):
                 row.append("x")
-            elif (r, c) > (i, j):
+            elif rank[r, c] > rank[i, j]:
                 row.append(" ")
             else:
                 row.append("#" if seen[r, c] else ".")
@@ -86,14 +89,15 @@ def cmd_check(args: argparse.Namespace) -> int:
     for channels in args.channels:
         model = registry.create_model(args.model, **{**hyper, "in_channels": channels})
         support = check_causality(model, channels, args.height, args.width)
-        allowed = int(allowed_dependencies(channels, args.height, args.width).sum())
+        order = generation_order_of(model, channels, args.height, args.width)  # (C, H, W)
+        allowed = int(allowed_dependencies(channels, args.height, args.width, order).sum())
         print(
             f"{args.model}: causal for C={channels} at {args.height}x{args.width}: "
             f"{int(support.sum())} of {allowed} allowed sub-pixel dependencies seen, none forbidden"
         )
     i, j = args.height - 1, args.width // 2
     print(f"  receptive field of pixel ({i}, {j}) ('#' seen, '.' earlier but unseen):")
-    print(field_picture(support, channels, i, j))
+    print(field_picture(support, channels, i, j, order))
     return 0
 
 

@@ -1,11 +1,13 @@
 """Sampling: one loop for every model, sub-pixel by sub-pixel (Pixel RNN, section 2).
 
-An image is generated in the order the models factorise it: rows top to bottom, pixels
-left to right, and inside a pixel R -> G -> B. Each sub-pixel is drawn from its
+An image is generated in the order the model factorises it: rows top to bottom, pixels
+left to right, and inside a pixel R -> G -> B, unless the model's ``generation_order``
+says otherwise (a multi-scale model generates its subsampled image first; see
+:func:`pixelgen.blocks.generation_order_of`). Each sub-pixel is drawn from its
 ``n_levels``-way softmax (256 values for 8-bit images, 2 for binary ones; temperature,
 optional nucleus truncation), never taken by argmax::
 
-    for i in rows, for j in columns:
+    for (i, j) in pixels, in the model's order (raster by default):
         for c in colours:
             logits = state.logits(x, i, j)[:, :, c]     (n, n_levels), given x up to (i, j, c-1)
             x[:, c, i, j] = draw(logits)
@@ -36,7 +38,7 @@ import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from pixelgen.blocks import ReferenceState, SamplingState, n_classes_of, n_levels_of
+from pixelgen.blocks import ReferenceState, SamplingState, generation_order_of, n_classes_of, n_levels_of
 from pixelgen.errors import PixelgenError
 
 SAMPLERS = ("fast", "reference")
@@ -170,7 +172,8 @@ def sample(
             pass per sub-pixel). Both give the same images for the same seed.
         labels: ``(n,)`` class labels, or one int for all, for class-conditional models.
         prefix: uint8 ``(n, C, rows, width)``: completion; these top rows are kept bit
-            for bit and the rest is generated.
+            for bit and the rest is generated (in the model's order, which may reach a
+            given pixel after some it generates: those do not see it).
         progress: a progress bar over rows on stderr.
 
     Returns:
@@ -204,10 +207,10 @@ def sample(
                     "to the reference one (a full forward pass per sub-pixel)",
                     stacklevel=2,
                 )
-            rows = tqdm(range(height), desc=f"sampling {n}x{channels}x{height}x{width}", unit="row",
-                        file=sys.stderr, disable=not progress)
-            for i in rows:
-                _sample_row(state, x, i, given_rows, lambda logits: draw(logits, temperature, top_p, generator))
+            rows = tqdm(visiting_order(model, channels, height, width), unit="row", file=sys.stderr,
+                        desc=f"sampling {n}x{channels}x{height}x{width}", disable=not progress)
+            for pixels in rows:
+                _sample_pixels(state, x, pixels, given_rows, lambda logits: draw(logits, temperature, top_p, generator))
     finally:
         model.train(was_training)
     return x
@@ -224,10 +227,29 @@ def _check_settings(sampler: str, temperature: float, top_p: float, n: int, heig
         raise SamplingError(f"n, height and width must be positive, got {n}, {height}, {width}")
 
 
-def _sample_row(state: SamplingState, x: Tensor, i: int, given_rows: int, pick: Any) -> None:
-    """Fill row ``i`` of ``x`` ``(n, C, H, W)`` pixel by pixel, colour by colour (rows
-    above ``given_rows`` are given: the state only observes them)."""
-    for j in range(x.shape[-1]):
+def visiting_order(model: nn.Module, channels: int, height: int, width: int) -> list[list[tuple[int, int]]]:
+    """The pixels ``(i, j)`` in the order :func:`sample` visits them, the model's generation
+    order (:func:`~pixelgen.blocks.generation_order_of`), cut into ``height`` runs of
+    ``width`` pixels: the rows, for raster order.
+
+    Raises:
+        SamplingError: if the order does not keep the colours of a pixel together, R first.
+    """
+    order = generation_order_of(model, channels, height, width)  # (C, H, W)
+    first = order[0]  # (H, W): rank of each pixel's first colour
+    if not torch.equal(order, first + torch.arange(channels)[:, None, None]):
+        raise SamplingError(
+            f"{type(model).__name__}.generation_order must rank the colours of a pixel one after "
+            "another, R first: sampling draws a pixel's colours together"
+        )
+    pixels = [divmod(int(k), width) for k in first.flatten().argsort()]  # (i, j) in generation order
+    return [pixels[r * width : (r + 1) * width] for r in range(height)]
+
+
+def _sample_pixels(state: SamplingState, x: Tensor, pixels: list[tuple[int, int]], given_rows: int, pick: Any) -> None:
+    """Fill ``pixels`` of ``x`` ``(n, C, H, W)`` one by one, colour by colour (pixels in
+    rows above ``given_rows`` are given: the state only observes them)."""
+    for i, j in pixels:
         if i < given_rows:
             state.observe(x, i, j)
             continue

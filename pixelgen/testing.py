@@ -2,7 +2,10 @@
 
 :func:`check_causality` computes the full Jacobian (float64) of every output logit with
 respect to every input sub-pixel and fails, naming the first offending pair, if an
-output depends on a sub-pixel at or after it in the order (row, column, colour).
+output depends on a sub-pixel at or after it in the model's generation order: raster
+order (row, column, colour) unless the model's ``generation_order`` says otherwise
+(:func:`pixelgen.blocks.generation_order_of`; a multi-scale model generates its
+subsampled image first).
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ import warnings
 import torch
 from torch import Tensor, nn
 
-from pixelgen.blocks import n_levels_of
+from pixelgen.blocks import generation_order_of, n_levels_of, raster_order
 from pixelgen.errors import CausalityError
 
 COLOUR_NAMES = {1: ("grey",), 3: ("R", "G", "B")}
@@ -26,16 +29,21 @@ def subpixel_name(c: int, i: int, j: int, channels: int) -> str:
     return f"(row {i}, column {j}, {colour})"
 
 
-def allowed_dependencies(channels: int, height: int, width: int) -> Tensor:
+def allowed_dependencies(channels: int, height: int, width: int, order: Tensor | None = None) -> Tensor:
     """Which input sub-pixels each output sub-pixel may depend on.
+
+    Args:
+        channels, height, width: the image shape.
+        order: long ``(C, H, W)``, the rank of each sub-pixel in the generation order
+            (a model's :func:`~pixelgen.blocks.generation_order_of`); ``None``: raster
+            order with R -> G -> B inside a pixel.
 
     Returns:
         bool tensor ``(C, H, W, C, H, W)``: ``[c, i, j, c2, i2, j2]`` is True exactly when
-        sub-pixel ``(i2, j2, c2)`` comes strictly before ``(i, j, c)`` in raster order with
-        R -> G -> B inside a pixel.
+        sub-pixel ``(i2, j2, c2)`` comes strictly before ``(i, j, c)`` in the order.
     """
-    c, i, j = torch.meshgrid(torch.arange(channels), torch.arange(height), torch.arange(width), indexing="ij")
-    order = (i * width + j) * channels + c  # (C, H, W) position in the generation order
+    if order is None:
+        order = raster_order(channels, height, width)  # (C, H, W) position in the generation order
     return order[..., None, None, None] > order[None, None, None]
 
 
@@ -128,7 +136,9 @@ def check_causality(
     seed: int = 0,
     labels: Tensor | None = None,
 ) -> Tensor:
-    """Fail loudly if any output depends on a sub-pixel at or after it in the order.
+    """Fail loudly if any output depends on a sub-pixel at or after it in the model's
+    generation order (:func:`~pixelgen.blocks.generation_order_of`: raster order unless
+    the model has its own ``generation_order``).
 
     Raises:
         CausalityError: naming the first offending output sub-pixel (in generation
@@ -139,11 +149,13 @@ def check_causality(
         the measured dependency map ``(C, H, W, C, H, W)`` (see :func:`dependency_map`).
     """
     support = dependency_map(model, channels, height, width, n_inputs=n_inputs, seed=seed, labels=labels)
-    violations = support & ~allowed_dependencies(channels, height, width)
+    order = generation_order_of(model, channels, height, width)  # (C, H, W)
+    violations = support & ~allowed_dependencies(channels, height, width, order)
     if violations.any():
-        # Sort the offending pairs by the output's, then the input's, generation order.
-        pairs = violations.permute(1, 2, 0, 4, 5, 3).nonzero()  # rows (i, j, c, i2, j2, c2)
-        i, j, c, i2, j2, c2 = pairs[0].tolist()
+        pairs = violations.nonzero()  # rows (c, i, j, c2, i2, j2)
+        # The first offending pair by the output's, then the input's, generation order.
+        out_rank, in_rank = order[tuple(pairs[:, :3].t())], order[tuple(pairs[:, 3:].t())]
+        c, i, j, c2, i2, j2 = pairs[(out_rank * order.numel() + in_rank).argmin()].tolist()
         raise CausalityError(
             f"not autoregressive: output sub-pixel {subpixel_name(c, i, j, channels)} depends on "
             f"input sub-pixel {subpixel_name(c2, i2, j2, channels)}, which is not before it "

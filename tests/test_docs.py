@@ -192,6 +192,12 @@ def test_hyperparameter_table_has_every_paper_hyperparameter():
             assert f"`{default!r}`" in table
 
 
+def test_multiscale_hyperparameters_are_listed_with_their_defaults():
+    table = make_reference.model_hyperparameters("multiscale")
+    for key, hp in registry.get_model_spec("multiscale").hyperparameters.items():
+        assert f"`{key}`" in table and f"`{hp.default!r}`" in table, key
+
+
 def test_every_module_has_an_api_page_or_is_listed_as_pending():
     modules = {
         f"pixelgen.{info.name}"
