@@ -187,11 +187,7 @@ def sample(
     labels = _check_labels(model, labels, n, device)
     given_rows = _check_prefix(prefix, n, channels, height, width, n_levels_of(model))
 
-    generator = torch.Generator(device=device)
-    if seed is None:
-        generator.seed()
-    else:
-        generator.manual_seed(seed)
+    generator = seeded_generator(seed, device)
     x = torch.zeros(n, channels, height, width, dtype=torch.uint8, device=device)
     if given_rows:
         x[:, :, :given_rows] = prefix.to(device)
@@ -202,11 +198,8 @@ def sample(
         with torch.no_grad():
             state = _state(model, sampler, n, height, width, labels)
             if sampler == "fast" and isinstance(state, ReferenceState):
-                warnings.warn(
-                    f"{type(model).__name__} has no cached sampling state: the fast sampler falls back "
-                    "to the reference one (a full forward pass per sub-pixel)",
-                    stacklevel=2,
-                )
+                warnings.warn(f"{type(model).__name__} has no cached sampling state: the fast sampler falls "
+                              "back to the reference one (a full forward pass per sub-pixel)", stacklevel=2)
             rows = tqdm(visiting_order(model, channels, height, width), unit="row", file=sys.stderr,
                         desc=f"sampling {n}x{channels}x{height}x{width}", disable=not progress)
             for pixels in rows:
@@ -214,6 +207,16 @@ def sample(
     finally:
         model.train(was_training)
     return x
+
+
+def seeded_generator(seed: int | None, device: torch.device) -> torch.Generator:
+    """A generator of its own on ``device``, seeded with ``seed`` (None: a fresh random seed)."""
+    generator = torch.Generator(device=device)
+    if seed is None:
+        generator.seed()
+    else:
+        generator.manual_seed(seed)
+    return generator
 
 
 def _check_settings(sampler: str, temperature: float, top_p: float, n: int, height: int, width: int) -> None:
