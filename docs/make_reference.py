@@ -37,6 +37,7 @@ API_MODULES = [
     "pixelgen.hookspecs",
     "pixelgen.errors",
     "pixelgen.layers",
+    "pixelgen.scans",
     "pixelgen.model",
     "pixelgen.metrics",
     "pixelgen.testing",
