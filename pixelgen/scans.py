@@ -129,29 +129,27 @@ def cell_backward_(
 # ----------------------------------------------------------------------------- Row LSTM
 
 
-def _row_operands(x: Tensor, hidden0: Tensor) -> Tensor:
-    """The operands of every row's gate product, ``(H+1, 7h, W, B)``, the states still empty.
+def _row_block(x: Tensor, r: int, h: int) -> Tensor:
+    """The operands of row ``r``'s gate product, ``(7h, W, B)``, its states still to be written.
 
-    For row ``r``: the input at columns ``j-1`` and ``j`` (2h each), then the states of
-    row ``r-1`` at columns ``j-1``, ``j``, ``j+1`` (h each; zero beyond the edges). The
-    states of row 0 are the initial state; in row ``H`` only the states are used (they
-    are the last row's output).
+    The input at columns ``j-1`` and ``j`` (2h each), then the states of row ``r-1`` at
+    columns ``j-1``, ``j``, ``j+1`` (h each; zero beyond the edges). Row ``H`` has no
+    input (its states are the last row's output).
     """
     batch, channels, height, width = x.shape
-    h = hidden0.shape[0]
-    operands = x.new_empty(height + 1, 2 * channels + 3 * h, width, batch)  # (H+1, 7h, W, B)
-    left, here, states = operands.split([channels, channels, 3 * h], dim=1)
-    here[:height] = x.permute(2, 1, 3, 0)  # (H, 2h, W, B)
-    left[:height, :, 0] = 0
-    left[:height, :, 1:] = here[:height, :, :-1]
-    states[:, :h, 0] = 0
-    states[:, 2 * h :, -1] = 0
-    states[0, :h, 1:] = states[0, h : 2 * h] = states[0, 2 * h :, :-1] = hidden0[:, None, None]
-    return operands
+    block = x.new_empty(2 * channels + 3 * h, width, batch)  # (7h, W, B)
+    left, here, states = block.split([channels, channels, 3 * h])
+    if r < height:
+        here.copy_(x[:, :, r].permute(1, 2, 0))  # (2h, W, B)
+        left[:, 0] = 0
+        left[:, 1:] = here[:, :-1]
+    states[:h, 0] = 0
+    states[2 * h :, -1] = 0
+    return block
 
 
 def _row_weight(w_in: Tensor, w_state: Tensor) -> Tensor:
-    """The taps of both convolutions as one ``(4h, 7h)`` matrix in the order of :func:`_row_operands`."""
+    """The taps of both convolutions as one ``(4h, 7h)`` matrix in the order of :func:`_row_block`."""
     return torch.cat([*w_in.unbind(2), *w_state.unbind(2)], dim=1)
 
 
@@ -160,27 +158,33 @@ class _RowScan(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, w_in, b, w_state, hidden0, cell0):
-        height, h = x.shape[2], hidden0.shape[0]
-        operands = _row_operands(x, hidden0)  # (H+1, 7h, W, B)
+        batch, _, height, width = x.shape
+        h = hidden0.shape[0]
         weight = _content_doubled(_row_weight(w_in, w_state), 0)  # (4h, 7h)
         bias = _content_doubled(b[:, None], 0)  # (4h, 1)
-        cell = x.new_empty(height + 1, h, *operands.shape[2:])  # (H+1, h, W, B): row r+1 holds image row r
+        cell = x.new_empty(height + 1, h, width, batch)  # (H+1, h, W, B): row r+1 holds image row r
         cell[0] = cell0[:, None, None]
+        operands = [_row_block(x, 0, h)]  # per row (7h, W, B); row 0's states: the initial state
+        operands[0][-3 * h : -2 * h, 1:] = operands[0][-2 * h : -h] = operands[0][-h:, :-1] = hidden0[:, None, None]
+        out = x.new_empty(batch, h, height, width)
         gates = []
         for r in range(height):
             row_gates = matmul(weight, operands[r].flatten(1)).add_(bias)  # (4h, W*B)
-            states = operands[r + 1, -3 * h :]  # (3h, W, B): the next row's state taps
+            operands.append(_row_block(x, r + 1, h))
+            states = operands[r + 1][-3 * h :]  # (3h, W, B): the next row's state taps
             cell_forward_(row_gates, cell[r].flatten(1), cell[r + 1].flatten(1), states[h : 2 * h].flatten(1))
             states[:h, 1:] = states[h : 2 * h, :-1]  # tap j-1
             states[2 * h :, :-1] = states[h : 2 * h, 1:]  # tap j+1
+            out[:, :, r] = states[h : 2 * h].permute(2, 0, 1)  # (B, h, W)
             gates.append(row_gates)
-        ctx.save_for_backward(operands, w_in, w_state, cell, *gates)
-        return operands[1:, -2 * h : -h].permute(3, 1, 0, 2).contiguous()  # (B, h, H, W)
+        ctx.save_for_backward(w_in, w_state, cell, *operands, *gates)
+        return out
 
     @staticmethod
     def backward(ctx, grad):
-        operands, w_in, w_state, cell, *gates = ctx.saved_tensors
-        h, channels, (width, batch) = w_state.shape[1], w_in.shape[1], operands.shape[2:]
+        w_in, w_state, cell, *saved = ctx.saved_tensors
+        operands, gates = saved[: len(saved) // 2 + 1], saved[len(saved) // 2 + 1 :]  # H+1 and H
+        h, channels, (width, batch) = w_state.shape[1], w_in.shape[1], cell.shape[2:]
         weight_t = _row_weight(w_in, w_state).t().contiguous()  # (7h, 4h)
         d_weight, d_bias = weight_t.new_zeros(weight_t.shape[::-1]), weight_t.new_zeros(4 * h)
         d_inputs = grad.new_empty(len(gates), channels, width, batch)  # (H, 2h, W, B)
@@ -289,13 +293,6 @@ def diagonal_plan(height: int, width: int, device: torch.device) -> DiagonalPlan
     return DiagonalPlan(height, width, device)
 
 
-def _block(buffer: Tensor, position: int, n: int, rows: int, batch: int) -> Tensor:
-    """The column of scan positions ``position .. position + n - 1`` in a flat buffer of
-    per-column blocks ``(2, rows, n, B)``, as ``(2, rows, n * B)``: each direction contiguous."""
-    size = 2 * rows * batch  # one scan position
-    return buffer[position * size : (position + n) * size].view(2, rows, n * batch)
-
-
 class _DiagonalScan(torch.autograd.Function):
     """The Diagonal BiLSTM layer's two recurrences; see :func:`diagonal_bilstm_scan`."""
 
@@ -307,47 +304,49 @@ class _DiagonalScan(torch.autograd.Function):
         pixels = x.permute(1, 2, 3, 0).contiguous().view(channels, height * width, batch)  # (2h, H*W, B)
         weight = _content_doubled(torch.cat([w_in, w_state], dim=2), 1)  # (2, 4h, 4h)
         bias = _content_doubled(b_in, 1)[..., None]  # (2, 4h, 1)
-        # Per column, per direction: operands (input 2h, state above h, state beside h) and gates.
-        operands, gates = (x.new_empty(2 * 4 * h * height * width * batch) for _ in range(2))
         hidden = x.new_zeros(2, h, plan.slots, batch)  # see DiagonalPlan
         cell = x.new_zeros(2, h, plan.slots, batch)
+        operands, gates = [], []  # per column (2, 4h, n*B), kept for the backward pass
         for n, position, slot, window in plan.steps:
-            column = _block(operands, position, n, 4 * h, batch).view(2, 4 * h, n, batch)
+            column = x.new_empty(2, 4 * h, n, batch)  # per direction: input (2h), states above, beside
             for d in range(2):
                 torch.index_select(pixels, 1, plan.order[d, position : position + n], out=column[d, :channels])
             column[:, channels : channels + h] = hidden[:, :, window : window + n]  # rows r-1
             column[:, channels + h :] = hidden[:, :, window + 1 : window + n + 1]  # rows r
-            column_gates = _block(gates, position, n, 4 * h, batch)  # (2, 4h, n*B)
+            column, column_gates = column.flatten(2), x.new_empty(2, 4 * h, n * batch)  # (2, 4h, n*B)
             for d in range(2):
-                torch.add(matmul(weight[d], column[d].flatten(1)), bias[d], out=column_gates[d])
+                torch.add(matmul(weight[d], column[d]), bias[d], out=column_gates[d])
             cell_forward_(column_gates, cell[:, :, window + 1 : window + n + 1].flatten(2),
                           cell[:, :, slot : slot + n].flatten(2), hidden[:, :, slot : slot + n].flatten(2))
+            operands.append(column)
+            gates.append(column_gates)
         out = hidden[0].index_select(1, plan.out_slots[0])  # (h, H*W, B)
         out += hidden[1].index_select(1, plan.out_slots[1])  # mirrored, from the row above
-        ctx.save_for_backward(operands, w_in, w_state, gates, cell)
+        ctx.save_for_backward(w_in, w_state, cell, *operands, *gates)
         ctx.plan = plan
         return out.view(h, height, width, batch).permute(3, 0, 1, 2)  # (B, h, H, W)
 
     @staticmethod
     def backward(ctx, grad):
-        operands, w_in, w_state, gates, cell = ctx.saved_tensors
+        w_in, w_state, cell, *saved = ctx.saved_tensors
         plan, (_, h, slots, batch), channels = ctx.plan, cell.shape, w_in.shape[2]
+        operands, gates = saved[: len(plan.steps)], saved[len(plan.steps) :]
         weight_t = torch.cat([w_in, w_state], dim=2).transpose(1, 2).contiguous()  # (2, 4h, 4h)
         d_weight, d_bias = weight_t.new_zeros(weight_t.shape), weight_t.new_zeros(2, 4 * h)
         d_hidden, d_cell = _DiagonalScan._output_grad(plan, grad, h, slots, batch), torch.zeros_like(cell)
         d_pixels = grad.new_zeros(channels, plan.height * plan.width, batch)  # (2h, H*W, B)
         largest = max(step[0] for step in plan.steps) * batch
         d_gates, scratch = grad.new_empty(2 * 4 * h * largest), grad.new_empty(2, 2 * h, largest)
-        for n, position, slot, window in reversed(plan.steps):
+        for t in reversed(range(len(plan.steps))):
+            n, position, slot, window = plan.steps[t]
             column_d_gates = d_gates[: 2 * 4 * h * n * batch].view(2, 4 * h, n * batch)
-            cell_backward_(_block(gates, position, n, 4 * h, batch), cell[:, :, window + 1 : window + n + 1].flatten(2),
+            cell_backward_(gates[t], cell[:, :, window + 1 : window + n + 1].flatten(2),
                            cell[:, :, slot : slot + n].flatten(2), d_hidden[:, :, slot : slot + n].flatten(2),
                            d_cell[:, :, slot : slot + n].flatten(2), d_cell[:, :, window + 1 : window + n + 1].flatten(2),
                            column_d_gates, scratch[:, :, : n * batch])
-            column = _block(operands, position, n, 4 * h, batch)  # (2, 4h, n*B)
             d_bias += column_d_gates.sum(2)
             for d in range(2):
-                d_weight[d] += matmul(column_d_gates[d], column[d].t())
+                d_weight[d] += matmul(column_d_gates[d], operands[t][d].t())
                 d_column = matmul(weight_t[d], column_d_gates[d]).view(4 * h, n, batch)
                 d_pixels.index_add_(1, plan.order[d, position : position + n], d_column[:channels])
                 d_hidden[d, :, window : window + n] += d_column[channels : channels + h]
