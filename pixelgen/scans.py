@@ -126,6 +126,25 @@ def cell_backward_(
     do.mul_(tanh_cell).mul_(d_hidden)
 
 
+def cell_tangent(
+    gates: Tensor, cell_prev: Tensor, cell: Tensor, gates_dot: Tensor, cell_prev_dot: Tensor
+) -> tuple[Tensor, Tensor]:
+    """Forward-mode derivative of :func:`cell_forward_`: the tangents of ``(hidden, cell)``.
+
+    Args:
+        gates: ``(..., 4h, N)`` activations as :func:`cell_forward_` left them.
+        cell_prev, cell: ``(..., h, N)`` the step's input and output cell states.
+        gates_dot: ``(..., 4h, N)`` tangent of the pre-activations (content undoubled).
+        cell_prev_dot: ``(..., h, N)`` tangent of ``cell_prev``.
+    """
+    i, f, o, g = _gates(gates)
+    derivative = torch.cat([gates[..., : 3 * i.shape[-2], :] * (1 - gates[..., : 3 * i.shape[-2], :]), 1 - g * g], -2)
+    di, df, do, dg = _gates(gates_dot * derivative)
+    tanh_cell = torch.tanh(cell)
+    cell_dot = df * cell_prev + f * cell_prev_dot + di * g + i * dg
+    return do * tanh_cell + o * (1 - tanh_cell * tanh_cell) * cell_dot, cell_dot
+
+
 # ----------------------------------------------------------------------------- Row LSTM
 
 
@@ -138,7 +157,7 @@ def _row_block(x: Tensor, r: int, h: int) -> Tensor:
     """
     batch, channels, height, width = x.shape
     block = x.new_empty(2 * channels + 3 * h, width, batch)  # (7h, W, B)
-    left, here, states = block.split([channels, channels, 3 * h])
+    left, here, states = block[:channels], block[channels : 2 * channels], block[2 * channels :]
     if r < height:
         here.copy_(x[:, :, r].permute(1, 2, 0))  # (2h, W, B)
         left[:, 0] = 0
@@ -178,6 +197,28 @@ class _RowScan(torch.autograd.Function):
             out[:, :, r] = states[h : 2 * h].permute(2, 0, 1)  # (B, h, W)
             gates.append(row_gates)
         ctx.save_for_backward(w_in, w_state, cell, *operands, *gates)
+        ctx.save_for_forward(w_in, w_state, cell, *operands, *gates)
+        return out
+
+    @staticmethod
+    def jvp(ctx, x_dot, w_in_dot, b_dot, w_state_dot, hidden0_dot, cell0_dot):
+        w_in, w_state, cell, *saved = ctx.saved_tensors
+        operands, gates = saved[: len(saved) // 2 + 1], saved[len(saved) // 2 + 1 :]
+        h, (width, batch) = w_state.shape[1], cell.shape[2:]
+        weight, weight_dot = _row_weight(w_in, w_state), _row_weight(w_in_dot, w_state_dot)  # (4h, 7h)
+        block = _row_block(x_dot, 0, h)  # the operands' tangents, row by row
+        block[-3 * h : -2 * h, 1:] = block[-2 * h : -h] = block[-h:, :-1] = hidden0_dot[:, None, None]
+        cell_dot = cell0_dot[:, None].expand(h, width * batch)
+        out = x_dot.new_empty(batch, h, len(gates), width)
+        for r in range(len(gates)):
+            gates_dot = weight @ block.flatten(1) + weight_dot @ operands[r].flatten(1) + b_dot[:, None]
+            hidden_dot, cell_dot = cell_tangent(gates[r], cell[r].flatten(1), cell[r + 1].flatten(1), gates_dot, cell_dot)
+            block = _row_block(x_dot, r + 1, h)
+            states = block[-3 * h :]  # (3h, W, B)
+            states[h : 2 * h] = hidden_dot.view(h, width, batch)
+            states[:h, 1:] = states[h : 2 * h, :-1]
+            states[2 * h :, :-1] = states[h : 2 * h, 1:]
+            out[:, :, r] = states[h : 2 * h].permute(2, 0, 1)
         return out
 
     @staticmethod
@@ -323,8 +364,32 @@ class _DiagonalScan(torch.autograd.Function):
         out = hidden[0].index_select(1, plan.out_slots[0])  # (h, H*W, B)
         out += hidden[1].index_select(1, plan.out_slots[1])  # mirrored, from the row above
         ctx.save_for_backward(w_in, w_state, cell, *operands, *gates)
+        ctx.save_for_forward(w_in, w_state, cell, *operands, *gates)
         ctx.plan = plan
         return out.view(h, height, width, batch).permute(3, 0, 1, 2)  # (B, h, H, W)
+
+    @staticmethod
+    def jvp(ctx, x_dot, w_in_dot, b_in_dot, w_state_dot):
+        w_in, w_state, cell, *saved = ctx.saved_tensors
+        plan, (_, h, slots, batch), channels = ctx.plan, cell.shape, w_in.shape[2]
+        operands, gates = saved[: len(plan.steps)], saved[len(plan.steps) :]
+        weight, weight_dot = torch.cat([w_in, w_state], dim=2), torch.cat([w_in_dot, w_state_dot], dim=2)
+        pixels = x_dot.permute(1, 2, 3, 0).reshape(channels, -1, batch)  # (2h, H*W, B)
+        hidden_dot, cell_dot = (x_dot.new_zeros(2, h, slots, batch) for _ in range(2))  # as hidden, cell
+        for t, (n, position, slot, window) in enumerate(plan.steps):
+            column = x_dot.new_empty(2, 4 * h, n, batch)  # the operands' tangents
+            for d in range(2):
+                column[d, :channels] = pixels[:, plan.order[d, position : position + n]]
+            column[:, channels : channels + h] = hidden_dot[:, :, window : window + n]
+            column[:, channels + h :] = hidden_dot[:, :, window + 1 : window + n + 1]
+            gates_dot = weight @ column.flatten(2) + weight_dot @ operands[t] + b_in_dot[..., None]
+            hidden_dot[:, :, slot : slot + n], cell_dot[:, :, slot : slot + n] = (
+                v.view(2, h, n, batch) for v in cell_tangent(
+                    gates[t], cell[:, :, window + 1 : window + n + 1].flatten(2),
+                    cell[:, :, slot : slot + n].flatten(2), gates_dot,
+                    cell_dot[:, :, window + 1 : window + n + 1].flatten(2)))
+        out = hidden_dot[0].index_select(1, plan.out_slots[0]) + hidden_dot[1].index_select(1, plan.out_slots[1])
+        return out.view(h, plan.height, plan.width, batch).permute(3, 0, 1, 2)  # (B, h, H, W)
 
     @staticmethod
     def backward(ctx, grad):

@@ -2,20 +2,25 @@
 
 The references below are the layers' forward passes as they were written before the
 scans had their own backward (pixelgen 0.1.0): every step spelled out with torch ops, the
-gradients left to autograd. Outputs and gradients (input, every parameter) must agree
-in float64 to rounding, at perturbed weights (zero biases and initial states would hide
-mistakes), for grey and RGB colour groups, odd and non-square sizes, batches of three.
+derivatives left to autograd. Outputs, gradients (input, every parameter) and
+forward-mode derivatives must agree in float64 to rounding, at perturbed weights (zero
+biases and initial states would hide mistakes), for grey and RGB colour groups, odd and
+non-square sizes, batches of three; in float32 (where the products run through oneDNN)
+to float32 rounding.
 """
 
 from __future__ import annotations
 
 import pytest
 import torch
+import torch.autograd.forward_ad as fwAD
 import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
+from torch.func import functional_call
 
 from pixelgen.layers import diagonal_order, lstm_update
+from pixelgen.scans import matmul
 from pixelgen_plugins.diagonal_bilstm import DiagonalBiLSTMLayer
 from pixelgen_plugins.row_lstm import RowLSTMLayer
 
@@ -87,9 +92,20 @@ LAYERS = {
 }
 
 
-def perturbed_layer(name: str, hidden: int, colours: int) -> nn.Module:
+class Reference(nn.Module):
+    """The reference forward pass of ``layer``, as a module with the same parameter names."""
+
+    def __init__(self, name: str, layer: nn.Module) -> None:
+        super().__init__()
+        self.forward_pass, self.layer = LAYERS[name][1], layer
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.forward_pass(self.layer, x)
+
+
+def perturbed_layer(name: str, hidden: int, colours: int, dtype: torch.dtype = torch.float64) -> nn.Module:
     torch.manual_seed(0)
-    layer = LAYERS[name][0](hidden, colours).double()
+    layer = LAYERS[name][0](hidden, colours).to(dtype)
     with torch.no_grad():
         for param in layer.parameters():
             param.add_(0.5 * torch.randn_like(param))
@@ -99,7 +115,7 @@ def perturbed_layer(name: str, hidden: int, colours: int) -> nn.Module:
 def outputs_and_gradients(forward, layer: nn.Module, x: Tensor) -> list[Tensor]:
     x = x.detach().requires_grad_(True)
     out = forward(x)
-    weights = torch.randn(out.shape, dtype=out.dtype, generator=torch.Generator().manual_seed(1))
+    weights = torch.randn(out.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(1)).to(out.dtype)
     grads = torch.autograd.grad((out * weights).sum(), [x, *layer.parameters()])
     return [out, *grads]
 
@@ -115,3 +131,44 @@ def test_scan_equals_the_op_by_op_reference(name, colours, size):
     names = ["output", "input", *(n for n, _ in layer.named_parameters())]
     for label, g, w in zip(names, got, want):
         torch.testing.assert_close(g, w, rtol=1e-10, atol=1e-10, msg=label)
+
+
+@pytest.mark.filterwarnings("ignore:.*torch.jit.script.*:FutureWarning")  # torch's forward-mode decompositions
+@pytest.mark.parametrize("name", sorted(LAYERS))
+@pytest.mark.parametrize("colours", [1, 3])
+@pytest.mark.parametrize("size", [(5, 6), (4, 7)])
+def test_forward_mode_derivative_equals_the_reference(name, colours, size):
+    layer = perturbed_layer(name, 6, colours)
+    generator = torch.Generator().manual_seed(3)
+    x = torch.randn(3, 12, *size, dtype=torch.float64, generator=generator)
+    # Inside a model the tangents depend on weights that require grad, so they do too.
+    tangent = torch.randn(x.shape, dtype=x.dtype, generator=generator).requires_grad_()
+    params = {k: v.detach() for k, v in layer.named_parameters()}
+    with fwAD.dual_level():
+        dual_x = fwAD.make_dual(x, tangent)
+        dual_params = {k: fwAD.make_dual(v, torch.randn(v.shape, dtype=v.dtype, generator=generator))
+                       for k, v in params.items()}
+        got = fwAD.unpack_dual(functional_call(layer, dual_params, (dual_x,))).tangent
+        want = fwAD.unpack_dual(functional_call(Reference(name, layer), {f"layer.{k}": v for k, v in
+                                                                         dual_params.items()}, (dual_x,))).tangent
+    torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("name", sorted(LAYERS))
+def test_float32_scan_equals_the_reference_to_float32_rounding(name):
+    layer = perturbed_layer(name, 8, 1, torch.float32)
+    x = torch.randn(4, 16, 6, 5, generator=torch.Generator().manual_seed(4))
+    got = outputs_and_gradients(layer, layer, x)
+    want = outputs_and_gradients(Reference(name, layer.double()), layer, x.double())
+    for g, w in zip(got, want):
+        torch.testing.assert_close(g, w.float(), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("transposed", [False, True])
+def test_matmul_is_the_matrix_product(dtype, transposed):
+    generator = torch.Generator().manual_seed(5)
+    a = torch.randn(24, 40, dtype=dtype, generator=generator)
+    b = torch.randn(40, 72, dtype=dtype, generator=generator)
+    b = b.t().contiguous().t() if transposed else b
+    torch.testing.assert_close(matmul(a, b), a @ b, rtol=1e-5, atol=1e-5)
