@@ -27,7 +27,7 @@ Buffers are channel-major with the batch innermost, ``(channels, positions, B)``
 
 from __future__ import annotations
 
-from functools import cache, lru_cache
+from functools import cache, lru_cache, reduce, wraps
 
 import torch
 from torch import Tensor
@@ -57,6 +57,25 @@ def matmul(a: Tensor, b: Tensor) -> Tensor:
     if _onednn_matmul(a.device.type, a.dtype) and (b.is_contiguous() or b.t().is_contiguous()):
         return torch.ops.mkldnn._linear_pointwise(a, b.t(), None, "none", [], "")
     return a @ b
+
+
+def _outside_autocast(method):
+    """Run a scan's ``forward``, ``backward`` or ``jvp`` with autocast off on the device of
+    its first tensor: the scans write into buffers of one dtype (see :func:`_apply`)."""
+
+    @wraps(method)
+    def wrapped(ctx, first, *rest):
+        with torch.autocast(first.device.type, enabled=False):
+            return method(ctx, first, *rest)
+
+    return wrapped
+
+
+def _apply(function: type[torch.autograd.Function], *tensors: Tensor) -> Tensor:
+    """``function.apply`` in the common dtype of ``tensors`` (float32 for a bfloat16 input
+    from autocast and float32 weights: the cell states keep full precision)."""
+    dtype = reduce(torch.promote_types, (t.dtype for t in tensors))
+    return function.apply(*(t.to(dtype) for t in tensors))
 
 
 def _gates(gates: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
@@ -176,6 +195,7 @@ class _RowScan(torch.autograd.Function):
     """The Row LSTM layer's recurrence; see :func:`row_lstm_scan`."""
 
     @staticmethod
+    @_outside_autocast
     def forward(ctx, x, w_in, b, w_state, hidden0, cell0):
         batch, _, height, width = x.shape
         h = hidden0.shape[0]
@@ -201,6 +221,7 @@ class _RowScan(torch.autograd.Function):
         return out
 
     @staticmethod
+    @_outside_autocast
     def jvp(ctx, x_dot, w_in_dot, b_dot, w_state_dot, hidden0_dot, cell0_dot):
         w_in, w_state, cell, *saved = ctx.saved_tensors
         operands, gates = saved[: len(saved) // 2 + 1], saved[len(saved) // 2 + 1 :]
@@ -222,6 +243,7 @@ class _RowScan(torch.autograd.Function):
         return out
 
     @staticmethod
+    @_outside_autocast
     def backward(ctx, grad):
         w_in, w_state, cell, *saved = ctx.saved_tensors
         operands, gates = saved[: len(saved) // 2 + 1], saved[len(saved) // 2 + 1 :]  # H+1 and H
@@ -270,7 +292,7 @@ def row_lstm_scan(
     Returns:
         ``(B, h, H, W)``, the hidden states.
     """
-    return _RowScan.apply(x, w_in, b, w_state, hidden0, cell0)
+    return _apply(_RowScan, x, w_in, b, w_state, hidden0, cell0)
 
 
 # ----------------------------------------------------------------------- Diagonal BiLSTM
@@ -338,6 +360,7 @@ class _DiagonalScan(torch.autograd.Function):
     """The Diagonal BiLSTM layer's two recurrences; see :func:`diagonal_bilstm_scan`."""
 
     @staticmethod
+    @_outside_autocast
     def forward(ctx, x, w_in, b_in, w_state):
         batch, channels, height, width = x.shape
         h = w_state.shape[2] // 2
@@ -369,6 +392,7 @@ class _DiagonalScan(torch.autograd.Function):
         return out.view(h, height, width, batch).permute(3, 0, 1, 2)  # (B, h, H, W)
 
     @staticmethod
+    @_outside_autocast
     def jvp(ctx, x_dot, w_in_dot, b_in_dot, w_state_dot):
         w_in, w_state, cell, *saved = ctx.saved_tensors
         plan, (_, h, slots, batch), channels = ctx.plan, cell.shape, w_in.shape[2]
@@ -392,6 +416,7 @@ class _DiagonalScan(torch.autograd.Function):
         return out.view(h, plan.height, plan.width, batch).permute(3, 0, 1, 2)  # (B, h, H, W)
 
     @staticmethod
+    @_outside_autocast
     def backward(ctx, grad):
         w_in, w_state, cell, *saved = ctx.saved_tensors
         plan, (_, h, slots, batch), channels = ctx.plan, cell.shape, w_in.shape[2]
@@ -444,4 +469,4 @@ def diagonal_bilstm_scan(x: Tensor, w_in: Tensor, b_in: Tensor, w_state: Tensor)
         ``(B, h, H, W)``: the left-to-right hidden states plus the right-to-left ones
         shifted down one row.
     """
-    return _DiagonalScan.apply(x, w_in, b_in, w_state)
+    return _apply(_DiagonalScan, x, w_in, b_in, w_state)

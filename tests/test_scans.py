@@ -172,3 +172,15 @@ def test_matmul_is_the_matrix_product(dtype, transposed):
     b = torch.randn(40, 72, dtype=dtype, generator=generator)
     b = b.t().contiguous().t() if transposed else b
     torch.testing.assert_close(matmul(a, b), a @ b, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", sorted(LAYERS))
+def test_under_autocast_the_scan_runs_in_float32(name):
+    layer = perturbed_layer(name, 8, 1, torch.float32)
+    x = torch.randn(2, 16, 4, 5, generator=torch.Generator().manual_seed(6)).bfloat16()  # an autocast conv's output
+    want = layer(x.float())
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = layer(x.requires_grad_())
+        got.sum().backward()
+    assert got.dtype == torch.float32 and x.grad.dtype == torch.bfloat16
+    torch.testing.assert_close(got, want)
