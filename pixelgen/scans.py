@@ -10,8 +10,10 @@ each scan is one ``torch.autograd.Function`` that computes the same numbers:
   side by side, ``(4h, K)``, times the step's *operands*, ``(K, positions * B)``: the
   input pixels the input-to-state kernel reads, then the previous states the
   state-to-state kernel reads (zero beyond the image). The operands of each step are one
-  contiguous block, written as the scan goes and kept for the backward pass, where the
-  weight gradient is the gate gradients times the same blocks;
+  contiguous tensor of their own (one buffer of all steps, ~30 MB at 28x28 and batch 32,
+  would be mapped and page-faulted in afresh by the allocator on every call), written as
+  the scan goes and kept for the backward pass, where the weight gradient is the gate
+  gradients times the same blocks;
 * the cell update (:func:`cell_forward_`) works in place on the step's gates and writes
   the cell and hidden states into buffers allocated once per call;
 * the backward pass runs the recurrence in reverse (:func:`cell_backward_`), from the
@@ -37,8 +39,8 @@ from pixelgen.layers import diagonal_order
 
 @cache
 def _onednn_matmul(device_type: str, dtype: torch.dtype) -> bool:
-    """Whether oneDNN's inner product (the op torch.compile uses for linear layers on the
-    CPU) is available for ``dtype`` and agrees with ``torch.mm`` on a small product."""
+    """Whether oneDNN's inner product (``torch.ops.mkldnn._linear_pointwise``, which torch
+    keeps for its compiler's CPU backend) runs for ``dtype`` and agrees with ``torch.mm``."""
     if device_type != "cpu" or dtype != torch.float32 or not torch.backends.mkldnn.is_available():
         return False
     a, b = torch.arange(6.0).view(2, 3), torch.arange(12.0).view(3, 4)
@@ -52,9 +54,11 @@ def matmul(a: Tensor, b: Tensor) -> Tensor:
     """``a @ b`` for a contiguous ``a`` ``(M, K)`` and a contiguous or transposed ``b`` ``(K, N)``.
 
     On the CPU in float32 it runs oneDNN's inner product, about twice as fast as
-    ``torch.mm`` (MKL) at these shapes on one thread; elsewhere ``torch.mm``.
+    ``torch.mm`` (MKL) at these shapes on one thread; elsewhere, and under
+    ``torch.compile`` (whose lowering of that op takes constant weights only), ``torch.mm``.
     """
-    if _onednn_matmul(a.device.type, a.dtype) and (b.is_contiguous() or b.t().is_contiguous()):
+    fast = b.is_contiguous() or b.t().is_contiguous()
+    if fast and not torch.compiler.is_compiling() and _onednn_matmul(a.device.type, a.dtype):
         return torch.ops.mkldnn._linear_pointwise(a, b.t(), None, "none", [], "")
     return a @ b
 
@@ -157,8 +161,8 @@ def cell_tangent(
         cell_prev_dot: ``(..., h, N)`` tangent of ``cell_prev``.
     """
     i, f, o, g = _gates(gates)
-    derivative = torch.cat([gates[..., : 3 * i.shape[-2], :] * (1 - gates[..., : 3 * i.shape[-2], :]), 1 - g * g], -2)
-    di, df, do, dg = _gates(gates_dot * derivative)
+    ifo = gates[..., : 3 * i.shape[-2], :]
+    di, df, do, dg = _gates(gates_dot * torch.cat([ifo * (1 - ifo), 1 - g * g], dim=-2))  # sigmoid', tanh'
     tanh_cell = torch.tanh(cell)
     cell_dot = df * cell_prev + f * cell_prev_dot + di * g + i * dg
     return do * tanh_cell + o * (1 - tanh_cell * tanh_cell) * cell_dot, cell_dot
@@ -233,13 +237,14 @@ class _RowScan(torch.autograd.Function):
         out = x_dot.new_empty(batch, h, len(gates), width)
         for r in range(len(gates)):
             gates_dot = weight @ block.flatten(1) + weight_dot @ operands[r].flatten(1) + b_dot[:, None]
-            hidden_dot, cell_dot = cell_tangent(gates[r], cell[r].flatten(1), cell[r + 1].flatten(1), gates_dot, cell_dot)
+            hidden_dot, cell_dot = cell_tangent(gates[r], cell[r].flatten(1), cell[r + 1].flatten(1),
+                                                gates_dot, cell_dot)  # (h, W*B) each
             block = _row_block(x_dot, r + 1, h)
             states = block[-3 * h :]  # (3h, W, B)
             states[h : 2 * h] = hidden_dot.view(h, width, batch)
             states[:h, 1:] = states[h : 2 * h, :-1]
             states[2 * h :, :-1] = states[h : 2 * h, 1:]
-            out[:, :, r] = states[h : 2 * h].permute(2, 0, 1)
+            out[:, :, r] = states[h : 2 * h].permute(2, 0, 1)  # (B, h, W)
         return out
 
     @staticmethod
@@ -430,10 +435,10 @@ class _DiagonalScan(torch.autograd.Function):
         for t in reversed(range(len(plan.steps))):
             n, position, slot, window = plan.steps[t]
             column_d_gates = d_gates[: 2 * 4 * h * n * batch].view(2, 4 * h, n * batch)
-            cell_backward_(gates[t], cell[:, :, window + 1 : window + n + 1].flatten(2),
-                           cell[:, :, slot : slot + n].flatten(2), d_hidden[:, :, slot : slot + n].flatten(2),
-                           d_cell[:, :, slot : slot + n].flatten(2), d_cell[:, :, window + 1 : window + n + 1].flatten(2),
-                           column_d_gates, scratch[:, :, : n * batch])
+            own, left = slice(slot, slot + n), slice(window + 1, window + n + 1)  # a column's slots; its left's
+            cell_backward_(gates[t], cell[:, :, left].flatten(2), cell[:, :, own].flatten(2),
+                           d_hidden[:, :, own].flatten(2), d_cell[:, :, own].flatten(2),
+                           d_cell[:, :, left].flatten(2), column_d_gates, scratch[:, :, : n * batch])
             d_bias += column_d_gates.sum(2)
             for d in range(2):
                 d_weight[d] += matmul(column_d_gates[d], operands[t][d].t())
