@@ -14,7 +14,8 @@ and (about) equal parameter count: 28x28x1, batch 32, 5 layers each, head 32, Pi
 h=64 (~286k parameters) and each recurrent model at the width whose parameter count is
 nearest it. It prints full training steps per second (forward, backward, Adam step),
 the models' steps taken in turn so that load on the machine falls on all of them alike,
-and the two ratios to the PixelCNN.
+and the two ratios to the PixelCNN; on the CPU both by the wall clock and by the
+process's CPU time (which other processes on a shared machine disturb less).
 
 Usage::
 
@@ -153,15 +154,16 @@ def equal_depth(device: torch.device, repeats: int) -> None:
         steps[name] = (model, optimizer)
         print(f"{name:<16} h={h:<4} {n_params(model):>9,} parameters")
 
-    def train_step(name: str) -> float:
+    def train_step(name: str) -> tuple[float, float]:
+        """Wall-clock and process CPU seconds of one training step."""
         model, optimizer = steps[name]
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         optimizer.zero_grad(set_to_none=True)
         pixelgen.bits_per_dim(model(x), x).backward()
         optimizer.step()
         if device.type == "cuda":
             torch.cuda.synchronize()
-        return time.perf_counter() - start
+        return time.perf_counter() - start, time.process_time() - start_cpu
 
     for name in steps:  # warm-up
         train_step(name)
@@ -169,12 +171,14 @@ def equal_depth(device: torch.device, repeats: int) -> None:
     for _ in range(repeats):
         for name in steps:
             times[name].append(train_step(name))
-    rate = {name: 1 / statistics.median(seconds) for name, seconds in times.items()}
     print(f"{c['height']}x{c['width']}x{c['channels']}, batch {c['batch']}, {c['n_layers']} layers, "
           f"{torch.get_num_threads()} threads, median of {repeats} interleaved training steps")
-    for name in steps:
-        ratio = "" if name == "pixelcnn" else f"   {name} / pixelcnn = {rate[name] / rate['pixelcnn']:.2f}"
-        print(f"{name:<16} {rate[name]:7.2f} steps/s{ratio}")
+    clocks = ["wall"] + (["CPU"] if device.type == "cpu" else [])  # CPU: this process's time, less
+    for k, clock in enumerate(clocks):  # disturbed by other processes on a shared machine
+        rate = {name: 1 / statistics.median(t[k] for t in steps_times) for name, steps_times in times.items()}
+        for name in steps:
+            ratio = "" if name == "pixelcnn" else f"   {name} / pixelcnn = {rate[name] / rate['pixelcnn']:.2f}"
+            print(f"{clock + ' clock':<10} {name:<16} {rate[name]:7.2f} steps/s{ratio}")
 
 
 def main() -> None:
