@@ -28,12 +28,13 @@ from __future__ import annotations
 
 import argparse
 import copy
+import math
 import statistics
 import time
 
 import torch
 from torch import nn
-from torch.utils.flop_counter import FlopCounterMode
+from torch.utils.flop_counter import FlopCounterMode, register_flop_formula
 
 import pixelgen
 from pixelgen.layers import MaskedConv2d
@@ -77,6 +78,19 @@ def pixelcnn_like(target: nn.Module, channels: int, hyper: dict) -> nn.Module:
         if n_params(candidate) > goal:
             break
     return best
+
+
+def count_onednn_products() -> None:
+    """Teach FlopCounterMode oneDNN's inner product, ``y = x @ w.T``, through which
+    :func:`pixelgen.scans.matmul` runs the recurrent models' products on the CPU."""
+    try:
+        op = torch.ops.mkldnn._linear_pointwise
+    except (AttributeError, RuntimeError):
+        return  # not in this torch build; pixelgen.scans then uses torch.mm, which is counted
+
+    @register_flop_formula(op)
+    def inner_product_flops(x_shape, w_shape, *args, out_shape=None, **kwargs) -> int:
+        return 2 * math.prod(x_shape) * w_shape[0]
 
 
 def flops_per_image(model: nn.Module, x: torch.Tensor) -> float:
@@ -198,6 +212,7 @@ def main() -> None:
     if args.config == "equal-depth":
         equal_depth(torch.device(args.device), args.repeats)
         return
+    count_onednn_products()
     channels, height, width, hyper = SHAPES[args.shape]
     device = torch.device(args.device)
     print(f"shape {args.shape}: {channels}x{height}x{width}, {hyper}, device {device}, {args.precision}, "
