@@ -52,6 +52,7 @@ API_MODULES = [
     "pixelgen.errors",
     "pixelgen.blocks",
     "pixelgen.layers",
+    "pixelgen.scans",
     "pixelgen.metrics",
     "pixelgen.testing",
     "pixelgen.sampling",

@@ -55,6 +55,7 @@ from pixelgen.layers import (
     skew,
     unskew,
 )
+from pixelgen.scans import diagonal_bilstm_scan, row_lstm_scan
 
 __all__ = [
     "N_LEVELS",
@@ -73,10 +74,12 @@ __all__ = [
     "call_model",
     "colour_groups",
     "conv_mask",
+    "diagonal_bilstm_scan",
     "diagonal_order",
     "generation_order_of",
     "lstm_update",
     "n_classes_of",
+    "row_lstm_scan",
     "n_levels_of",
     "raster_order",
     "scale_input",
