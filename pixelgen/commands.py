@@ -19,7 +19,7 @@ from pixelgen.blocks import generation_order_of, raster_order
 from pixelgen.errors import PixelgenError
 from pixelgen.from_checkpoint import evaluate_checkpoint, sample_checkpoint
 from pixelgen.recipe import dump_toml, load_recipe, recipe_to_dict
-from pixelgen.report import CompareOptions, analyse, compare, compare_recipe
+from pixelgen import report
 from pixelgen.testing import allowed_dependencies, check_causality
 from pixelgen.training import run_recipe
 from pixelgen.trainer import progress_bar_enabled
@@ -103,15 +103,15 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     recipe = load_recipe(args.recipe, args.set)
-    report = functools.partial(print, flush=True)
-    results = run_recipe(recipe, out=args.out, resume=args.resume, report=report)
+    say = functools.partial(print, flush=True)
+    results = run_recipe(recipe, out=args.out, resume=args.resume, report=say)
     finished = [r for r in results if r is not None]
     if len(recipe.runs) > 1 and finished:
         print("summary:")
         for r in finished:
             print(f"  {r['run']:<20} {r['split']} {r['bits_per_dim']:.4f} bits/dim")
     if recipe.compare:
-        comparison = compare_recipe(recipe, run_out=args.out, report=report)
+        comparison = report.compare_recipe(recipe, run_out=args.out, report=say)
         print(f"comparison: {comparison['out']}/report.md, report.html")
     return 0
 
@@ -157,7 +157,7 @@ def _compare_options(args: argparse.Namespace):
     for name in ("scaling_sizes", "scaling_depths"):
         if name in given:
             given[name] = tuple(given[name])
-    return CompareOptions(**given)
+    return report.CompareOptions(**given)
 
 
 def _to_stderr(line: str) -> None:
@@ -165,7 +165,7 @@ def _to_stderr(line: str) -> None:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    comparison = compare(args.run_dirs, args.out, _compare_options(args), report=_to_stderr)
+    comparison = report.compare(args.run_dirs, args.out, _compare_options(args), report=_to_stderr)
     if args.json:
         print(json.dumps({"out": comparison["out"], "dataset": comparison["dataset"], "runs": comparison["runs"]}))
     else:
@@ -174,7 +174,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_analyse(args: argparse.Namespace) -> int:
-    summary = analyse(args.checkpoint, args.out, _compare_options(args), report=_to_stderr)
+    summary = report.analyse(args.checkpoint, args.out, _compare_options(args), report=_to_stderr)
     print(f"analysis: {summary['out']}/analysis.md")
     return 0
 

@@ -333,7 +333,7 @@ def _table_footnotes(c: Mapping[str, Any]) -> Block:
         f"per sub-pixel) generated only the last {rows_timed} row(s) "
         "of each image and its time was scaled to the whole image; the fast sampler was timed "
         "on whole images; both are medians of a few timings. Sequential steps: steps one layer takes one after another "
-        "(1 for PixelCNN, H for the Row LSTM, W + H - 1 for the Diagonal BiLSTM)."))
+        "(each model's own sequential_steps: 1 for a convolution, the length of the scan for a recurrence)."))
 
 
 def _timing_note(c: Mapping[str, Any]) -> Block:
