@@ -14,15 +14,14 @@ import sys
 import tomllib
 from typing import Sequence
 
-from pixelgen import registry
+from pixelgen import registry, report
 from pixelgen.blocks import generation_order_of, raster_order
 from pixelgen.errors import PixelgenError
 from pixelgen.from_checkpoint import evaluate_checkpoint, sample_checkpoint
+from pixelgen.inference import progress_bar_enabled
 from pixelgen.recipe import dump_toml, load_recipe, recipe_to_dict
-from pixelgen import report
 from pixelgen.testing import allowed_dependencies, check_causality
 from pixelgen.training import run_recipe
-from pixelgen.trainer import progress_bar_enabled
 
 
 def _parse_value(text: str):
@@ -144,7 +143,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     )
     images = result["images"]
     print(f"{len(images)} samples {tuple(images.shape[1:])}, seed {result['seed']}, "
-          f"{result['seconds_per_image']:.3f} s/image ({args.sampler})")
+          f"{result['seconds_per_image']:.3f} s/image ({result['sampler']} sampler)")
     if result["archive"] is not None:
         print(f"  archive  {result['archive']} samples/{result['key']}")
     print(f"  grid     {result['png']}")

@@ -20,7 +20,7 @@ from pixelgen.errors import CheckpointError, PixelgenError, RecipeError
 from pixelgen.files import RunLock
 from pixelgen.inference import check_image_path, evaluate, read_image, sample_to_archive, save_grid, set_threads
 from pixelgen.recipe import recipe_from_dict
-from pixelgen.sampling import SamplingError, _channels_of, sample_batched
+from pixelgen.sampling import SamplingError, _channels_of, sample_batched, sampler_used
 from pixelgen.training import load_data, make_fabric
 
 
@@ -132,7 +132,8 @@ def sample_checkpoint(
         batch_size=batch_size, temperature=temperature, top_p=top_p, seed=seed, sampler=sampler,
         labels=_labels(model, n, label), prefix=prefix, progress=progress,
     )
-    result: dict[str, Any] = {"seed": seed, "archive": None, "key": None, "png": None}
+    result: dict[str, Any] = {"seed": seed, "archive": None, "key": None, "png": None,
+                              "sampler": sampler_used(model, sampler)}
     start = time.perf_counter()
     if archive is not False:
         result["archive"] = Path(archive)

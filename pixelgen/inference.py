@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,7 @@ from PIL import Image, UnidentifiedImageError
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, Subset
 from torchvision.utils import make_grid
+from tqdm import tqdm
 
 from pixelgen.archive import RunArchive
 from pixelgen.blocks import N_LEVELS, call_model, n_classes_of, n_levels_of
@@ -49,6 +51,12 @@ def bare_module(model: nn.Module) -> nn.Module:
     while isinstance(model, _FabricModule) or hasattr(model, "_orig_mod"):
         model = model.module if isinstance(model, _FabricModule) else model._orig_mod
     return model
+
+
+def progress_bar_enabled() -> bool:
+    """Progress bars on stderr: only on a terminal, and not with ``PIXELGEN_PROGRESS=0``
+    (elsewhere the epoch lines are the plain progress)."""
+    return os.environ.get("PIXELGEN_PROGRESS", "1") != "0" and sys.stderr.isatty()
 
 
 def set_threads(threads: int | None) -> int:
@@ -117,7 +125,8 @@ def _summed_nll(net: nn.Module, loader: DataLoader, channels: int, device: Any, 
         # The bare module, not a DDP wrapper: shards may differ by one batch, and DDP's
         # forward would wait for a partner that has finished.
         with torch.no_grad(), autocast:
-            for x, labels in loader:
+            for x, labels in tqdm(loader, desc="evaluating", unit="batch", file=sys.stderr, leave=False,
+                                  disable=not progress_bar_enabled()):
                 x, labels = x.to(device), labels.to(device)
                 logits = call_model(net, x, labels if conditional else None)  # (B, n_levels, C, H, W)
                 for c in range(channels):

@@ -49,7 +49,7 @@ from pixelgen.archive import RunArchive
 from pixelgen.blocks import call_model, n_classes_of, n_levels_of
 from pixelgen.errors import Interrupted, PixelgenError
 from pixelgen.files import RunLock, atomic_write_json, remove_temporary_files
-from pixelgen.inference import bare_module, evaluate, sample_to_archive, save_grid, set_threads, to_display
+from pixelgen.inference import bare_module, evaluate, progress_bar_enabled, sample_to_archive, save_grid, set_threads, to_display
 from pixelgen.metrics import bits_per_dim
 from pixelgen.recipe import duration_seconds, recipe_to_dict, write_resolved
 from pixelgen.sampling import sample
@@ -602,6 +602,7 @@ class Trainer:
         _, key = sample_to_archive(
             bare_module(self.eval_model), self.archive.path, s.n, height, width, batch_size=s.batch_size,
             temperature=s.temperature, top_p=s.top_p, seed=s.seed, sampler=s.sampler, labels=labels,
+            progress=progress_bar_enabled(),
             model=self.run.model.name, checkpoint=str(checkpoint), recipe=state["recipe"], epoch=state["epoch"],
             source="run",
         )
@@ -677,10 +678,6 @@ def peak_memory_mb(device: torch.device) -> float:
     except OSError:
         pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
-
-
-def progress_bar_enabled() -> bool:
-    return os.environ.get("PIXELGEN_PROGRESS", "1") != "0" and sys.stderr.isatty()
 
 
 def gather_rng(fabric: Any) -> list[dict[str, torch.Tensor]]:
