@@ -169,7 +169,7 @@ def test_following_the_tutorial_literally_builds_installs_checks_trains_and_samp
     run = package / "runs" / "wide_cnn"
     assert (run / "best.ckpt").is_file() and (run / "metrics.json").is_file()
     sample = output("pixelgen sample ")
-    assert "16 samples (1, 28, 28)" in sample and "(fast)" in sample  # the plugin's own fast sampler
+    assert "16 samples (1, 28, 28)" in sample and "(fast sampler)" in sample  # the plugin's own fast sampler
     grid = run / "samples-000001.png"
     assert f"grid     {grid.relative_to(package)}" in sample and grid.is_file()
     assert str(grid.relative_to(package)) in TUTORIAL.read_text()  # where the tutorial says it is
