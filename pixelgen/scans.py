@@ -307,13 +307,14 @@ class DiagonalPlan:
     """Where each pixel of an ``height x width`` image lives during the diagonal scan.
 
     States are kept per column of the skewed map, top to bottom, each column between two
-    zero slots, after two zero slots for "column -1"::
+    pad slots, after two pad slots for "column -1"; the pads hold the learned initial state
+    (``s``)::
 
         slot:  0 1 | 2  3 .. 2+n0  3+n0 | ...
-               0 0 | 0  column 0    0   | 0  column 1  0 | ...
+               s s | s  column 0    s   | s  column 1  s | ...
 
     The state-to-state window of column ``t`` (rows ``first - 1 .. last`` of column
-    ``t - 1``, zero above row 0 and left of column 0) is then always ``n + 1``
+    ``t - 1``, the initial state above row 0 and left of column 0) is then always ``n + 1``
     consecutive slots; its top ``n`` slots are the rows ``r - 1``, its bottom ``n`` the
     rows ``r``.
 
@@ -323,9 +324,10 @@ class DiagonalPlan:
         slots: number of slots.
         order: ``(2, H*W)`` the flat pixel of each scan position, left to right and mirrored.
         out_slots: ``(2, H*W)`` the slot each output pixel reads: its own, and the
-            mirrored direction's pixel above it (a zero slot in row 0).
+            mirrored direction's pixel above it (a pad slot, the initial state, in row 0).
         grad_pixels: ``(2, slots)`` the output pixel each slot's state feeds
             (``H*W`` for none).
+        pad_slots: the slots outside the image.
     """
 
     def __init__(self, height: int, width: int, device: torch.device) -> None:
@@ -341,17 +343,20 @@ class DiagonalPlan:
             position_slots += range(slot + 1, slot + 1 + n)
             previous, slot, position = slot, slot + n + 2, position + n
         self.slots = slot
+        pads = torch.ones(slot, dtype=torch.bool)
+        pads[position_slots] = False
+        self.pad_slots = pads.nonzero().flatten()  # the states outside the image: the initial state
         own = torch.empty_like(self.order)  # (2, H*W): slot of each pixel
         own.scatter_(1, self.order, torch.tensor(position_slots).expand(2, -1))
-        above = torch.cat([torch.zeros(width, dtype=torch.long), own[1, :-width]])  # zero slot for row 0
+        above = torch.cat([torch.zeros(width, dtype=torch.long), own[1, :-width]])  # a pad slot for row 0
         self.out_slots = torch.stack([own[0], above])
         pixels = torch.arange(height * width)
         below = torch.where(pixels < (height - 1) * width, pixels + width, height * width)
         self.grad_pixels = torch.full((2, self.slots), height * width)
         self.grad_pixels[0, own[0]] = pixels
         self.grad_pixels[1, own[1]] = below
-        self.order, self.out_slots, self.grad_pixels = (
-            t.to(device) for t in (self.order, self.out_slots, self.grad_pixels)
+        self.order, self.out_slots, self.grad_pixels, self.pad_slots = (
+            t.to(device) for t in (self.order, self.out_slots, self.grad_pixels, self.pad_slots)
         )
 
 
@@ -366,15 +371,15 @@ class _DiagonalScan(torch.autograd.Function):
 
     @staticmethod
     @_outside_autocast
-    def forward(ctx, x, w_in, b_in, w_state):
+    def forward(ctx, x, w_in, b_in, w_state, hidden0, cell0):
         batch, channels, height, width = x.shape
         h = w_state.shape[2] // 2
         plan = diagonal_plan(height, width, x.device)
         pixels = x.permute(1, 2, 3, 0).contiguous().view(channels, height * width, batch)  # (2h, H*W, B)
         weight = _content_doubled(torch.cat([w_in, w_state], dim=2), 1)  # (2, 4h, 4h)
         bias = _content_doubled(b_in, 1)[..., None]  # (2, 4h, 1)
-        hidden = x.new_zeros(2, h, plan.slots, batch)  # see DiagonalPlan
-        cell = x.new_zeros(2, h, plan.slots, batch)
+        hidden = hidden0[:, :, None, None].repeat(1, 1, plan.slots, batch)  # (2, h, slots, B): DiagonalPlan
+        cell = cell0[:, :, None, None].repeat(1, 1, plan.slots, batch)
         operands, gates = [], []  # per column (2, 4h, n*B), kept for the backward pass
         for n, position, slot, window in plan.steps:
             column = x.new_empty(2, 4 * h, n, batch)  # per direction: input (2h), states above, beside
@@ -398,13 +403,13 @@ class _DiagonalScan(torch.autograd.Function):
 
     @staticmethod
     @_outside_autocast
-    def jvp(ctx, x_dot, w_in_dot, b_in_dot, w_state_dot):
+    def jvp(ctx, x_dot, w_in_dot, b_in_dot, w_state_dot, hidden0_dot, cell0_dot):
         w_in, w_state, cell, *saved = ctx.saved_tensors
         plan, (_, h, slots, batch), channels = ctx.plan, cell.shape, w_in.shape[2]
         operands, gates = saved[: len(plan.steps)], saved[len(plan.steps) :]
         weight, weight_dot = torch.cat([w_in, w_state], dim=2), torch.cat([w_in_dot, w_state_dot], dim=2)
         pixels = x_dot.permute(1, 2, 3, 0).reshape(channels, -1, batch)  # (2h, H*W, B)
-        hidden_dot, cell_dot = (x_dot.new_zeros(2, h, slots, batch) for _ in range(2))  # as hidden, cell
+        hidden_dot, cell_dot = (v[:, :, None, None].repeat(1, 1, slots, batch) for v in (hidden0_dot, cell0_dot))
         for t, (n, position, slot, window) in enumerate(plan.steps):
             column = x_dot.new_empty(2, 4 * h, n, batch)  # the operands' tangents
             for d in range(2):
@@ -447,7 +452,10 @@ class _DiagonalScan(torch.autograd.Function):
                 d_hidden[d, :, window : window + n] += d_column[channels : channels + h]
                 d_hidden[d, :, window + 1 : window + n + 1] += d_column[channels + h :]
         d_x = d_pixels.view(channels, plan.height, plan.width, batch).permute(3, 0, 1, 2)  # (B, 2h, H, W)
-        return d_x, d_weight[:, :, :channels], d_bias, d_weight[:, :, channels:]
+        d_hidden0 = d_hidden.index_select(2, plan.pad_slots).sum((2, 3))  # (2, h)
+        d_hidden0[1] += grad[:, :, 0].sum((0, 2))  # row 0 reads the mirrored direction's initial state
+        d_cell0 = d_cell.index_select(2, plan.pad_slots).sum((2, 3))
+        return d_x, d_weight[:, :, :channels], d_bias, d_weight[:, :, channels:], d_hidden0, d_cell0
 
     @staticmethod
     def _output_grad(plan: DiagonalPlan, grad: Tensor, h: int, slots: int, batch: int) -> Tensor:
@@ -460,7 +468,9 @@ class _DiagonalScan(torch.autograd.Function):
         return d_hidden
 
 
-def diagonal_bilstm_scan(x: Tensor, w_in: Tensor, b_in: Tensor, w_state: Tensor) -> Tensor:
+def diagonal_bilstm_scan(
+    x: Tensor, w_in: Tensor, b_in: Tensor, w_state: Tensor, hidden0: Tensor, cell0: Tensor
+) -> Tensor:
     """The two recurrences of a Diagonal BiLSTM layer (Pixel RNN, section 3.2).
 
     Args:
@@ -469,9 +479,11 @@ def diagonal_bilstm_scan(x: Tensor, w_in: Tensor, b_in: Tensor, w_state: Tensor)
         b_in: ``(2, 4h)`` its bias.
         w_state: ``(2, 4h, 2h)`` per direction, the 2x1 state-to-state kernel as one
             matrix over ``[h(r-1); h(r)]`` of the previous column.
+        hidden0, cell0: ``(2, h)`` per direction, the initial state: the state above row 0
+            and left of (for the mirrored direction: right of) every row.
 
     Returns:
         ``(B, h, H, W)``: the left-to-right hidden states plus the right-to-left ones
-        shifted down one row.
+        shifted down one row (row 0 gets the right-to-left initial hidden state).
     """
-    return _apply(_DiagonalScan, x, w_in, b_in, w_state)
+    return _apply(_DiagonalScan, x, w_in, b_in, w_state, hidden0, cell0)

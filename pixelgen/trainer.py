@@ -318,7 +318,7 @@ class Trainer:
         if state is None:
             return
         self.model.load_state_dict(state["model_state"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        self._restore_optimizer(state["optimizer"])
         self._apply_new_lr(state["recipe"]["train"]["optimizer"]["lr"])
         if self.scheduler is not None and state.get("scheduler"):
             self.scheduler.load_state_dict(state["scheduler"])
@@ -336,6 +336,17 @@ class Trainer:
         if not same_world:
             self.say(f"  note: checkpoint written by {len(rngs)} processes, resuming on "
                      f"{self.fabric.world_size}: the data order continues, the random streams do not")
+
+    def _restore_optimizer(self, saved: dict[str, Any]) -> None:
+        """The optimizer's state, unless the checkpoint's model had fewer parameters (a
+        layer's state dict upgraded on load, such as a Diagonal BiLSTM saved before its initial
+        state was learned): then its moments start afresh, with a note."""
+        sizes = [len(group["params"]) for group in saved["param_groups"]]
+        if sizes == [len(group["params"]) for group in self.optimizer.param_groups]:
+            self.optimizer.load_state_dict(saved)
+        else:
+            self.say("  note: the checkpoint's model had fewer parameters (written by an older pixelgen); "
+                     "its weights are kept, the optimizer's moments start afresh")
 
     def _apply_new_lr(self, trained_lr: float) -> None:
         """A changed ``train.optimizer.lr`` on resume (the advice after a non-finite loss) applies."""

@@ -49,7 +49,12 @@ from pixelgen.blocks import (
 
 
 class DiagonalBiLSTMLayer(nn.Module):
-    """One Diagonal BiLSTM layer: ``(B, 2h, H, W) -> (B, h, H, W)``."""
+    """One Diagonal BiLSTM layer: ``(B, 2h, H, W) -> (B, h, H, W)``, with a learned initial
+    state per direction (section 5: "the initial recurrent states are learned")."""
+
+    # Version 2 added the learned initial state; a checkpoint written before (version 1, or no
+    # version recorded) loads with it zero, which is what those layers computed.
+    _version = 2
 
     def __init__(self, hidden_channels: int, colours: int) -> None:
         super().__init__()
@@ -60,12 +65,22 @@ class DiagonalBiLSTMLayer(nn.Module):
         # Per direction, the 2x1 kernel as one matrix over [h(r-1); h(r)] of the last column.
         self.state_to_state = nn.Parameter(torch.empty(2, 4 * h, 2 * h))
         nn.init.uniform_(self.state_to_state, -(2 * h) ** -0.5, (2 * h) ** -0.5)
+        # Per direction, the state above row 0 and beside the first pixel of every row.
+        self.initial_hidden = nn.Parameter(torch.zeros(2, h))
+        self.initial_cell = nn.Parameter(torch.zeros(2, h))
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, *args, **kwargs) -> None:
+        if local_metadata.get("version", 1) < 2:  # saved before the initial state was learned
+            for name in ("initial_hidden", "initial_cell"):
+                state_dict.setdefault(prefix + name, torch.zeros_like(getattr(self, name)))
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, *args, **kwargs)
 
     def forward(self, x: Tensor) -> Tensor:
         h = self.hidden_channels
         w_in = self.input_to_state.masked_weight().view(2, 4 * h, 2 * h)  # (8h, 2h, 1, 1) -> per direction
         b_in = self.input_to_state.bias.view(2, 4 * h)  # (8h,) -> (2, 4h)
-        return diagonal_bilstm_scan(x, w_in, b_in, self.state_to_state)  # (B, h, H, W)
+        return diagonal_bilstm_scan(x, w_in, b_in, self.state_to_state,
+                                    self.initial_hidden, self.initial_cell)  # (B, h, H, W)
 
     def sampling_step(self, n: int, height: int, width: int) -> LayerStep:
         """``forward`` at one pixel: ``(n, 2h)`` at ``(i, j)`` -> ``(n, h)``.
@@ -74,8 +89,8 @@ class DiagonalBiLSTMLayer(nn.Module):
 
             gates(i, j) = K_is x(i, j) + K_ss [h(i-1, j); h(i, j-1)],  cell from c(i, j-1)
 
-        (the skew's zero padding leaves zero states left of every row), so it advances one
-        pixel per step. The right-to-left direction is the same recurrence mirrored,
+        (the initial state above row 0 and left of every row), so it advances one pixel per
+        step. The right-to-left direction is the same recurrence mirrored,
         from ``h(i-1, j)`` and ``h(i, j+1)``; its row ``i - 1`` is what pixel ``(i, j)``
         reads, so it is run over a whole row once that row is complete.
         """
@@ -84,14 +99,15 @@ class DiagonalBiLSTMLayer(nn.Module):
         forward_weight, backward_weight = (w.t() for w in self.state_to_state)  # (2h, 4h) each
         backward_in = forward_weight.new_zeros(n, 4 * h, height, width)  # right-to-left gate inputs
         # Padded maps: forward_hidden[i + 1, j + 1] = h(i, j), forward_cell[i, j + 1] = c(i, j),
-        # backward_hidden[i + 1, j] = h(i, j); the zero row and column are the zero states.
-        forward_hidden = forward_weight.new_zeros(n, h, height + 1, width + 1)
-        forward_cell = forward_weight.new_zeros(n, h, height, width + 1)
-        backward_hidden = forward_weight.new_zeros(n, h, height + 1, width + 1)
+        # backward_hidden[i + 1, j] = h(i, j); the extra row and column hold the initial state.
+        (forward_h0, backward_h0), (forward_c0, backward_c0) = self.initial_hidden, self.initial_cell  # (h,)
+        forward_hidden = forward_h0[None, :, None, None].repeat(n, 1, height + 1, width + 1)
+        forward_cell = forward_c0[None, :, None, None].repeat(n, 1, height, width + 1)
+        backward_hidden = backward_h0[None, :, None, None].repeat(n, 1, height + 1, width + 1)
         rows_done = 0  # rows whose right-to-left pass has run
 
         def right_to_left(r: int) -> None:
-            cell = forward_weight.new_zeros(n, h)
+            cell = backward_c0.expand(n, h)
             for j in reversed(range(width)):
                 previous = torch.cat([backward_hidden[:, :, r, j], backward_hidden[:, :, r + 1, j + 1]], dim=1)
                 hidden, cell = lstm_update(torch.addmm(backward_in[:, :, r, j], previous, backward_weight), cell)
@@ -107,7 +123,7 @@ class DiagonalBiLSTMLayer(nn.Module):
             previous = torch.cat([forward_hidden[:, :, i, j + 1], forward_hidden[:, :, i + 1, j]], dim=1)
             hidden, cell = lstm_update(torch.addmm(forward_in, previous, forward_weight), forward_cell[:, :, i, j])
             forward_hidden[:, :, i + 1, j + 1], forward_cell[:, :, i, j + 1] = hidden, cell
-            return hidden + backward_hidden[:, :, i, j]  # + right-to-left h(i - 1, j), zero for row 0
+            return hidden + backward_hidden[:, :, i, j]  # + right-to-left h(i - 1, j), its initial state for row 0
 
         return step
 

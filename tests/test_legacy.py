@@ -63,3 +63,31 @@ def test_legacy_run_resumes_for_a_second_epoch(legacy):
         archive = RunArchive.open(legacy / "runs" / run / "archive.zarr")
         assert list(archive.metrics()["epoch"]) == [1, 2]
         assert json.loads((legacy / "runs" / run / "metrics.json").read_text())["epoch"] in (1, 2)
+
+
+# ``tests/fixtures/diagonal_v0_2``: a Diagonal BiLSTM run written by main at c59d046, before
+# the layer's initial state was learned (its checkpoints have no initial_hidden/initial_cell).
+DIAGONAL_FIXTURE = pathlib.Path(__file__).parent / "fixtures" / "diagonal_v0_2"
+
+
+@pytest.fixture
+def old_diagonal(tmp_path, monkeypatch):
+    folder = tmp_path / "diagonal"
+    shutil.copytree(DIAGONAL_FIXTURE, folder)
+    monkeypatch.chdir(folder)
+    monkeypatch.setenv("PIXELGEN_PROGRESS", "0")
+    return folder
+
+
+def test_a_diagonal_bilstm_saved_before_its_initial_state_was_learned_evaluates_as_before(old_diagonal, capsys):
+    recorded = json.loads((old_diagonal / "runs" / "metrics.json").read_text())
+    assert cli.main(["eval", "runs/best.ckpt", "--json", "--accelerator", "cpu"]) == 0
+    figures = json.loads(capsys.readouterr().out)
+    assert figures["bits_per_dim"] == pytest.approx(recorded["bits_per_dim"], rel=1e-9)
+    assert cli.main(["sample", "runs/best.ckpt", "-n", "2", "--png", "samples.png", "--no-archive"]) == 0
+
+
+def test_a_diagonal_bilstm_run_saved_before_its_initial_state_was_learned_resumes(old_diagonal, capsys):
+    assert cli.main(["run", "legacy.toml", "--resume", "--set", "train.epochs=2"]) == 0
+    assert "the optimizer's moments start afresh" in capsys.readouterr().out
+    assert list(RunArchive.open(old_diagonal / "runs" / "archive.zarr").metrics()["epoch"]) == [1, 2]

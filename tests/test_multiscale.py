@@ -114,7 +114,9 @@ def test_generation_order_is_the_small_image_first():
 @pytest.mark.parametrize("channels", [1, 3])
 def test_causal_in_its_own_order_and_not_in_raster_order(base, small_base, channels):
     model = tiny_model(channels, base=base, small_base=small_base)
-    support = check_causality(model, channels, 5, 4)
+    # Probe seed 1: at seed 0's probe weights the RGB Diagonal BiLSTM pair's red output at
+    # (0, 1) depends on nothing (its head's ReLUs are off for every probe image).
+    support = check_causality(model, channels, 5, 4, seed=1)
     grid = ~off_grid(5, 4)
     # The small network's sub-pixels see the grid alone.
     assert not support[:, grid][..., ~grid].any()

@@ -59,7 +59,8 @@ def reference_diagonal_bilstm(layer: DiagonalBiLSTMLayer, x: Tensor) -> Tensor:
     mirrored = order // width * width + (width - 1 - order % width)
     gates_in = layer.input_to_state(x).view(b, 2, 4 * h, height * width).permute(1, 2, 3, 0)  # (2, 4h, HW, B)
     gates_in = torch.stack([gates_in[0].index_select(1, order), gates_in[1].index_select(1, mirrored)])
-    zero_row = x.new_zeros(2, h, 1, b)
+    initial_hidden = layer.initial_hidden[:, :, None, None].expand(2, h, 1, b)  # above row 0, left of a row
+    initial_cell = layer.initial_cell[:, :, None, None].expand(2, h, 1, b)
     hidden = cell = x.new_zeros(2, h, 0, b)  # (2, h, rows of the last column, B)
     first_row = 0
     columns = []
@@ -67,14 +68,14 @@ def reference_diagonal_bilstm(layer: DiagonalBiLSTMLayer, x: Tensor) -> Tensor:
         first, last = max(0, t - width + 1), min(height - 1, t)
         n = last - first + 1
         new_row = last >= first_row + hidden.shape[2]
-        window = [zero_row if first == 0 else hidden[:, :, first - 1 - first_row : first - first_row]]
-        window += [hidden[:, :, first - first_row :]] + ([zero_row] if new_row else [])
+        window = [initial_hidden if first == 0 else hidden[:, :, first - 1 - first_row : first - first_row]]
+        window += [hidden[:, :, first - first_row :]] + ([initial_hidden] if new_row else [])
         window = torch.cat(window, dim=2)  # (2, h, n+1, B)
         previous = torch.cat([window[:, :, :-1], window[:, :, 1:]], dim=1)  # (2, 2h, n, B)
         state = torch.bmm(layer.state_to_state, previous.view(2, 2 * h, n * b)).view(2, 4 * h, n, b)
         cell = cell[:, :, first - first_row :]
         if new_row:
-            cell = torch.cat([cell, zero_row], dim=2)
+            cell = torch.cat([cell, initial_cell], dim=2)
         hidden, cell = lstm_update(gates_t + state, cell)  # (2, h, n, B)
         columns.append(hidden)
         first_row = first
@@ -83,7 +84,8 @@ def reference_diagonal_bilstm(layer: DiagonalBiLSTMLayer, x: Tensor) -> Tensor:
     backward_out = out[1].index_select(1, inverse_permutation(mirrored))
     forward_out = rearrange(forward_out, "k (i j) b -> b k i j", i=height)  # (B, h, H, W)
     backward_out = rearrange(backward_out, "k (i j) b -> b k i j", i=height)
-    return forward_out + shift_down(backward_out)
+    above_row_0 = layer.initial_hidden[1][None, :, None, None].expand(b, h, 1, width)
+    return forward_out + torch.cat([above_row_0, backward_out[:, :, :-1]], dim=2)  # shifted down a row
 
 
 LAYERS = {
