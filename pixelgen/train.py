@@ -216,6 +216,9 @@ def _resume_point(folder: pathlib.Path, run: RunSpec, resume: bool) -> tuple[dic
     if not held:
         return None, "train"
     state = ckpt_io.load_checkpoint(folder / (LAST if LAST in held else BEST))
+    if state.get("quantization") is not None:
+        raise CheckpointError(f"{folder}: its checkpoint is quantized ({state['quantization'].get('to')}) and "
+                              f"keeps no optimizer state; resume from the original, or pass --out DIR")
     if BEST in held and LAST in held:
         best = ckpt_io.load_checkpoint(folder / BEST)  # damaged? say so now, not after training
         if best["epoch"] > state["epoch"]:
