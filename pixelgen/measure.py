@@ -41,7 +41,7 @@ from pixelgen.recipe import Recipe, RunSpec, recipe_from_dict
 from pixelgen.registry import create_model, get_model_spec
 from pixelgen.sampling import sample, sampler_used
 from pixelgen.train import load_data
-from pixelgen.trainer import Report, silent
+from pixelgen.trainer import Report, final_checkpoint, silent
 
 
 class ReportError(PixelgenError):
@@ -151,7 +151,7 @@ def read_run(run_dir: str | os.PathLike) -> RunRecord:
     folder = Path(run_dir)
     if not folder.is_dir():
         raise ReportError(f"{folder}: no such run folder")
-    chosen = next((folder / name for name in ("best.ckpt", "last.ckpt") if (folder / name).is_file()), None)
+    chosen = final_checkpoint(folder)
     if chosen is None:
         raise ReportError(
             f"{folder}: no best.ckpt or last.ckpt; pass run folders written by `pixelgen run`"

@@ -31,6 +31,7 @@ from pixelgen.data import DataSubset, load_splits
 from pixelgen.errors import CheckpointError, DataError, PixelgenError, RecipeError
 from pixelgen.recipe import Recipe, RunSpec, recipe_to_dict, run_dir, single_run
 from pixelgen.registry import create_model
+from pixelgen.scoring import inception_weights
 from pixelgen.trainer import BEST, LAST, METRICS_JSON, Report, Trainer, TrainingError, finished, silent
 
 __all__ = ["RunPlan", "TrainingError", "build_model", "fit", "load_data", "make_fabric", "plan_runs", "run_recipe"]
@@ -180,6 +181,8 @@ def plan_runs(
             _check_same_data(folder / LAST, state["recipe"], recipe, run)
         archive_path = folder / recipe.output.archive
         RunArchive.check_reusable(archive_path)  # a foreign folder fails here, before any training
+        if run.score.metrics and run.score.features == "inception":
+            inception_weights(run.score.weights_path)  # missing weights fail now, not after training
         key = repr((run.data, run.train.seed))
         if key not in data_cache:
             data_cache[key] = load_data(run)
