@@ -92,22 +92,24 @@ def metric_label(figure: str, space: str) -> str:
 
 
 def inception_weights(path: str | os.PathLike | None = None) -> Path:
-    """The Inception weights file: ``path`` (a file, or a folder holding it), else
-    ``$PIXELGEN_INCEPTION_WEIGHTS``, else torch's hub cache (``<hub>/checkpoints/``).
+    """The Inception weights file: ``path`` (a file, or a folder holding it) if given, else
+    ``$PIXELGEN_INCEPTION_WEIGHTS`` if set, else torch's hub cache (``<hub>/checkpoints/``,
+    where torch-fidelity's own download would have put it). A path that is given is used
+    or refused, never passed over for another file.
 
     Raises:
         ScoreError: one line naming the file and where to put it.
     """
     hub = Path(torch.hub.get_dir()) / "checkpoints"
-    candidates = [Path(p).expanduser() for p in (path, os.environ.get(WEIGHTS_ENV)) if p] + [hub]
-    for candidate in candidates:
-        found = candidate / INCEPTION_WEIGHTS_FILE if candidate.is_dir() else candidate
-        if found.is_file():
-            return found
+    given = path or os.environ.get(WEIGHTS_ENV)
+    where = Path(given).expanduser() if given else hub
+    found = where / INCEPTION_WEIGHTS_FILE if where.is_dir() or not given else where
+    if found.is_file():
+        return found
     raise ScoreError(
-        f"Inception weights {INCEPTION_WEIGHTS_FILE} not found (looked in {', '.join(map(str, candidates))}); "
-        f"download it from {INCEPTION_WEIGHTS_URL} into {hub}/ or pass its path (--inception-weights, "
-        f"score.weights_path, ${WEIGHTS_ENV}), or use --features classifier"
+        f"Inception weights {INCEPTION_WEIGHTS_FILE} not found at {found}; download it from "
+        f"{INCEPTION_WEIGHTS_URL} into {hub}/ or pass its path (--inception-weights, score.weights_path, "
+        f"${WEIGHTS_ENV}), or use --features classifier"
     )
 
 
@@ -206,8 +208,7 @@ def sample_quality(
         subsets of ``min(1000, N / 2)`` images, so that they differ); ``precision``,
         ``recall`` (3 nearest neighbours): those asked for.
     """
-    import torch_fidelity  # the metrics' library, loaded when scoring runs
-
+    torch_fidelity = _torch_fidelity()
     unknown = sorted(set(metrics) - set(SCORE_METRICS))
     if unknown or not metrics:
         raise ScoreError(f"metrics {', '.join(unknown) or '(none)'}: choose from {', '.join(SCORE_METRICS)}")
@@ -229,6 +230,16 @@ def sample_quality(
         raise ScoreError(f"torch-fidelity could not score in {space.name} features "
                          f"({space.weights_path}): {' '.join(str(exc).split())[:200]}") from None
     return {_FIGURES[k]: float(v) for k, v in raw.items() if k in _FIGURES}
+
+
+def _torch_fidelity() -> Any:
+    """The metrics' library, loaded when scoring runs (an optional dependency: pixelgen[score])."""
+    try:
+        import torch_fidelity
+    except ImportError:
+        raise ScoreError("sample-quality metrics need torch-fidelity: pip install 'pixelgen[score]' "
+                         "(or pip install torch-fidelity)") from None
+    return torch_fidelity
 
 
 @functools.cache
