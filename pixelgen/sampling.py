@@ -228,10 +228,16 @@ def _sample_row(state: SamplingState, x: Tensor, i: int, given_rows: int, pick: 
             x[:, c, i, j] = pick(logits).to(torch.uint8)
 
 
+_BATCH_STRIDE = 0x9E3779B9  # odd, so batch -> batch * stride is one-to-one modulo 2**32
+
+
 def batch_seed(seed: int, batch: int) -> int:
     """Seed of batch ``batch`` of :func:`sample_batched`: batch 0 uses ``seed`` itself, and
-    the batches of seeds ``0 .. 2**32 - 1`` never share a stream."""
-    return seed + (batch << 32)
+    the batches of one seed differ in the low 32 bits, the only ones torch's CPU generator
+    reads (its Mersenne Twister is seeded with ``seed mod 2**32``), so no two batches of a
+    call share a stream. The high bits of ``seed`` are kept for generators that read them."""
+    low = (seed + batch * _BATCH_STRIDE) & 0xFFFFFFFF
+    return (seed & ~0xFFFFFFFF) | low
 
 
 def sample_batched(

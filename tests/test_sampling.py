@@ -114,6 +114,17 @@ def test_batches_are_seeded_so_that_one_batch_equals_sample():
     assert not torch.equal(split[2:], sample(model, 1, 2, 3, seed=6))  # seeds' batches do not overlap
 
 
+def test_the_batches_of_one_call_are_different_images():
+    """torch's CPU generator reads the low 32 bits of a seed only: batch seeds that differed
+    in their high bits alone (``seed + (k << 32)``) repeated batch 0 in every batch."""
+    model = tiny_model("pixelcnn", 1)
+    images = sample_batched(model, 8, 3, 3, batch_size=2, seed=5)  # (8, 1, 3, 3): four batches
+    assert len({tuple(batch.flatten().tolist()) for batch in images.split(2)}) == 4
+    streams = [torch.rand(3, generator=torch.Generator().manual_seed(batch_seed(5, k))) for k in range(100)]
+    assert len({tuple(s.tolist()) for s in streams}) == 100
+    assert batch_seed(2**40 + 5, 0) == 2**40 + 5 and batch_seed(2**40 + 5, 1) >> 32 == 2**8  # high bits kept
+
+
 def greedy(model: nn.Module, channels: int, height: int, width: int) -> torch.Tensor:
     """Argmax decoding, written out with full forward passes."""
     x = torch.zeros(1, channels, height, width, dtype=torch.uint8)
