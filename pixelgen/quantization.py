@@ -12,6 +12,9 @@ linear weight (the bulk of every pixelgen model)::
     Q[o, ...] = round(W[o, ...] / scale[o])  int8 in -127..127, zero point 0
     W ~ Q * scale
 
+A linear map a model keeps as a bare parameter of two or more dimensions (the Diagonal
+BiLSTM's state-to-state matrices, ``(2, 4h, 2h)``, applied with ``bmm``) is quantized the
+same way with one scale per row of its last dimension: per output channel of each matrix.
 Biases and class embeddings (a few hundred numbers) stay float32. ``float16`` and
 ``bfloat16`` cast every floating tensor.
 
@@ -33,8 +36,8 @@ from torch import nn
 
 #: ``--to`` choices and the scheme each records in the checkpoint.
 SCHEMES = {
-    "int8": "per-output-channel symmetric weight-only (convolution and linear weights; "
-            "biases and embeddings float32)",
+    "int8": "per-output-channel symmetric weight-only (convolution and linear weights, and bare "
+            "matrices per row; biases and embeddings float32)",
     "float16": "every floating tensor cast to float16",
     "bfloat16": "every floating tensor cast to bfloat16",
 }
@@ -47,20 +50,32 @@ class QuantizationError(ValueError):
     """An unknown target format, or a quantized state dict that does not fit its record."""
 
 
-def quantizable_weights(model: nn.Module) -> list[str]:
-    """State-dict names of the convolution and linear weights of ``model`` (int8 targets)."""
-    return [f"{name}.weight" if name else "weight" for name, module in model.named_modules()
-            if isinstance(module, _QUANTIZED_MODULES)]
+def quantizable_weights(model: nn.Module) -> dict[str, int]:
+    """The int8 targets of ``model``: state-dict name -> how many leading dimensions index
+    its output channels (1 for a convolution or linear weight, all but the last for a bare
+    matrix parameter)."""
+    owners = dict(model.named_modules())
+    found = {}
+    for name, parameter in model.named_parameters():
+        owner = owners[name.rpartition(".")[0]]
+        if isinstance(owner, _QUANTIZED_MODULES):
+            if name.endswith(".weight") or name == "weight":
+                found[name] = 1
+        elif not isinstance(owner, nn.Embedding) and parameter.dim() >= 2:  # class embeddings stay float32
+            found[name] = parameter.dim() - 1
+    return found
 
 
-def int8_per_channel(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(Q, scale)``: int8 ``Q`` of ``weight``'s shape and float32 ``scale`` ``(out,)`` with
-    ``weight ~ Q * scale`` per output channel (dimension 0); an all-zero channel gets scale 1."""
-    flat = weight.detach().float().reshape(len(weight), -1)  # (out, in * k...)
-    scale = flat.abs().amax(dim=1) / _INT8_MAX  # (out,)
+def int8_per_channel(weight: torch.Tensor, channel_dims: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(Q, scale)``: int8 ``Q`` of ``weight``'s shape and float32 ``scale`` of shape
+    ``weight.shape[:channel_dims]`` with ``weight ~ Q * scale`` per output channel; an
+    all-zero channel gets scale 1."""
+    channels = weight.shape[:channel_dims]
+    flat = weight.detach().float().reshape(channels.numel(), -1)  # (channels, the rest)
+    scale = flat.abs().amax(dim=1) / _INT8_MAX  # (channels,)
     scale = torch.where(scale > 0, scale, torch.ones_like(scale))
     q = torch.round(flat / scale[:, None]).clamp(-_INT8_MAX, _INT8_MAX).to(torch.int8)
-    return q.reshape(weight.shape), scale
+    return q.reshape(weight.shape), scale.reshape(channels)
 
 
 def quantize_state(model: nn.Module, state: dict[str, torch.Tensor], to: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -76,9 +91,9 @@ def quantize_state(model: nn.Module, state: dict[str, torch.Tensor], to: str) ->
     if to in _CAST:
         return {k: v.to(_CAST[to]) if v.is_floating_point() else v for k, v in state.items()}, record
     stored, scales = dict(state), {}
-    for name in quantizable_weights(model):
+    for name, channel_dims in quantizable_weights(model).items():
         if name in stored and stored[name].is_floating_point():
-            stored[name], scales[name] = int8_per_channel(stored[name])
+            stored[name], scales[name] = int8_per_channel(stored[name], channel_dims)
     record["scales"] = scales
     return stored, record
 
@@ -96,7 +111,7 @@ def dequantize_state(state: dict[str, torch.Tensor], record: dict[str, Any]) -> 
     out = dict(state)
     for name, scale in scales.items():
         q = state[name]
-        if q.dtype != torch.int8 or not isinstance(scale, torch.Tensor) or scale.shape != (len(q),):
+        if q.dtype != torch.int8 or not isinstance(scale, torch.Tensor) or q.shape[:scale.dim()] != scale.shape:
             raise QuantizationError(f"int8 weight {name}: expected int8 values and one scale per output channel")
-        out[name] = q.float() * scale.float().reshape(-1, *([1] * (q.dim() - 1)))  # (out, ...)
+        out[name] = q.float() * scale.float().reshape(*scale.shape, *([1] * (q.dim() - scale.dim())))  # (out..., rest)
     return out

@@ -61,11 +61,22 @@ def test_int8_rounds_each_weight_to_its_output_channels_grid():
         assert scale[o] == pytest.approx(weight[o].abs().max().item() / 127)
 
 
-def test_int8_quantizes_every_convolution_and_linear_weight():
-    model = create_model("diagonal_bilstm", in_channels=3, **TINY_MODEL)
-    names = quantizable_weights(model)
-    convolutions = [name for name, module in model.named_modules() if isinstance(module, torch.nn.Conv2d | torch.nn.Conv1d)]
-    assert names and len(names) == len(convolutions) and all(name.endswith(".weight") for name in names)
+def test_int8_per_channel_takes_several_channel_dimensions():
+    torch.manual_seed(1)
+    matrices = torch.randn(2, 6, 4)  # two (out, in) maps, as the Diagonal BiLSTM's state-to-state
+    q, scale = int8_per_channel(matrices, channel_dims=2)
+    assert scale.shape == (2, 6)
+    assert torch.equal(q.abs().amax(dim=2), torch.full((2, 6), 127, dtype=torch.int8))
+    assert ((matrices - q.float() * scale[..., None]).abs() <= scale[..., None] / 2 + 1e-7).all()
+
+
+def test_int8_quantizes_every_convolution_weight_and_the_bare_state_to_state_matrices():
+    model = create_model("diagonal_bilstm", in_channels=3, n_classes=2, **TINY_MODEL)
+    found = quantizable_weights(model)
+    convolutions = {f"{name}.weight": 1 for name, module in model.named_modules()
+                    if isinstance(module, torch.nn.Conv2d | torch.nn.Conv1d)}
+    assert found == {**convolutions, "layers.0.state_to_state": 2}
+    assert all(value.dim() < 2 or "embedding" in name for name, value in model.named_parameters() if name not in found)
 
 
 def quantize(trained, to: str, *extra: str) -> tuple[dict, str]:
