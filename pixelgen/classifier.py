@@ -76,6 +76,7 @@ class FeatureClassifier(nn.Module):
         self.classify = nn.Linear(feature_dim, n_classes)
 
     def features_and_logits(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """The feature layer ``(B, feature_dim)`` and the logits ``(B, n_classes)`` of uint8 ``x``."""
         features = self.body(x.float() / 127.5 - 1.0)  # (B, feature_dim)
         return features, self.classify(features)  # (B, n_classes)
 

@@ -200,8 +200,9 @@ def cmd_score(args: argparse.Namespace) -> int:
 def cmd_quantize(args: argparse.Namespace) -> int:
     result = quantize_checkpoint(args.checkpoint, args.to, args.out, weights=args.weights)
     ratio = result["bytes_after"] / result["bytes_before"]
-    print(f"{result['out']}: {result['to']} ({result['scheme']}; {result['weights']} weights), "
-          f"{result['bytes_after']:,} bytes, {ratio:.1%} of {result['checkpoint']} ({result['bytes_before']:,} bytes)")
+    print(f"{result['out']}: {result['to']}, {result['bytes_after']:,} bytes = {ratio:.1%} of "
+          f"{result['checkpoint']} ({result['bytes_before']:,} bytes)")
+    print(f"  {result['weights']} weights, {result['scheme']}")
     return 0
 
 

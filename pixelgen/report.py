@@ -133,6 +133,8 @@ def scores_figure(runs: Sequence[Mapping[str, Any]], path: Path) -> Path:
         values = [f.get(name, np.nan) for f in figures]
         spread = [f.get(f"{name}_std", 0.0) for f in figures]
         ax.bar(range(len(names)), values, yerr=spread, color=[f"C{i % 10}" for i in range(len(names))])
+        if np.nanmin(values) >= 0:
+            ax.set_ylim(bottom=0)
         ax.set_xticks(range(len(names)), names, rotation=30, ha="right", fontsize=8)
         ax.set_title(textwrap.fill(metric_label(name, space), 36), fontsize=8)
     return analysis.save_figure(fig, path)

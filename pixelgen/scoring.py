@@ -46,10 +46,14 @@ from pixelgen.data import load_splits, resolve_data_root, stack_split
 from pixelgen.errors import PixelgenError
 from pixelgen.recipe import SCORE_FEATURES, SCORE_METRICS
 
+#: torch-fidelity's Inception-v3 weights (converted from the TensorFlow graph FID was defined with).
 INCEPTION_WEIGHTS_FILE = "weights-inception-2015-12-05-6726825d.pth"
+#: Where that file is published (pixelgen never downloads it).
 INCEPTION_WEIGHTS_URL = "https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/" + INCEPTION_WEIGHTS_FILE
+#: The environment variable naming the weights file (or its folder).
 WEIGHTS_ENV = "PIXELGEN_INCEPTION_WEIGHTS"
-CLASSIFIER_EXTRACTOR = "pixelgen-classifier"  # its name in torch-fidelity's registry
+#: The feature classifier's name in torch-fidelity's registry.
+CLASSIFIER_EXTRACTOR = "pixelgen-classifier"
 
 #: How each metric's figures are named in results: torch-fidelity's key -> pixelgen's.
 _FIGURES = {
