@@ -255,7 +255,8 @@ def score_checkpoint(
             ``$PIXELGEN_INCEPTION_WEIGHTS``, else torch's hub cache) or "classifier".
         baseline: score data instead of the model: "test" (the first ``n`` test images:
             the floor) or "histogram" (the per-position histogram model: a ceiling).
-        seed, batch_size, device, weights, progress: of the sampling (see :func:`sample_checkpoint`).
+        seed, batch_size, device, weights, progress: of the sampling (see :func:`sample_checkpoint`),
+            which takes the temperature, top-p and sampler of the run's ``[sample]``.
 
     Returns:
         the figures of :func:`pixelgen.scoring.score_images` with ``checkpoint``, ``epoch``,
@@ -265,8 +266,8 @@ def score_checkpoint(
         raise ScoreError(f"--baseline {baseline!r}: choose one of {', '.join(BASELINES)}")
     checkpoint, in_run_folder = _score_target(Path(target))
     state = ckpt_io.load_checkpoint(checkpoint)
-    data = stored_run(state, checkpoint).data
-    data = attrs.evolve(data, root=data_root) if data_root is not None else data
+    run = stored_run(state, checkpoint)
+    data = attrs.evolve(run.data, root=data_root) if data_root is not None else run.data
     splits = official_splits(data)
     reference = reference_images(splits, n)
     baseline_images = _baseline_images(baseline, splits, n, seed) if baseline is not None else None
@@ -276,7 +277,8 @@ def score_checkpoint(
         samples, key = baseline_images, None
     else:
         samples, key = _scored_samples(checkpoint, state, archive, n, seed=seed, batch_size=batch_size,
-                                       device=device, weights=weights, progress=progress)
+                                       device=device, weights=weights, progress=progress, sampler=run.sample.sampler,
+                                       temperature=run.sample.temperature, top_p=run.sample.top_p)
     figures = score_images(samples, reference, metrics, space, device=_device(device).type)
     figures.update(checkpoint=str(checkpoint), epoch=state["epoch"], source=baseline or "model", sample_batch=key)
     if archive is not None:
@@ -311,7 +313,7 @@ def _scored_samples(
     if archive is not None and archive.exists() and options["weights"] == "auto":
         store = RunArchive.open(archive)
         key = archived_batch(store, n, source="score", checkpoint=checkpoint, epoch=state["epoch"],
-                             seed=options["seed"])
+                             seed=options["seed"], temperature=options["temperature"], top_p=options["top_p"])
         if key is not None:
             return torch.from_numpy(store.read_samples(key)), key
     result = sample_checkpoint(checkpoint, n, archive=archive or False, png=False, source="score", **options)

@@ -592,7 +592,8 @@ class Trainer:
         sc = self.run.score
         splits = official_splits(self.run.data)
         space = feature_space(sc.features, self.run.data, splits, weights_path=sc.weights_path, report=self.say)
-        match = dict(source="score", checkpoint=pathlib.Path(checkpoint), epoch=state["epoch"], seed=sc.seed)
+        match = dict(source="score", checkpoint=pathlib.Path(checkpoint), epoch=state["epoch"], seed=sc.seed,
+                     temperature=self.run.sample.temperature, top_p=self.run.sample.top_p)
         key = archived_batch(self.archive, sc.n, **match) or self.append_samples(
             checkpoint, state, n=sc.n, seed=sc.seed, source="score")
         figures = score_images(self.archive.read_samples(key), reference_images(splits, sc.n), sc.metrics, space,

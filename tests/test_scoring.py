@@ -307,7 +307,7 @@ def scored_run(tmp_path_factory):
         "data": {"name": "fashion_mnist", "root": str(root / "data"), "batch_size": 8, "download": False,
                  "validation_fraction": 0.2},
         "train": {"epochs": 1, "accelerator": "cpu", "seed": 0},
-        "sample": {"n": 2},
+        "sample": {"n": 2, "temperature": 0.9},
         "score": dict(SCORE),
         "output": {"dir": str(root / "run")},
     }
@@ -327,6 +327,7 @@ def test_a_run_with_a_score_section_scores_its_final_samples_into_the_archive(sc
     assert scores["n_samples"] == scores["n_reference"] == 10 and scores["checkpoint"] == "best.ckpt"
     batches = dict(archive.sample_batches())
     assert batches[scores["sample_batch"]]["source"] == "score"
+    assert batches[scores["sample_batch"]]["temperature"] == 0.9  # the run's [sample] settings
     assert len(archive.read_samples(scores["sample_batch"])) == 10
     metrics = json.loads((scored_run / "run" / "metrics.json").read_text())
     assert metrics["score"]["fid"] == scores["fid"]
@@ -338,7 +339,7 @@ def test_pixelgen_score_on_the_run_folder_uses_the_archived_samples_again(scored
     assert cli.main(["score", str(scored_run / "run"), "--features", "classifier", "--n", "10", "--json"]) == 0
     again = json.loads(capsys.readouterr().out)
     stored = RunArchive.open(scored_run / "run" / "archive.zarr")
-    assert len(stored.sample_batches()) == before  # nothing drawn again
+    assert len(stored.sample_batches()) == before  # nothing drawn again: the same seed, n and [sample] settings
     assert again["fid"] == pytest.approx(stored.scores()["classifier"]["fid"], rel=1e-9)
     assert again["archive"] == str(scored_run / "run" / "archive.zarr")
 
