@@ -9,22 +9,32 @@ shape, for several batch sizes. Beside each model:
 * ``pixelcnn@params``: a PixelCNN of about the same parameter count (the yardstick for
   the recurrent models).
 
+``--config equal-depth`` instead trains the three models side by side at equal depth
+and (about) equal parameter count: 28x28x1, batch 32, 5 layers each, head 32, PixelCNN
+h=64 (~286k parameters) and each recurrent model at the width whose parameter count is
+nearest it. It prints full training steps per second (forward, backward, Adam step),
+the models' steps taken in turn so that load on the machine falls on all of them alike,
+and the two ratios to the PixelCNN; on the CPU both by the wall clock and by the
+process's CPU time (which other processes on a shared machine disturb less).
+
 Usage::
 
     python benchmarks/train_throughput.py --shape small --batch-sizes 16
     python benchmarks/train_throughput.py --shape paper --batch-sizes 1 16 64 --device cuda --precision bf16
+    python benchmarks/train_throughput.py --config equal-depth --threads 1 --repeats 15
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import math
 import statistics
 import time
 
 import torch
 from torch import nn
-from torch.utils.flop_counter import FlopCounterMode
+from torch.utils.flop_counter import FlopCounterMode, register_flop_formula
 
 import pixelgen
 from pixelgen.layers import MaskedConv2d
@@ -68,6 +78,19 @@ def pixelcnn_like(target: nn.Module, channels: int, hyper: dict) -> nn.Module:
         if n_params(candidate) > goal:
             break
     return best
+
+
+def count_onednn_products() -> None:
+    """Teach FlopCounterMode oneDNN's inner product, ``y = x @ w.T``, through which
+    :func:`pixelgen.scans.matmul` runs the recurrent models' products on the CPU."""
+    try:
+        op = torch.ops.mkldnn._linear_pointwise
+    except (AttributeError, RuntimeError):
+        return  # not in this torch build; pixelgen.scans then uses torch.mm, which is counted
+
+    @register_flop_formula(op)
+    def inner_product_flops(x_shape, w_shape, *args, out_shape=None, **kwargs) -> int:
+        return 2 * math.prod(x_shape) * w_shape[0]
 
 
 def flops_per_image(model: nn.Module, x: torch.Tensor) -> float:
@@ -115,8 +138,67 @@ def measure(model: nn.Module, x: torch.Tensor, repeats: int, precision: str) -> 
     return statistics.median(times), peak
 
 
+EQUAL_DEPTH = {"channels": 1, "height": 28, "width": 28, "batch": 32, "n_layers": 5, "head_channels": 32,
+               "pixelcnn_width": 64}
+
+
+def matching_width(name: str, goal: int, hyper: dict) -> int:
+    """The hidden width whose model's parameter count is nearest ``goal`` (counts grow with the width)."""
+    counts = {}
+    for h in range(1, 1025):
+        counts[h] = n_params(pixelgen.create_model(name, hidden_channels=h, **hyper))
+        if counts[h] >= goal:
+            break
+    return min(counts, key=lambda h: abs(counts[h] - goal))
+
+
+def equal_depth(device: torch.device, repeats: int) -> None:
+    """Training steps/s of the three models at equal depth and parameter count, interleaved."""
+    c = EQUAL_DEPTH
+    hyper = {"in_channels": c["channels"], "n_layers": c["n_layers"], "head_channels": c["head_channels"]}
+    goal = n_params(pixelgen.create_model("pixelcnn", hidden_channels=c["pixelcnn_width"], **hyper))
+    widths = {"pixelcnn": c["pixelcnn_width"]}
+    widths.update({name: matching_width(name, goal, hyper) for name in ("row_lstm", "diagonal_bilstm")})
+    x = torch.randint(0, 256, (c["batch"], c["channels"], c["height"], c["width"]), device=device)
+    steps = {}
+    for name, h in widths.items():
+        torch.manual_seed(0)
+        model = pixelgen.create_model(name, hidden_channels=h, **hyper).to(device).train()
+        optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+        steps[name] = (model, optimizer)
+        print(f"{name:<16} h={h:<4} {n_params(model):>9,} parameters")
+
+    def train_step(name: str) -> tuple[float, float]:
+        """Wall-clock and process CPU seconds of one training step."""
+        model, optimizer = steps[name]
+        start, start_cpu = time.perf_counter(), time.process_time()
+        optimizer.zero_grad(set_to_none=True)
+        pixelgen.bits_per_dim(model(x), x).backward()
+        optimizer.step()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        return time.perf_counter() - start, time.process_time() - start_cpu
+
+    for name in steps:  # warm-up
+        train_step(name)
+    times = {name: [] for name in steps}
+    for _ in range(repeats):
+        for name in steps:
+            times[name].append(train_step(name))
+    print(f"{c['height']}x{c['width']}x{c['channels']}, batch {c['batch']}, {c['n_layers']} layers, "
+          f"{torch.get_num_threads()} threads, median of {repeats} interleaved training steps")
+    clocks = ["wall"] + (["CPU"] if device.type == "cpu" else [])  # CPU: this process's time, less
+    for k, clock in enumerate(clocks):  # disturbed by other processes on a shared machine
+        rate = {name: 1 / statistics.median(t[k] for t in steps_times) for name, steps_times in times.items()}
+        for name in steps:
+            ratio = "" if name == "pixelcnn" else f"   {name} / pixelcnn = {rate[name] / rate['pixelcnn']:.2f}"
+            print(f"{clock + ' clock':<10} {name:<16} {rate[name]:7.2f} steps/s{ratio}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--config", choices=["shapes", "equal-depth"], default="shapes",
+                        help="shapes: the table below; equal-depth: training steps/s at equal depth and parameters")
     parser.add_argument("--shape", choices=sorted(SHAPES), default="small")
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 16, 64])
     parser.add_argument("--models", nargs="+", default=["pixelcnn", "row_lstm", "diagonal_bilstm"])
@@ -127,6 +209,10 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.config == "equal-depth":
+        equal_depth(torch.device(args.device), args.repeats)
+        return
+    count_onednn_products()
     channels, height, width, hyper = SHAPES[args.shape]
     device = torch.device(args.device)
     print(f"shape {args.shape}: {channels}x{height}x{width}, {hyper}, device {device}, {args.precision}, "

@@ -6,19 +6,32 @@ Build (warnings are errors) and run the code examples::
     python3 -m sphinx -W -b doctest docs docs/_build/doctest
 
 Pages are MyST Markdown. The reference pages (recipe keys, command line, archive layout,
-hyperparameter table, API pages) and the model figures are generated from the code when
-a build starts (see ``setup`` below), so they cannot drift from it.
+hyperparameter table, API pages) and the model figures are generated from the code at
+every build (see ``setup`` below), so they cannot drift from it. A build writes only into
+its output folder: generated text replaces ``{generated}`` blocks as Sphinx reads a page,
+and the figures are drawn beside the doctree cache.
 """
 
 from __future__ import annotations
 
+import hashlib
+import os
 import sys
 from pathlib import Path
 
-DOCS = Path(__file__).resolve().parent
-sys.path.insert(0, str(DOCS))  # make_reference, make_figures
+from sphinx.directives.patches import Figure
 
-import pixelgen  # noqa: E402
+import pixelgen
+
+DOCS = Path(__file__).resolve().parent
+# The build scripts beside this file, imported without leaving a docs/__pycache__ behind:
+# a build writes nothing into docs/.
+sys.path.insert(0, str(DOCS))
+sys.dont_write_bytecode, _dont_write_before = True, sys.dont_write_bytecode
+import make_figures  # noqa: E402
+import make_reference  # noqa: E402
+
+sys.dont_write_bytecode = _dont_write_before
 
 project = "pixelgen"
 author = "the pixelgen developers"
@@ -36,8 +49,7 @@ extensions = [
 
 source_suffix = {".md": "markdown"}
 root_doc = "index"
-# _generated/ holds fragments the pages include (and figures), not pages of their own.
-exclude_patterns = ["_build", "_generated", "comparison/report.md"]  # included by comparison.md
+exclude_patterns = ["_build", "comparison/report.md"]  # included by comparison.md
 
 myst_enable_extensions = ["colon_fence", "deflist"]
 myst_heading_anchors = 3
@@ -119,8 +131,6 @@ def _drop_object_base(app, name, obj, options, bases):
 def _resolve_public_name(app, env, node, contnode):
     """``pixelgen.<name>`` for a name of ``pixelgen.__all__`` refers to the object where
     its module documents it (each object is documented once, where it is defined)."""
-    import make_reference
-
     target = node.get("reftarget", "")
     module, _, name = target.rpartition(".")
     if node.get("refdomain") != "py" or module != "pixelgen" or name not in pixelgen.__all__:
@@ -131,13 +141,45 @@ def _resolve_public_name(app, env, node, contnode):
     )
 
 
-def _generate(app) -> None:
-    import make_figures
-    import make_reference
+def _figures_folder(env) -> Path:
+    """Where this build's figures are drawn: beside its doctree cache, outside ``docs/``."""
+    return Path(env.doctreedir) / "figures"
 
-    make_reference.write_all()
-    if app.builder.format == "html":
-        make_figures.make_all()  # only the HTML pages show them
+
+def _draw_figures(app) -> None:
+    make_figures.make_all(_figures_folder(app.env))
+
+
+class GeneratedFigure(Figure):
+    """``{generated-figure} masks.png``: a figure of :mod:`make_figures`, drawn by this
+    build; options and caption as for ``{figure}``."""
+
+    def run(self):
+        env = self.state.document.settings.env
+        name = self.arguments[0]
+        if name not in make_figures.DRAWERS:
+            raise self.error(f"{name}: not a figure of docs/make_figures.py ({', '.join(make_figures.DRAWERS)})")
+        page_folder = Path(env.doc2path(env.docname)).parent
+        self.arguments[0] = os.path.relpath(_figures_folder(env) / name, page_folder)
+        return super().run()
+
+
+def _expand_generated(app, docname: str, source: list[str]) -> None:
+    """Replace the page's ``{generated}`` blocks by their text (see make_reference)."""
+    source[0] = make_reference.expand(source[0])
+
+
+def _outdated_generated(app, env, added, changed, removed) -> list[str]:
+    """Pages whose generated text changed since the last build into this folder (a new
+    recipe key, a new option): their source files alone would not tell Sphinx."""
+    digests = {}
+    for docname in env.found_docs:
+        text = Path(env.doc2path(docname)).read_text(encoding="utf-8")
+        if make_reference.GENERATED_BLOCK.search(text):
+            digests[docname] = hashlib.sha256(make_reference.expand(text).encode()).hexdigest()
+    before = getattr(env, "pixelgen_generated_digests", {})
+    env.pixelgen_generated_digests = digests
+    return [docname for docname, digest in digests.items() if before.get(docname) != digest]
 
 
 def setup(app):
@@ -145,7 +187,10 @@ def setup(app):
     app.add_object_type(
         "recipe-key", "recipe-key", objname="recipe key", indextemplate="pair: %s; recipe key"
     )
-    app.connect("builder-inited", _generate)
+    app.add_directive("generated-figure", GeneratedFigure)
+    app.connect("builder-inited", _draw_figures)
+    app.connect("env-get-outdated", _outdated_generated)
+    app.connect("source-read", _expand_generated)
     app.connect("autodoc-skip-member", _skip_torch_inherited)
     app.connect("autodoc-process-bases", _drop_object_base)
     app.connect("missing-reference", _resolve_public_name)

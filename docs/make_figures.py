@@ -1,9 +1,10 @@
 """Draw the figures of the models page with pixelgen itself.
 
 Run by ``conf.py`` when a build starts, so that the pictures show what the code does
-today; or by hand::
+today. It draws into a folder of the build's own (beside Sphinx's doctree cache), never
+into ``docs/``; pages show a figure with ``{generated-figure} masks.png``. By hand::
 
-    python3 docs/make_figures.py        # writes docs/_generated/figures/*.png
+    python3 docs/make_figures.py /tmp/figures        # writes /tmp/figures/*.png
 
 * ``masks.png``: :func:`pixelgen.layers.conv_mask` for the 7x7 mask-A input convolution,
   PixelCNN's 3x3 mask B, the Row LSTM's 1x3 input-to-state kernel, and the colour
@@ -16,12 +17,14 @@ today; or by hand::
 
 Everything is tiny (a few thousand parameters, images of at most 8x11 pixels) and runs
 in a few seconds on a CPU; :func:`make_all` skips the work when the figures are newer
-than this script, the pixelgen package and the model plugins. The figures use matplotlib's Agg canvas directly: no pyplot,
-no global state, no display.
+than this script, the pixelgen package and the model plugins. The figures use
+matplotlib's Agg canvas directly: no pyplot, no global state, no display.
 """
 
 from __future__ import annotations
 
+import inspect
+import sys
 from pathlib import Path
 
 import torch
@@ -31,10 +34,10 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
 import pixelgen
+from pixelgen import registry
 from pixelgen.layers import conv_mask, skew
 from pixelgen.testing import allowed_dependencies, dependency_map
 
-FIGURES = Path(__file__).resolve().parent / "_generated" / "figures"
 MODELS = ["pixelcnn", "row_lstm", "diagonal_bilstm"]
 TITLES = {"pixelcnn": "PixelCNN", "row_lstm": "Row LSTM", "diagonal_bilstm": "Diagonal BiLSTM"}
 # Tiny models: as in tests/test_causality.py, so the pictures show the fields it pins.
@@ -65,14 +68,14 @@ def _grid(ax, values, cmap, vmin=None, vmax=None, labels=None, fontsize=8) -> No
             ax.text(j + 0.5, i + 0.5, text, ha="center", va="center", fontsize=fontsize)
 
 
-def _save(fig: Figure, name: str) -> Path:
-    FIGURES.mkdir(parents=True, exist_ok=True)
-    path = FIGURES / name
+def _save(fig: Figure, folder: Path, name: str) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / name
     fig.savefig(path, dpi=110, metadata={"Software": None})  # no version stamp: stable bytes
     return path
 
 
-def masks_figure() -> Path:
+def masks_figure(folder: Path) -> Path:
     """The spatial masks and the colour connections at the centre tap."""
     binary = ListedColormap([OFF, ON])
     fig, axes = _new_figure(5, (12, 2.9))
@@ -93,16 +96,16 @@ def masks_figure() -> Path:
         ax.set_yticks([0.5, 1.5, 2.5], [f"out {c}" for c in colours])
         ax.tick_params(labelbottom=True, labelleft=True, labelsize=8)
         ax.set_title(f"centre tap, mask {kind}\n(colour groups)", fontsize=9)
-    return _save(fig, "masks.png")
+    return _save(fig, folder, "masks.png")
 
 
 def _tiny_model(name: str, channels: int):
     torch.manual_seed(0)
-    known = pixelgen.registry.get_model_spec(name).defaults()
+    known = registry.get_model_spec(name).defaults()
     return pixelgen.create_model(name, in_channels=channels, **{k: v for k, v in TINY.items() if k in known})
 
 
-def scan_order_figure() -> Path:
+def scan_order_figure(folder: Path) -> Path:
     """The step of a layer in which each pixel is computed, and the skewed map."""
     height, width = SCAN_SIZE
     rows = torch.arange(height)[:, None].expand(height, width)
@@ -134,7 +137,7 @@ def scan_order_figure() -> Path:
     }
     _grid(axes[3], (skewed > 0).long().numpy(), ListedColormap(["#eeeeee", "#c6dbef"]), 0, 1, skewed_labels, 7)
     axes[3].set_title("skewed map: pixel numbers,\none column per step", fontsize=9)
-    return _save(fig, "scan_order.png")
+    return _save(fig, folder, "scan_order.png")
 
 
 def field_of(name: str, pixel: tuple[int, int], size: tuple[int, int] = FIELD_SIZE) -> torch.Tensor:
@@ -148,7 +151,7 @@ def field_of(name: str, pixel: tuple[int, int], size: tuple[int, int] = FIELD_SI
     return codes
 
 
-def receptive_fields_figure() -> Path:
+def receptive_fields_figure(folder: Path) -> Path:
     """The measured receptive field of one output pixel of each tiny model."""
     colours = ["#ffffff", "#f4a582", ON, "#222222"]
     fig, axes = _new_figure(3, (10, 3.9))
@@ -160,7 +163,7 @@ def receptive_fields_figure() -> Path:
     names = ["later", "earlier, not seen", "seen", "the output pixel"]
     handles = [Patch(facecolor=c, edgecolor="#888888", label=n) for c, n in zip(colours, names)]
     fig.legend(handles=handles, loc="outside lower center", ncols=4, fontsize=8, frameon=False)
-    return _save(fig, "receptive_fields.png")
+    return _save(fig, folder, "receptive_fields.png")
 
 
 DRAWERS = {"masks.png": masks_figure, "scan_order.png": scan_order_figure,
@@ -169,23 +172,23 @@ DRAWERS = {"masks.png": masks_figure, "scan_order.png": scan_order_figure,
 
 def _sources() -> list[Path]:
     """The files the figures depend on: this script, pixelgen, the models' plugin modules."""
-    import inspect
-
     files = [Path(__file__), *Path(pixelgen.__file__).parent.glob("*.py")]
     for name in MODELS:
-        files.append(Path(inspect.getsourcefile(pixelgen.registry.get_model_spec(name).factory)))
+        files.append(Path(inspect.getsourcefile(registry.get_model_spec(name).factory)))
     return files
 
 
-def make_all(force: bool = False) -> list[Path]:
-    """Draw every figure that is missing or older than its sources; returns the paths drawn."""
-    paths = [FIGURES / name for name in DRAWERS]
-    newest_source = max(path.stat().st_mtime for path in _sources())
-    if not force and all(p.exists() and p.stat().st_mtime > newest_source for p in paths):
-        return []
-    return [draw() for draw in DRAWERS.values()]
+def make_all(folder: Path, force: bool = False) -> list[Path]:
+    """Draw every figure into ``folder`` that is missing there or older than its sources;
+    returns the paths drawn."""
+    paths = [folder / name for name in DRAWERS]
+    if not force:
+        newest_source = max(path.stat().st_mtime for path in _sources())
+        if all(p.exists() and p.stat().st_mtime > newest_source for p in paths):
+            return []
+    return [draw(folder) for draw in DRAWERS.values()]
 
 
 if __name__ == "__main__":
-    for path in make_all(force=True):
+    for path in make_all(Path(sys.argv[1]), force=True):
         print(f"wrote {path}")

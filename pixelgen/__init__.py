@@ -3,7 +3,7 @@
 Public API::
 
     import pixelgen
-    pixelgen.list_models()                      # ['diagonal_bilstm', 'pixelcnn', 'row_lstm']
+    pixelgen.list_models()                      # ['diagonal_bilstm', 'multiscale', 'pixelcnn', 'row_lstm']
     model = pixelgen.create_model("pixelcnn", in_channels=3, hidden_channels=32, n_layers=4)
     logits = model(x)                           # x: (B, C, H, W) ints 0..255 -> (B, 256, C, H, W)
     pixelgen.bits_per_dim(logits, x)
@@ -32,6 +32,7 @@ _EXPORTS = {
     "plugin_failures": "pixelgen.registry",
     "register_plugin": "pixelgen.registry",
     "sample": "pixelgen.sampling",
+    "train": "pixelgen.api",
 }
 
 
@@ -61,4 +62,5 @@ __all__ = [
     "plugin_failures",
     "register_plugin",
     "sample",
+    "train",
 ]

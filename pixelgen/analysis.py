@@ -30,6 +30,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from pixelgen.blocks import n_levels_of
 from pixelgen.metrics import bits_per_dim
 from pixelgen.testing import dependency_map
 
@@ -342,7 +343,7 @@ def scaling(
         model = models[depth]
         c = channels or model.in_channels
         generator = torch.Generator().manual_seed(seed)
-        x = torch.randint(0, 256, (batch, c, size, size), generator=generator).to(device)
+        x = torch.randint(0, n_levels_of(model), (batch, c, size, size), generator=generator).to(device)
         labels = torch.zeros(batch, dtype=torch.long, device=device) if getattr(model, "n_classes", 0) else None
         seconds = time_forward_backward(model, x, labels, repeats=repeats, warmup=warmup)
         saved = saved_activation_bytes(model, x, labels)

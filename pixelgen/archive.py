@@ -8,9 +8,11 @@ On-disk layout (also written into the root attributes as ``attrs["layout"]``)::
         <name>                 float64 (n_epochs,)  NaN where a row did not give it
       test/                    group; attrs: final evaluation figures (number or list)
       samples/                 group
-        000000, 000001, ...    uint8 (N, C, H, W), chunks (min(N, 16), C, H, W);
-                               attrs: created (ISO time) and whatever the caller passed
-                               (model, checkpoint, recipe, temperature, top_p, seed, ...)
+        000000, 000001, ...    uint8 (N, C, H, W), chunks (min(N, 16), C, H, W), values
+                               0..n_levels-1 (0/1 from a binary model: PNGs map them to
+                               0/255); attrs: created (ISO time) and whatever the caller
+                               passed (model, checkpoint, recipe, n_levels, temperature,
+                               top_p, seed, ...)
       score/                   group, made by the first score (older archives have none);
                                attrs: feature space ("inception", "classifier") -> the
                                sample-quality figures measured in it (pixelgen.scoring)
@@ -55,8 +57,9 @@ LAYOUT = {
     "metrics/epoch": "int64 (n_epochs,), -1 where missing; read only [:n_epochs]",
     "metrics/<name>": "float64 (n_epochs,), NaN where missing; read only [:n_epochs]",
     "test": "group; attrs = final evaluation figures (number or list of numbers)",
-    "samples/<6 digits>": "uint8 (N, C, H, W) generated images, one array per batch; "
-    "attrs = created (ISO time), model, checkpoint, recipe, temperature, top_p, seed, ...",
+    "samples/<6 digits>": "uint8 (N, C, H, W) generated images, one array per batch, values "
+    "0..n_levels-1 (0/1 from a binary model); attrs = created (ISO time), model, checkpoint, "
+    "recipe, n_levels, temperature, top_p, seed, ...",
     "samples/.tmp-*": "a batch being written or abandoned by a crash; ignore",
     "score": "group (absent before the first score); attrs = feature space -> sample-quality figures "
     "(fid, is, kid, precision, recall, n, sample batch, ...)",

@@ -7,14 +7,14 @@ nothing of pixelgen's pipeline)::
 
 The layout every PixelRNN-family model shares (Pixel RNN, section 3.3 and table 1)::
 
-    x (B, C, H, W) ints 0..255
+    x (B, C, H, W) ints 0..n_levels-1 (0..255; 0/1 for binary data)
       -> scale to [-1, 1]
       -> 7x7 conv, mask A                         (B, 2h, H, W)
       -> n_layers x [ layer: 2h -> h features      e.g. a Row LSTM, a Diagonal BiLSTM,
                       1x1 conv, mask B: h -> 2h         or PixelCNN's 1x1 / 3x3 / 1x1 block
                       + residual connection, + class bias ]
       -> (sum of learnable 1x1 skip connections, optional)
-      -> ReLU, 1x1 conv mask B, ReLU, 1x1 conv mask B -> logits (B, 256, C, H, W)
+      -> ReLU, 1x1 conv mask B, ReLU, 1x1 conv mask B -> logits (B, n_levels, C, H, W)
 
 A plugin builds a :class:`ResidualStack` with its own layer factory, a callable
 ``make_layer(hidden_channels, colours) -> nn.Module`` that says what one layer computes.
@@ -22,8 +22,10 @@ Every map is split into colour groups (see :func:`colour_groups`), so output col
 never sees G or B of its own pixel.
 
 Sampling (Pixel RNN, section 2): :func:`pixelgen.sample` asks a model for a
-:class:`SamplingState` and calls its ``logits(x, i, j)`` once per sub-pixel in raster
-order. :class:`ReferenceState` works for any model (a full forward pass per call);
+:class:`SamplingState` and calls its ``logits(x, i, j)`` once per sub-pixel in the
+model's generation order (raster order unless the model's ``generation_order`` says
+otherwise, as a multi-scale model's does; see :func:`generation_order_of`).
+:class:`ReferenceState` works for any model (a full forward pass per call);
 :class:`ResidualStackState` is the fast, exact one (Ramachandran et al. 2017): everything
 but the layers is 1x1, or the 7x7 input convolution, evaluated at one position from a
 cache of its input (:class:`ConvStep`); a layer that is a :class:`SteppableLayer` (has
@@ -33,7 +35,7 @@ any layer lacking one samples with the reference state.
 
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple, Protocol, runtime_checkable
+from typing import Any, Callable, NamedTuple, Protocol, Sequence, runtime_checkable
 
 import torch
 import torch.nn.functional as F
@@ -53,6 +55,7 @@ from pixelgen.layers import (
     skew,
     unskew,
 )
+from pixelgen.scans import diagonal_bilstm_scan, row_lstm_scan
 
 __all__ = [
     "N_LEVELS",
@@ -71,9 +74,14 @@ __all__ = [
     "call_model",
     "colour_groups",
     "conv_mask",
+    "diagonal_bilstm_scan",
     "diagonal_order",
+    "generation_order_of",
     "lstm_update",
     "n_classes_of",
+    "row_lstm_scan",
+    "n_levels_of",
+    "raster_order",
     "scale_input",
     "skew",
     "stack_hyperparameters",
@@ -101,6 +109,10 @@ def stack_hyperparameters(**defaults: Any) -> dict[str, Hyperparameter]:
         "n_classes": Hyperparameter(0, "> 0: class-conditional, a learned per-class bias in every layer"),
         "residual": Hyperparameter(True, "residual connections around every layer (paper: yes)"),
         "skip": Hyperparameter(False, "learnable 1x1 skip connections from every layer to the head"),
+        "n_levels": Hyperparameter(
+            N_LEVELS, "values per sub-pixel, 0..n_levels-1: 256 for 8-bit images, 2 for binary data "
+            "(the paper's sigmoid output for binarized MNIST, section 4, as a two-way softmax)"
+        ),
     }
     unknown = set(defaults) - set(table)
     if unknown:
@@ -113,6 +125,36 @@ def n_classes_of(model: nn.Module) -> int:
     return int(getattr(model, "n_classes", 0) or 0)
 
 
+def n_levels_of(model: nn.Module) -> int:
+    """The number of values a model predicts per sub-pixel (256 unless it says otherwise)."""
+    return int(getattr(model, "n_levels", N_LEVELS) or N_LEVELS)
+
+
+def raster_order(channels: int, height: int, width: int) -> Tensor:
+    """Rank of every sub-pixel in raster order: rows top to bottom, pixels left to right,
+    R -> G -> B inside a pixel. Long ``(C, H, W)``, a permutation of ``0 .. C*H*W - 1``."""
+    c, i, j = torch.meshgrid(torch.arange(channels), torch.arange(height), torch.arange(width), indexing="ij")
+    return (i * width + j) * channels + c  # (C, H, W)
+
+
+def generation_order_of(model: nn.Module, channels: int, height: int, width: int) -> Tensor:
+    """The order ``model`` generates a ``channels x height x width`` image in: its own
+    ``generation_order(channels, height, width)`` where it has one, else
+    :func:`raster_order`. Long ``(C, H, W)``: the rank of each sub-pixel, checked to be a
+    permutation of ``0 .. C*H*W - 1``."""
+    method = getattr(model, "generation_order", None)
+    if method is None:
+        return raster_order(channels, height, width)
+    order = torch.as_tensor(method(channels, height, width))
+    size = channels * height * width
+    if order.shape != (channels, height, width) or not torch.equal(order.flatten().sort().values, torch.arange(size)):
+        raise ValueError(
+            f"{type(model).__name__}.generation_order({channels}, {height}, {width}) must rank every "
+            f"sub-pixel once: a ({channels}, {height}, {width}) permutation of 0..{size - 1}"
+        )
+    return order
+
+
 def call_model(model: nn.Module, x: Tensor, labels: Tensor | None = None) -> Tensor:
     """``model(x)``, or ``model(x, labels)`` for a class-conditional model."""
     return model(x) if labels is None else model(x, labels)
@@ -122,7 +164,8 @@ def call_model(model: nn.Module, x: Tensor, labels: Tensor | None = None) -> Ten
 class SamplingState(Protocol):
     """What a model computes, incrementally, while one batch of images is generated.
 
-    The sampling loop visits every pixel once in raster order and, for a pixel it
+    The sampling loop visits every pixel once in the model's generation order (raster
+    order unless the model says otherwise: :func:`generation_order_of`) and, for a pixel it
     generates, calls :meth:`logits` once per colour, R first; for a pixel that is given
     (completion) it calls :meth:`observe` once. A state may therefore cache whatever
     earlier pixels computed. Calls for the same pixel must be idempotent: a later call
@@ -130,7 +173,7 @@ class SamplingState(Protocol):
     """
 
     def logits(self, x: Tensor, i: int, j: int) -> Tensor:
-        """Logits ``(n, 256, C)`` of pixel ``(i, j)``.
+        """Logits ``(n, n_levels, C)`` of pixel ``(i, j)``.
 
         Args:
             x: images ``(n, C, H, W)`` (uint8) holding every sub-pixel before ``(i, j, c)``
@@ -149,7 +192,7 @@ class SamplingState(Protocol):
 class ReferenceState(SamplingState):
     """The slow, obviously right state: one full forward pass per call.
 
-    Works for any ``model(x[, labels]) -> (n, 256, C, H, W)``.
+    Works for any ``model(x[, labels]) -> (n, n_levels, C, H, W)``.
     """
 
     def __init__(self, model: nn.Module, labels: Tensor | None) -> None:
@@ -157,7 +200,7 @@ class ReferenceState(SamplingState):
         self.labels = labels
 
     def logits(self, x: Tensor, i: int, j: int) -> Tensor:
-        return call_model(self.model, x, self.labels)[..., i, j]  # (n, 256, C)
+        return call_model(self.model, x, self.labels)[..., i, j]  # (n, n_levels, C)
 
     def observe(self, x: Tensor, i: int, j: int) -> None:
         pass  # nothing is cached
@@ -178,20 +221,33 @@ class AutoregressiveModel(nn.Module):
     """Base class of pixelgen models.
 
     Contract: ``model(x, labels=None)`` maps images ``x`` ``(B, C, H, W)`` (integers
-    0..255, or floats in [0, 255] for differentiation) to logits ``(B, 256, C, H, W)``
-    such that ``F.cross_entropy(logits, x)`` is the per-sub-pixel NLL, and logits of
-    sub-pixel ``(i, j, c)`` depend only on sub-pixels before it in the order
-    (row, column, colour). ``labels`` ``(B,)`` are required when ``n_classes > 0``.
+    0..n_levels-1, or floats in that range for differentiation) to logits
+    ``(B, n_levels, C, H, W)`` such that ``F.cross_entropy(logits, x)`` is the
+    per-sub-pixel NLL, and logits of sub-pixel ``(i, j, c)`` depend only on sub-pixels
+    before it in the model's :meth:`generation_order` (by default raster: row, column,
+    colour). ``labels`` ``(B,)`` are required when ``n_classes > 0``. ``n_levels`` is 256
+    for 8-bit images, 2 for binary ones.
     """
 
     in_channels: int
     n_classes: int = 0
+    n_levels: int = N_LEVELS
 
     def sampling_state(self, n: int, height: int, width: int, labels: Tensor | None = None) -> SamplingState:
         """The state :func:`pixelgen.sample` generates ``n`` images with. This default
         recomputes the whole forward pass per sub-pixel; models override it with a
         cached, exact one."""
         return ReferenceState(self, labels)
+
+    def generation_order(self, channels: int, height: int, width: int) -> Tensor:
+        """Rank of every sub-pixel in the order the model generates it, long ``(C, H, W)``.
+
+        Raster order (:func:`raster_order`) by default. A model that generates in another
+        order overrides it, and both :func:`pixelgen.testing.check_causality` and
+        :func:`pixelgen.sample` follow it; the colours of one pixel must stay consecutive,
+        R first, for sampling.
+        """
+        return raster_order(channels, height, width)
 
     def sequential_steps(self, height: int, width: int) -> int:
         """Steps one layer must take one after another on an ``height x width`` image.
@@ -223,8 +279,16 @@ class ResidualStack(AutoregressiveModel):
         residual: add each layer's output to its input (paper: yes).
         skip: feed the sum of learnable 1x1 projections of every layer's output to the
             head instead of the last layer's output alone.
+        n_levels: values per sub-pixel, 2..256: the softmax size and the input scale
+            (256 for 8-bit images; 2 for binary data such as binarized MNIST).
 
     The defaults are :func:`stack_hyperparameters`' (the paper's CIFAR-10 settings).
+
+    ``forward`` and :class:`ResidualStackState` take an optional ``layer_bias``: one map
+    ``(B, 2h, H, W)`` per layer, added to the residual stream just before that layer. It
+    is how another network conditions the stack on something known in advance (the
+    conditional network of a multi-scale PixelRNN, section 3.6); without it the stack
+    computes exactly what it computes alone.
     """
 
     def __init__(
@@ -238,10 +302,13 @@ class ResidualStack(AutoregressiveModel):
         n_classes: int = 0,
         residual: bool = True,
         skip: bool = False,
+        n_levels: int = N_LEVELS,
     ) -> None:
         super().__init__()
         if in_channels < 1:
             raise ValueError(f"in_channels must be at least 1, got {in_channels}")
+        if not isinstance(n_levels, int) or isinstance(n_levels, bool) or not 2 <= n_levels <= N_LEVELS:
+            raise ValueError(f"n_levels must be an integer in 2..{N_LEVELS} (images are stored as uint8), got {n_levels!r}")
         if n_layers < 0:
             raise ValueError(f"n_layers must be non-negative, got {n_layers}")
         c, h = in_channels, hidden_channels
@@ -251,6 +318,7 @@ class ResidualStack(AutoregressiveModel):
         self.n_classes = n_classes
         self.residual = residual
         self.skip = skip
+        self.n_levels = n_levels
         self.input_conv = MaskedConv2d(c, 2 * h, 7, "A", c)
         self.input_bias = ClassBias(n_classes, 2 * h)
         self.layers = nn.ModuleList(make_layer(h, c) for _ in range(n_layers))
@@ -259,10 +327,15 @@ class ResidualStack(AutoregressiveModel):
         self.skip_convs = nn.ModuleList(
             MaskedConv2d(2 * h, 2 * h, 1, "B", c) for _ in range(n_layers if skip else 0)
         )
-        self.head = OutputHead(2 * h, head_channels, c)
+        self.head = OutputHead(2 * h, head_channels, c, n_levels)
+
+    @property
+    def steppable(self) -> bool:
+        """Whether every layer has a one-pixel step, so that :class:`ResidualStackState` applies."""
+        return all(isinstance(layer, SteppableLayer) for layer in self.layers)
 
     def sampling_state(self, n: int, height: int, width: int, labels: Tensor | None = None) -> SamplingState:
-        if not all(isinstance(layer, SteppableLayer) for layer in self.layers):
+        if not self.steppable:
             return super().sampling_state(n, height, width, labels)
         return ResidualStackState(self, n, height, width, labels)
 
@@ -278,16 +351,25 @@ class ResidualStack(AutoregressiveModel):
         groups["head"] = list(self.head.parameters())
         return groups
 
-    def forward(self, x: Tensor, labels: Tensor | None = None) -> Tensor:
-        stream = self.input_conv(scale_input(x, self.input_conv.weight))  # (B, 2h, H, W)
+    def forward(self, x: Tensor, labels: Tensor | None = None, layer_bias: Sequence[Tensor] | None = None) -> Tensor:
+        _check_layer_bias(self, layer_bias)
+        stream = self.input_conv(scale_input(x, self.input_conv.weight, self.n_levels))  # (B, 2h, H, W)
         stream = stream + self.input_bias(labels)
         skips = 0.0
         for layer, out_conv, bias, i in zip(self.layers, self.out_convs, self.layer_biases, range(self.n_layers)):
+            if layer_bias is not None:
+                stream = stream + layer_bias[i]  # (B, 2h, H, W)
             update = out_conv(layer(stream))  # (B, h, H, W) -> (B, 2h, H, W)
             stream = (stream + update if self.residual else update) + bias(labels)
             if self.skip:
                 skips = skips + self.skip_convs[i](stream)
-        return self.head(skips if self.skip and self.n_layers else stream)  # (B, 256, C, H, W)
+        return self.head(skips if self.skip and self.n_layers else stream)  # (B, n_levels, C, H, W)
+
+
+def _check_layer_bias(model: ResidualStack, layer_bias: Sequence[Tensor] | None) -> None:
+    """Fail loudly unless ``layer_bias`` is ``None`` or one map per layer of ``model``."""
+    if layer_bias is not None and len(layer_bias) != model.n_layers:
+        raise ValueError(f"layer_bias must hold one map per layer ({model.n_layers}), got {len(layer_bias)}")
 
 
 class ConvStep:
@@ -334,10 +416,18 @@ class ResidualStackState(SamplingState):
     pixel ``(i, j)``'s values. No feature of pixel ``(i, j)`` depends on its last colour
     (mask A), so the features cached by the call for that colour are final; the image
     itself is cached again one pixel later, once that colour is drawn.
+
+    ``layer_bias``: the stack's optional per-layer maps ``(n, 2h, H, W)`` (see
+    :class:`ResidualStack`), known in full before sampling starts.
     """
 
-    def __init__(self, model: ResidualStack, n: int, height: int, width: int, labels: Tensor | None) -> None:
+    def __init__(
+        self, model: ResidualStack, n: int, height: int, width: int, labels: Tensor | None,
+        layer_bias: Sequence[Tensor] | None = None,
+    ) -> None:
+        _check_layer_bias(model, layer_bias)
         self.model = model
+        self.layer_bias = layer_bias
         self.input_conv = ConvStep(model.input_conv, n, height, width)
         self.input_bias = _class_bias(model.input_bias, labels)
         self.steps = [layer.sampling_step(n, height, width) for layer in model.layers]
@@ -351,16 +441,18 @@ class ResidualStackState(SamplingState):
         model = self.model
         if j or i:  # the loop fills a pixel's last colour after its last call: cache it now
             before_i, before_j = (i, j - 1) if j else (i - 1, x.shape[-1] - 1)
-            before = scale_input(x[:, :, before_i, before_j], self.input_conv.weight)  # (n, C)
+            before = scale_input(x[:, :, before_i, before_j], self.input_conv.weight, model.n_levels)  # (n, C)
             self.input_conv.write(before, before_i, before_j)
-        pixel = scale_input(x[:, :, i, j], self.input_conv.weight)  # (n, C)
+        pixel = scale_input(x[:, :, i, j], self.input_conv.weight, model.n_levels)  # (n, C)
         stream = self.input_conv(pixel, i, j) + self.input_bias  # (n, 2h)
         skips = 0.0
         for k, (step, out_conv, bias) in enumerate(zip(self.steps, self.out_convs, self.layer_biases)):
+            if self.layer_bias is not None:
+                stream = stream + self.layer_bias[k][:, :, i, j]  # (n, 2h)
             update = out_conv(step(stream, i, j), i, j)  # (n, h) -> (n, 2h)
             stream = (stream + update if model.residual else update) + bias
             if model.skip:
                 skips = skips + self.skip_convs[k](stream, i, j)
         stream = skips if model.skip and model.n_layers else stream
-        out = self.head_logits(F.relu(self.head_hidden(F.relu(stream), i, j)), i, j)  # (n, C*256)
-        return rearrange(out, "n (c v) -> n v c", c=model.in_channels)  # (n, 256, C)
+        out = self.head_logits(F.relu(self.head_hidden(F.relu(stream), i, j)), i, j)  # (n, C*n_levels)
+        return rearrange(out, "n (c v) -> n v c", c=model.in_channels)  # (n, n_levels, C)

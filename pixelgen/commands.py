@@ -14,15 +14,15 @@ import sys
 import tomllib
 from typing import Sequence
 
-from pixelgen import registry
+from pixelgen import registry, report
+from pixelgen.blocks import generation_order_of, raster_order
 from pixelgen.errors import PixelgenError
 from pixelgen.from_checkpoint import evaluate_checkpoint, quantize_checkpoint, sample_checkpoint, score_checkpoint
+from pixelgen.inference import progress_bar_enabled
 from pixelgen.recipe import dump_toml, load_recipe, recipe_to_dict
 from pixelgen.scoring import metric_label
-from pixelgen.report import CompareOptions, analyse, compare, compare_recipe
 from pixelgen.testing import allowed_dependencies, check_causality
-from pixelgen.train import run_recipe
-from pixelgen.trainer import progress_bar_enabled
+from pixelgen.training import run_recipe
 
 
 def _parse_value(text: str):
@@ -61,20 +61,22 @@ def cmd_plugins(args: argparse.Namespace) -> int:
     return 0
 
 
-def field_picture(support, channels: int, i: int, j: int) -> str:
+def field_picture(support, channels: int, i: int, j: int, order=None) -> str:
     """ASCII map of the pixels that output pixel ``(i, j)`` depends on (any colour).
 
-    ``#`` seen, ``.`` earlier but not seen, ``x`` the pixel itself, blank: later.
+    ``#`` seen, ``.`` earlier but not seen, ``x`` the pixel itself, blank: later, in
+    ``order`` (the model's generation order ``(C, H, W)``; ``None``: raster order).
     """
     seen = support[:, i, j].any(dim=0).any(dim=0)  # (H, W) over output and input colours
     height, width = seen.shape
+    rank = (order if order is not None else raster_order(channels, height, width))[0]  # (H, W): each pixel's turn
     lines = []
     for r in range(height):
         row = []
         for c in range(width):
             if (r, c) == (i, j):
                 row.append("x")
-            elif (r, c) > (i, j):
+            elif rank[r, c] > rank[i, j]:
                 row.append(" ")
             else:
                 row.append("#" if seen[r, c] else ".")
@@ -87,28 +89,29 @@ def cmd_check(args: argparse.Namespace) -> int:
     for channels in args.channels:
         model = registry.create_model(args.model, **{**hyper, "in_channels": channels})
         support = check_causality(model, channels, args.height, args.width)
-        allowed = int(allowed_dependencies(channels, args.height, args.width).sum())
+        order = generation_order_of(model, channels, args.height, args.width)  # (C, H, W)
+        allowed = int(allowed_dependencies(channels, args.height, args.width, order).sum())
         print(
             f"{args.model}: causal for C={channels} at {args.height}x{args.width}: "
             f"{int(support.sum())} of {allowed} allowed sub-pixel dependencies seen, none forbidden"
         )
     i, j = args.height - 1, args.width // 2
     print(f"  receptive field of pixel ({i}, {j}) ('#' seen, '.' earlier but unseen):")
-    print(field_picture(support, channels, i, j))
+    print(field_picture(support, channels, i, j, order))
     return 0
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     recipe = load_recipe(args.recipe, args.set)
-    report = functools.partial(print, flush=True)
-    results = run_recipe(recipe, out=args.out, resume=args.resume, report=report)
+    say = functools.partial(print, flush=True)
+    results = run_recipe(recipe, out=args.out, resume=args.resume, report=say)
     finished = [r for r in results if r is not None]
     if len(recipe.runs) > 1 and finished:
         print("summary:")
         for r in finished:
             print(f"  {r['run']:<20} {r['split']} {r['bits_per_dim']:.4f} bits/dim")
     if recipe.compare:
-        comparison = compare_recipe(recipe, run_out=args.out, report=report)
+        comparison = report.compare_recipe(recipe, run_out=args.out, report=say)
         print(f"comparison: {comparison['out']}/report.md, report.html")
     return 0
 
@@ -141,7 +144,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     )
     images = result["images"]
     print(f"{len(images)} samples {tuple(images.shape[1:])}, seed {result['seed']}, "
-          f"{result['seconds_per_image']:.3f} s/image ({args.sampler})")
+          f"{result['seconds_per_image']:.3f} s/image ({result['sampler']} sampler)")
     if result["archive"] is not None:
         print(f"  archive  {result['archive']} samples/{result['key']}")
     print(f"  grid     {result['png']}")
@@ -154,7 +157,7 @@ def _compare_options(args: argparse.Namespace):
     for name in ("scaling_sizes", "scaling_depths"):
         if name in given:
             given[name] = tuple(given[name])
-    return CompareOptions(**given)
+    return report.CompareOptions(**given)
 
 
 def _to_stderr(line: str) -> None:
@@ -162,7 +165,7 @@ def _to_stderr(line: str) -> None:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    comparison = compare(args.run_dirs, args.out, _compare_options(args), report=_to_stderr)
+    comparison = report.compare(args.run_dirs, args.out, _compare_options(args), report=_to_stderr)
     if args.json:
         print(json.dumps({"out": comparison["out"], "dataset": comparison["dataset"], "runs": comparison["runs"]}))
     else:
@@ -171,7 +174,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_analyse(args: argparse.Namespace) -> int:
-    summary = analyse(args.checkpoint, args.out, _compare_options(args), report=_to_stderr)
+    summary = report.analyse(args.checkpoint, args.out, _compare_options(args), report=_to_stderr)
     print(f"analysis: {summary['out']}/analysis.md")
     return 0
 

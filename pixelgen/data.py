@@ -1,10 +1,12 @@
 """The train / validation / test splits every data set shares.
 
 A data set plugin (the built-in ones live in :mod:`pixelgen.datasets`) only says how to read
-the official ``"train"`` and ``"test"`` splits. Everything after that is the same for all of
-them and lives here: where data lives (:func:`resolve_data_root`), the seeded validation
-split carved out of the official training split (:func:`train_val_split`), subsets that keep
-a data set's ``n_classes`` / ``shape`` / ``targets`` (:class:`DataSubset`), training-time
+the official ``"train"`` and ``"test"`` splits, and ``"val"`` where the data set ships one
+(its :class:`~pixelgen.registry.DatasetSpec` lists ``"val"`` in ``splits``). Everything
+after that is the same for all of them and lives here: where data lives
+(:func:`resolve_data_root`), the seeded validation split carved out of the official training
+split when the data set has none of its own (:func:`train_val_split`), subsets that keep a
+data set's ``n_classes`` / ``shape`` / ``targets`` (:class:`DataSubset`), training-time
 horizontal flips (:class:`HorizontalFlip`) and the three splits together
 (:func:`load_splits`). The test split is never touched for model selection.
 """
@@ -20,10 +22,10 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from pixelgen.errors import DataError
-from pixelgen.registry import create_dataset
+from pixelgen.registry import create_dataset, get_dataset_spec
 
 # torchvision is imported where it is used: importing it takes about 1.2 s (python -X
-# importtime, after torch), which every `import pixelgen.train` would pay, data or not.
+# importtime, after torch), which every `import pixelgen.training` would pay, data or not.
 
 
 def resolve_data_root(root: str | os.PathLike | None) -> pathlib.Path:
@@ -111,6 +113,19 @@ class HorizontalFlip(Dataset):
         return self.dataset.targets
 
 
+def max_value(dataset: Dataset, batch_size: int = 4096) -> int:
+    """The largest sub-pixel value of every item of ``dataset`` (-1 when it is empty).
+
+    Items are read as training reads them; torch's global random state, which flips and
+    dynamic binarization draw from, is left as it was.
+    """
+    largest = -1
+    with torch.random.fork_rng(devices=[]):
+        for images, _ in DataLoader(dataset, batch_size=batch_size):
+            largest = max(largest, int(images.max())) if images.numel() else largest
+    return largest
+
+
 def load_splits(
     name: str,
     root: str | os.PathLike | None,
@@ -123,19 +138,27 @@ def load_splits(
 ) -> dict[str, Dataset]:
     """Build the registered data set ``name`` as ``{"train", "val", "test"}`` datasets.
 
-    ``train`` and ``val`` are :class:`DataSubset` s of the official training split, cut by
-    :func:`train_val_split` (``validation_fraction=0`` gives an empty ``val``); ``test`` is
-    the official test split. ``flips`` wraps ``train`` alone in :class:`HorizontalFlip`.
-    ``root`` goes through :func:`resolve_data_root`; ``options`` go to the factory.
+    ``test`` is the official test split. A data set that ships its own validation split
+    (``"val"`` in its spec's ``splits``, e.g. binarized MNIST's ``valid`` file) gives
+    ``val`` as it is, ``train`` its whole training split, and ``validation_fraction`` is
+    not used. Otherwise ``train`` and ``val`` are :class:`DataSubset` s of the official
+    training split, cut by :func:`train_val_split` (``validation_fraction=0`` gives an
+    empty ``val``). ``flips`` wraps ``train`` alone in :class:`HorizontalFlip`. ``root``
+    goes through :func:`resolve_data_root`; ``options`` go to the factory.
     """
     data_root = str(resolve_data_root(root))
     full_train = create_dataset(name, data_root, "train", download=download, **options)
     test = create_dataset(name, data_root, "test", download=download, **options)
-    train_indices, val_indices = train_val_split(len(full_train), validation_fraction, seed)
-    train: Dataset = DataSubset(full_train, train_indices)
+    if "val" in get_dataset_spec(name).splits:
+        own_val = create_dataset(name, data_root, "val", download=download, **options)
+        train: Dataset = DataSubset(full_train, range(len(full_train)))
+        val: Dataset = DataSubset(own_val, range(len(own_val)))
+    else:
+        train_indices, val_indices = train_val_split(len(full_train), validation_fraction, seed)
+        train, val = DataSubset(full_train, train_indices), DataSubset(full_train, val_indices)
     if flips:
         train = HorizontalFlip(train)
-    return {"train": train, "val": DataSubset(full_train, val_indices), "test": test}
+    return {"train": train, "val": val, "test": test}
 
 
 def stack_split(dataset: Dataset, limit: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:

@@ -1,10 +1,12 @@
-"""Built-in data sets: CIFAR-10, MNIST, Fashion-MNIST, binarized MNIST and image folders.
+"""Built-in data sets: CIFAR-10, MNIST, Fashion-MNIST, binarized MNIST (dynamic and the
+fixed binarization), downsampled ImageNet 32x32 and 64x64, and image folders.
 
 This module is a plugin like any other: it registers through the ``pixelgen`` entry-point
 group (``datasets = "pixelgen.datasets"``) and the core never imports it by name.
 
 Every factory has the signature ``factory(root, split, *, download=True, **options)`` with
-``split`` one of the official splits ``"train"`` or ``"test"``, and returns a map-style
+``split`` one of the official splits ``"train"`` or ``"test"`` (or ``"val"`` for a data set
+whose spec lists it: binarized MNIST's fixed ``valid`` file), and returns a map-style
 dataset of ``(uint8 tensor (C, H, W), int label)`` pairs that also exposes ``n_classes``,
 ``shape`` (C, H, W) and ``targets`` (the labels, in item order).
 
@@ -27,6 +29,7 @@ import pathlib
 import pickle
 import socket
 import struct
+import zipfile
 import zlib
 from typing import Any, Callable, Iterator, Sequence
 
@@ -361,25 +364,43 @@ def _read_mnist_like(
     return TensorImages(images.unsqueeze(1), labels.tolist(), n_classes=10)  # (N, 1, 28, 28)
 
 
-def mnist(root: str, split: str, *, download: bool = True) -> TensorImages:
+#: ``binarize = true``: a pixel of this value or more becomes 1, a darker one 0.
+BINARIZE_THRESHOLD = 128
+
+
+def binarized(dataset: TensorImages, threshold: int = BINARIZE_THRESHOLD) -> TensorImages:
+    """The images thresholded once, for good: ``1`` where ``value >= threshold``, else ``0``.
+
+    The values are 0/1, the levels of a two-level model (``n_levels = 2``), not 0/255.
+    """
+    images = (dataset.images >= threshold).to(torch.uint8)  # (N, C, H, W) of 0 / 1
+    return TensorImages(images, dataset.targets, dataset.n_classes)
+
+
+def mnist(root: str, split: str, *, download: bool = True, binarize: bool = False) -> TensorImages:
     """MNIST digits: 60 000 train / 10 000 test images, items ``(uint8 (1, 28, 28), 0..9)``.
 
     Reads ``train-images-idx3-ubyte``, ``train-labels-idx1-ubyte`` (``t10k-...`` for test),
-    gzipped or not, from ``root`` or from torchvision's ``root/MNIST/raw``.
+    gzipped or not, from ``root`` or from torchvision's ``root/MNIST/raw``. With
+    ``binarize`` the pixels are 0/1, thresholded at :data:`BINARIZE_THRESHOLD` (128), for
+    a two-level model; every split the same way.
     """
     from torchvision.datasets import MNIST
 
-    return _read_mnist_like("mnist", "MNIST", MNIST, root, split, download)
+    images = _read_mnist_like("mnist", "MNIST", MNIST, root, split, download)
+    return binarized(images) if binarize else images
 
 
-def fashion_mnist(root: str, split: str, *, download: bool = True) -> TensorImages:
+def fashion_mnist(root: str, split: str, *, download: bool = True, binarize: bool = False) -> TensorImages:
     """Fashion-MNIST (Xiao et al., 2017): MNIST's format and sizes, ten kinds of clothing.
 
     Reads the IDX files from ``root`` or torchvision's ``root/FashionMNIST/raw``.
+    ``binarize``: pixels 0/1, thresholded at 128, as for :func:`mnist`.
     """
     from torchvision.datasets import FashionMNIST
 
-    return _read_mnist_like("fashion_mnist", "Fashion-MNIST", FashionMNIST, root, split, download)
+    images = _read_mnist_like("fashion_mnist", "Fashion-MNIST", FashionMNIST, root, split, download)
+    return binarized(images) if binarize else images
 
 
 class DynamicallyBinarized(Dataset):
@@ -411,6 +432,240 @@ def binarized_mnist(root: str, split: str, *, download: bool = True) -> Dynamica
     The test split is binarised dynamically too, so its NLL is an average over draws.
     """
     return DynamicallyBinarized(mnist(root, split, download=download))
+
+
+# --------------------------------------------------------------------------- binarized MNIST, fixed
+
+# The fixed binarization of MNIST (Larochelle & Murray, 2011, "The Neural Autoregressive
+# Distribution Estimator"): one stochastic binarization drawn once and published, the
+# standard benchmark of Pixel RNN's table 4. Each .amat file is text, one image per line:
+# 784 values "0" or "1" separated by spaces, rows of 28 top to bottom; no labels.
+#: Where the three .amat files of the fixed binarization are published.
+STATIC_MNIST_URL = "http://www.cs.toronto.edu/~larocheh/public/datasets/binarized_mnist"
+STATIC_MNIST_FILES = {
+    "train": "binarized_mnist_train.amat",  # 50 000 images
+    "val": "binarized_mnist_valid.amat",  # 10 000 images
+    "test": "binarized_mnist_test.amat",  # 10 000 images
+}
+_STATIC_MNIST_FOLDER = "binarized_mnist"  # also looked in: root/binarized_mnist/
+
+
+def read_amat(path: str | os.PathLike, width: int = 28) -> torch.Tensor:
+    """A binarized-MNIST ``.amat`` file as uint8 ``(N, 1, width, width)`` of 0/1.
+
+    Raises:
+        DataError: unreadable, a character other than 0, 1 and white space, or a line
+            that does not hold ``width * width`` values.
+    """
+    path = pathlib.Path(path)
+    fix = f"replace it with {STATIC_MNIST_URL}/{path.name}"
+    try:
+        raw = np.frombuffer(path.read_bytes(), dtype=np.uint8)
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read it ({_one_line(exc)}); {fix}") from None
+    if not raw.size:
+        raise DataError(f"{path}: the file is empty; {fix}")
+    digit = (raw == ord("0")) | (raw == ord("1"))
+    newline = raw == ord("\n")
+    space = newline | (raw == ord(" ")) | (raw == ord("\t")) | (raw == ord("\r"))
+    line_of = np.cumsum(newline) - newline  # (bytes,) 0-based line of every byte
+    bad = ~(digit | space) | np.concatenate([digit[:-1] & digit[1:], [False]])  # "2", "0.5" or "01"
+    if bad.any():
+        first = int(np.argmax(bad))
+        raise DataError(f"{path}: line {int(line_of[first]) + 1} holds {bytes(raw[first:first + 8])!r}, "
+                        f"not values 0/1 separated by spaces; {fix}")
+    counts = np.bincount(line_of[digit], minlength=int(line_of[-1]) + 1)
+    if not counts.any():
+        raise DataError(f"{path}: the file holds no images; {fix}")
+    wrong = np.flatnonzero((counts != width * width) & (counts != 0))  # blank lines are skipped
+    if len(wrong):
+        raise DataError(f"{path}: line {int(wrong[0]) + 1} holds {int(counts[wrong[0]])} values, "
+                        f"not {width * width}; {fix}")
+    values = raw[digit] - ord("0")  # (N * 784,) of 0 / 1
+    return torch.from_numpy(values.reshape(-1, 1, width, width).copy())  # (N, 1, 28, 28)
+
+
+def _find_static_mnist(root: pathlib.Path, name: str, download: bool) -> pathlib.Path:
+    """The .amat file ``name`` in ``root`` or ``root/binarized_mnist``, downloaded there
+    with ``download``; DataError naming the file and its URL otherwise."""
+    candidates = [root / name, root / _STATIC_MNIST_FOLDER / name]
+    found = next((path for path in candidates if path.is_file()), None)
+    if found is not None:
+        return found
+    why = "download=False"
+    if download:
+        from torchvision.datasets.utils import download_url
+
+        folder = root / _STATIC_MNIST_FOLDER
+        reason = _try_download(lambda: download_url(f"{STATIC_MNIST_URL}/{name}", str(folder), name), folder)
+        if reason is None and (folder / name).is_file():
+            return folder / name
+        why = f"the download failed ({reason or 'no file after download'})"
+    raise DataError(
+        f"binarized_mnist_static: no {name} under {root} and {why}; put {name} from "
+        f"{STATIC_MNIST_URL}/{name} into {root}"
+    )
+
+
+def binarized_mnist_static(root: str, split: str, *, download: bool = True) -> TensorImages:
+    """MNIST with the standard fixed binarization (Larochelle & Murray, 2011), the data of
+    Pixel RNN's table 4: items ``(uint8 (1, 28, 28) of 0/1, 0)``.
+
+    Splits: ``"train"`` (50 000), ``"val"`` (10 000, the ``valid`` file: the validation
+    split, not cut from train) and ``"test"`` (10 000), read from
+    ``binarized_mnist_{train,valid,test}.amat`` in ``root`` or ``root/binarized_mnist``
+    (downloaded from :data:`STATIC_MNIST_URL` there). The files have no labels: every
+    label is 0. The values are 0/1: train it with ``n_levels = 2``.
+    """
+    if split not in STATIC_MNIST_FILES:
+        raise DataError(f"binarized_mnist_static: split must be 'train', 'val' or 'test', got {split!r}")
+    path = _find_static_mnist(pathlib.Path(root), STATIC_MNIST_FILES[split], download)
+    images = read_amat(path)
+    return TensorImages(images, [0] * len(images), n_classes=1)
+
+
+# --------------------------------------------------------------------------- downsampled ImageNet
+
+# The downsampled ImageNet release of Chrabaszcz, Loshchilov and Hutter (2017, "A Downsampled
+# Variant of ImageNet as an Alternative to the CIFAR datasets"), from image-net.org (an
+# account is required, so nothing is downloaded here). Each .npz holds "data", uint8
+# (N, 3 * s * s): the 1024 (or 4096) red values, then green, then blue, each plane row-major,
+# as CIFAR-10; and "labels", 1..1000 (stored here as 0..999). Training: 1 281 167 images in
+# train_data_batch_1.npz ... train_data_batch_10.npz; validation: 50 000 in val_data.npz.
+IMAGENET_TRAIN_FILES = tuple(f"train_data_batch_{k}.npz" for k in range(1, 11))
+IMAGENET_VAL_FILE = "val_data.npz"
+IMAGENET_SOURCE = "image-net.org, Download, 'Downsampled ImageNet' (an image-net.org account is required)"
+
+
+def _npy_in_npz(path: pathlib.Path, key: str) -> tuple[tuple[int, ...], np.dtype, int | None]:
+    """Shape and dtype of array ``key`` of an .npz file, and the byte offset of its values
+    in the file when the member is stored uncompressed (``np.savez``), else None; the
+    values themselves are not read."""
+    with zipfile.ZipFile(path) as archive, archive.open(f"{key}.npy") as member:
+        version = np.lib.format.read_magic(member)
+        header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, fortran_order, dtype = header(member)
+        header_bytes = member.tell()
+        info = archive.getinfo(f"{key}.npy")
+    if fortran_order or info.compress_type != zipfile.ZIP_STORED:
+        return shape, dtype, None
+    with open(path, "rb") as handle:  # the local file header: 30 bytes, the name, an extra field
+        handle.seek(info.header_offset + 26)
+        name_bytes, extra_bytes = struct.unpack("<HH", handle.read(4))
+    return shape, dtype, info.header_offset + 30 + name_bytes + extra_bytes + header_bytes
+
+
+class DownsampledImageNet(Dataset):
+    """Downsampled ImageNet read from its .npz batch files on access, not at construction.
+
+    Construction reads each file's header and labels only. The images are memory-mapped
+    from files whose arrays are stored uncompressed (``np.savez``), so only the pages an
+    item touches are read; a compressed file (``np.savez_compressed``) is decompressed whole
+    on its first access and kept. Items: ``(uint8 (3, s, s), label 0..999)``.
+    """
+
+    def __init__(self, files: Sequence[pathlib.Path], size: int, dataset_name: str):
+        self.files, self.size, self.shape, self.n_classes = list(files), size, (3, size, size), 1000
+        self._layout = [_checked_imagenet_file(path, size, dataset_name) for path in self.files]
+        labels = [self._labels(path, n) for path, (n, _) in zip(self.files, self._layout)]
+        self.offsets = np.cumsum([0] + [len(batch) for batch in labels])  # first item of each file
+        self.targets = np.concatenate(labels).astype(np.int64) - 1  # (N,) 0..999
+        self._arrays: list[np.ndarray | None] = [None] * len(self.files)
+
+    def _labels(self, path: pathlib.Path, n: int) -> np.ndarray:
+        fix = f"replace it with the original from {IMAGENET_SOURCE}"
+        try:
+            with np.load(path) as archive:
+                labels = np.asarray(archive["labels"]).reshape(-1)
+        except Exception as exc:  # a missing key, pickled objects, a damaged member
+            raise DataError(f"{path}: cannot read its 'labels' ({_one_line(exc)}); {fix}") from None
+        if len(labels) != n or labels.dtype.kind not in "iu" or (n and (labels.min() < 1 or labels.max() > 1000)):
+            raise DataError(f"{path}: 'labels' must be {n} integers 1..1000, got {labels.dtype} "
+                            f"{labels.shape} in {labels.min() if n else '-'}..{labels.max() if n else '-'}; {fix}")
+        return labels
+
+    def _array(self, k: int) -> np.ndarray:
+        if self._arrays[k] is None:
+            n, offset = self._layout[k]
+            if offset is not None:
+                row = 3 * self.size * self.size
+                self._arrays[k] = np.memmap(self.files[k], np.uint8, "r", offset=offset, shape=(n, row))
+            else:
+                with np.load(self.files[k]) as archive:
+                    self._arrays[k] = archive["data"]  # (n, 3 s s), decompressed once
+        return self._arrays[k]
+
+    def __getstate__(self) -> dict[str, Any]:  # DataLoader workers map the files again
+        return {**self.__dict__, "_arrays": [None] * len(self.files)}
+
+    def __len__(self) -> int:
+        return int(self.offsets[-1])
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        if not 0 <= index < len(self):
+            raise IndexError(f"index {index} out of range for {len(self)} images")
+        k = int(np.searchsorted(self.offsets, index, side="right")) - 1
+        row = np.array(self._array(k)[index - self.offsets[k]])  # (3 s s,): a copy, off the map
+        return torch.from_numpy(row.reshape(3, self.size, self.size)), int(self.targets[index])  # (3, s, s)
+
+
+def _checked_imagenet_file(path: pathlib.Path, size: int, dataset_name: str) -> tuple[int, int | None]:
+    """``(number of images, offset of the memory-mappable values or None)``; DataError
+    for a file that is not a downsampled-ImageNet batch of this size."""
+    fix = f"replace it with the original from {IMAGENET_SOURCE}"
+    try:
+        shape, dtype, offset = _npy_in_npz(path, "data")
+    except Exception as exc:  # not a zip, no data.npy, a damaged header
+        raise DataError(f"{path}: not a downsampled-ImageNet .npz with a 'data' array ({_one_line(exc)}); "
+                        f"{fix}") from None
+    found = int(round(math.sqrt(shape[1] // 3))) if len(shape) == 2 else 0
+    if dtype != np.uint8 or len(shape) != 2 or 3 * found * found != shape[1]:
+        raise DataError(f"{path}: 'data' is {dtype} {shape}, not uint8 (N, 3 * s * s); {fix}")
+    if found != size:
+        raise DataError(f"{path}: holds {found}x{found} images, but {dataset_name} is {size}x{size}; "
+                        f"use imagenet{found}, or put the {size}x{size} files there")
+    return shape[0], offset
+
+
+def _find_imagenet_files(root: pathlib.Path, names: Sequence[str], size: int) -> tuple[list[pathlib.Path], list[str]]:
+    """``(found, missing)``: each of ``names`` from ``root`` or from a folder under it whose
+    name holds the size (``Imagenet32_train_npz/``, ``imagenet64/``), and the names of none."""
+    folders = [root, *sorted(p for p in root.iterdir() if p.is_dir() and str(size) in p.name)] if root.is_dir() else []
+    found = {name: next((f / name for f in folders if (f / name).is_file()), None) for name in names}
+    return [path for path in found.values() if path is not None], [n for n, path in found.items() if path is None]
+
+
+def _downsampled_imagenet(size: int, root: str, split: str) -> DownsampledImageNet:
+    name = f"imagenet{size}"
+    if split not in SPLITS:
+        raise DataError(f"{name}: split must be 'train' or 'test' (the official validation files), got {split!r}")
+    names = IMAGENET_TRAIN_FILES if split == "train" else (IMAGENET_VAL_FILE,)
+    root_path = pathlib.Path(root)
+    files, missing = _find_imagenet_files(root_path, names, size)
+    if missing:
+        listed = ", ".join(missing) if len(missing) < 4 else f"{missing[0]} ... {missing[-1]} ({len(missing)} files)"
+        raise DataError(
+            f"{name}: no {listed} under {root_path}; put the {size}x{size} .npz files from {IMAGENET_SOURCE} "
+            f"into {root_path} (nothing is downloaded: the files need an account)"
+        )
+    return DownsampledImageNet(files, size, name)
+
+
+def imagenet32(root: str, split: str, *, download: bool = True) -> DownsampledImageNet:
+    """Downsampled ImageNet 32x32 (Chrabaszcz et al. 2017): 1 281 167 train / 50 000 test
+    images, items ``(uint8 (3, 32, 32) in R, G, B order, label 0..999)``.
+
+    ``"test"`` is the official validation file ``val_data.npz`` (ImageNet's test labels
+    are not public; Pixel RNN, section 5.7, reports its ImageNet figures on it too). The
+    files are read lazily (see :class:`DownsampledImageNet`). ``download`` is accepted
+    and ignored: the files need an image-net.org account.
+    """
+    return _downsampled_imagenet(32, root, split)
+
+
+def imagenet64(root: str, split: str, *, download: bool = True) -> DownsampledImageNet:
+    """Downsampled ImageNet 64x64: as :func:`imagenet32`, with 64x64 images."""
+    return _downsampled_imagenet(64, root, split)
 
 
 # --------------------------------------------------------------------------- image folders
@@ -569,6 +824,17 @@ def pixelgen_datasets() -> list[DatasetSpec]:
         ),
         DatasetSpec(
             "fashion_mnist", fashion_mnist, "Fashion-MNIST: 28x28 grey clothing, 60k train / 10k test"
+        ),
+        DatasetSpec(
+            "binarized_mnist_static", binarized_mnist_static,
+            "MNIST, fixed binarization (Larochelle & Murray), values 0/1: 50k train / 10k val / 10k test",
+            splits=("train", "val", "test"),
+        ),
+        DatasetSpec(
+            "imagenet32", imagenet32, "Downsampled ImageNet 32x32 (npz release): 1.28M train / 50k val as test"
+        ),
+        DatasetSpec(
+            "imagenet64", imagenet64, "Downsampled ImageNet 64x64 (npz release): 1.28M train / 50k val as test"
         ),
         DatasetSpec(
             "image_folder", image_folder, "PNG/JPEG files under root, class per subfolder, 10% test"

@@ -17,7 +17,7 @@ import torch
 
 from pixelgen import checkpoint as ckpt_io
 from pixelgen.archive import RunArchive
-from pixelgen.blocks import n_classes_of
+from pixelgen.blocks import n_classes_of, n_levels_of
 from pixelgen.data import stack_split
 from pixelgen.errors import CheckpointError, PixelgenError, RecipeError
 from pixelgen.files import RunLock
@@ -25,12 +25,12 @@ from pixelgen.inference import (
     archived_batch, check_image_path, evaluate, read_image, sample_to_archive, save_grid, set_threads,
 )
 from pixelgen.recipe import SCORE_METRICS, RunSpec, recipe_from_dict
-from pixelgen.sampling import SamplingError, _channels_of, sample_batched
+from pixelgen.sampling import SamplingError, _channels_of, sample_batched, sampler_used
 from pixelgen.scoring import (
     ScoreError, feature_space, histogram_samples, official_splits, reference_images, score_images,
 )
-from pixelgen.train import load_data, make_fabric
 from pixelgen.trainer import Report, final_checkpoint, silent
+from pixelgen.training import load_data, make_fabric
 
 
 def evaluate_checkpoint(
@@ -132,12 +132,13 @@ def sample_checkpoint(
     """
     checkpoint = Path(checkpoint)
     state = ckpt_io.load_checkpoint(checkpoint)
+    set_threads(_recorded_threads(state))
     model = ckpt_io.model_from_checkpoint(state, weights).to(_device(device))
     if archive is True:
         archive = archive_of(checkpoint, state)  # refused before anything slow
     if png not in (True, False):
         png = check_image_path(png)
-    prefix, height, width = _completion(complete, rows, size, n, _channels_of(model))
+    prefix, height, width = _completion(complete, rows, size, n, _channels_of(model), n_levels_of(model))
     if prefix is None:
         height, width = size or _image_size_of_run(state)
     if seed is None:
@@ -146,7 +147,8 @@ def sample_checkpoint(
         batch_size=batch_size, temperature=temperature, top_p=top_p, seed=seed, sampler=sampler,
         labels=_labels(model, n, label), prefix=prefix, progress=progress,
     )
-    result: dict[str, Any] = {"seed": seed, "archive": None, "key": None, "png": None}
+    result: dict[str, Any] = {"seed": seed, "archive": None, "key": None, "png": None,
+                              "sampler": sampler_used(model, sampler)}
     start = time.perf_counter()
     if archive is not False:
         result["archive"] = Path(archive)
@@ -161,9 +163,17 @@ def sample_checkpoint(
     result["seconds_per_image"] = (time.perf_counter() - start) / n
     if png is not False:
         default = f"samples-{result['key']}.png" if result["key"] is not None else "samples.png"
-        result["png"] = save_grid(images, checkpoint.parent / default if png is True else png)
+        result["png"] = save_grid(images, checkpoint.parent / default if png is True else png, n_levels_of(model))
     result["images"] = images
     return result
+
+
+def _recorded_threads(state: dict[str, Any]) -> int | None:
+    """``train.threads`` of the checkpoint's recipe; None where it is unset (or unreadable)."""
+    recipe = state.get("recipe")
+    train = recipe.get("train") if isinstance(recipe, dict) else None
+    threads = train.get("threads") if isinstance(train, dict) else None
+    return threads if isinstance(threads, int) and not isinstance(threads, bool) and threads > 0 else None
 
 
 def _device(name: str | None) -> torch.device:
@@ -195,14 +205,16 @@ def archive_of(checkpoint: Path, state: dict[str, Any]) -> Path:
 
 
 def _completion(
-    complete: str | os.PathLike | None, rows: int | None, size: tuple[int, int] | None, n: int, channels: int
+    complete: str | os.PathLike | None, rows: int | None, size: tuple[int, int] | None, n: int, channels: int,
+    n_levels: int,
 ) -> tuple[torch.Tensor | None, int | None, int | None]:
-    """The kept top rows ``(n, C, rows, W)`` of the image to complete, and the sample size."""
+    """The kept top rows ``(n, C, rows, W)`` of the image to complete (in the model's
+    levels), and the sample size."""
     if (complete is None) != (rows is None):
         raise SamplingError("completion needs both the image and the number of rows to keep (--complete, --rows)")
     if complete is None:
         return None, None, None
-    image = read_image(complete, channels)  # (C, H, W)
+    image = read_image(complete, channels, n_levels)  # (C, H, W)
     height, width = size or image.shape[1:]
     if image.shape[2] != width or not 0 < rows <= min(height, image.shape[1]):
         raise SamplingError(

@@ -7,8 +7,14 @@
     sample_to_archive(model, archive, n, H, W)      pixelgen.sample in batches, appended to
                                                     a run archive with its settings
     archived_batch(archive, n, **attributes)        such a batch drawn before, if any
-    save_grid(images, path)                         a PNG grid, upscaled for small images
-    read_image(path, channels)                      an image file as uint8 (C, H, W)
+    save_grid(images, path, n_levels)               a PNG grid, upscaled for small images
+    read_image(path, channels, n_levels)            an image file as uint8 (C, H, W)
+    to_display / from_display                       a model's levels <-> 0..255 pixel values
+
+A model predicts ``n_levels`` values per sub-pixel (256, or 2 for binary data). Images are
+stored in archives as those values (a binary model's samples are 0/1); image files hold
+0..255, so PNGs written here map level ``k`` to ``round(255 k / (n_levels - 1))`` (0/1 to
+0/255) and images read for completion are mapped back to the nearest level.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -27,9 +34,10 @@ from PIL import Image, UnidentifiedImageError
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, Subset
 from torchvision.utils import make_grid
+from tqdm import tqdm
 
 from pixelgen.archive import RunArchive
-from pixelgen.blocks import call_model, n_classes_of
+from pixelgen.blocks import N_LEVELS, call_model, n_classes_of, n_levels_of
 from pixelgen.errors import DataError
 from pixelgen.files import atomic_writer
 from pixelgen.metrics import nats_to_bits_per_dim, nll_nats
@@ -44,6 +52,12 @@ def bare_module(model: nn.Module) -> nn.Module:
     while isinstance(model, _FabricModule) or hasattr(model, "_orig_mod"):
         model = model.module if isinstance(model, _FabricModule) else model._orig_mod
     return model
+
+
+def progress_bar_enabled() -> bool:
+    """Progress bars on stderr: only on a terminal, and not with ``PIXELGEN_PROGRESS=0``
+    (elsewhere the epoch lines are the plain progress)."""
+    return os.environ.get("PIXELGEN_PROGRESS", "1") != "0" and sys.stderr.isatty()
 
 
 def set_threads(threads: int | None) -> int:
@@ -112,9 +126,10 @@ def _summed_nll(net: nn.Module, loader: DataLoader, channels: int, device: Any, 
         # The bare module, not a DDP wrapper: shards may differ by one batch, and DDP's
         # forward would wait for a partner that has finished.
         with torch.no_grad(), autocast:
-            for x, labels in loader:
+            for x, labels in tqdm(loader, desc="evaluating", unit="batch", file=sys.stderr, leave=False,
+                                  disable=not progress_bar_enabled()):
                 x, labels = x.to(device), labels.to(device)
-                logits = call_model(net, x, labels if conditional else None)  # (B, 256, C, H, W)
+                logits = call_model(net, x, labels if conditional else None)  # (B, n_levels, C, H, W)
                 for c in range(channels):
                     totals[c] += nll_nats(logits[:, :, c : c + 1], x[:, c : c + 1]).double().sum()
                 totals[-1] += len(x)
@@ -146,7 +161,8 @@ def sample_to_archive(
 
     The batch is stored (see :meth:`pixelgen.archive.RunArchive.append_samples`) with the
     sampling settings (``sampler``: the one that ran, see
-    :func:`~pixelgen.sampling.sampler_used`), ``seconds_per_image`` (wall clock) and
+    :func:`~pixelgen.sampling.sampler_used`), ``n_levels`` (the images' values are
+    0..n_levels-1), ``seconds_per_image`` (wall clock) and
     ``attributes`` (the caller's ``model``, ``checkpoint``, ``recipe``, ...); ``labels``
     and the number of given ``prefix_rows`` too where used. ``seed=None`` draws a random
     seed and records it.
@@ -165,6 +181,7 @@ def sample_to_archive(
     settings = dict(
         temperature=temperature, top_p=top_p, seed=seed, sampler=sampler_used(model, sampler),
         batch_size=batch_size, seconds_per_image=(time.perf_counter() - start) / n,
+        n_levels=n_levels_of(model),  # the images hold values 0..n_levels-1
     )
     if labels is not None:
         settings["labels"] = torch.as_tensor(labels).expand(n).tolist()
@@ -192,9 +209,25 @@ def _same(stored: Any, wanted: Any) -> bool:
     return stored == wanted
 
 
-def read_image(path: str | os.PathLike, channels: int) -> Tensor:
+def to_display(images: Tensor, n_levels: int = N_LEVELS) -> Tensor:
+    """A model's values 0..n_levels-1 as uint8 pixel values 0..255 (0/1 -> 0/255; 256
+    levels unchanged)."""
+    if n_levels == N_LEVELS:
+        return images
+    return (images.float() * (255 / (n_levels - 1))).round().to(torch.uint8)
+
+
+def from_display(images: Tensor, n_levels: int = N_LEVELS) -> Tensor:
+    """Pixel values 0..255 as the nearest of a model's levels 0..n_levels-1 (0..127 -> 0,
+    128..255 -> 1 for two levels; 256 levels unchanged)."""
+    if n_levels == N_LEVELS:
+        return images
+    return torch.floor(images.float() * ((n_levels - 1) / 255) + 0.5).to(torch.uint8)
+
+
+def read_image(path: str | os.PathLike, channels: int, n_levels: int = N_LEVELS) -> Tensor:
     """An image file (PNG, JPEG) as uint8 ``(C, H, W)``, converted to grey (``C = 1``) or
-    RGB (``C = 3``)."""
+    RGB (``C = 3``) and to a model's ``n_levels`` (see :func:`from_display`)."""
     modes = {1: "L", 3: "RGB"}
     if channels not in modes:
         raise SamplingError(f"completion needs a grey or RGB model, this one has {channels} colours")
@@ -203,7 +236,8 @@ def read_image(path: str | os.PathLike, channels: int) -> Tensor:
             pixels = np.asarray(image.convert(modes[channels]), dtype=np.uint8)  # (H, W[, C])
     except (OSError, UnidentifiedImageError) as exc:
         raise SamplingError(f"{path}: cannot read the image to complete: {exc}") from None
-    return torch.from_numpy(pixels.reshape(*pixels.shape[:2], channels).copy()).permute(2, 0, 1)  # (C, H, W)
+    image = torch.from_numpy(pixels.reshape(*pixels.shape[:2], channels).copy()).permute(2, 0, 1)  # (C, H, W)
+    return from_display(image, n_levels)
 
 
 def check_image_path(path: str | os.PathLike) -> Path:
@@ -216,13 +250,16 @@ def check_image_path(path: str | os.PathLike) -> Path:
     return path
 
 
-def save_grid(images: Tensor, path: str | os.PathLike) -> Path:
-    """Write uint8 images ``(n, C, H, W)`` as one PNG grid, about square, atomically.
+def save_grid(images: Tensor, path: str | os.PathLike, n_levels: int = N_LEVELS) -> Path:
+    """Write uint8 images ``(n, C, H, W)`` of values 0..n_levels-1 as one PNG grid, about
+    square, atomically; the values are mapped to 0..255 (:func:`to_display`: a binary
+    model's 0/1 become black and white).
 
     Small images are upscaled by a whole factor (nearest neighbour) so that each is at
     least :data:`MIN_GRID_IMAGE_PX` pixels wide; grey stays grey.
     """
     path = check_image_path(path)
+    images = to_display(images, n_levels)
     scale = max(1, math.ceil(MIN_GRID_IMAGE_PX / images.shape[-1]))
     big = images.repeat_interleave(scale, dim=-2).repeat_interleave(scale, dim=-1)  # (n, C, sH, sW)
     grid = make_grid(big, nrow=math.ceil(math.sqrt(len(images))), padding=scale, pad_value=255)  # (3, H', W')

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
-N_LEVELS = 256  # discrete sub-pixel values 0..255
+N_LEVELS = 256  # default discrete sub-pixel values 0..255; a model's ``n_levels`` may be fewer
 
 
 def colour_groups(channels: int, colours: int, stacks: int = 1) -> Tensor:
@@ -217,27 +217,32 @@ class ClassBias(nn.Module):
 
 
 class OutputHead(nn.Module):
-    """ReLU, 1x1 mask-B conv, ReLU, 1x1 mask-B conv to a 256-way softmax per colour.
+    """ReLU, 1x1 mask-B conv, ReLU, 1x1 mask-B conv to an ``n_levels``-way softmax per colour.
 
-    Input ``(B, in_channels, H, W)``; output logits ``(B, 256, C, H, W)``.
+    ``n_levels`` is 256 for 8-bit images; 2 gives the paper's binary output for binarized
+    MNIST (Pixel RNN, section 4: a sigmoid, here the equivalent two-way softmax).
+    Input ``(B, in_channels, H, W)``; output logits ``(B, n_levels, C, H, W)``.
     """
 
-    def __init__(self, in_channels: int, head_channels: int, colours: int) -> None:
+    def __init__(self, in_channels: int, head_channels: int, colours: int, n_levels: int = N_LEVELS) -> None:
         super().__init__()
         self.colours = colours
+        self.n_levels = n_levels
         self.hidden = MaskedConv2d(in_channels, head_channels, 1, "B", colours)
-        self.logits = MaskedConv2d(head_channels, N_LEVELS * colours, 1, "B", colours)
+        self.logits = MaskedConv2d(head_channels, n_levels * colours, 1, "B", colours)
 
     def forward(self, x: Tensor) -> Tensor:
-        x = self.logits(F.relu(self.hidden(F.relu(x))))  # (B, C*256, H, W), colour-major
-        return rearrange(x, "b (c v) h w -> b v c h w", c=self.colours)  # (B, 256, C, H, W)
+        x = self.logits(F.relu(self.hidden(F.relu(x))))  # (B, C*n_levels, H, W), colour-major
+        return rearrange(x, "b (c v) h w -> b v c h w", c=self.colours)  # (B, n_levels, C, H, W)
 
 
-def scale_input(x: Tensor, like: Tensor) -> Tensor:
-    """Map sub-pixel values 0..255 to [-1, 1] in ``like``'s dtype.
+def scale_input(x: Tensor, like: Tensor, n_levels: int = N_LEVELS) -> Tensor:
+    """Map sub-pixel values 0..n_levels-1 to [-1, 1] in ``like``'s dtype (0..255 by default,
+    0/1 for a binary model).
 
     ``x`` may be an integer tensor (the usual case) or a float tensor of values in
-    [0, 255], which lets :func:`pixelgen.testing.check_causality` differentiate through it.
+    [0, n_levels - 1], which lets :func:`pixelgen.testing.check_causality` differentiate
+    through it.
     """
     dtype = x.dtype if x.is_floating_point() else like.dtype
-    return x.to(dtype) / 127.5 - 1.0
+    return x.to(dtype) / ((n_levels - 1) / 2) - 1.0  # 256 levels: / 127.5, as always

@@ -33,6 +33,7 @@ import torch
 from torch import nn
 
 from pixelgen import analysis
+from pixelgen.blocks import n_levels_of
 from pixelgen import checkpoint as ckpt_io
 from pixelgen.archive import RunArchive
 from pixelgen.data import HorizontalFlip
@@ -40,7 +41,7 @@ from pixelgen.errors import PixelgenError
 from pixelgen.recipe import Recipe, RunSpec, recipe_from_dict
 from pixelgen.registry import create_model, get_model_spec
 from pixelgen.sampling import sample, sampler_used
-from pixelgen.train import load_data
+from pixelgen.training import load_data
 from pixelgen.trainer import Report, final_checkpoint, silent
 
 
@@ -216,7 +217,7 @@ def paper_figure(model: str, dataset: str) -> float | None:
 
 
 def load_run_data(record: RunRecord, report: Report = silent) -> dict[str, Any] | None:
-    """The run's splits (``pixelgen.train.load_data``), or None (with a note) when its data
+    """The run's splits (``pixelgen.training.load_data``), or None (with a note) when its data
     cannot be found here."""
     try:
         return load_data(record.run)
@@ -500,7 +501,8 @@ def _gradient_flow(
         batch, labels = stack_images(data["train"], options.gradient_batch)
     elif random_images_without_data:
         generator = torch.Generator().manual_seed(0)
-        batch = torch.randint(0, 256, (options.gradient_batch, *shape), generator=generator, dtype=torch.uint8).numpy()
+        levels = n_levels_of(model)  # random images in the model's own value range
+        batch = torch.randint(0, levels, (options.gradient_batch, *shape), generator=generator, dtype=torch.uint8).numpy()
         labels = torch.zeros(options.gradient_batch, dtype=torch.long)
     else:
         return None

@@ -1,7 +1,8 @@
 """Negative log-likelihood in nats per image and bits per dimension: defined once, here.
 
-The images are the discrete 0..255 values as stored, never re-quantised; the dimensions
-are the sub-pixels, C * H * W per image.
+The images are the discrete values as stored (0..255, or 0/1 for a binary model's data),
+never re-quantised; the dimensions are the sub-pixels, C * H * W per image, whatever the
+number of levels: a two-level model that predicts 1/2 everywhere scores exactly 1 bit/dim.
 """
 
 from __future__ import annotations
@@ -16,8 +17,8 @@ def nll_nats(logits: Tensor, x: Tensor) -> Tensor:
     """Negative log-likelihood of each image in nats.
 
     Args:
-        logits: ``(B, 256, C, H, W)``.
-        x: integer images ``(B, C, H, W)`` with values 0..255.
+        logits: ``(B, n_levels, C, H, W)``.
+        x: integer images ``(B, C, H, W)`` with values 0..n_levels-1.
 
     Returns:
         float tensor ``(B,)``.

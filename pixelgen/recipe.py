@@ -54,6 +54,7 @@ from attrs.validators import (
 from pixelgen import registry
 from pixelgen.errors import RecipeError
 from pixelgen.files import atomic_write_text
+from pixelgen.sampling import MIN_TEMPERATURE
 
 __all__ = [
     "DataSection", "EvalSection", "FrozenTable", "ModelSection", "OptimizerSection",
@@ -489,10 +490,11 @@ class EvalSection:
 class SampleSection:
     """``[sample]``: images generated at the end of a run."""
 
-    n: int = _field("Number of samples generated at the end of the run (0: none).", 0,
-                    check=NON_NEGATIVE)
-    temperature: float = _field("Softmax temperature; below 1 sharpens.", 1.0,
-                                check=POSITIVE)
+    n: int = _field("Number of samples generated at the end of the run, stored in the archive "
+                    "and drawn as samples.png beside it (0: none).", 16, check=NON_NEGATIVE)
+    temperature: float = _field("Softmax temperature; below 1 sharpens (at least 1e-6: below it the "
+                                "logits overflow).", 1.0,
+                                check=_Check((ge(MIN_TEMPERATURE),), "{a} {noun} of at least 1e-06", ">= 1e-6"))
     top_p: float = _field(
         "Nucleus sampling: keep the smallest set of intensities with this total "
         "probability; 1 samples from the full distribution.", 1.0,
@@ -502,6 +504,9 @@ class SampleSection:
         "\"fast\" uses each model's cached one-step sampler; \"reference\" recomputes the "
         "whole image per sub-pixel (slow, for checking).", "fast")
     batch_size: int = _field("Samples generated per batch.", 16, check=POSITIVE)
+    tensorboard_n: int = _field(
+        "Samples drawn after every epoch and logged to TensorBoard as one grid (0: none).", 4,
+        check=NON_NEGATIVE)
 
 
 #: The sample-quality metrics ``[score]`` and ``pixelgen score`` compute (see pixelgen.scoring).

@@ -59,11 +59,16 @@ class DatasetSpec:
         factory: callable ``factory(root, split, **options)`` returning a map-style
             dataset of ``(uint8 tensor (C, H, W), int label)`` pairs.
         description: one line shown by ``pixelgen plugins``.
+        splits: the official splits the factory answers: ``("train", "test")``, plus
+            ``"val"`` for a data set that ships its own validation split (binarized MNIST's
+            ``valid`` file), which :func:`pixelgen.data.load_splits` then uses instead of
+            cutting one from ``"train"``.
     """
 
     name: str
     factory: Callable[..., Any]
     description: str = ""
+    splits: tuple[str, ...] = ("train", "test")
 
     def options(self) -> dict[str, Any]:
         """Keyword options of the factory with their defaults (root and split excluded)."""
@@ -164,6 +169,7 @@ def _checked_specs(result: Any, spec_type: type, kind: str) -> list[Any]:
             _check_hyperparameters(spec)
         else:
             spec.options()  # the data-set factory's signature must be readable
+            _check_splits(spec)
     return list(result)
 
 
@@ -175,6 +181,15 @@ def _check_hyperparameters(spec: ModelSpec) -> None:
         raise TypeError(
             f"model {spec.name!r}: hyperparameters must map names to "
             f"pixelgen.blocks.Hyperparameter(default, help)"
+        )
+
+
+def _check_splits(spec: DatasetSpec) -> None:
+    splits = spec.splits
+    if not (isinstance(splits, tuple) and {"train", "test"} <= set(splits) <= {"train", "val", "test"}):
+        raise TypeError(
+            f"data set {spec.name!r}: splits must be a tuple of 'train', 'test' and optionally 'val', "
+            f"got {splits!r}"
         )
 
 

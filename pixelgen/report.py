@@ -8,7 +8,7 @@
     compare_recipe(recipe, out)   the same for every run of a multi-run recipe
     analyse(checkpoint, out)      one model: receptive field, gradient flow, scaling
 
-What a run folder holds (written by :mod:`pixelgen.train`): ``best.ckpt`` and
+What a run folder holds (written by :mod:`pixelgen.training`): ``best.ckpt`` and
 ``last.ckpt`` (:mod:`pixelgen.checkpoint`: the model, its hyperparameters and the
 resolved recipe) and the run archive (:mod:`pixelgen.archive`: per-epoch metrics, the
 final evaluation, sample batches). :mod:`pixelgen.measure` reads and measures each run
@@ -38,6 +38,7 @@ import torch
 from pixelgen import analysis
 from pixelgen.errors import PixelgenError
 from pixelgen.files import atomic_write_json
+from pixelgen.inference import to_display
 from pixelgen.measure import (
     CompareOptions,
     ReportError,
@@ -164,7 +165,9 @@ def comparison_figures(
         figures["scores"] = scores_figure(rows, out_dir / "scores.png").name
     grids = {n: m.samples for n, m in measured.items() if m.samples is not None}
     if grids:
-        figures["samples"] = sample_grid_figure(grids, out_dir / "samples.png").name
+        levels = {r.name: r.model_config["hyperparameters"].get("n_levels", 256) for r in records}
+        shown = {n: to_display(torch.from_numpy(np.asarray(g)), levels[n]).numpy() for n, g in grids.items()}
+        figures["samples"] = sample_grid_figure(shown, out_dir / "samples.png").name
         comparable = {n: g for n, g in grids.items() if test_images is not None and g.shape[1:] == test_images.shape[1:]}
         if comparable:
             figures["histograms"] = analysis.histogram_figure(comparable, test_images, out_dir / "histograms.png").name
@@ -367,7 +370,7 @@ def _table_footnotes(c: Mapping[str, Any]) -> Block:
         f"per sub-pixel) generated only the last {rows_timed} row(s) "
         "of each image and its time was scaled to the whole image; the fast sampler was timed "
         "on whole images; both are medians of a few timings. Sequential steps: steps one layer takes one after another "
-        "(1 for PixelCNN, H for the Row LSTM, W + H - 1 for the Diagonal BiLSTM)."))
+        "(each model's own sequential_steps: 1 for a convolution, the length of the scan for a recurrence)."))
 
 
 def _timing_note(c: Mapping[str, Any]) -> Block:

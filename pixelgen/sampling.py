@@ -1,12 +1,15 @@
 """Sampling: one loop for every model, sub-pixel by sub-pixel (Pixel RNN, section 2).
 
-An image is generated in the order the models factorise it: rows top to bottom, pixels
-left to right, and inside a pixel R -> G -> B. Each sub-pixel is drawn from its 256-way
-softmax (temperature, optional nucleus truncation), never taken by argmax::
+An image is generated in the order the model factorises it: rows top to bottom, pixels
+left to right, and inside a pixel R -> G -> B, unless the model's ``generation_order``
+says otherwise (a multi-scale model generates its subsampled image first; see
+:func:`pixelgen.blocks.generation_order_of`). Each sub-pixel is drawn from its
+``n_levels``-way softmax (256 values for 8-bit images, 2 for binary ones; temperature,
+optional nucleus truncation), never taken by argmax::
 
-    for i in rows, for j in columns:
+    for (i, j) in pixels, in the model's order (raster by default):
         for c in colours:
-            logits = state.logits(x, i, j)[:, :, c]     (n, 256), given x up to (i, j, c-1)
+            logits = state.logits(x, i, j)[:, :, c]     (n, n_levels), given x up to (i, j, c-1)
             x[:, c, i, j] = draw(logits)
 
 What differs between models is only how ``state.logits`` is computed. A model offers a
@@ -35,7 +38,7 @@ import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from pixelgen.blocks import N_LEVELS, ReferenceState, SamplingState, n_classes_of
+from pixelgen.blocks import ReferenceState, SamplingState, generation_order_of, n_classes_of, n_levels_of
 from pixelgen.errors import PixelgenError
 
 SAMPLERS = ("fast", "reference")
@@ -66,29 +69,30 @@ def sampler_used(model: nn.Module, sampler: str) -> str:
 
 
 def draw(logits: Tensor, temperature: float, top_p: float, generator: torch.Generator) -> Tensor:
-    """One value per row of ``logits`` ``(n, 256)``, drawn from ``softmax(logits / temperature)``.
+    """One value per row of ``logits`` ``(n, V)``, drawn from ``softmax(logits / temperature)``.
 
     With ``top_p < 1`` only the nucleus is kept: the smallest set of values, most likely
     first, whose probability reaches ``top_p`` (Holtzman et al. 2020). The draw is by
-    inverse CDF over the values in their natural order 0..255, from one uniform per row,
-    so that logits that differ only by rounding give the same value almost surely.
+    inverse CDF over the values in their natural order 0..V-1, from one uniform per row,
+    so that logits that differ only by rounding give the same value almost surely. ``V``
+    is the model's number of levels (256, or 2 for a binary model).
 
     Returns:
         long tensor ``(n,)``.
     """
     work_dtype = torch.float64 if logits.device.type != "mps" else torch.float32
-    probs = torch.softmax(logits.to(work_dtype) / temperature, dim=-1)  # (n, 256)
+    probs = torch.softmax(logits.to(work_dtype) / temperature, dim=-1)  # (n, V)
     if top_p < 1.0:
         sorted_probs, order = probs.sort(dim=-1, descending=True)
-        mass_before = sorted_probs.cumsum(dim=-1) - sorted_probs  # (n, 256)
+        mass_before = sorted_probs.cumsum(dim=-1) - sorted_probs  # (n, V)
         keep_sorted = mass_before < top_p  # always keeps the most likely value
         keep = torch.zeros_like(keep_sorted).scatter_(-1, order, keep_sorted)
         probs = probs * keep
-    cdf = probs.cumsum(dim=-1)  # (n, 256), unnormalised after truncation
+    cdf = probs.cumsum(dim=-1)  # (n, V), unnormalised after truncation
     uniform = torch.rand(len(logits), 1, generator=generator, device=logits.device, dtype=work_dtype)
     values = torch.searchsorted(cdf, uniform * cdf[:, -1:], right=True)[:, 0]  # (n,)
     # uniform * total rounds up to total about never; then take the last possible value.
-    last_possible = N_LEVELS - 1 - (probs.flip(-1) > 0).to(torch.uint8).argmax(dim=-1)
+    last_possible = probs.shape[-1] - 1 - (probs.flip(-1) > 0).to(torch.uint8).argmax(dim=-1)
     return torch.minimum(values, last_possible)
 
 
@@ -121,7 +125,7 @@ def _check_labels(model: nn.Module, labels: Tensor | int | None, n: int, device:
     return labels
 
 
-def _check_prefix(prefix: Tensor | None, n: int, channels: int, height: int, width: int) -> int:
+def _check_prefix(prefix: Tensor | None, n: int, channels: int, height: int, width: int, n_levels: int) -> int:
     if prefix is None:
         return 0
     if not isinstance(prefix, Tensor) or prefix.dtype != torch.uint8:
@@ -132,6 +136,11 @@ def _check_prefix(prefix: Tensor | None, n: int, channels: int, height: int, wid
         )
     if prefix.shape[2] > height:
         raise SamplingError(f"prefix has {prefix.shape[2]} rows; the images have only {height}")
+    if prefix.numel() and int(prefix.max()) >= n_levels:
+        raise SamplingError(
+            f"prefix holds the value {int(prefix.max())}, but the model predicts 0..{n_levels - 1}; "
+            f"map the image to those levels first (pixelgen.inference.from_display)"
+        )
     return prefix.shape[2]
 
 
@@ -163,24 +172,22 @@ def sample(
             pass per sub-pixel). Both give the same images for the same seed.
         labels: ``(n,)`` class labels, or one int for all, for class-conditional models.
         prefix: uint8 ``(n, C, rows, width)``: completion; these top rows are kept bit
-            for bit and the rest is generated.
+            for bit and the rest is generated (in the model's order, which may reach a
+            given pixel after some it generates: those do not see it).
         progress: a progress bar over rows on stderr.
 
     Returns:
-        uint8 tensor ``(n, C, height, width)`` on the model's device.
+        uint8 tensor ``(n, C, height, width)`` on the model's device, values
+        0..n_levels-1 (0/1 for a binary model).
     """
     _check_settings(sampler, temperature, top_p, n, height, width)
     channels = _channels_of(model)
     parameter = next(model.parameters(), None)
     device = parameter.device if parameter is not None else torch.device("cpu")
     labels = _check_labels(model, labels, n, device)
-    given_rows = _check_prefix(prefix, n, channels, height, width)
+    given_rows = _check_prefix(prefix, n, channels, height, width, n_levels_of(model))
 
-    generator = torch.Generator(device=device)
-    if seed is None:
-        generator.seed()
-    else:
-        generator.manual_seed(seed)
+    generator = seeded_generator(seed, device)
     x = torch.zeros(n, channels, height, width, dtype=torch.uint8, device=device)
     if given_rows:
         x[:, :, :given_rows] = prefix.to(device)
@@ -191,18 +198,25 @@ def sample(
         with torch.no_grad():
             state = _state(model, sampler, n, height, width, labels)
             if sampler == "fast" and isinstance(state, ReferenceState):
-                warnings.warn(
-                    f"{type(model).__name__} has no cached sampling state: the fast sampler falls back "
-                    "to the reference one (a full forward pass per sub-pixel)",
-                    stacklevel=2,
-                )
-            rows = tqdm(range(height), desc=f"sampling {n}x{channels}x{height}x{width}", unit="row",
-                        file=sys.stderr, disable=not progress)
-            for i in rows:
-                _sample_row(state, x, i, given_rows, lambda logits: draw(logits, temperature, top_p, generator))
+                warnings.warn(f"{type(model).__name__} has no cached sampling state: the fast sampler falls "
+                              "back to the reference one (a full forward pass per sub-pixel)", stacklevel=2)
+            rows = tqdm(visiting_order(model, channels, height, width), unit="row", file=sys.stderr,
+                        desc=f"sampling {n}x{channels}x{height}x{width}", disable=not progress)
+            for pixels in rows:
+                _sample_pixels(state, x, pixels, given_rows, lambda logits: draw(logits, temperature, top_p, generator))
     finally:
         model.train(was_training)
     return x
+
+
+def seeded_generator(seed: int | None, device: torch.device) -> torch.Generator:
+    """A generator of its own on ``device``, seeded with ``seed`` (None: a fresh random seed)."""
+    generator = torch.Generator(device=device)
+    if seed is None:
+        generator.seed()
+    else:
+        generator.manual_seed(seed)
+    return generator
 
 
 def _check_settings(sampler: str, temperature: float, top_p: float, n: int, height: int, width: int) -> None:
@@ -216,15 +230,34 @@ def _check_settings(sampler: str, temperature: float, top_p: float, n: int, heig
         raise SamplingError(f"n, height and width must be positive, got {n}, {height}, {width}")
 
 
-def _sample_row(state: SamplingState, x: Tensor, i: int, given_rows: int, pick: Any) -> None:
-    """Fill row ``i`` of ``x`` ``(n, C, H, W)`` pixel by pixel, colour by colour (rows
-    above ``given_rows`` are given: the state only observes them)."""
-    for j in range(x.shape[-1]):
+def visiting_order(model: nn.Module, channels: int, height: int, width: int) -> list[list[tuple[int, int]]]:
+    """The pixels ``(i, j)`` in the order :func:`sample` visits them, the model's generation
+    order (:func:`~pixelgen.blocks.generation_order_of`), cut into ``height`` runs of
+    ``width`` pixels: the rows, for raster order.
+
+    Raises:
+        SamplingError: if the order does not keep the colours of a pixel together, R first.
+    """
+    order = generation_order_of(model, channels, height, width)  # (C, H, W)
+    first = order[0]  # (H, W): rank of each pixel's first colour
+    if not torch.equal(order, first + torch.arange(channels)[:, None, None]):
+        raise SamplingError(
+            f"{type(model).__name__}.generation_order must rank the colours of a pixel one after "
+            "another, R first: sampling draws a pixel's colours together"
+        )
+    pixels = [divmod(int(k), width) for k in first.flatten().argsort()]  # (i, j) in generation order
+    return [pixels[r * width : (r + 1) * width] for r in range(height)]
+
+
+def _sample_pixels(state: SamplingState, x: Tensor, pixels: list[tuple[int, int]], given_rows: int, pick: Any) -> None:
+    """Fill ``pixels`` of ``x`` ``(n, C, H, W)`` one by one, colour by colour (pixels in
+    rows above ``given_rows`` are given: the state only observes them)."""
+    for i, j in pixels:
         if i < given_rows:
             state.observe(x, i, j)
             continue
         for c in range(x.shape[1]):
-            logits = state.logits(x, i, j)[:, :, c]  # (n, 256)
+            logits = state.logits(x, i, j)[:, :, c]  # (n, n_levels)
             x[:, c, i, j] = pick(logits).to(torch.uint8)
 
 

@@ -2,7 +2,10 @@
 
 :func:`check_causality` computes the full Jacobian (float64) of every output logit with
 respect to every input sub-pixel and fails, naming the first offending pair, if an
-output depends on a sub-pixel at or after it in the order (row, column, colour).
+output depends on a sub-pixel at or after it in the model's generation order: raster
+order (row, column, colour) unless the model's ``generation_order`` says otherwise
+(:func:`pixelgen.blocks.generation_order_of`; a multi-scale model generates its
+subsampled image first).
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import warnings
 import torch
 from torch import Tensor, nn
 
+from pixelgen.blocks import generation_order_of, n_levels_of, raster_order
 from pixelgen.errors import CausalityError
 
 COLOUR_NAMES = {1: ("grey",), 3: ("R", "G", "B")}
@@ -25,16 +29,21 @@ def subpixel_name(c: int, i: int, j: int, channels: int) -> str:
     return f"(row {i}, column {j}, {colour})"
 
 
-def allowed_dependencies(channels: int, height: int, width: int) -> Tensor:
+def allowed_dependencies(channels: int, height: int, width: int, order: Tensor | None = None) -> Tensor:
     """Which input sub-pixels each output sub-pixel may depend on.
+
+    Args:
+        channels, height, width: the image shape.
+        order: long ``(C, H, W)``, the rank of each sub-pixel in the generation order
+            (a model's :func:`~pixelgen.blocks.generation_order_of`); ``None``: raster
+            order with R -> G -> B inside a pixel.
 
     Returns:
         bool tensor ``(C, H, W, C, H, W)``: ``[c, i, j, c2, i2, j2]`` is True exactly when
-        sub-pixel ``(i2, j2, c2)`` comes strictly before ``(i, j, c)`` in raster order with
-        R -> G -> B inside a pixel.
+        sub-pixel ``(i2, j2, c2)`` comes strictly before ``(i, j, c)`` in the order.
     """
-    c, i, j = torch.meshgrid(torch.arange(channels), torch.arange(height), torch.arange(width), indexing="ij")
-    order = (i * width + j) * channels + c  # (C, H, W) position in the generation order
+    if order is None:
+        order = raster_order(channels, height, width)  # (C, H, W) position in the generation order
     return order[..., None, None, None] > order[None, None, None]
 
 
@@ -60,16 +69,16 @@ def _jacobian_support(model: nn.Module, x: Tensor, labels: Tensor | None, chunk:
                 with fwAD.dual_level():
                     dual = fwAD.make_dual(x.expand_as(tangents).clone(), tangents)
                     out = model(dual, labels.expand(len(tangents))) if labels is not None else model(dual)
-                    columns.append(fwAD.unpack_dual(out).tangent != 0)  # (chunk, 256, C, H, W)
+                    columns.append(fwAD.unpack_dual(out).tangent != 0)  # (chunk, n_levels, C, H, W)
         support = torch.cat(columns).any(dim=1)  # (n: input sub-pixel, C, H, W: output)
         return support.view(*x.shape, *x.shape).permute(3, 4, 5, 0, 1, 2).contiguous()
     except (RuntimeError, NotImplementedError):
         pass
     # Some operation has no forward-mode rule: one backward pass per output sub-pixel of a
-    # random projection of its 256 logits (zero exactly when the sub-pixel's logits do not
+    # random projection of its n_levels logits (zero exactly when the sub-pixel's logits do not
     # depend on the input, almost surely non-zero otherwise).
     x = x.detach()[None].requires_grad_(True)
-    out = (model(x, labels) if labels is not None else model(x))[0]  # (256, C, H, W)
+    out = (model(x, labels) if labels is not None else model(x))[0]  # (n_levels, C, H, W)
     weights = torch.randn(out.shape[0], dtype=out.dtype, generator=torch.Generator().manual_seed(0))
     projected = torch.einsum("v...,v->...", out, weights)  # (C, H, W)
     rows = [torch.autograd.grad(value, x, retain_graph=True)[0][0] != 0 for value in projected.flatten()]
@@ -90,8 +99,8 @@ def dependency_map(
     """Measured dependencies of a model's outputs on its inputs, from Jacobians in float64.
 
     Args:
-        model: maps ``(B, C, H, W)`` images (floats in [0, 255] accepted) to logits
-            ``(B, 256, C, H, W)``.
+        model: maps ``(B, C, H, W)`` images (floats in [0, n_levels - 1] accepted) to
+            logits ``(B, n_levels, C, H, W)``.
         channels, height, width: image shape to test.
         n_inputs: random images whose Jacobian supports are united (a ReLU that is off
             for one image can hide a dependency that another image shows).
@@ -112,7 +121,7 @@ def dependency_map(
                 param.add_(0.1 * torch.randn(param.shape, generator=generator, dtype=param.dtype))
     support = torch.zeros(channels, height, width, channels, height, width, dtype=torch.bool)
     for _ in range(n_inputs):
-        x = torch.rand(channels, height, width, generator=generator, dtype=torch.float64) * 255
+        x = torch.rand(channels, height, width, generator=generator, dtype=torch.float64) * (n_levels_of(model) - 1)
         support |= _jacobian_support(probe, x, labels)
     return support
 
@@ -127,7 +136,9 @@ def check_causality(
     seed: int = 0,
     labels: Tensor | None = None,
 ) -> Tensor:
-    """Fail loudly if any output depends on a sub-pixel at or after it in the order.
+    """Fail loudly if any output depends on a sub-pixel at or after it in the model's
+    generation order (:func:`~pixelgen.blocks.generation_order_of`: raster order unless
+    the model has its own ``generation_order``).
 
     Raises:
         CausalityError: naming the first offending output sub-pixel (in generation
@@ -138,11 +149,13 @@ def check_causality(
         the measured dependency map ``(C, H, W, C, H, W)`` (see :func:`dependency_map`).
     """
     support = dependency_map(model, channels, height, width, n_inputs=n_inputs, seed=seed, labels=labels)
-    violations = support & ~allowed_dependencies(channels, height, width)
+    order = generation_order_of(model, channels, height, width)  # (C, H, W)
+    violations = support & ~allowed_dependencies(channels, height, width, order)
     if violations.any():
-        # Sort the offending pairs by the output's, then the input's, generation order.
-        pairs = violations.permute(1, 2, 0, 4, 5, 3).nonzero()  # rows (i, j, c, i2, j2, c2)
-        i, j, c, i2, j2, c2 = pairs[0].tolist()
+        pairs = violations.nonzero()  # rows (c, i, j, c2, i2, j2)
+        # The first offending pair by the output's, then the input's, generation order.
+        out_rank, in_rank = order[tuple(pairs[:, :3].t())], order[tuple(pairs[:, 3:].t())]
+        c, i, j, c2, i2, j2 = pairs[(out_rank * order.numel() + in_rank).argmin()].tolist()
         raise CausalityError(
             f"not autoregressive: output sub-pixel {subpixel_name(c, i, j, channels)} depends on "
             f"input sub-pixel {subpixel_name(c2, i2, j2, channels)}, which is not before it "

@@ -42,21 +42,26 @@ from lightning_fabric.utilities.seed import pl_worker_init_function
 from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader, DistributedSampler
+from torchvision.utils import make_grid
 from tqdm import tqdm
 
 from pixelgen import checkpoint as ckpt_io
 from pixelgen.archive import RunArchive
-from pixelgen.blocks import call_model, n_classes_of
+from pixelgen.blocks import call_model, n_classes_of, n_levels_of
 from pixelgen.errors import Interrupted, PixelgenError
 from pixelgen.files import RunLock, atomic_write_json, remove_temporary_files
-from pixelgen.inference import archived_batch, bare_module, evaluate, sample_to_archive, set_threads
+from pixelgen.inference import (
+    archived_batch, bare_module, evaluate, progress_bar_enabled, sample_to_archive, save_grid, set_threads, to_display,
+)
 from pixelgen.metrics import bits_per_dim
 from pixelgen.recipe import duration_seconds, recipe_to_dict, write_resolved
+from pixelgen.sampling import sample
 from pixelgen.scoring import feature_space, official_splits, reference_images, score_images
 
 LAST = "last.ckpt"
 BEST = "best.ckpt"
 METRICS_JSON = "metrics.json"
+SAMPLES_PNG = "samples.png"
 
 Report = Callable[[str], None]
 
@@ -234,7 +239,7 @@ class SignalGuard:
 
 
 class Trainer:
-    """Trains one planned run (:class:`pixelgen.train.RunPlan`) inside ``fabric.launch``."""
+    """Trains one planned run (:class:`pixelgen.training.RunPlan`) inside ``fabric.launch``."""
 
     def __init__(self, fabric: Any, plan: Any, report: Report) -> None:
         self.fabric, self.plan, self.run, self.folder = fabric, plan, plan.run, plan.run_dir
@@ -482,6 +487,8 @@ class Trainer:
         note = ("  (best)" if improved else "") + ("  early stopping" if self.stopping.stopped else "")
         for sink in self.sinks:
             sink.write(row, note)
+        if self.rank0 and self.run.sample.tensorboard_n:
+            self.log_sample_grid()
         state = self.checkpoint_state(row)  # collective: every rank calls it
         if self.rank0:
             with self.signals.deferred():  # a signal waits until both files are whole
@@ -490,6 +497,21 @@ class Trainer:
                     ckpt_io.save_checkpoint(self.folder / BEST, state)
         self.saved_epoch = self.epoch
         self.fabric.barrier()
+
+    def log_sample_grid(self) -> None:
+        """A few samples of the model as it is after this epoch, as one TensorBoard image
+        (their own seeded generator: the training's random streams are untouched)."""
+        loggers = [lg for lg in self.fabric.loggers if isinstance(lg, TensorBoardLogger)]
+        if not loggers:
+            return
+        _, height, width = self.plan.data["train"].shape
+        n, n_classes = self.run.sample.tensorboard_n, n_classes_of(self.model)
+        labels = torch.arange(n, device=self.fabric.device) % n_classes if n_classes else None
+        images = sample(bare_module(self.eval_model), n, height, width, seed=self.run.sample.seed,
+                        temperature=self.run.sample.temperature, top_p=self.run.sample.top_p, labels=labels)
+        grid = make_grid(to_display(images.cpu(), n_levels_of(self.model)), nrow=math.ceil(math.sqrt(n)), padding=1, pad_value=255)  # (3, H', W')
+        for logger in loggers:
+            logger.experiment.add_image("samples", grid, global_step=self.step)
 
     def checkpoint_state(self, row: dict[str, float]) -> dict[str, Any]:
         """Everything a resume needs (see :mod:`pixelgen.checkpoint` for the keys)."""
@@ -538,9 +560,10 @@ class Trainer:
         result = {"run": self.run.name, "model": self.run.model.name, "split": split, **figures,
                   "checkpoint": chosen.name, "epoch": final["epoch"],
                   "weights": "ema" if self.ema is not None else "raw"}
-        if self.rank0:
-            if self.run.sample.n > 0 and not self.has_final_samples(chosen, final):
+        if self.rank0 and self.run.sample.n > 0:
+            if not self.has_final_samples(chosen, final):
                 self.append_samples(chosen, final)
+            self.draw_samples_png(chosen, final)
             self.archive.set_test_metrics({k: v for k, v in result.items()
                                            if k not in ("run", "model", "split", "checkpoint", "weights")})
             if self.run.score.metrics:
@@ -554,13 +577,23 @@ class Trainer:
             logger.finalize("success")
         return result
 
+    def final_batch(self, checkpoint: os.PathLike, state: dict[str, Any]) -> str | None:
+        """The archive key of this run's end-of-run samples, if they were drawn already."""
+        for key, a in self.archive.sample_batches():
+            if (a.get("source") == "run" and a.get("checkpoint") == str(checkpoint)
+                    and a.get("epoch") == state["epoch"] and a.get("seed") == self.run.sample.seed):
+                return key
+        return None
+
     def has_final_samples(self, checkpoint: os.PathLike, state: dict[str, Any]) -> bool:
         """Whether an earlier, interrupted finish already archived this run's samples."""
-        return any(
-            a.get("source") == "run" and a.get("checkpoint") == str(checkpoint)
-            and a.get("epoch") == state["epoch"] and a.get("seed") == self.run.sample.seed
-            for _, a in self.archive.sample_batches()
-        )
+        return self.final_batch(checkpoint, state) is not None
+
+    def draw_samples_png(self, checkpoint: os.PathLike, state: dict[str, Any]) -> None:
+        """``samples.png`` beside the archive: the end-of-run samples, upscaled."""
+        images = torch.from_numpy(self.archive.read_samples(self.final_batch(checkpoint, state)))
+        path = save_grid(images, self.folder / SAMPLES_PNG, n_levels_of(self.model))
+        self.say(f"  samples drawn -> {path}")
 
     def append_samples(self, checkpoint: os.PathLike, state: dict[str, Any], n: int | None = None,
                        seed: int | None = None, source: str = "run") -> str:
@@ -578,6 +611,7 @@ class Trainer:
         _, key = sample_to_archive(
             bare_module(self.eval_model), self.archive.path, n, height, width, batch_size=s.batch_size,
             temperature=s.temperature, top_p=s.top_p, seed=seed, sampler=s.sampler, labels=labels,
+            progress=progress_bar_enabled(),
             model=self.run.model.name, checkpoint=str(checkpoint), recipe=state["recipe"], epoch=state["epoch"],
             source=source,
         )
@@ -680,10 +714,6 @@ def peak_memory_mb(device: torch.device) -> float:
     except OSError:
         pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
-
-
-def progress_bar_enabled() -> bool:
-    return os.environ.get("PIXELGEN_PROGRESS", "1") != "0" and sys.stderr.isatty()
 
 
 def gather_rng(fabric: Any) -> list[dict[str, torch.Tensor]]:

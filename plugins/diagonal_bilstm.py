@@ -22,9 +22,11 @@ the right of the pixel, so it is shifted down one row before the two are added::
 Together they cover every earlier pixel: the full context, save one corner the paper's
 layout implies (the last sub-pixel of a row is unseen by the next row's pixels more than
 three columns to its left; ``tests/test_causality.py`` pins it). Both directions are
-advanced in one loop (stacked, one batched matrix multiply per column); the skew is one
-gather per layer (:func:`pixelgen.layers.diagonal_order`), and only the image's own
-pixels are computed, not the skewed map's padding.
+advanced in one loop, :func:`pixelgen.scans.diagonal_bilstm_scan`, which has its own
+backward pass: per column and direction the gates are one matrix product of
+``[K_is | K_ss]`` with the column's operands (its input pixels, the states above and
+beside them), and only the image's own pixels are computed, not the skewed map's padding
+(:func:`pixelgen.layers.diagonal_order` lists them in scan order).
 """
 
 from __future__ import annotations
@@ -32,8 +34,6 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-import torch.nn.functional as F
-from einops import rearrange
 from torch import Tensor, nn
 
 import pixelgen
@@ -42,22 +42,10 @@ from pixelgen.blocks import (
     LayerStep,
     MaskedConv2d,
     ResidualStack,
-    diagonal_order,
+    diagonal_bilstm_scan,
     lstm_update,
     stack_hyperparameters,
 )
-
-
-def inverse_permutation(order: Tensor) -> Tensor:
-    """``inverse[order[k]] = k``."""
-    inverse = torch.empty_like(order)
-    inverse[order] = torch.arange(len(order), device=order.device)
-    return inverse
-
-
-def shift_down(x: Tensor) -> Tensor:
-    """Move every row one down, zeros in row 0: ``(..., H, W) -> (..., H, W)``."""
-    return F.pad(x, (0, 0, 1, 0))[..., :-1, :]
 
 
 class DiagonalBiLSTMLayer(nn.Module):
@@ -74,43 +62,10 @@ class DiagonalBiLSTMLayer(nn.Module):
         nn.init.uniform_(self.state_to_state, -(2 * h) ** -0.5, (2 * h) ** -0.5)
 
     def forward(self, x: Tensor) -> Tensor:
-        b, _, height, width = x.shape
         h = self.hidden_channels
-        # The skew, done once: the pixels in the order the column scan visits them, with
-        # the skewed map's zero padding dropped (its states are exactly zero: zero gate
-        # inputs and zero states give c = h = 0, and nothing valid reads the rest).
-        order, sizes = diagonal_order(height, width, x.device)  # (L,), L = H*W; one size per column
-        mirrored = order // width * width + (width - 1 - order % width)  # same scan, right to left
-        gates_in = self.input_to_state(x).view(b, 2, 4 * h, height * width).permute(1, 2, 3, 0)  # (2, 4h, HW, B)
-        gates_in = torch.stack([gates_in[0].index_select(1, order), gates_in[1].index_select(1, mirrored)])
-        # gates_in: (2, 4h, L, B), directions stacked, pixels in scan order
-
-        zero_row = x.new_zeros(2, h, 1, b)
-        hidden = cell = x.new_zeros(2, h, 0, b)  # (2, h, rows of the last column, B)
-        first_row = 0  # first row of the last column
-        columns = []
-        for t, gates_t in enumerate(gates_in.split(sizes, dim=2)):  # gates_t: (2, 4h, n, B)
-            first, last = max(0, t - width + 1), min(height - 1, t)
-            n = last - first + 1
-            new_row = last >= first_row + hidden.shape[2]  # row `last` starts here, at j = 0
-            # Rows first-1 .. last of the previous column: zero above row 0 and left of j = 0.
-            window = [zero_row if first == 0 else hidden[:, :, first - 1 - first_row : first - first_row]]
-            window += [hidden[:, :, first - first_row :]] + ([zero_row] if new_row else [])
-            window = torch.cat(window, dim=2)  # (2, h, n+1, B)
-            previous = torch.cat([window[:, :, :-1], window[:, :, 1:]], dim=1)  # (2, 2h, n, B): rows r-1, r
-            state = torch.bmm(self.state_to_state, previous.view(2, 2 * h, n * b)).view(2, 4 * h, n, b)
-            cell = cell[:, :, first - first_row :]  # (2, h, rows, B): c of the left neighbour
-            if new_row:
-                cell = torch.cat([cell, zero_row], dim=2)
-            hidden, cell = lstm_update(gates_t + state, cell)  # (2, h, n, B)
-            columns.append(hidden)
-            first_row = first
-        out = torch.cat(columns, dim=2)  # (2, h, L, B) in scan order
-        forward_out = out[0].index_select(1, inverse_permutation(order))  # (h, HW, B)
-        backward_out = out[1].index_select(1, inverse_permutation(mirrored))  # (h, HW, B), unmirrored
-        forward_out = rearrange(forward_out, "k (i j) b -> b k i j", i=height)  # (B, h, H, W)
-        backward_out = rearrange(backward_out, "k (i j) b -> b k i j", i=height)  # (B, h, H, W)
-        return forward_out + shift_down(backward_out)
+        w_in = self.input_to_state.masked_weight().view(2, 4 * h, 2 * h)  # (8h, 2h, 1, 1) -> per direction
+        b_in = self.input_to_state.bias.view(2, 4 * h)  # (8h,) -> (2, 4h)
+        return diagonal_bilstm_scan(x, w_in, b_in, self.state_to_state)  # (B, h, H, W)
 
     def sampling_step(self, n: int, height: int, width: int) -> LayerStep:
         """``forward`` at one pixel: ``(n, 2h)`` at ``(i, j)`` -> ``(n, h)``.

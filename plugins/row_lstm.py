@@ -14,8 +14,10 @@ computed at once from two convolutions::
 followed by the LSTM update (input, forget, output gates sigmoid, content tanh). The
 receptive field of ``h(i, j)`` is a triangle above the pixel, widening by one column on
 each side per row, plus ``n_layers`` pixels to its left on its own row; it misses the
-rest of the context. The input-to-state convolution for all rows is computed once before
-the recurrence; the recurrence itself is one conv1d and one cell update per row.
+rest of the context. Per row, both convolutions are one matrix product over the row's
+input (columns j-1, j: the masked tap j+1 is skipped) and the row above's hidden state
+(columns j-1, j, j+1), followed by the cell update: :func:`pixelgen.scans.row_lstm_scan`,
+which has its own backward pass.
 """
 
 from __future__ import annotations
@@ -23,11 +25,18 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from einops import rearrange
 from torch import Tensor, nn
 
 import pixelgen
-from pixelgen.blocks import ConvStep, LayerStep, MaskedConv2d, ResidualStack, lstm_update, stack_hyperparameters
+from pixelgen.blocks import (
+    ConvStep,
+    LayerStep,
+    MaskedConv2d,
+    ResidualStack,
+    lstm_update,
+    row_lstm_scan,
+    stack_hyperparameters,
+)
 
 
 class RowLSTMLayer(nn.Module):
@@ -44,16 +53,10 @@ class RowLSTMLayer(nn.Module):
         self.initial_cell = nn.Parameter(torch.zeros(h))
 
     def forward(self, x: Tensor) -> Tensor:
-        b, _, height, width = x.shape
-        gates_in = rearrange(self.input_to_state(x), "b g h w -> h b g w")  # (H, B, 4h, W)
-        hidden = self.initial_hidden[None, :, None].expand(b, -1, width)  # (B, h, W)
-        cell = self.initial_cell[None, :, None].expand(b, -1, width)  # (B, h, W)
-        rows = []
-        for gates_row in gates_in.unbind(0):  # unbind once, not gates_in[i] per row (see diagonal_bilstm)
-            gates = gates_row + self.state_to_state(hidden)  # (B, 4h, W)
-            hidden, cell = lstm_update(gates, cell)
-            rows.append(hidden)
-        return torch.stack(rows, dim=2)  # (B, h, H, W)
+        # The mask zeroes the 1x3 kernel's tap j+1; the scan takes taps j-1 and j only.
+        w_in = self.input_to_state.masked_weight()[:, :, 0, :2]  # (4h, 2h, 1, 3) -> (4h, 2h, 2)
+        bias = self.input_to_state.bias + self.state_to_state.bias  # (4h,): both convolutions'
+        return row_lstm_scan(x, w_in, bias, self.state_to_state.weight, self.initial_hidden, self.initial_cell)
 
     def sampling_step(self, n: int, height: int, width: int) -> LayerStep:
         """``forward`` at one pixel: ``(n, 2h)`` at ``(i, j)`` -> ``(n, h)``.

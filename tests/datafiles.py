@@ -247,3 +247,90 @@ def write_tiny_image_folder(
             write_png(root / relative, image)
             written[relative] = image.transpose(2, 0, 1)  # (3, H, W)
     return written
+
+
+# --------------------------------------------------------------------------- binarized MNIST, fixed
+
+
+def write_amat(path: str | pathlib.Path, images: np.ndarray) -> pathlib.Path:
+    """Write 0/1 images (N, 28, 28) as a binarized-MNIST ``.amat`` file: one image per line,
+    784 values separated by single spaces, rows top to bottom (Larochelle & Murray's files)."""
+    path = pathlib.Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lines = [" ".join(str(int(v)) for v in image.reshape(-1)) for image in images]
+    path.write_text("".join(line + "\n" for line in lines))
+    return path
+
+
+@attrs.frozen
+class TinyStaticMnist:
+    """What :func:`write_tiny_static_mnist` wrote: 0/1 images (N, 28, 28) per split."""
+
+    folder: pathlib.Path
+    train: np.ndarray
+    val: np.ndarray
+    test: np.ndarray
+
+
+def write_tiny_static_mnist(
+    root: str | pathlib.Path, n_train: int = 6, n_val: int = 3, n_test: int = 2, seed: int = 0
+) -> TinyStaticMnist:
+    """Write ``binarized_mnist_{train,valid,test}.amat`` with random 0/1 images into ``root``."""
+    root = pathlib.Path(root)
+    rng = np.random.default_rng(seed)
+    images = {split: rng.integers(0, 2, size=(n, 28, 28), dtype=np.uint8)
+              for split, n in (("train", n_train), ("valid", n_val), ("test", n_test))}
+    for split, array in images.items():
+        write_amat(root / f"binarized_mnist_{split}.amat", array)
+    return TinyStaticMnist(root, images["train"], images["valid"], images["test"])
+
+
+# --------------------------------------------------------------------------- downsampled ImageNet
+
+
+def write_imagenet_npz(
+    path: str | pathlib.Path, images: np.ndarray, labels: Sequence[int], *, compressed: bool = False
+) -> pathlib.Path:
+    """Write uint8 images (N, 3, s, s) and labels 1..1000 as a downsampled-ImageNet batch:
+    ``data`` uint8 (N, 3 * s * s), the R, G and B planes one after the other, and ``labels``
+    (the release also stores a ``mean`` image in its training batches). ``np.savez`` as the
+    release does; ``np.savez_compressed`` with ``compressed``."""
+    path = pathlib.Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = np.ascontiguousarray(images, dtype=np.uint8).reshape(len(images), -1)  # (N, 3 s s)
+    save = np.savez_compressed if compressed else np.savez
+    with open(path, "wb") as handle:  # a file object: np.savez would append .npz to a str path
+        save(handle, data=data, labels=np.asarray(labels, dtype=np.int64), mean=data.mean(axis=0))
+    return path
+
+
+@attrs.frozen
+class TinyImagenet:
+    """What :func:`write_tiny_imagenet` wrote: uint8 images (N, 3, s, s), labels 1..1000."""
+
+    folder: pathlib.Path
+    train_images: np.ndarray
+    train_labels: list[int]
+    val_images: np.ndarray
+    val_labels: list[int]
+
+
+def write_tiny_imagenet(
+    folder: str | pathlib.Path, size: int = 32, per_batch: Sequence[int] = (3, 1, 2, 2, 1, 3, 2, 1, 2, 2),
+    n_val: int = 4, seed: int = 0, *, compressed: bool = False,
+) -> TinyImagenet:
+    """Write ``train_data_batch_1.npz`` ... ``_10.npz`` (``per_batch[k]`` images each) and
+    ``val_data.npz`` with random ``size`` x ``size`` images into ``folder``."""
+    folder = pathlib.Path(folder)
+    rng = np.random.default_rng(seed)
+    train_images = rng.integers(0, 256, size=(sum(per_batch), 3, size, size), dtype=np.uint8)
+    train_labels = rng.integers(1, 1001, size=sum(per_batch)).tolist()
+    val_images = rng.integers(0, 256, size=(n_val, 3, size, size), dtype=np.uint8)
+    val_labels = rng.integers(1, 1001, size=n_val).tolist()
+    bounds = np.cumsum([0, *per_batch])
+    for k in range(10):
+        lo, hi = bounds[k], bounds[k + 1]
+        write_imagenet_npz(folder / f"train_data_batch_{k + 1}.npz", train_images[lo:hi], train_labels[lo:hi],
+                           compressed=compressed)
+    write_imagenet_npz(folder / "val_data.npz", val_images, val_labels, compressed=compressed)
+    return TinyImagenet(folder, train_images, train_labels, val_images, val_labels)

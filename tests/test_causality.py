@@ -12,6 +12,7 @@ import torch
 from receptive_fields import FIELDS
 
 import pixelgen
+from pixelgen.blocks import generation_order_of
 from pixelgen.errors import CausalityError
 from pixelgen.testing import allowed_dependencies, check_causality, dependency_map
 
@@ -33,9 +34,23 @@ def measured(name: str, channels: int, height: int, width: int):
 @pytest.mark.parametrize("channels", [1, 3])
 @pytest.mark.parametrize("size", SIZES)
 def test_every_registered_model_is_causal(name, channels, size):
-    support = check_causality(tiny_model(name, channels), channels, *size)
-    assert not (support & ~allowed_dependencies(channels, *size)).any()
+    model = tiny_model(name, channels)
+    support = check_causality(model, channels, *size)
+    order = generation_order_of(model, channels, *size)  # raster order unless the model has its own
+    assert not (support & ~allowed_dependencies(channels, *size, order)).any()
     assert support.any()
+
+
+@pytest.mark.parametrize("name", sorted(FIELDS))
+@pytest.mark.parametrize("channels", [1, 3])
+def test_two_level_models_are_causal_with_the_papers_field(name, channels):
+    """A binary model (n_levels = 2, binarized MNIST) changes only the head's width and
+    the input scale: no forbidden dependency, and the same field as the 256-level one."""
+    torch.manual_seed(0)
+    model = pixelgen.create_model(name, in_channels=channels, n_levels=2, **TINY)
+    check_causality(model, channels, 5, 5)
+    got = dependency_map(model, channels, 5, 5, n_inputs=6)
+    assert torch.equal(got, FIELDS[name](channels, 5, 5, TINY["n_layers"]))
 
 
 @pytest.mark.parametrize("name", sorted(FIELDS))

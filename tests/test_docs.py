@@ -1,17 +1,22 @@
 """The generated reference pages cover the code: every recipe key, every CLI option.
 
-``docs/make_reference.py`` writes the reference pages when the docs are built; these
-tests check its output against independent walks of the code, so that a new recipe key
-without ``help`` metadata, or a subcommand the page misses, fails here and not only in
-the Sphinx build (which CI runs through ``.ci/run``).
+``docs/make_reference.py`` generates the reference pages' text when the docs are built
+(``docs/conf.py`` puts it in place of each page's ``{generated}`` block as Sphinx reads
+the page; nothing is written into ``docs/``); these tests check that text against
+independent walks of the code, so that a new recipe key without ``help`` metadata, or a
+subcommand the page misses, fails here and not only in the Sphinx build (which CI runs
+through ``.ci/run``).
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib.util
+import os
 import pkgutil
 import re
+import subprocess
+import sys
 import tomllib
 import typing
 from pathlib import Path
@@ -26,14 +31,19 @@ from pixelgen.cli import build_parser
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 
 
-def load_generator():
-    spec = importlib.util.spec_from_file_location("make_reference", DOCS / "make_reference.py")
+def load_docs_script(name: str):
+    """``docs/<name>.py``, imported as conf.py does: without leaving a docs/__pycache__."""
+    spec = importlib.util.spec_from_file_location(name, DOCS / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    dont_write_before, sys.dont_write_bytecode = sys.dont_write_bytecode, True
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        sys.dont_write_bytecode = dont_write_before
     return module
 
 
-make_reference = load_generator()
+make_reference = load_docs_script("make_reference")
 
 
 # ------------------------------------------------------------------------------ recipe
@@ -182,6 +192,12 @@ def test_hyperparameter_table_has_every_paper_hyperparameter():
             assert f"`{default!r}`" in table
 
 
+def test_multiscale_hyperparameters_are_listed_with_their_defaults():
+    table = make_reference.model_hyperparameters("multiscale")
+    for key, hp in registry.get_model_spec("multiscale").hyperparameters.items():
+        assert f"`{key}`" in table and f"`{hp.default!r}`" in table, key
+
+
 def test_every_module_has_an_api_page_or_is_listed_as_pending():
     modules = {
         f"pixelgen.{info.name}"
@@ -200,3 +216,78 @@ def test_public_names_are_found_where_they_are_documented():
     for name, module in names.items():
         assert module in make_reference.API_MODULES, f"pixelgen.{name} is defined in {module}"
     assert names["hookimpl"] == "pixelgen.hookspecs"
+
+
+# ------------------------------------------------------------------------------ pages
+
+
+def doc_pages() -> dict[str, str]:
+    """Every MyST page of the docs, by its path under ``docs/``."""
+    return {
+        path.relative_to(DOCS).as_posix(): path.read_text(encoding="utf-8")
+        for path in sorted(DOCS.rglob("*.md"))
+        if "_build" not in path.relative_to(DOCS).parts
+    }
+
+
+def test_every_generated_block_is_well_formed_and_generates():
+    blocks = {}
+    for page, text in doc_pages().items():
+        opened = re.findall(r"^```\{generated\}.*$", text, flags=re.M)
+        found = make_reference.GENERATED_BLOCK.findall(text)
+        assert len(found) == len(opened), f"docs/{page}: a {{generated}} block that is not one line and a fence"
+        for name, argument in found:
+            assert make_reference.generate(name, argument or None).strip(), (page, name, argument)
+            blocks[(name, argument)] = page
+    expected = {("recipe", ""): "reference/recipe.md", ("cli", ""): "reference/cli.md",
+                ("archive", ""): "reference/archive.md", ("hyperparameters", ""): "models.md",
+                ("api-index", ""): "api/index.md"}
+    for block, page in expected.items():
+        assert blocks.get(block) == page, f"{block} should be generated in docs/{page}"
+    with pytest.raises(ValueError, match="no such generator"):
+        make_reference.expand("```{generated} nothing\n```\n")
+
+
+def test_every_api_module_has_its_page_and_no_other():
+    pages = {p: t for p, t in doc_pages().items() if p.startswith("api/")}
+    expected = {f"api/{m}.md": f"```{{generated}} api {m}\n```\n" for m in make_reference.API_MODULES}
+    expected["api/index.md"] = "```{generated} api-index\n```\n"
+    assert sorted(set(expected) - set(pages)) == [], "create these pages, each holding its one block"
+    assert sorted(set(pages) - set(expected)) == [], "pages of modules not in API_MODULES"
+    for page, text in expected.items():
+        assert pages[page] == text, page
+    index = make_reference.api_index()
+    assert all(f"\n{m}\n" in index for m in make_reference.API_MODULES)
+
+
+def test_generated_figures_are_known_drawings():
+    drawings = load_docs_script("make_figures").DRAWERS
+    shown = [(page, name) for page, text in doc_pages().items()
+             for name in re.findall(r"^```\{generated-figure\} (\S+)$", text, flags=re.M)]
+    assert len(shown) == 3
+    for page, name in shown:
+        assert name in drawings, (page, name)
+
+
+def snapshot(folder: Path) -> dict[str, tuple[int, int]]:
+    """Every file and folder under ``folder`` with its size and modification time."""
+    return {p.relative_to(folder).as_posix(): (p.stat().st_size, p.stat().st_mtime_ns)
+            for p in sorted(folder.rglob("*"))}
+
+
+@pytest.mark.slow
+def test_building_the_docs_writes_nothing_into_docs(tmp_path):
+    """A whole build (reading every page, generating every reference page and figure)
+    into a folder outside ``docs/`` leaves ``docs/`` exactly as it was, with Python
+    allowed to write bytecode as it would on a reader's machine."""
+    pytest.importorskip("sphinx")
+    pytest.importorskip("myst_parser")
+    before = snapshot(DOCS)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    done = subprocess.run(
+        [sys.executable, "-m", "sphinx", "-q", "-b", "dummy", str(DOCS), str(tmp_path / "out")],
+        env={**env, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert sorted((tmp_path / "out" / ".doctrees" / "figures").iterdir())  # the figures were drawn, outside docs/
+    assert snapshot(DOCS) == before

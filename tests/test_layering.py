@@ -70,7 +70,7 @@ def test_a_cycle_is_caught(monkeypatch):
     """The cycle check above can fail: a graph with a loop makes it raise."""
     real = import_graph()
     monkeypatch.setattr(sys.modules[__name__], "import_graph",
-                        lambda: {**real, "pixelgen.blocks": real["pixelgen.blocks"] | {"pixelgen.train"}})
+                        lambda: {**real, "pixelgen.blocks": real["pixelgen.blocks"] | {"pixelgen.training"}})
     with pytest.raises(AssertionError, match="import cycle"):
         test_the_import_graph_has_no_cycle()
 
@@ -78,14 +78,15 @@ def test_a_cycle_is_caught(monkeypatch):
 def test_no_module_but_the_cli_imports_the_cli_or_report_upwards():
     graph = import_graph()
     assert not any("pixelgen.cli" in deps for name, deps in graph.items() if name != "pixelgen.__main__")
-    for low in ("pixelgen.layers", "pixelgen.blocks", "pixelgen.sampling", "pixelgen.metrics"):
-        assert graph[low] <= {"pixelgen.layers", "pixelgen.blocks", "pixelgen.errors"}, (low, graph[low])
+    building_blocks = {"pixelgen.layers", "pixelgen.scans", "pixelgen.blocks", "pixelgen.errors"}
+    for low in ("pixelgen.layers", "pixelgen.scans", "pixelgen.blocks", "pixelgen.sampling", "pixelgen.metrics"):
+        assert graph[low] <= building_blocks, (low, graph[low])
 
 
 def test_the_plugin_api_loads_torch_and_einops_only():
     code = (
         "import sys; import pixelgen.blocks; "
-        "heavy = ['pixelgen.train', 'pixelgen.trainer', 'pixelgen.checkpoint', 'pixelgen.archive', "
+        "heavy = ['pixelgen.training', 'pixelgen.trainer', 'pixelgen.checkpoint', 'pixelgen.archive', "
         "'pixelgen.recipe', 'pixelgen.registry', 'pixelgen.sampling', 'zarr', 'PIL', 'lightning_fabric', 'pluggy']; "
         "print([m for m in heavy if m in sys.modules])"
     )
@@ -104,6 +105,6 @@ def test_every_public_name_is_exported_lazily_and_resolves():
 
 def test_the_command_line_parses_without_torch():
     code = ("import sys, pixelgen.cli; pixelgen.cli.build_parser().parse_args(['run', 'x.toml']); "
-            "print([m for m in ('torch', 'zarr', 'lightning_fabric', 'pixelgen.train') if m in sys.modules])")
+            "print([m for m in ('torch', 'zarr', 'lightning_fabric', 'pixelgen.training') if m in sys.modules])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]", out

@@ -293,10 +293,9 @@ def _subprocess_env() -> dict:
     return env
 
 
-@pytest.mark.slow
-def test_ddp_two_cpu_processes_agree_with_one(tmp_path, capsys):
-    """Fabric strategy "ddp" on two CPU processes (gloo): the sharded evaluation in the
-    run equals a one-process `pixelgen eval` of the same checkpoint."""
+def _train_on_two_processes(tmp_path: pathlib.Path) -> tuple[pathlib.Path, pathlib.Path]:
+    """One epoch with Fabric strategy "ddp" on two CPU processes (gloo), through the real
+    command in a fresh process; returns the recipe and the run folder."""
     root = tmp_path / "data"
     write_tiny_mnist(root, n_train=24, n_test=10)
     out = tmp_path / "ddp"
@@ -308,6 +307,14 @@ def test_ddp_two_cpu_processes_agree_with_one(tmp_path, capsys):
         env=_subprocess_env(), capture_output=True, text=True, timeout=300,
     )
     assert done.returncode == 0, done.stderr[-2000:]
+    return path, out
+
+
+@pytest.mark.slow
+def test_ddp_two_cpu_processes_agree_with_one(tmp_path, capsys):
+    """Fabric strategy "ddp" on two CPU processes (gloo): the sharded evaluation in the
+    run equals a one-process `pixelgen eval` of the same checkpoint."""
+    _, out = _train_on_two_processes(tmp_path)
     state = ckpt_io.load_checkpoint(out / "last.ckpt")
     assert state["world_size"] == 2 and len(state["rng"]) == 2
     assert state["step"] == 3  # 18 images over 2 processes, batch 4: ceil(9 / 4)
@@ -323,6 +330,49 @@ def test_ddp_two_cpu_processes_agree_with_one(tmp_path, capsys):
     val_in_run = RunArchive.open(out / "archive.zarr").metrics()["val_bits_per_dim"][0]
     assert val_alone["n_images"] == 6
     assert val_alone["bits_per_dim"] == pytest.approx(val_in_run, rel=1e-9)
+
+
+@pytest.mark.slow
+def test_a_two_process_checkpoint_resumes_in_one_process(tmp_path, capsys):
+    """A run trained by two processes continues in one (docs/distributed.md): the weights
+    and the epoch continue, the shards follow the new world size, and it says so."""
+    path, out = _train_on_two_processes(tmp_path)
+    two = ckpt_io.load_checkpoint(out / "last.ckpt")
+    capsys.readouterr()
+    run_cli("run", str(path), "--resume", "--set", "train.epochs=2", "--set", "train.devices=1",
+            "--set", "train.strategy=auto")
+    printed = capsys.readouterr().out
+    assert ("note: checkpoint written by 2 processes, resuming on 1: the data order continues, "
+            "the random streams do not") in printed
+    assert "resume, epoch 1 of 2" in printed
+    one = ckpt_io.load_checkpoint(out / "last.ckpt")
+    assert one["world_size"] == 1 and len(one["rng"]) == 1 and one["epoch"] == 2
+    assert one["step"] == two["step"] + 5  # 18 images in one process, batch 4: ceil(18 / 4)
+    assert RunArchive.open(out / "archive.zarr").n_epochs == 2
+    assert json.loads((out / "metrics.json").read_text())["epoch"] in (1, 2)
+
+
+@pytest.mark.slow
+def test_torchrun_starts_the_processes_as_docs_distributed_says(tmp_path):
+    """``torchrun ... -m pixelgen run`` (docs/distributed.md): Fabric takes the ranks from
+    torchrun's environment and joins its processes instead of starting its own."""
+    root = tmp_path / "data"
+    write_tiny_mnist(root, n_train=24, n_test=10)
+    out = tmp_path / "torchrun"
+    recipe = tiny_recipe(root, out, dataset="fashion_mnist", epochs=1)
+    recipe["data"]["validation_fraction"] = 0.25
+    path = write_recipe(tmp_path / "torchrun.toml", recipe)
+    done = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
+         "-m", "pixelgen", "run", str(path), "--set", "train.devices=2", "--set", "train.strategy=ddp"],
+        env=_subprocess_env(), capture_output=True, text=True, timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.count("epoch 1/1") == 1  # one progress line: rank 0 speaks for both
+    state = ckpt_io.load_checkpoint(out / "last.ckpt")
+    assert state["world_size"] == 2 and len(state["rng"]) == 2
+    assert state["step"] == 3  # 18 images over 2 processes, batch 4: ceil(9 / 4)
+    assert json.loads((out / "metrics.json").read_text())["n_images"] == 10
 
 
 @pytest.mark.slow

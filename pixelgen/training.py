@@ -26,15 +26,18 @@ from torch.utils.data import Dataset
 
 from pixelgen import checkpoint as ckpt_io
 from pixelgen.archive import RunArchive
-from pixelgen.blocks import n_classes_of
-from pixelgen.data import DataSubset, load_splits
+from pixelgen.blocks import N_LEVELS, n_classes_of, n_levels_of
+from pixelgen.data import DataSubset, load_splits, max_value
 from pixelgen.errors import CheckpointError, DataError, PixelgenError, RecipeError
 from pixelgen.recipe import Recipe, RunSpec, recipe_to_dict, run_dir, single_run
-from pixelgen.registry import create_model
+from pixelgen.registry import create_model, get_model_spec
 from pixelgen.scoring import inception_weights
 from pixelgen.trainer import BEST, LAST, METRICS_JSON, Report, Trainer, TrainingError, finished, silent
 
-__all__ = ["RunPlan", "TrainingError", "build_model", "fit", "load_data", "make_fabric", "plan_runs", "run_recipe"]
+__all__ = [
+    "RunPlan", "TrainingError", "build_model", "check_levels", "fit", "load_data", "make_fabric", "plan_runs",
+    "run_recipe",
+]
 
 
 def load_data(run: RunSpec, root: str | None = None) -> dict[str, Dataset]:
@@ -71,8 +74,9 @@ def build_model(run: RunSpec, shape: tuple[int, int, int], n_classes: int) -> nn
     data's colours. A model with ``n_classes > 0`` is class-conditional and must cover the
     data set's labels."""
     hyper = ckpt_io.plain(dict(run.model.hyperparameters))
-    hyper.setdefault("in_channels", shape[0])
-    if hyper["in_channels"] != shape[0]:
+    if "in_channels" in get_model_spec(run.model.name).hyperparameters:
+        hyper.setdefault("in_channels", shape[0])
+    if hyper.get("in_channels", shape[0]) != shape[0]:
         raise RecipeError(
             f"model.hyperparameters.in_channels: {hyper['in_channels']} colours, but the "
             f"{run.data.name!r} images have {shape[0]}; remove the key to take the data's"
@@ -81,6 +85,9 @@ def build_model(run: RunSpec, shape: tuple[int, int, int], n_classes: int) -> nn
         model = create_model(run.model.name, **hyper)
     except (ValueError, TypeError) as exc:
         raise RecipeError(f"model.hyperparameters: {run.model.name!r} cannot be built: {exc}") from None
+    if getattr(model, "in_channels", shape[0]) != shape[0]:
+        raise RecipeError(f"model: {run.model.name!r} takes {model.in_channels} colours, but the "
+                          f"{run.data.name!r} images have {shape[0]}")
     conditional = n_classes_of(model)
     if 0 < conditional < n_classes:
         raise RecipeError(
@@ -88,6 +95,23 @@ def build_model(run: RunSpec, shape: tuple[int, int, int], n_classes: int) -> nn
             f"has {n_classes}; use {n_classes} (or 0 for an unconditional model)"
         )
     return model
+
+
+def check_levels(run: RunSpec, data: dict[str, Dataset], model: nn.Module) -> None:
+    """RecipeError when a split holds a value the model cannot predict: a model with
+    ``n_levels`` levels predicts 0..n_levels-1 (a binary model 0/1), and uint8 data hold
+    0..255, so only models with fewer than 256 levels are checked, on every item."""
+    n_levels = n_levels_of(model)
+    if n_levels >= N_LEVELS:
+        return
+    for split in ("train", "val", "test"):
+        largest = max_value(data[split])
+        if largest >= n_levels:
+            raise RecipeError(
+                f"model.hyperparameters.n_levels: {n_levels} levels (values 0..{n_levels - 1}), but the "
+                f"{split} split of {run.data.name!r} holds the value {largest}; train on data of those values "
+                f"(binarized_mnist_static, or data.options.binarize = true) or set n_levels = 256"
+            )
 
 
 def make_fabric(train: Any, loggers: list | None = None, devices: Any = None):
@@ -137,8 +161,16 @@ class RunPlan:
 
 
 def _check_same_model(path: pathlib.Path, stored: dict, built: dict) -> None:
-    """CheckpointError naming what differs between a checkpoint's model and the recipe's."""
+    """CheckpointError naming what differs between a checkpoint's model and the recipe's.
+
+    A hyperparameter the checkpoint lacks was added to the model later (``n_levels``):
+    it counts as its default, which reproduces the model the checkpoint was written by,
+    just as :func:`pixelgen.checkpoint.model_from_checkpoint` rebuilds it.
+    """
     stored, built = ckpt_io.plain(stored), ckpt_io.plain(built)
+    if stored["name"] == built["name"]:
+        defaults = ckpt_io.plain(get_model_spec(stored["name"]).defaults())
+        stored["hyperparameters"] = {**defaults, **stored["hyperparameters"]}
     if stored == built:
         return
     if stored["name"] != built["name"]:
@@ -196,6 +228,7 @@ def plan_runs(
         with torch.random.fork_rng(devices=[]):  # seeded initialisation, global state untouched
             torch.manual_seed(run.train.seed)
             model = build_model(run, tuple(train_set.shape), train_set.n_classes)
+        check_levels(run, data, model)
         if state is not None:
             _check_same_model(folder / LAST, state["model"], model.pixelgen_config)
         loggers = [

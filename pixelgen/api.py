@@ -1,0 +1,134 @@
+"""The Python front door to training: ``pixelgen.train(...)``, no TOML needed.
+
+::
+
+    import pixelgen
+    results = pixelgen.train("recipes/quickstart.toml", train={"epochs": 1})
+    results = pixelgen.train({"model": {"name": "pixelcnn"}, "data": {"name": "fashion_mnist"}})
+    results = pixelgen.train(recipe, model=my_module)   # an nn.Module that no plugin registers
+
+It builds the same :class:`~pixelgen.recipe.Recipe` a recipe file does and runs it the way
+``pixelgen run`` does (:func:`pixelgen.training.run_recipe`): every default, check,
+checkpoint and archive is the same.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Mapping
+
+from torch import nn
+
+from pixelgen.errors import RecipeError
+from pixelgen.hookspecs import hookimpl
+from pixelgen.recipe import Recipe, recipe_from_dict, recipe_to_dict
+from pixelgen.registry import ModelSpec, get_registry, register_plugin, unregister_plugin
+from pixelgen.training import Report, run_recipe
+
+
+def train(
+    recipe: str | os.PathLike | Mapping[str, Any] | Recipe,
+    *,
+    model: nn.Module | None = None,
+    out: str | os.PathLike | None = None,
+    resume: bool = False,
+    report: Report | None = print,
+    **overrides: Any,
+) -> list[dict[str, Any] | None]:
+    """Train, evaluate and sample every run of ``recipe``; the runs' final figures.
+
+    Args:
+        recipe: a recipe file, a dict in the recipe's layout, or a :class:`~pixelgen.recipe.Recipe`.
+        model: an ``nn.Module`` to train in place of the recipe's registered model (it
+            must follow the model contract of :class:`pixelgen.blocks.AutoregressiveModel`:
+            ``in_channels``, ``n_classes``, ``forward(x, labels=None)``). It is registered
+            for this call only, so its checkpoints load in this process alone.
+        out, resume: as ``pixelgen run --out DIR --resume``.
+        report: where progress lines go (``None``: nowhere).
+        overrides: recipe sections to merge over the recipe's, e.g. ``train={"epochs": 3}``,
+            or dotted keys through ``**{"train.optimizer.lr": 1e-3}``.
+
+    Returns:
+        per run, the figures written to its ``metrics.json`` (None for a finished run skipped).
+    """
+    data = _as_dict(recipe)
+    for key, value in overrides.items():
+        _merge(data, key.split("."), value)
+    if model is None:
+        return run_recipe(recipe_from_dict(data), out=out, resume=resume, report=report or _quiet)
+    name = _model_name(model)
+    data["model"] = {"name": name}
+    for run in data.get("runs", []):
+        run.pop("model", None)
+    plugin = _SingleModule(name, model)
+    register_plugin(plugin, name=f"pixelgen.train:{name}")
+    try:
+        return run_recipe(recipe_from_dict(data), out=out, resume=resume, report=report or _quiet)
+    finally:
+        unregister_plugin(f"pixelgen.train:{name}")
+
+
+def _quiet(line: str) -> None:
+    pass
+
+
+def _as_dict(recipe: str | os.PathLike | Mapping[str, Any] | Recipe) -> dict[str, Any]:
+    if isinstance(recipe, Recipe):
+        return recipe_to_dict(recipe)
+    if isinstance(recipe, Mapping):
+        return _plain(recipe)
+    path = Path(recipe)
+    try:
+        return tomllib.loads(path.read_text())
+    except OSError as exc:
+        raise RecipeError(f"{path}: cannot read the recipe ({exc.strerror})") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise RecipeError(f"{path}: not valid TOML ({exc})") from None
+
+
+def _plain(value: Any) -> Any:
+    """A deep copy of nested mappings and lists as plain dicts and lists."""
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _merge(data: dict[str, Any], keys: list[str], value: Any) -> None:
+    """Set ``data[k1][k2]... = value``; a mapping value is merged into what is there."""
+    for key in keys[:-1]:
+        data = data.setdefault(key, {})
+    if isinstance(value, Mapping) and isinstance(data.get(keys[-1]), dict):
+        for sub_key, sub_value in value.items():
+            _merge(data[keys[-1]], [sub_key], sub_value)
+    else:
+        data[keys[-1]] = _plain(value)
+
+
+def _model_name(model: nn.Module) -> str:
+    name = "".join(c if c.isalnum() else "_" for c in type(model).__name__).lower()
+    if name in get_registry().models:
+        name = f"{name}_module"
+    return name
+
+
+class _SingleModule:
+    """A plugin that provides one already-built module under ``name``."""
+
+    def __init__(self, name: str, module: nn.Module) -> None:
+        self.spec = ModelSpec(
+            name, lambda **_: module, f"{type(module).__name__}, given to pixelgen.train",
+            hyperparameters={}, receptive_field=f"{type(module).__name__}: not described.",
+        )
+        self.in_channels = getattr(module, "in_channels", None)
+        if not isinstance(self.in_channels, int):
+            raise RecipeError(f"model: {type(module).__name__} has no integer in_channels; "
+                              f"set it (the number of colours) on the module")
+
+    @hookimpl
+    def pixelgen_models(self) -> list[ModelSpec]:
+        return [self.spec]
+
