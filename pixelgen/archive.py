@@ -13,6 +13,9 @@ On-disk layout (also written into the root attributes as ``attrs["layout"]``)::
                                0/255); attrs: created (ISO time) and whatever the caller
                                passed (model, checkpoint, recipe, n_levels, temperature,
                                top_p, seed, ...)
+      score/                   group, made by the first score (older archives have none);
+                               attrs: feature space ("inception", "classifier") -> the
+                               sample-quality figures measured in it (pixelgen.scoring)
 
 Crash safety. Every file zarr writes to a local store is replaced atomically, so a crash
 leaves each file either old or new; the archive orders its writes so that any mix is
@@ -58,6 +61,8 @@ LAYOUT = {
     "0..n_levels-1 (0/1 from a binary model); attrs = created (ISO time), model, checkpoint, "
     "recipe, n_levels, temperature, top_p, seed, ...",
     "samples/.tmp-*": "a batch being written or abandoned by a crash; ignore",
+    "score": "group (absent before the first score); attrs = feature space -> sample-quality figures "
+    "(fid, is, kid, precision, recall, n, sample batch, ...)",
 }
 INT_COLUMNS = {"epoch": -1}  # column name -> value for rows that did not give it
 _METRIC_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_-]*$")  # no dots: no clash with zarr.json
@@ -275,6 +280,26 @@ class RunArchive:
     def test_metrics(self) -> dict[str, Any]:
         """The final evaluation figures, ``{}`` before :meth:`set_test_metrics`."""
         return self._group("test").attrs.asdict()
+
+    # -- sample-quality scores ------------------------------------------------------------
+
+    @_damage_is_one_line
+    def set_score(self, features: str, figures: dict[str, Any]) -> None:
+        """Store the sample-quality figures measured in feature space ``features``
+        (replacing earlier ones of that space); the ``score`` group is made on first use."""
+        self._check_writable()
+        if not isinstance(features, str) or not _METRIC_NAME.match(features):
+            raise ArchiveError(f"score: bad feature space name {features!r} (letters, digits, _ and -)")
+        group = zarr.open_group(self.path, mode="r+").require_group("score")
+        group.attrs.put({**group.attrs.asdict(), features: _jsonable(figures, f"score.{features}")})
+
+    @_damage_is_one_line
+    def scores(self) -> dict[str, dict[str, Any]]:
+        """Feature space -> its sample-quality figures; ``{}`` for an archive never scored
+        (archives written before scoring existed have no ``score`` group)."""
+        if not (self.path / "score" / "zarr.json").exists():
+            return {}
+        return self._group("score").attrs.asdict()
 
     # -- samples -------------------------------------------------------------------------
 

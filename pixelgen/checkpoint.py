@@ -16,6 +16,12 @@ file from elsewhere can never run code on load. Its top-level keys::
                              random states, as tensors (see :func:`rng_state`)
     metrics                  the epoch's metrics row
 
+A quantized checkpoint (:func:`quantized_checkpoint`, ``pixelgen quantize``) keeps
+``model``, ``recipe``, ``epoch``, ``step`` and ``metrics``, stores ``model_state`` in its
+smaller form and adds ``quantization`` (``{"to", "scheme", "weights", ...}``, see
+:mod:`pixelgen.quantization`); it has no optimizer, random or averaged state, so it cannot
+be resumed. :func:`model_from_checkpoint` dequantizes it on load.
+
 The file is written to a temporary name in the same folder, flushed to disk and renamed
 over the target with ``os.replace``, so a kill at any moment leaves either the previous
 checkpoint or the new one, never a mix.
@@ -37,6 +43,7 @@ from torch import nn
 
 from pixelgen.errors import CheckpointError
 from pixelgen.files import atomic_writer, write_failure
+from pixelgen.quantization import SCHEMES, QuantizationError, dequantize_state, quantize_state
 from pixelgen.registry import create_model
 
 FORMAT = "pixelgen-checkpoint"
@@ -150,9 +157,13 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
 
 
 def _all_weights(state: dict[str, Any]) -> dict[str, torch.Tensor]:
-    """The trained weights and, for a run with an average of them, the average."""
+    """The trained weights and, for a run with an average of them, the average; for an
+    int8 checkpoint also the scales (everything the stored weights are made of)."""
     ema = state.get("ema_state") or {}
-    return {**state["model_state"], **{f"ema:{k}": v for k, v in ema.items() if isinstance(v, torch.Tensor)}}
+    quantization = state.get("quantization")
+    scales = quantization.get("scales") or {} if isinstance(quantization, dict) else {}
+    return {**state["model_state"], **{f"ema:{k}": v for k, v in ema.items() if isinstance(v, torch.Tensor)},
+            **{f"scale:{k}": v for k, v in scales.items() if isinstance(v, torch.Tensor)}}
 
 
 def weights_digest(model_state: dict[str, torch.Tensor]) -> str:
@@ -182,9 +193,7 @@ def _check_contents(path: pathlib.Path, state: dict[str, Any]) -> None:
             f"{path}: the weights do not match their recorded digest (the file was damaged or "
             f"edited); use another checkpoint (last.ckpt / best.ckpt) or train again"
         )
-    every = {**weights, **{f"ema:{k}": v for k, v in (state.get("ema_state") or {}).items()
-                           if isinstance(v, torch.Tensor)}}
-    bad = [name for name, v in every.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    bad = [name for name, v in _all_weights(state).items() if v.is_floating_point() and not torch.isfinite(v).all()]
     if bad:
         raise CheckpointError(
             f"{path}: non-finite weights in {', '.join(bad[:3])}{' ...' if len(bad) > 3 else ''}; "
@@ -223,16 +232,20 @@ def model_from_checkpoint(state: dict[str, Any], weights: str = "auto") -> nn.Mo
     Needs only the checkpoint: the registered model name and its hyperparameters are
     stored in ``state["model"]`` (``model.pixelgen_config``). ``weights``: ``"ema"`` the
     exponential moving average of a run with ``train.ema_decay > 0``, ``"raw"`` the
-    trained weights themselves, ``"auto"`` the average where there is one.
+    trained weights themselves, ``"auto"`` the average where there is one. A quantized
+    checkpoint holds one set, dequantized here (``"ema"``/``"raw"`` must name that set).
     """
     if weights not in WEIGHTS:
         raise CheckpointError(f"weights {weights!r}: choose one of {', '.join(WEIGHTS)}")
-    has_ema = bool(state.get("ema_state"))
-    if weights == "ema" and not has_ema:
-        raise CheckpointError("--weights ema: this run kept no average of its weights (train.ema_decay = 0); "
-                              "use --weights raw")
+    if state.get("quantization") is not None:
+        chosen = _dequantized(state, weights)
+    else:
+        has_ema = bool(state.get("ema_state"))
+        if weights == "ema" and not has_ema:
+            raise CheckpointError("--weights ema: this run kept no average of its weights (train.ema_decay = 0); "
+                                  "use --weights raw")
+        chosen = ema_weights(state["ema_state"]) if has_ema and weights != "raw" else state["model_state"]
     config = state["model"]
-    chosen = ema_weights(state["ema_state"]) if has_ema and weights != "raw" else state["model_state"]
     try:
         model = create_model(config["name"], **config["hyperparameters"])
         model.load_state_dict(chosen)
@@ -247,3 +260,39 @@ def model_from_checkpoint(state: dict[str, Any], weights: str = "auto") -> nn.Mo
 def ema_weights(ema_state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """The model's state dict inside an ``AveragedModel``'s (keys ``module.*``)."""
     return {k[len("module."):]: v for k, v in ema_state.items() if k.startswith("module.")}
+
+
+def weights_used(state: dict[str, Any], weights: str = "auto") -> str:
+    """``"ema"`` or ``"raw"``: the set :func:`model_from_checkpoint` loads for ``weights``."""
+    quantization = state.get("quantization")
+    if isinstance(quantization, dict):
+        return quantization.get("weights", "raw")
+    return "ema" if weights != "raw" and state.get("ema_state") else "raw"
+
+
+def _dequantized(state: dict[str, Any], weights: str) -> dict[str, torch.Tensor]:
+    """The float32 state dict of a quantized checkpoint; ``weights`` must fit the set it holds."""
+    held = weights_used(state)
+    if weights not in ("auto", held):
+        raise CheckpointError(f"--weights {weights}: this quantized checkpoint holds the {held} weights only; "
+                              f"use --weights auto")
+    try:
+        return dequantize_state(state["model_state"], state["quantization"])
+    except (QuantizationError, KeyError, TypeError, RuntimeError) as exc:
+        raise CheckpointError(f"quantized checkpoint cannot be read: {exc}; quantize the original again") from None
+
+
+def quantized_checkpoint(state: dict[str, Any], to: str, weights: str = "auto") -> dict[str, Any]:
+    """A checkpoint of the model of ``state`` with its weights in format ``to`` (one of
+    :data:`pixelgen.quantization.SCHEMES`): the chosen weights (``weights``: see
+    :func:`model_from_checkpoint`) only, no optimizer, random or averaged state."""
+    if to not in SCHEMES:
+        raise CheckpointError(f"--to {to!r}: choose one of {', '.join(SCHEMES)}")
+    if state.get("quantization") is not None:
+        raise CheckpointError(f"this checkpoint is already quantized ({state['quantization'].get('to')}); "
+                              f"quantize the original one")
+    model = model_from_checkpoint(state, weights)
+    stored, record = quantize_state(model, {k: v.detach().cpu() for k, v in model.state_dict().items()}, to)
+    record.update(weights=weights_used(state, weights), source_digest=state.get("model_digest"))
+    kept = {key: state[key] for key in ("model", "recipe", "epoch", "step", "metrics") if key in state}
+    return {**kept, "model_state": stored, "quantization": record}

@@ -92,6 +92,14 @@ EXAMPLES = {
   pixelgen eval runs/quickstart/best.ckpt --split val --json --limit 0""",
     "compare": """examples:
   pixelgen compare runs/fmnist_compare/pixelcnn runs/fmnist_compare/row_lstm --out report/""",
+    "score": """examples:
+  pixelgen score runs/quickstart --features classifier          FID, IS, KID, precision/recall of 1000 samples
+  pixelgen score runs/quickstart --metrics fid,kid --n 5000 --inception-weights ~/weights/
+  pixelgen score runs/quickstart --features classifier --baseline test    the floor: test images
+  pixelgen score runs/quickstart/best-int8.ckpt --features classifier --json""",
+    "quantize": """examples:
+  pixelgen quantize runs/quickstart/best.ckpt --to int8                  writes runs/quickstart/best-int8.ckpt
+  pixelgen quantize runs/quickstart/best.ckpt --to bfloat16 --out small.ckpt && pixelgen eval small.ckpt""",
     "analyse": """examples:
   pixelgen analyse runs/quickstart/best.ckpt --out analysis/""",
     "recipe": """examples:
@@ -125,6 +133,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_eval(sub)
     _add_compare(sub)
     _add_analyse(sub)
+    _add_score(sub)
+    _add_quantize(sub)
     _add_recipe(sub)
     return parser
 
@@ -203,7 +213,8 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
 
 def _add_compare(sub: argparse._SubParsersAction) -> None:
     p = _command(sub, "compare", "compare trained runs: report.md, report.html and figures")
-    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run folders written by pixelgen run")
+    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR",
+                   help="run folders written by pixelgen run, or checkpoint files (e.g. quantized copies)")
     p.add_argument("--json", action="store_true", help="print the table numbers as one JSON object")
     _add_measure_options(p)
     p.set_defaults(command_function="compare")
@@ -214,6 +225,58 @@ def _add_analyse(sub: argparse._SubParsersAction) -> None:
     p.add_argument("checkpoint", help="a .ckpt file written by pixelgen run")
     _add_measure_options(p)
     p.set_defaults(command_function="analyse")
+
+
+METRICS = ("fid", "is", "kid", "pr")  # pixelgen.recipe.SCORE_METRICS, without loading the recipes
+
+
+def _metrics(text: str) -> tuple[str, ...]:
+    names = tuple(dict.fromkeys(part.strip() for part in text.split(",") if part.strip()))
+    unknown = [name for name in names if name not in METRICS]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(f"expected a comma-separated list of {', '.join(METRICS)}, got {text!r}")
+    return names
+
+
+def _add_score(sub: argparse._SubParsersAction) -> None:
+    p = _command(sub, "score", "sample-quality metrics (FID, IS, KID, precision/recall) of a model's samples")
+    p.add_argument("target", metavar="CKPT_OR_RUN_DIR",
+                   help="a run folder (figures stored in its archive) or a checkpoint file")
+    p.add_argument("--metrics", type=_metrics, default=METRICS, metavar="LIST",
+                   help="comma-separated, of fid, is, kid, pr (default: all)")
+    p.add_argument("--n", type=_bounded_int(10, MAX_SAMPLES, "a number of images"), default=1000,
+                   help="samples scored, against as many training images (default: 1000)")
+    p.add_argument("--features", choices=["inception", "classifier"], default="inception",
+                   help="inception: the standard Inception-v3 weights (a local file); classifier: a small "
+                        "classifier of the data set (trained once; not comparable with published figures)")
+    p.add_argument("--inception-weights", metavar="PATH",
+                   help="weights-inception-2015-12-05-6726825d.pth or its folder (default: "
+                        "$PIXELGEN_INCEPTION_WEIGHTS, then torch's hub cache)")
+    p.add_argument("--baseline", choices=["test", "histogram"],
+                   help="score data instead of the model: test images (the floor) or the per-position "
+                        "histogram model (a ceiling)")
+    p.add_argument("--seed", type=_bounded_int(0, 2**63 - 1, "a seed"), default=0,
+                   help="seed of the scored samples (default: 0)")
+    p.add_argument("--batch-size", type=_bounded_int(1, MAX_SAMPLES, "a batch size"), default=16,
+                   help="images generated at once (default: 16)")
+    p.add_argument("--data-root", metavar="DIR", help="data folder in place of the recorded data.root")
+    p.add_argument("--device", help="cpu, cuda, ... (default: cuda where available)")
+    p.add_argument("--weights", choices=["auto", "ema", "raw"], default="auto",
+                   help="the run's average of its weights (ema) or the trained ones (raw); default: ema where kept")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(command_function="score")
+
+
+def _add_quantize(sub: argparse._SubParsersAction) -> None:
+    p = _command(sub, "quantize", "write a smaller checkpoint: int8, float16 or bfloat16 weights")
+    p.add_argument("checkpoint", help="a .ckpt file written by pixelgen run")
+    p.add_argument("--to", required=True, choices=["int8", "float16", "bfloat16"],
+                   help="int8: per-output-channel symmetric weight-only (convolutions and linear maps); "
+                        "float16, bfloat16: every weight cast")
+    p.add_argument("--out", metavar="FILE", help="the new checkpoint (default: <name>-<to>.ckpt beside it)")
+    p.add_argument("--weights", choices=["auto", "ema", "raw"], default="auto",
+                   help="which weights to keep (default: the run's average where it kept one)")
+    p.set_defaults(command_function="quantize")
 
 
 def _add_recipe(sub: argparse._SubParsersAction) -> None:

@@ -17,9 +17,10 @@ from typing import Sequence
 from pixelgen import registry, report
 from pixelgen.blocks import generation_order_of, raster_order
 from pixelgen.errors import PixelgenError
-from pixelgen.from_checkpoint import evaluate_checkpoint, sample_checkpoint
+from pixelgen.from_checkpoint import evaluate_checkpoint, quantize_checkpoint, sample_checkpoint, score_checkpoint
 from pixelgen.inference import progress_bar_enabled
 from pixelgen.recipe import dump_toml, load_recipe, recipe_to_dict
+from pixelgen.scoring import metric_label
 from pixelgen.testing import allowed_dependencies, check_causality
 from pixelgen.training import run_recipe
 
@@ -178,6 +179,34 @@ def cmd_analyse(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_score(args: argparse.Namespace) -> int:
+    figures = score_checkpoint(
+        args.target, args.metrics, n=args.n, features=args.features, inception_weights=args.inception_weights,
+        baseline=args.baseline, data_root=args.data_root, device=args.device, seed=args.seed,
+        batch_size=args.batch_size, weights=args.weights, progress=progress_bar_enabled(), report=_to_stderr,
+    )
+    if args.json:
+        print(json.dumps(figures))
+        return 0
+    what = f"baseline {args.baseline}" if args.baseline else f"{figures['n_samples']} samples"
+    print(f"{figures['checkpoint']} (epoch {figures['epoch']}): {what} against {figures['n_reference']} "
+          f"training images, {figures['label']}")
+    for name in ("fid", "is", "kid", "precision", "recall"):
+        if name in figures:
+            spread = f" +- {figures[name + '_std']:.4g}" if name + "_std" in figures else ""
+            print(f"  {metric_label(name, figures['features']):<72} {figures[name]:.4g}{spread}")
+    if figures["archive"] is not None:
+        print(f"  stored in {figures['archive']} (score/{figures['features']})")
+    return 0
+
+
+def cmd_quantize(args: argparse.Namespace) -> int:
+    result = quantize_checkpoint(args.checkpoint, args.to, args.out, weights=args.weights)
+    ratio = result["bytes_after"] / result["bytes_before"]
+    print(f"{result['out']}: {result['to']}, {result['bytes_after']:,} bytes = {ratio:.1%} of "
+          f"{result['checkpoint']} ({result['bytes_before']:,} bytes)")
+    print(f"  {result['weights']} weights, {result['scheme']}")
+    return 0
 
 
 def cmd_recipe_show(args: argparse.Namespace) -> int:

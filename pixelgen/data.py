@@ -159,3 +159,17 @@ def load_splits(
     if flips:
         train = HorizontalFlip(train)
     return {"train": train, "val": val, "test": test}
+
+
+def stack_split(dataset: Dataset, limit: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first ``limit`` items of a split (all by default) as uint8 images ``(N, C, H, W)``
+    and long labels ``(N,)``, random training flips undone (the images as stored)."""
+    while isinstance(dataset, HorizontalFlip):
+        dataset = dataset.dataset
+    n = len(dataset) if limit is None else min(limit, len(dataset))
+    if n == 0:
+        raise DataError("the split has no images (check data.limit_* and data.validation_fraction)")
+    batches = list(DataLoader(Subset(dataset, range(n)), batch_size=1024, shuffle=False))
+    images = torch.cat([images for images, _ in batches])  # (N, C, H, W)
+    labels = torch.cat([torch.as_tensor(labels) for _, labels in batches]).long()  # (N,)
+    return images.to(torch.uint8), labels

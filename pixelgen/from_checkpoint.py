@@ -1,6 +1,7 @@
-"""What the command line does with a checkpoint: evaluate it, sample from it.
+"""What the command line does with a checkpoint: evaluate it, sample from it, score its
+samples, quantize it.
 
-Both need only the checkpoint file: the model, its hyperparameters and the run's recipe
+Each needs only the checkpoint file: the model, its hyperparameters and the run's recipe
 are stored in it (:mod:`pixelgen.checkpoint`).
 """
 
@@ -15,12 +16,20 @@ import attrs
 import torch
 
 from pixelgen import checkpoint as ckpt_io
+from pixelgen.archive import RunArchive
 from pixelgen.blocks import n_classes_of, n_levels_of
+from pixelgen.data import stack_split
 from pixelgen.errors import CheckpointError, PixelgenError, RecipeError
 from pixelgen.files import RunLock
-from pixelgen.inference import check_image_path, evaluate, read_image, sample_to_archive, save_grid, set_threads
-from pixelgen.recipe import recipe_from_dict
+from pixelgen.inference import (
+    archived_batch, check_image_path, evaluate, read_image, sample_to_archive, save_grid, set_threads,
+)
+from pixelgen.recipe import SCORE_METRICS, RunSpec, recipe_from_dict
 from pixelgen.sampling import SamplingError, _channels_of, sample_batched, sampler_used
+from pixelgen.scoring import (
+    ScoreError, feature_space, histogram_samples, official_splits, reference_images, score_images,
+)
+from pixelgen.trainer import Report, final_checkpoint, silent
 from pixelgen.training import load_data, make_fabric
 
 
@@ -42,11 +51,7 @@ def evaluate_checkpoint(
     """
     state = ckpt_io.load_checkpoint(path)
     model = ckpt_io.model_from_checkpoint(state, weights)
-    try:
-        recipe = recipe_from_dict(state["recipe"])
-    except RecipeError as exc:
-        raise CheckpointError(f"{path}: its stored recipe no longer validates: {exc}") from None
-    run = recipe.runs[0]
+    run = stored_run(state, path)
     if limit is not None:
         key = {"train": "limit_train", "val": "limit_val", "test": "limit_test"}[split]
         run = attrs.evolve(run, data=attrs.evolve(run.data, **{key: limit or None}))
@@ -58,8 +63,16 @@ def evaluate_checkpoint(
     figures = evaluate(fmodel, data[split], run.eval.batch_size, fabric)
     return {
         "checkpoint": str(path), "model": state["model"]["name"], "epoch": state["epoch"],
-        "split": split, "weights": "ema" if weights != "raw" and state.get("ema_state") else "raw", **figures,
+        "split": split, "weights": ckpt_io.weights_used(state, weights), **figures,
     }
+
+
+def stored_run(state: dict[str, Any], path: str | os.PathLike) -> RunSpec:
+    """The run a checkpoint's stored recipe describes."""
+    try:
+        return recipe_from_dict(state["recipe"]).runs[0]
+    except RecipeError as exc:
+        raise CheckpointError(f"{path}: its stored recipe no longer validates: {exc}") from None
 
 
 def _image_size_of_run(state: dict[str, Any]) -> tuple[int, int]:
@@ -94,6 +107,7 @@ def sample_checkpoint(
     device: str | None = None,
     progress: bool = False,
     weights: str = "auto",
+    source: str | None = None,
 ) -> dict[str, Any]:
     """What ``pixelgen sample`` does: load a checkpoint, sample, archive, write a PNG grid.
 
@@ -111,6 +125,7 @@ def sample_checkpoint(
         device: ``"cpu"``, ``"cuda"``, ...; default: CUDA where available.
         batch_size, temperature, top_p, seed, sampler, progress: as for :func:`~pixelgen.sampling.sample_batched`;
             ``seed=None`` draws a seed, which is recorded.
+        source: recorded with the archived batch (``"score"`` for :func:`score_checkpoint`'s).
 
     Returns:
         ``{"images", "seed", "seconds_per_image", "archive", "key", "png"}`` (paths or None).
@@ -141,6 +156,7 @@ def sample_checkpoint(
             images, result["key"] = sample_to_archive(
                 model, result["archive"], n, height, width, model=state["model"]["name"],
                 checkpoint=str(checkpoint), recipe=state["recipe"], epoch=state["epoch"], **options,
+                **({"source": source} if source is not None else {}),
             )
     else:
         images = sample_batched(model, n, height, width, **options)
@@ -216,3 +232,129 @@ def _labels(model: torch.nn.Module, n: int, label: int | None) -> torch.Tensor |
             raise SamplingError(f"--label {label}: this model is not class-conditional")
         return None
     return torch.full((n,), label) if label is not None else torch.arange(n) % n_classes
+
+
+# --------------------------------------------------------------------------- scoring
+
+BASELINES = ("test", "histogram")
+
+
+def score_checkpoint(
+    target: str | os.PathLike,
+    metrics: tuple[str, ...] = SCORE_METRICS,
+    *,
+    n: int = 1000,
+    features: str = "inception",
+    inception_weights: str | os.PathLike | None = None,
+    baseline: str | None = None,
+    data_root: str | None = None,
+    device: str | None = None,
+    seed: int = 0,
+    batch_size: int = 16,
+    weights: str = "auto",
+    progress: bool = False,
+    report: Report = silent,
+) -> dict[str, Any]:
+    """What ``pixelgen score`` does: sample-quality metrics of a model's samples
+    (:mod:`pixelgen.scoring`) against the first ``n`` training images of its data set.
+
+    Args:
+        target: a run folder (its best.ckpt, else last.ckpt: the scored samples and the
+            figures go into the run's archive, and archived scored samples are used again)
+            or a checkpoint file (samples drawn afresh, figures only returned).
+        metrics: of "fid", "is", "kid", "pr".
+        features: "inception" (weights from ``inception_weights``, else
+            ``$PIXELGEN_INCEPTION_WEIGHTS``, else torch's hub cache) or "classifier".
+        baseline: score data instead of the model: "test" (the first ``n`` test images:
+            the floor) or "histogram" (the per-position histogram model: a ceiling).
+        seed, batch_size, device, weights, progress: of the sampling (see :func:`sample_checkpoint`),
+            which takes the temperature, top-p and sampler of the run's ``[sample]``.
+
+    Returns:
+        the figures of :func:`pixelgen.scoring.score_images` with ``checkpoint``, ``epoch``,
+        ``source`` ("model" or the baseline), ``sample_batch`` and ``archive`` (None if not stored).
+    """
+    if baseline not in (None, *BASELINES):
+        raise ScoreError(f"--baseline {baseline!r}: choose one of {', '.join(BASELINES)}")
+    checkpoint, in_run_folder = _score_target(Path(target))
+    state = ckpt_io.load_checkpoint(checkpoint)
+    run = stored_run(state, checkpoint)
+    data = attrs.evolve(run.data, root=data_root) if data_root is not None else run.data
+    splits = official_splits(data)
+    reference = reference_images(splits, n)
+    baseline_images = _baseline_images(baseline, splits, n, seed) if baseline is not None else None
+    space = feature_space(features, data, splits, weights_path=inception_weights, report=report)  # before sampling
+    archive = archive_of(checkpoint, state) if in_run_folder and baseline is None else None
+    if baseline_images is not None:
+        samples, key = baseline_images, None
+    else:
+        samples, key = _scored_samples(checkpoint, state, archive, n, seed=seed, batch_size=batch_size,
+                                       device=device, weights=weights, progress=progress, sampler=run.sample.sampler,
+                                       temperature=run.sample.temperature, top_p=run.sample.top_p)
+    figures = score_images(samples, reference, metrics, space, device=_device(device).type)
+    figures.update(checkpoint=str(checkpoint), epoch=state["epoch"], source=baseline or "model", sample_batch=key)
+    if archive is not None:
+        with RunLock(archive.parent):
+            RunArchive.create_or_open(archive).set_score(features, figures)
+    return {**figures, "archive": str(archive) if archive is not None else None}
+
+
+def _score_target(target: Path) -> tuple[Path, bool]:
+    """The checkpoint to score and whether it was named by its run folder."""
+    if not target.is_dir():
+        return target, False
+    chosen = final_checkpoint(target)
+    if chosen is None:
+        raise CheckpointError(f"{target}: no best.ckpt or last.ckpt; pass a run folder written by pixelgen run "
+                              f"or a checkpoint file")
+    return chosen, True
+
+
+def _baseline_images(baseline: str, splits: dict[str, Any], n: int, seed: int) -> torch.Tensor:
+    """The floor (test images) or the ceiling (per-position histogram model samples)."""
+    if baseline == "test":
+        return reference_images(splits, n, "test")
+    return histogram_samples(stack_split(splits["train"])[0], n, seed)
+
+
+def _scored_samples(
+    checkpoint: Path, state: dict[str, Any], archive: Path | None, n: int, **options: Any
+) -> tuple[torch.Tensor, str | None]:
+    """``n`` samples to score: an archived batch drawn for scoring before (by the run's
+    ``[score]`` or an earlier ``pixelgen score``), else new ones (archived if ``archive``)."""
+    if archive is not None and archive.exists() and options["weights"] == "auto":
+        store = RunArchive.open(archive)
+        key = archived_batch(store, n, source="score", checkpoint=checkpoint, epoch=state["epoch"],
+                             seed=options["seed"], temperature=options["temperature"], top_p=options["top_p"])
+        if key is not None:
+            return torch.from_numpy(store.read_samples(key)), key
+    result = sample_checkpoint(checkpoint, n, archive=archive or False, png=False, source="score", **options)
+    return result["images"], result["key"]
+
+
+# --------------------------------------------------------------------------- quantizing
+
+
+def quantize_checkpoint(
+    path: str | os.PathLike, to: str, out: str | os.PathLike | None = None, *, weights: str = "auto"
+) -> dict[str, Any]:
+    """What ``pixelgen quantize`` does: write the checkpoint's model with its weights in
+    format ``to`` (:data:`pixelgen.quantization.SCHEMES`) to ``out`` (default
+    ``<stem>-<to>.ckpt`` beside it), then read the new file back as any command would.
+
+    Returns:
+        ``{"checkpoint", "out", "to", "scheme", "weights", "bytes_before", "bytes_after"}``.
+    """
+    path = Path(path)
+    state = ckpt_io.load_checkpoint(path)
+    quantized = ckpt_io.quantized_checkpoint(state, to, weights)
+    out = Path(out) if out is not None else path.with_name(f"{path.stem}-{to}.ckpt")
+    if out.is_dir():
+        raise CheckpointError(f"--out {out}: is a folder; name a file, e.g. {out / f'{path.stem}-{to}.ckpt'}")
+    if out.exists() and out.resolve() == path.resolve():
+        raise CheckpointError(f"--out {out}: is the checkpoint being quantized; name another file")
+    ckpt_io.save_checkpoint(out, quantized)
+    ckpt_io.model_from_checkpoint(ckpt_io.load_checkpoint(out))  # loads like any other checkpoint
+    record = quantized["quantization"]
+    return {"checkpoint": str(path), "out": str(out), "to": to, "scheme": record["scheme"],
+            "weights": record["weights"], "bytes_before": path.stat().st_size, "bytes_after": out.stat().st_size}

@@ -6,6 +6,7 @@
                                                     and per colour (pixelgen.metrics)
     sample_to_archive(model, archive, n, H, W)      pixelgen.sample in batches, appended to
                                                     a run archive with its settings
+    archived_batch(archive, n, **attributes)        such a batch drawn before, if any
     save_grid(images, path, n_levels)               a PNG grid, upscaled for small images
     read_image(path, channels, n_levels)            an image file as uint8 (C, H, W)
     to_display / from_display                       a model's levels <-> 0..255 pixel values
@@ -188,6 +189,24 @@ def sample_to_archive(
         settings["prefix_rows"] = prefix.shape[2]
     key = store.append_samples(images, **settings, **attributes)
     return images, key
+
+
+def archived_batch(archive: RunArchive, n: int, **attributes: Any) -> str | None:
+    """The key of the newest archived sample batch of ``n`` images whose attributes include
+    ``attributes`` (e.g. ``source="score", checkpoint=Path(...), epoch=..., seed=...``), or None:
+    samples an interrupted or earlier command drew are used again, not drawn twice."""
+    for key, found in reversed(archive.sample_batches()):
+        if all(_same(found.get(name), value) for name, value in attributes.items()):
+            if len(archive.read_samples(key)) == n:
+                return key
+    return None
+
+
+def _same(stored: Any, wanted: Any) -> bool:
+    """An archived attribute equals ``wanted``; a path matches a stored path naming the same file."""
+    if isinstance(wanted, Path):
+        return isinstance(stored, str) and Path(stored).resolve() == wanted.resolve()
+    return stored == wanted
 
 
 def to_display(images: Tensor, n_levels: int = N_LEVELS) -> Tensor:

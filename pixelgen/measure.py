@@ -42,7 +42,7 @@ from pixelgen.recipe import Recipe, RunSpec, recipe_from_dict
 from pixelgen.registry import create_model, get_model_spec
 from pixelgen.sampling import sample, sampler_used
 from pixelgen.training import load_data
-from pixelgen.trainer import Report, silent
+from pixelgen.trainer import Report, final_checkpoint, silent
 
 
 class ReportError(PixelgenError):
@@ -94,12 +94,13 @@ class ArchiveRecord:
     metrics: dict[str, np.ndarray]  # RunArchive.metrics()
     test: dict[str, Any]  # RunArchive.test_metrics()
     samples: list[tuple[str, dict[str, Any]]]  # RunArchive.sample_batches(): (key, settings)
+    scores: dict[str, dict[str, Any]] = attrs.field(factory=dict)  # RunArchive.scores(); {} if never scored
 
     @classmethod
     def read(cls, path: Path) -> ArchiveRecord:
         archive = RunArchive.open(path)
         return cls(path=path, metrics=archive.metrics(), test=archive.test_metrics(),
-                   samples=archive.sample_batches())
+                   samples=archive.sample_batches(), scores=archive.scores())
 
     def read_samples(self, key: str) -> np.ndarray:
         """The images of sample batch ``key``, uint8 ``(N, C, H, W)``."""
@@ -152,7 +153,7 @@ def read_run(run_dir: str | os.PathLike) -> RunRecord:
     folder = Path(run_dir)
     if not folder.is_dir():
         raise ReportError(f"{folder}: no such run folder")
-    chosen = next((folder / name for name in ("best.ckpt", "last.ckpt") if (folder / name).is_file()), None)
+    chosen = final_checkpoint(folder)
     if chosen is None:
         raise ReportError(
             f"{folder}: no best.ckpt or last.ckpt; pass run folders written by `pixelgen run`"
@@ -165,10 +166,12 @@ def read_run(run_dir: str | os.PathLike) -> RunRecord:
 
 
 def unique_names(records: Sequence[RunRecord]) -> list[RunRecord]:
-    """Runs of different recipes may share a name: fall back to folder names, then indices."""
+    """Runs of different recipes may share a name: fall back to folder names (with the file
+    name for a checkpoint read on its own, e.g. a quantized copy), then indices."""
     names = [r.name for r in records]
     if len(set(names)) < len(names):
-        names = [r.run_dir.name for r in records]
+        names = [r.run_dir.name if r.archive is not None else f"{r.run_dir.name}/{r.checkpoint.name}"
+                 for r in records]
     if len(set(names)) < len(names):
         names = [f"{i}:{r.name}" for i, r in enumerate(records)]
     return [attrs.evolve(r, name=n) for r, n in zip(records, names)]
@@ -336,6 +339,7 @@ class TableRow:
     image_shape: list[int]
     sequential_steps: int
     sampling: SamplingTimes | None  # None: the samplers were not timed
+    scores: dict[str, dict[str, Any]] = attrs.field(factory=dict)  # feature space -> sample-quality figures
 
     def to_json(self) -> dict[str, Any]:
         def section(record: Any, cls: type) -> dict[str, Any]:
@@ -346,6 +350,7 @@ class TableRow:
             "parameters": self.parameters, **section(self.training, TrainingFigures),
             "paper_bits_per_dim": self.paper_bits_per_dim, "image_shape": self.image_shape,
             "sequential_steps": self.sequential_steps, **section(self.sampling, SamplingTimes),
+            **({"scores": self.scores} if self.scores else {}),  # only for a scored run: older rows stay as they were
         }
 
 
@@ -475,6 +480,7 @@ def _table_row(
         training=TrainingFigures.from_archive(archive.metrics, archive.test) if archive is not None else None,
         paper_bits_per_dim=paper_figure(record.model_config["name"], record.run.data.name),
         image_shape=list(shape), sequential_steps=analysis.sequential_steps(model, *shape[1:]), sampling=sampling,
+        scores=archive.scores if archive is not None else {},
     )
 
 

@@ -13,7 +13,7 @@ back out, defaults included, and :func:`write_resolved` stores that in each run 
 
 A recipe describes either one run, with the top-level tables ``[model] [data] [train]
 [eval] [sample] [output]``, or several runs to compare, with ``[[runs]]`` tables whose
-``model``/``data``/``train``/``eval``/``sample`` tables are deep-merged over the top-level
+``model``/``data``/``train``/``eval``/``sample``/``score`` tables are deep-merged over the top-level
 ones (which then act as shared defaults)::
 
     [data]
@@ -58,7 +58,7 @@ from pixelgen.sampling import MIN_TEMPERATURE
 
 __all__ = [
     "DataSection", "EvalSection", "FrozenTable", "ModelSection", "OptimizerSection",
-    "OutputSection", "Recipe", "RunSpec", "SampleSection", "SchedulerSection", "TrainSection",
+    "OutputSection", "Recipe", "RunSpec", "SampleSection", "SchedulerSection", "ScoreSection", "TrainSection",
     "apply_override", "dump_toml", "field_reference", "load_recipe", "recipe_from_dict",
     "recipe_to_dict", "run_dir", "single_run", "write_resolved",
 ]
@@ -248,6 +248,9 @@ def _rule(tp: Any, check: _Check | None, aliases: Mapping[str, str]) -> tuple[An
         if aliases:
             text += f" (or an alias: {', '.join(map(repr, aliases))})"
         return in_(args), text
+    if origin is tuple and args[-1] is Ellipsis:  # any length, one item type
+        item, words = _rule(args[0], check, aliases)
+        return deep_iterable(item, instance_of(tuple)), f"an array whose items are each {words}"
     if origin is tuple:  # fixed length, one item type
         (item, words), n = _rule(args[0], check, aliases), len(args)
         shape = and_(instance_of(tuple), min_len(n), max_len(n))
@@ -506,6 +509,31 @@ class SampleSection:
         check=NON_NEGATIVE)
 
 
+#: The sample-quality metrics ``[score]`` and ``pixelgen score`` compute (see pixelgen.scoring).
+SCORE_METRICS = ("fid", "is", "kid", "pr")
+SCORE_FEATURES = ("inception", "classifier")
+
+
+@_schema
+class ScoreSection:
+    """``[score]``: sample-quality metrics of the final model, computed after its samples."""
+
+    metrics: tuple[Literal[SCORE_METRICS], ...] = _field(
+        "Metrics computed at the end of the run on score.n new samples against as many training "
+        "images: \"fid\" (Frechet distance), \"is\" (Inception Score), \"kid\" (kernel distance), "
+        "\"pr\" (precision and recall); empty: no scoring.", ())
+    n: int = _field("Samples scored, and training images they are scored against.", 1000,
+                    check=_Check((ge(10),), "{a} {noun} of at least 10", ">= 10"))
+    features: Literal[SCORE_FEATURES] = _field(
+        "Feature space: \"inception\" (the standard Inception-v3 weights, read from a local file) or "
+        "\"classifier\" (a small classifier pixelgen trains once on the data set's labels; its "
+        "figures are not comparable with published ones).", "inception")
+    weights_path: str | None = _field(
+        "The Inception weights file (torch-fidelity's weights-inception-2015-12-05-6726825d.pth); "
+        "unset: $PIXELGEN_INCEPTION_WEIGHTS, then torch's hub cache (<hub>/checkpoints/).", None)
+    seed: int = _field("Seed of the sampling of the scored images.", 0)
+
+
 @_schema
 class OutputSection:
     """``[output]``: where runs write checkpoints, logs and the archive."""
@@ -532,6 +560,7 @@ class RunSpec:
     train: TrainSection = _table(TrainSection, "Training loop settings ([train]).")
     eval: EvalSection = _table(EvalSection, "Final evaluation ([eval]).")
     sample: SampleSection = _table(SampleSection, "Samples drawn after training ([sample]).")
+    score: ScoreSection = _table(ScoreSection, "Sample-quality metrics after the samples ([score]).")
 
 
 @_schema
@@ -580,6 +609,8 @@ def _structure_union(value: Any, tp: Any) -> Any:
 
 def _structure_tuple(value: Any, tp: Any) -> Any:
     args = typing.get_args(tp)
+    if isinstance(value, (list, tuple)) and args[-1] is Ellipsis:
+        return tuple(_converter.structure(item, args[0]) for item in value)
     if isinstance(value, (list, tuple)) and len(value) == len(args):
         return tuple(_converter.structure(item, a) for item, a in zip(value, args))
     return value

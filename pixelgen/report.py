@@ -26,6 +26,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import textwrap
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -56,6 +57,7 @@ from pixelgen.measure import (
 )
 from pixelgen.recipe import run_dir
 from pixelgen.registry import get_model_spec
+from pixelgen.scoring import metric_label
 from pixelgen.render import Block, format_value, to_markdown, write_markdown, write_report  # noqa: F401
 from pixelgen.trainer import Report, silent
 
@@ -111,6 +113,34 @@ def sample_grid_figure(samples: Mapping[str, np.ndarray], path: Path, per_side: 
     return analysis.save_figure(fig, path)
 
 
+#: Sample-quality figures shown (pixelgen.scoring), in order, each with its spread if kept.
+SCORE_FIGURES = ("fid", "is", "kid", "precision", "recall")
+
+
+def score_cells(runs: Sequence[Mapping[str, Any]]) -> list[tuple[str, str]]:
+    """``(feature space, figure)`` pairs that some run of ``runs`` (comparison.json rows) was scored on."""
+    found = {(space, name) for r in runs for space, figures in (r.get("scores") or {}).items()
+             for name in SCORE_FIGURES if name in figures}
+    return sorted(found, key=lambda cell: (cell[0], SCORE_FIGURES.index(cell[1])))
+
+
+def scores_figure(runs: Sequence[Mapping[str, Any]], path: Path) -> Path:
+    """One bar chart per sample-quality figure, a bar per run, labelled with its feature space."""
+    cells = score_cells(runs)
+    fig, axes = analysis.new_figure(len(cells), figsize=(3.6 * len(cells), 3.4))
+    names = [r["run"] for r in runs]
+    for ax, (space, name) in zip(axes[0], cells):
+        figures = [(r.get("scores") or {}).get(space, {}) for r in runs]
+        values = [f.get(name, np.nan) for f in figures]
+        spread = [f.get(f"{name}_std", 0.0) for f in figures]
+        ax.bar(range(len(names)), values, yerr=spread, color=[f"C{i % 10}" for i in range(len(names))])
+        if np.nanmin(values) >= 0:
+            ax.set_ylim(bottom=0)
+        ax.set_xticks(range(len(names)), names, rotation=30, ha="right", fontsize=8)
+        ax.set_title(textwrap.fill(metric_label(name, space), 36), fontsize=8)
+    return analysis.save_figure(fig, path)
+
+
 def comparison_figures(
     records: Sequence[RunRecord],
     measured: Mapping[str, RunMeasurement],
@@ -130,6 +160,9 @@ def comparison_figures(
     results = {n: m.scaling for n, m in measured.items() if m.scaling is not None}
     if results:
         figures["scaling"] = analysis.scaling_figure(results, out_dir / "scaling.png").name
+    rows = [m.row.to_json() for m in measured.values()]
+    if score_cells(rows):
+        figures["scores"] = scores_figure(rows, out_dir / "scores.png").name
     grids = {n: m.samples for n, m in measured.items() if m.samples is not None}
     if grids:
         levels = {r.name: r.model_config["hyperparameters"].get("n_levels", 256) for r in records}
@@ -209,7 +242,8 @@ def compare(
     """Compare trained runs: write report.md, report.html, comparison.json and figures.
 
     Args:
-        run_dirs: run folders written by ``pixelgen run``.
+        run_dirs: run folders written by ``pixelgen run``, or checkpoint files (measured
+            without an archive: no training figures, samples or scores).
         out: output folder; default :func:`default_compare_dir`.
         options: how much to measure (:class:`~pixelgen.measure.CompareOptions`).
         report: called with one line per step (progress), e.g. ``print``.
@@ -225,7 +259,7 @@ def compare(
     say = report or silent
     out_dir = Path(out) if out is not None else default_compare_dir(run_dirs)
     out_dir.mkdir(parents=True, exist_ok=True)
-    records = unique_names([read_run(d) for d in run_dirs])
+    records = unique_names([read_checkpoint(d) if Path(d).is_file() else read_run(d) for d in run_dirs])
     timing = _timing(options)
     measured, test_images = measure_runs(records, options, say)
 
@@ -320,6 +354,9 @@ def _results_table(c: Mapping[str, Any]) -> Block:
             continue  # the paper's numbers are for CIFAR-10 only
         label = label.format(split=split, size=f"{shape[1]}x{shape[2]}")
         rows.append((label, *(format_value(r.get(key), fmt) for r in runs)))
+    for space, name in score_cells(runs):
+        figures = [(r.get("scores") or {}).get(space, {}) for r in runs]
+        rows.append((metric_label(name, space) + " [3]", *(format_value(f.get(name), "{:.4g}") for f in figures)))
     return Block("table", header=("", *_names(c)), rows=tuple(rows))
 
 
@@ -346,8 +383,26 @@ def _timing_note(c: Mapping[str, Any]) -> Block:
         "times are the training loop's own, measured while it ran)."))
 
 
+def _score_note(c: Mapping[str, Any]) -> list[Block]:
+    """Footnote [3] and the figure of the sample-quality rows, when any run was scored."""
+    cells = score_cells(c["runs"])
+    if not cells:
+        return []
+    counts = sorted({f"{f['n_samples']} samples against {f['n_reference']} training images"
+                     for r in c["runs"] for f in (r.get("scores") or {}).values() if "n_samples" in f})
+    note = ("[3] Sample quality by torch-fidelity (pixelgen score, or the recipe's [score]): "
+            + "; ".join(counts) + ". FID and KID: lower is better; IS, precision and recall: higher is "
+            "better. Classifier features come from a small classifier pixelgen trained on the data set's "
+            "labels: they rank these runs but are not comparable with published FID, which is measured in "
+            "Inception-v3 features.")
+    blocks = [Block("p", note)]
+    if "scores" in c["figures"]:
+        blocks.append(Block("figure", c["figures"]["scores"], ("sample quality",)))
+    return blocks
+
+
 def _results_section(c: Mapping[str, Any]) -> list[Block]:
-    return [Block("h2", "Results"), _results_table(c), _table_footnotes(c), _timing_note(c)]
+    return [Block("h2", "Results"), _results_table(c), _table_footnotes(c), *_score_note(c), _timing_note(c)]
 
 
 def _curves_and_samples_section(c: Mapping[str, Any]) -> list[Block]:

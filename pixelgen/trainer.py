@@ -9,7 +9,8 @@
         row = trainer.train_epoch()         loss = bits/dim of the batch (pixelgen.metrics)
         row |= trainer.validate(epoch)      NLL of the validation split
         trainer.end_epoch(row)              scheduler, early stopping, sinks, checkpoints
-    trainer.finish()                evaluate the best checkpoint, draw the run's samples
+    trainer.finish()                evaluate the best checkpoint, draw the run's samples,
+                                    score them ([score]: FID, IS, KID, precision/recall)
 
 Checkpoints are written ``last.ckpt`` first, then ``best.ckpt`` when the epoch improved
 on the monitored figure, each atomically (:mod:`pixelgen.files`): after a kill between
@@ -49,10 +50,13 @@ from pixelgen.archive import RunArchive
 from pixelgen.blocks import call_model, n_classes_of, n_levels_of
 from pixelgen.errors import Interrupted, PixelgenError
 from pixelgen.files import RunLock, atomic_write_json, remove_temporary_files
-from pixelgen.inference import bare_module, evaluate, progress_bar_enabled, sample_to_archive, save_grid, set_threads, to_display
+from pixelgen.inference import (
+    archived_batch, bare_module, evaluate, progress_bar_enabled, sample_to_archive, save_grid, set_threads, to_display,
+)
 from pixelgen.metrics import bits_per_dim
 from pixelgen.recipe import duration_seconds, recipe_to_dict, write_resolved
 from pixelgen.sampling import sample
+from pixelgen.scoring import feature_space, official_splits, reference_images, score_images
 
 LAST = "last.ckpt"
 BEST = "best.ckpt"
@@ -553,8 +557,8 @@ class Trainer:
 
     def finish(self) -> dict[str, Any]:
         """Evaluate the best checkpoint on ``eval.split``, write ``metrics.json`` and the
-        archive's test figures, draw the run's samples."""
-        chosen = self.folder / BEST if (self.folder / BEST).exists() else self.folder / LAST
+        archive's test figures, draw the run's samples and, with ``[score]``, score new ones."""
+        chosen = final_checkpoint(self.folder) or self.folder / LAST
         final = ckpt_io.load_checkpoint(chosen)
         self.model.load_state_dict(final["model_state"])
         if self.ema is not None and final.get("ema_state"):
@@ -573,6 +577,8 @@ class Trainer:
             self.draw_samples_png(chosen, final)
             self.archive.set_test_metrics({k: v for k, v in result.items()
                                            if k not in ("run", "model", "split", "checkpoint", "weights")})
+            if self.run.score.metrics:
+                result["score"] = self.score(chosen, final)
             atomic_write_json(self.folder / METRICS_JSON, result)  # last: it marks the run finished
         self.say(f"  {split}: {figures['bits_per_dim']:.4f} bits/dim ({figures['nll_nats']:.2f} nats/image, "
                  f"{figures['n_images']} images) from {chosen.name} (epoch {final['epoch']}) -> "
@@ -600,28 +606,58 @@ class Trainer:
         path = save_grid(images, self.folder / SAMPLES_PNG, n_levels_of(self.model))
         self.say(f"  samples drawn -> {path}")
 
-    def append_samples(self, checkpoint: os.PathLike, state: dict[str, Any]) -> None:
-        """Draw the recipe's ``[sample]`` images from the final model into the run archive.
+    def append_samples(self, checkpoint: os.PathLike, state: dict[str, Any], n: int | None = None,
+                       seed: int | None = None, source: str = "run") -> str:
+        """Draw ``n`` images (default: the recipe's ``[sample]`` n and seed) from the final
+        model into the run archive with the ``[sample]`` settings; returns the batch's key.
 
         A class-conditional model draws the classes in turn (0, 1, 2, ...); the labels are
         stored with the batch.
         """
         _, height, width = self.plan.data["train"].shape
         s = self.run.sample
+        n, seed = s.n if n is None else n, s.seed if seed is None else seed
         n_classes = n_classes_of(self.model)
-        labels = torch.arange(s.n) % n_classes if n_classes else None
+        labels = torch.arange(n) % n_classes if n_classes else None
         _, key = sample_to_archive(
-            bare_module(self.eval_model), self.archive.path, s.n, height, width, batch_size=s.batch_size,
-            temperature=s.temperature, top_p=s.top_p, seed=s.seed, sampler=s.sampler, labels=labels,
+            bare_module(self.eval_model), self.archive.path, n, height, width, batch_size=s.batch_size,
+            temperature=s.temperature, top_p=s.top_p, seed=seed, sampler=s.sampler, labels=labels,
             progress=progress_bar_enabled(),
             model=self.run.model.name, checkpoint=str(checkpoint), recipe=state["recipe"], epoch=state["epoch"],
-            source="run",
+            source=source,
         )
         used = dict(self.archive.sample_batches())[key]["sampler"]
-        self.say(f"  {s.n} samples ({used} sampler, seed {s.seed}) -> {self.archive.path}/samples/{key}")
+        self.say(f"  {n} samples ({used} sampler, seed {seed}) -> {self.archive.path}/samples/{key}")
+        return key
+
+    def score(self, checkpoint: pathlib.Path, state: dict[str, Any]) -> dict[str, Any]:
+        """``[score]``: the metrics of ``score.n`` new samples of the final model (archived
+        with source "score", drawn once even if a kill interrupts this) against the first
+        ``score.n`` training images; stored in the archive's ``score`` group."""
+        sc = self.run.score
+        splits = official_splits(self.run.data)
+        space = feature_space(sc.features, self.run.data, splits, weights_path=sc.weights_path, report=self.say)
+        match = dict(source="score", checkpoint=pathlib.Path(checkpoint), epoch=state["epoch"], seed=sc.seed,
+                     temperature=self.run.sample.temperature, top_p=self.run.sample.top_p)
+        key = archived_batch(self.archive, sc.n, **match) or self.append_samples(
+            checkpoint, state, n=sc.n, seed=sc.seed, source="score")
+        figures = score_images(self.archive.read_samples(key), reference_images(splits, sc.n), sc.metrics, space,
+                               device=self.fabric.device.type)
+        figures.update(sample_batch=key, checkpoint=checkpoint.name, epoch=state["epoch"])
+        self.archive.set_score(sc.features, figures)
+        shown = ", ".join(f"{name} {figures[name]:.4g}" for name in ("fid", "is", "kid", "precision", "recall")
+                          if name in figures)
+        self.say(f"  score ({space.label}): {shown}")
+        return figures
 
 
 # --------------------------------------------------------------------------- helpers
+
+
+def final_checkpoint(folder: os.PathLike) -> pathlib.Path | None:
+    """The checkpoint a run folder's model is judged by: ``best.ckpt``, else ``last.ckpt``
+    (None: neither is there)."""
+    return next((pathlib.Path(folder) / name for name in (BEST, LAST) if (pathlib.Path(folder) / name).is_file()), None)
 
 
 def finished(epoch: int, step: int, stopped: bool, run: Any, train_time_s: float = 0.0) -> bool:

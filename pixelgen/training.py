@@ -31,6 +31,7 @@ from pixelgen.data import DataSubset, load_splits, max_value
 from pixelgen.errors import CheckpointError, DataError, PixelgenError, RecipeError
 from pixelgen.recipe import Recipe, RunSpec, recipe_to_dict, run_dir, single_run
 from pixelgen.registry import create_model, get_model_spec
+from pixelgen.scoring import inception_weights
 from pixelgen.trainer import BEST, LAST, METRICS_JSON, Report, Trainer, TrainingError, finished, silent
 
 __all__ = [
@@ -212,6 +213,8 @@ def plan_runs(
             _check_same_data(folder / LAST, state["recipe"], recipe, run)
         archive_path = folder / recipe.output.archive
         RunArchive.check_reusable(archive_path)  # a foreign folder fails here, before any training
+        if run.score.metrics and run.score.features == "inception":
+            inception_weights(run.score.weights_path)  # missing weights fail now, not after training
         key = repr((run.data, run.train.seed))
         if key not in data_cache:
             data_cache[key] = load_data(run)
@@ -249,6 +252,9 @@ def _resume_point(folder: pathlib.Path, run: RunSpec, resume: bool) -> tuple[dic
     if not held:
         return None, "train"
     state = ckpt_io.load_checkpoint(folder / (LAST if LAST in held else BEST))
+    if state.get("quantization") is not None:
+        raise CheckpointError(f"{folder}: its checkpoint is quantized ({state['quantization'].get('to')}) and "
+                              f"keeps no optimizer state; resume from the original, or pass --out DIR")
     if BEST in held and LAST in held:
         best = ckpt_io.load_checkpoint(folder / BEST)  # damaged? say so now, not after training
         if best["epoch"] > state["epoch"]:

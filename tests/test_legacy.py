@@ -65,6 +65,18 @@ def test_legacy_run_resumes_for_a_second_epoch(legacy):
         assert json.loads((legacy / "runs" / run / "metrics.json").read_text())["epoch"] in (1, 2)
 
 
+def test_a_legacy_archive_has_no_scores_until_scored_and_then_compares_with_them(legacy, capsys):
+    archive = legacy / "runs/pixelcnn/archive.zarr"
+    assert RunArchive.open(archive).scores() == {}  # written before scoring existed: no score group
+    assert cli.main(["score", "runs/pixelcnn", "--features", "classifier", "--metrics", "fid,is",
+                     "--n", "10", "--device", "cpu"]) == 0
+    assert set(RunArchive.open(archive).scores()["classifier"]) >= {"fid", "is", "n_samples", "label"}
+    capsys.readouterr()
+    assert cli.main(["compare", "runs/pixelcnn", "runs/row_lstm", "--out", "report", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)["runs"]
+    assert "fid" in rows[0]["scores"]["classifier"] and "scores" not in rows[1]
+
+
 # ``tests/fixtures/diagonal_v0_2``: a Diagonal BiLSTM run written by main at c59d046, before
 # the layer's initial state was learned (its checkpoints have no initial_hidden/initial_cell).
 DIAGONAL_FIXTURE = pathlib.Path(__file__).parent / "fixtures" / "diagonal_v0_2"
