@@ -50,7 +50,7 @@ from pixelgen.blocks import (
 
 class DiagonalBiLSTMLayer(nn.Module):
     """One Diagonal BiLSTM layer: ``(B, 2h, H, W) -> (B, h, H, W)``, with a learned initial
-    state per direction (section 5: "the initial recurrent states are learned")."""
+    state per direction (Pixel RNN, section 5: the initial recurrent states are learned)."""
 
     # Version 2 added the learned initial state; a checkpoint written before (version 1, or no
     # version recorded) loads with it zero, which is what those layers computed.

@@ -1,6 +1,6 @@
 """PixelCNN (Pixel RNN, section 3.5 and table 1).
 
-A 7x7 mask-A convolution, then residual blocks of (section 3.4, figure 5)::
+A 7x7 mask-A convolution, then residual blocks of (section 3.3, figure 5)::
 
     2h --ReLU, 1x1--> h --ReLU, 3x3 mask B--> h --ReLU--> [1x1 --> 2h, + residual]
 

@@ -152,7 +152,7 @@ def test_the_paper_numbers_appear_for_cifar10(compared):
     c["dataset"] = "cifar10"
     c["runs"] = [{**r, "paper_bits_per_dim": report._paper_figure(r["model"], "cifar10")} for r in c["runs"]]
     markdown = report.to_markdown(report.comparison_document(c))
-    assert "| paper, CIFAR-10 test bits/dim (table 3) | 3.14 | 3.07 |" in markdown
+    assert "| paper, CIFAR-10 test bits/dim (table 5) | 3.14 | 3.07 |" in markdown
 
 
 def test_analyse_one_checkpoint(runs):
