@@ -2,7 +2,9 @@
 
 For each model: forward+backward images/s, peak memory and FLOPs per image (counted by
 torch.utils.flop_counter), at the paper's CIFAR-10 shape and at the small CPU recipes'
-shape, for several batch sizes. Beside each model:
+shape, for several batch sizes; at the paper's shape also the time one CIFAR-10 training
+epoch would take at that rate (45,000 images: the training set less the 10% validation
+split). Beside each model:
 
 * ``bare``: the same network with every masked convolution replaced by a plain one
   (the limit for PixelCNN: what its masks cost);
@@ -20,7 +22,7 @@ process's CPU time (which other processes on a shared machine disturb less).
 Usage::
 
     python benchmarks/train_throughput.py --shape small --batch-sizes 16
-    python benchmarks/train_throughput.py --shape paper --batch-sizes 1 16 64 --device cuda --precision bf16
+    python benchmarks/train_throughput.py --shape paper --batch-sizes 16 64 --device cuda --precision bf16-mixed
     python benchmarks/train_throughput.py --config equal-depth --threads 1 --repeats 15
 """
 
@@ -37,6 +39,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode, register_flop_formula
 
 import pixelgen
+from pixelgen.analysis import saved_activation_bytes
 from pixelgen.layers import MaskedConv2d
 
 SHAPES = {
@@ -44,6 +47,8 @@ SHAPES = {
     "paper": (3, 32, 32, dict(hidden_channels=128, head_channels=1024)),
     "small": (1, 28, 28, dict(hidden_channels=32, head_channels=128)),
 }
+CIFAR10_TRAIN_IMAGES = 45_000  # 50,000 less the recipes' 10% validation split
+PRECISIONS = {"32-true": None, "bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}  # Lightning's names
 DEPTHS = {
     "paper": {"pixelcnn": 15, "row_lstm": 12, "diagonal_bilstm": 12},
     "small": {"pixelcnn": 4, "row_lstm": 4, "diagonal_bilstm": 4},
@@ -110,7 +115,8 @@ def measure(model: nn.Module, x: torch.Tensor, repeats: int, precision: str) -> 
     since a process's peak resident size only grows from one measurement to the next.
     """
     device = x.device
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+    dtype = PRECISIONS[precision]
+    autocast = torch.autocast(device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None)
 
     def step():
         with autocast:
@@ -132,8 +138,6 @@ def measure(model: nn.Module, x: torch.Tensor, repeats: int, precision: str) -> 
     if device.type == "cuda":
         peak = torch.cuda.max_memory_allocated()
     else:
-        from pixelgen.analysis import saved_activation_bytes
-
         peak = saved_activation_bytes(model, x)
     return statistics.median(times), peak
 
@@ -203,7 +207,8 @@ def main() -> None:
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 16, 64])
     parser.add_argument("--models", nargs="+", default=["pixelcnn", "row_lstm", "diagonal_bilstm"])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
+    parser.add_argument("--precision", choices=sorted(PRECISIONS), default="32-true",
+                        help="as Lightning names them: bf16-mixed and 16-mixed run under autocast")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     args = parser.parse_args()
@@ -217,9 +222,11 @@ def main() -> None:
     device = torch.device(args.device)
     print(f"shape {args.shape}: {channels}x{height}x{width}, {hyper}, device {device}, {args.precision}, "
           f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    epoch = args.shape == "paper"  # the CIFAR-10 shape: an epoch's time means something
     print(f"{'model':<26}{'batch':>6}{'params':>11}{'img/s':>10}{'ms/step':>10}{'GFLOP/img':>11}"
-          f"{'GFLOP/s':>9}{'mem MB':>9}  ratio")
-    print("mem MB: CUDA peak allocated on a GPU; on the CPU the activations saved for backward")
+          f"{'GFLOP/s':>9}{'mem MB':>9}" + (f"{'epoch min':>10}" if epoch else "") + "  ratio")
+    print("img/s: forward + backward; mem MB: CUDA peak allocated on a GPU, on the CPU the activations saved "
+          "for backward" + ("; epoch min: one CIFAR-10 training epoch (45,000 images) at this rate" if epoch else ""))
     for name in args.models:
         torch.manual_seed(0)
         model = pixelgen.create_model(name, in_channels=channels, n_layers=DEPTHS[args.shape][name], **hyper)
@@ -241,8 +248,9 @@ def main() -> None:
                 flops = flops_per_image(net, x[: min(batch, 4)])
                 rates[label] = batch / seconds
                 ratio = "" if label == name else f"  {name} / this = {rates[name] / rates[label]:.2f}"
+                epoch_min = f"{CIFAR10_TRAIN_IMAGES * seconds / batch / 60:>10.1f}" if epoch else ""
                 print(f"{label:<26}{batch:>6}{n_params(net):>11,}{batch / seconds:>10.1f}{seconds * 1e3:>10.1f}"
-                      f"{flops / 1e9:>11.3f}{flops * batch / seconds / 1e9:>9.1f}{peak / 2**20:>9.0f}{ratio}")
+                      f"{flops / 1e9:>11.3f}{flops * batch / seconds / 1e9:>9.1f}{peak / 2**20:>9.0f}{epoch_min}{ratio}")
 
 
 if __name__ == "__main__":

@@ -191,7 +191,7 @@ def cmd_score(args: argparse.Namespace) -> int:
     what = f"baseline {args.baseline}" if args.baseline else f"{figures['n_samples']} samples"
     print(f"{figures['checkpoint']} (epoch {figures['epoch']}): {what} against {figures['n_reference']} "
           f"training images, {figures['label']}")
-    for name in ("fid", "is", "kid", "precision", "recall"):
+    for name in ("fid", "inception_score", "kid", "precision", "recall"):
         if name in figures:
             spread = f" +- {figures[name + '_std']:.4g}" if name + "_std" in figures else ""
             print(f"  {metric_label(name, figures['features']):<72} {figures[name]:.4g}{spread}")

@@ -37,7 +37,7 @@ from torch import nn
 #: ``--to`` choices and the scheme each records in the checkpoint.
 SCHEMES = {
     "int8": "per-output-channel symmetric weight-only (convolution and linear weights, and bare "
-            "matrices per row; biases and embeddings float32)",
+            "matrices per row; biases, embeddings and learned initial states float32)",
     "float16": "every floating tensor cast to float16",
     "bfloat16": "every floating tensor cast to bfloat16",
 }
@@ -61,7 +61,9 @@ def quantizable_weights(model: nn.Module) -> dict[str, int]:
         if isinstance(owner, _QUANTIZED_MODULES):
             if name.endswith(".weight") or name == "weight":
                 found[name] = 1
-        elif not isinstance(owner, nn.Embedding) and parameter.dim() >= 2:  # class embeddings stay float32
+        elif isinstance(owner, nn.Embedding) or name.rpartition(".")[2].startswith("initial_"):
+            continue  # class embeddings and learned initial states (vectors, like biases) stay float32
+        elif parameter.dim() >= 2:
             found[name] = parameter.dim() - 1
     return found
 

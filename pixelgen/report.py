@@ -114,7 +114,7 @@ def sample_grid_figure(samples: Mapping[str, np.ndarray], path: Path, per_side: 
 
 
 #: Sample-quality figures shown (pixelgen.scoring), in order, each with its spread if kept.
-SCORE_FIGURES = ("fid", "is", "kid", "precision", "recall")
+SCORE_FIGURES = ("fid", "inception_score", "kid", "precision", "recall")
 
 
 def score_cells(runs: Sequence[Mapping[str, Any]]) -> list[tuple[str, str]]:

@@ -57,13 +57,13 @@ CLASSIFIER_EXTRACTOR = "pixelgen-classifier"
 
 #: How each metric's figures are named in results: torch-fidelity's key -> pixelgen's.
 _FIGURES = {
-    "frechet_inception_distance": "fid", "inception_score_mean": "is", "inception_score_std": "is_std",
+    "frechet_inception_distance": "fid", "inception_score_mean": "inception_score", "inception_score_std": "inception_score_std",
     "kernel_inception_distance_mean": "kid", "kernel_inception_distance_std": "kid_std",
     "precision": "precision", "recall": "recall",
 }
 #: pixelgen's metric names -> torch-fidelity's switches (and feature_layer_* suffixes).
 _SWITCHES = {"fid": "fid", "is": "isc", "kid": "kid", "pr": "prc"}
-_NAMES = {"fid": "FID", "is": "IS", "kid": "KID", "precision": "precision", "recall": "recall"}
+_NAMES = {"fid": "FID", "is": "IS", "inception_score": "IS", "kid": "KID", "precision": "precision", "recall": "recall"}
 
 
 class ScoreError(PixelgenError):
@@ -87,7 +87,7 @@ def metric_label(figure: str, space: str) -> str:
     """A figure's label, e.g. ``"FID (classifier features, not comparable with published FID)"``."""
     name = _NAMES.get(figure, figure)
     if space == "classifier":
-        published = name if figure in ("fid", "is", "kid") else "figures"
+        published = name if figure in ("fid", "is", "inception_score", "kid") else "figures"
         return f"{name} (classifier features, not comparable with published {published})"
     return f"{name} ({'Inception-v3' if space == 'inception' else space} features)"
 
@@ -208,7 +208,7 @@ def sample_quality(
     (uint8 ``(N, C, H, W)`` each) in feature space ``space``, by torch-fidelity.
 
     Returns:
-        ``fid``; ``is``, ``is_std`` (over 10 splits); ``kid``, ``kid_std`` (over 100 random
+        ``fid``; ``inception_score``, ``inception_score_std`` (over 10 splits); ``kid``, ``kid_std`` (over 100 random
         subsets of ``min(1000, N / 2)`` images, so that they differ); ``precision``,
         ``recall`` (3 nearest neighbours): those asked for.
     """

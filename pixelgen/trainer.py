@@ -645,7 +645,7 @@ class Trainer:
                                device=self.fabric.device.type)
         figures.update(sample_batch=key, checkpoint=checkpoint.name, epoch=state["epoch"])
         self.archive.set_score(sc.features, figures)
-        shown = ", ".join(f"{name} {figures[name]:.4g}" for name in ("fid", "is", "kid", "precision", "recall")
+        shown = ", ".join(f"{name} {figures[name]:.4g}" for name in ("fid", "inception_score", "kid", "precision", "recall")
                           if name in figures)
         self.say(f"  score ({space.label}): {shown}")
         return figures

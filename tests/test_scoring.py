@@ -134,14 +134,14 @@ def test_identical_sets_score_as_identical_and_confident_balanced_logits_score_t
     assert same["kid"] <= 0 < shifted["kid"]  # the unbiased estimate of a zero distance scatters around 0
     assert same["precision"] == same["recall"] == 1.0 and shifted["precision"] < 1.0
     # IS = exp(E KL(p(y|x) || p(y))), the mean over 10 splits: exp(log 5) up to the classes' balance in a split
-    assert scoring.sample_quality(index_images(1000, 200), index_images(10), ["is"], space)["is"] == pytest.approx(5.0, rel=0.03)
-    assert scoring.sample_quality(index_images(100, 1200), index_images(10), ["is"], space)["is"] == pytest.approx(1.0, abs=1e-9)
+    assert scoring.sample_quality(index_images(1000, 200), index_images(10), ["is"], space)["inception_score"] == pytest.approx(5.0, rel=0.03)
+    assert scoring.sample_quality(index_images(100, 1200), index_images(10), ["is"], space)["inception_score"] == pytest.approx(1.0, abs=1e-9)
 
 
 def test_score_images_says_what_its_figures_mean_and_refuses_too_few_images(tmp_path):
     space = lookup_space(tmp_path, torch.randn(40, 3, dtype=torch.float64))
     figures = scoring.score_images(index_images(20), index_images(20, 20), ["fid", "kid"], space)
-    assert {"fid", "kid", "kid_std"} <= set(figures) and "is" not in figures
+    assert {"fid", "kid", "kid_std"} <= set(figures) and "inception_score" not in figures
     assert figures["n_samples"] == figures["n_reference"] == 20 and figures["label"] == "lookup features"
     with pytest.raises(scoring.ScoreError, match="at least 10"):
         scoring.sample_quality(index_images(5), index_images(5), ["fid"], space)
@@ -322,7 +322,7 @@ def scored_run(tmp_path_factory):
 def test_a_run_with_a_score_section_scores_its_final_samples_into_the_archive(scored_run):
     archive = RunArchive.open(scored_run / "run" / "archive.zarr")
     scores = archive.scores()["classifier"]
-    for name in ("fid", "is", "is_std", "kid", "kid_std", "precision", "recall"):
+    for name in ("fid", "inception_score", "inception_score_std", "kid", "kid_std", "precision", "recall"):
         assert math.isfinite(scores[name]), name
     assert scores["n_samples"] == scores["n_reference"] == 10 and scores["checkpoint"] == "best.ckpt"
     batches = dict(archive.sample_batches())
