@@ -213,6 +213,16 @@ def paper_figure(model: str, dataset: str) -> float | None:
         return None  # a run of a model no longer installed: no figure to show
 
 
+def run_paper_figure(record: RunRecord) -> tuple[float | None, str]:
+    """The published figure a run is shown beside, and its source: the recipe's ``[paper]``
+    when it gives one, else the model's own figure on the run's data set (its ModelSpec's)."""
+    paper = record.run.paper
+    if paper.bits_per_dim is not None:
+        return paper.bits_per_dim, paper.source
+    figure = paper_figure(record.model_config["name"], record.run.data.name)
+    return figure, (paper.source or "the model's published test figure") if figure is not None else ""
+
+
 # ------------------------------------------------------------------ the run's data
 
 
@@ -336,6 +346,7 @@ class TableRow:
     parameters: int
     training: TrainingFigures | None  # None: no archive was read
     paper_bits_per_dim: float | None
+    paper_source: str  # where paper_bits_per_dim is published ("" without one)
     image_shape: list[int]
     sequential_steps: int
     sampling: SamplingTimes | None  # None: the samplers were not timed
@@ -348,7 +359,8 @@ class TableRow:
         return {
             "run": self.run, "run_dir": self.run_dir, "checkpoint": self.checkpoint, "model": self.model,
             "parameters": self.parameters, **section(self.training, TrainingFigures),
-            "paper_bits_per_dim": self.paper_bits_per_dim, "image_shape": self.image_shape,
+            "paper_bits_per_dim": self.paper_bits_per_dim, "paper_source": self.paper_source,
+            "image_shape": self.image_shape,
             "sequential_steps": self.sequential_steps, **section(self.sampling, SamplingTimes),
             **({"scores": self.scores} if self.scores else {}),  # only for a scored run: older rows stay as they were
         }
@@ -474,11 +486,12 @@ def _table_row(
         sampling = sampling_seconds(model, shape, n_images=options.timing_images, reference_rows=options.reference_rows,
                                     repeats=options.timing_repeats, labels=labels)
     archive = record.archive
+    paper_bits_per_dim, paper_source = run_paper_figure(record)
     return TableRow(
         run=record.name, run_dir=str(record.run_dir), checkpoint=str(record.checkpoint),
         model=record.model_config["name"], parameters=sum(p.numel() for p in model.parameters()),
         training=TrainingFigures.from_archive(archive.metrics, archive.test) if archive is not None else None,
-        paper_bits_per_dim=paper_figure(record.model_config["name"], record.run.data.name),
+        paper_bits_per_dim=paper_bits_per_dim, paper_source=paper_source,
         image_shape=list(shape), sequential_steps=analysis.sequential_steps(model, *shape[1:]), sampling=sampling,
         scores=archive.scores if archive is not None else {},
     )

@@ -58,7 +58,8 @@ from pixelgen.sampling import MIN_TEMPERATURE
 
 __all__ = [
     "DataSection", "EvalSection", "FrozenTable", "ModelSection", "OptimizerSection",
-    "OutputSection", "Recipe", "RunSpec", "SampleSection", "SchedulerSection", "ScoreSection", "TrainSection",
+    "OutputSection", "PaperSection", "Recipe", "RunSpec", "SampleSection", "SchedulerSection", "ScoreSection",
+    "TrainSection",
     "apply_override", "dump_toml", "field_reference", "load_recipe", "recipe_from_dict",
     "recipe_to_dict", "run_dir", "single_run", "write_resolved",
 ]
@@ -548,6 +549,20 @@ class OutputSection:
 
 
 @_schema
+class PaperSection:
+    """``[paper]``: the published figure a run reproduces, shown beside it by ``pixelgen compare``."""
+
+    bits_per_dim: float | None = _field(
+        "The published bits/dim of this run's configuration (e.g. one cell of a paper's ablation "
+        "table); unset: the model's own published figure on the run's data set, if its plugin "
+        "declares one (Pixel RNN, table 5, for the three CIFAR-10 models).", None,
+        check=POSITIVE)
+    source: str = _field(
+        "Where the figure is published and on what, e.g. \"Pixel RNN, table 2 (CIFAR-10 "
+        "validation)\"; shown in the comparison's footnote.", "")
+
+
+@_schema
 class RunSpec:
     """One trained model: the sections of a single-run recipe, or one ``[[runs]]`` entry."""
 
@@ -561,6 +576,7 @@ class RunSpec:
     eval: EvalSection = _table(EvalSection, "Final evaluation ([eval]).")
     sample: SampleSection = _table(SampleSection, "Samples drawn after training ([sample]).")
     score: ScoreSection = _table(ScoreSection, "Sample-quality metrics after the samples ([score]).")
+    paper: PaperSection = _table(PaperSection, "The published figure the run reproduces ([paper]).")
 
 
 @_schema

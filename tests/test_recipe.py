@@ -406,6 +406,8 @@ BAD = [
     ("[data]\nvalidation_fraction = 1.0",
      "data.validation_fraction: expected a number in [0, 1), got 1.0"),
     ('[data]\nflips = "yes"', "data.flips: expected true or false, got 'yes'"),
+    ("[paper]\nbits_per_dim = -3.06", 'paper.bits_per_dim: expected a positive number or "none", got -3.06'),
+    ("[paper]\nsource = 2", "paper.source: expected a string, got 2"),
     ("[data]\nroot = 3", "data.root: expected a string, got 3"),
     ("[train]\nepochs = 2.5", "train.epochs: expected a positive integer, got 2.5"),
     ("[train]\nepochs = true", "train.epochs: expected a positive integer, got True"),

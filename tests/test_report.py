@@ -15,6 +15,7 @@ import io
 import json
 import math
 
+import attrs
 import numpy as np
 import pytest
 from datafiles import write_tiny_image_folder
@@ -23,7 +24,7 @@ from pixelgen import checkpoint as ckpt_io
 from pixelgen import cli, measure, render, report
 from pixelgen.archive import RunArchive
 from pixelgen.errors import DataError
-from pixelgen.recipe import dump_toml
+from pixelgen.recipe import PaperSection, dump_toml
 
 TINY_MODEL = {"hidden_channels": 6, "n_layers": 1, "head_channels": 16}
 MEASURE = ["--scaling-sizes", "4", "8", "--scaling-depths", "1", "2", "--field-size", "7", "--timing-images", "1"]
@@ -152,7 +153,24 @@ def test_the_paper_numbers_appear_for_cifar10(compared):
     c["dataset"] = "cifar10"
     c["runs"] = [{**r, "paper_bits_per_dim": report._paper_figure(r["model"], "cifar10")} for r in c["runs"]]
     markdown = report.to_markdown(report.comparison_document(c))
-    assert "| paper, CIFAR-10 test bits/dim (table 5) | 3.14 | 3.07 |" in markdown
+    assert "| published bits/dim [4] | 3.14 | 3.07 |" in markdown
+    assert "[4] Published figures" in markdown and "rows: the model's published test figure" in markdown
+
+
+def test_a_recipes_paper_table_puts_its_figure_beside_the_run(runs, compared):
+    record = measure.read_run(runs["dirs"][1])  # the Row LSTM, on an image folder: no published figure
+    assert measure.run_paper_figure(record) == (None, "")
+    on_cifar = attrs.evolve(record, run=attrs.evolve(record.run, data=attrs.evolve(record.run.data, name="cifar10")))
+    assert measure.run_paper_figure(on_cifar) == (3.07, "the model's published test figure")  # its ModelSpec's
+    cell = PaperSection(bits_per_dim=3.11, source="Pixel RNN, table 3 (CIFAR-10 validation)")
+    assert measure.run_paper_figure(attrs.evolve(on_cifar, run=attrs.evolve(on_cifar.run, paper=cell))) == (
+        3.11, "Pixel RNN, table 3 (CIFAR-10 validation)")
+    c = dict(compared["comparison"])
+    c["runs"] = [c["runs"][0], {**c["runs"][1], "paper_bits_per_dim": 3.11, "paper_source": cell.source}]
+    markdown = report.to_markdown(report.comparison_document(c))
+    assert "| published bits/dim [4] | - | 3.11 |" in markdown
+    assert "[4] Published figures, beside the measured ones (a recipe's [paper] table gives them per run): " \
+           "rows: Pixel RNN, table 3 (CIFAR-10 validation)." in markdown
 
 
 def test_analyse_one_checkpoint(runs):
@@ -214,6 +232,7 @@ def test_a_run_row_keeps_its_keys_in_order(compared):
         "run", "run_dir", "checkpoint", "model", "parameters", "test_nll_nats", "test_bits_per_dim",
         "test_bits_per_dim_per_channel", "best_val_bits_per_dim", "best_val_epoch", "final_train_bits_per_dim",
         "epochs", "epoch_time_s", "train_time_s", "images_per_s", "peak_memory_mb", "paper_bits_per_dim",
+        "paper_source",
         "image_shape", "sequential_steps", "fast_sampling_s_per_image", "reference_sampling_s_per_image",
         "reference_extrapolated", "reference_rows_timed",
     ]
@@ -263,7 +282,8 @@ def test_a_checkpoint_read_on_its_own_has_no_archive(runs):
 
 def test_a_row_without_archive_or_timing_has_every_key_unset():
     row = measure.TableRow(run="r", run_dir="d", checkpoint="c", model="m", parameters=1, training=None,
-                           paper_bits_per_dim=None, image_shape=[1, 2, 2], sequential_steps=1, sampling=None)
+                           paper_bits_per_dim=None, paper_source="", image_shape=[1, 2, 2], sequential_steps=1,
+                           sampling=None)
     json_row = row.to_json()
     assert [k for k, _, _ in report.TABLE_ROWS if k not in json_row] == []
     assert json_row["epochs"] is None and json_row["reference_rows_timed"] is None
