@@ -667,6 +667,24 @@ def test_paper_recipes_carry_table_1_and_say_where_they_depart_from_the_paper():
         "pixelcnn", "row_lstm", "diagonal_bilstm"]
 
 
+
+def test_the_table_2_and_3_recipes_vary_one_thing_and_name_the_table_cell_of_each_run():
+    base = pathlib.Path(__file__).parent.parent / "recipes"
+    table2 = load_recipe(base / "cifar_table2.toml").runs
+    connections = [(r.model.hyperparameters["residual"], r.model.hyperparameters["skip"]) for r in table2]
+    assert sorted(connections) == [(False, False), (False, True), (True, False), (True, True)]
+    table3 = load_recipe(base / "cifar_table3.toml").runs
+    assert [r.model.hyperparameters["n_layers"] for r in table3] == [1, 2, 3, 6, 9, 12]
+    assert all(r.model.hyperparameters["residual"] and r.model.hyperparameters["skip"] for r in table3)
+    for table, runs in (("table 2", table2), ("table 3", table3)):
+        for run in runs:
+            assert run.model.name == "row_lstm" and run.data.name == "cifar10" and not run.data.flips
+            assert (run.model.hyperparameters["hidden_channels"], run.model.hyperparameters["head_channels"]) == (128, 1024)
+            assert run.paper.source.startswith(f"Pixel RNN, {table}") and "CIFAR-10 validation" in run.paper.source
+    small2, small3 = load_recipe(base / "fmnist_ablation.toml").runs, load_recipe(base / "fmnist_depth.toml").runs
+    assert {r.model.name for r in small2 + small3} == {"row_lstm"}
+    assert [r.model.hyperparameters["n_layers"] for r in small3] == [1, 2, 4, 8]
+
 @pytest.mark.parametrize("name, model, hyper, dataset, figure", [
     ("mnist_binarized.toml", "diagonal_bilstm",
      {"hidden_channels": 16, "n_layers": 7, "head_channels": 32, "residual": True, "n_levels": 2},
