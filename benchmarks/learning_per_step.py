@@ -198,8 +198,8 @@ def main() -> None:
 
     print(f"{args.steps} steps, batch {args.batch_size}, Adam {args.lr:g}, data seed {args.data_seed}, "
           f"test bits/dim on the first {len(test_images)} test images, {torch.get_num_threads()} thread(s)")
-    print(f"| variant | parameters | steps | seconds | train bits/dim (last 50 steps) | test bits/dim |")
-    print(f"|---|---|---|---|---|---|")
+    print("| variant | parameters | steps | seconds | train bits/dim (last 50 steps) | test bits/dim |")
+    print("|---|---|---|---|---|---|")
     for name in args.variants:
         result = run(VARIANTS[name], train_images, order, test_images, args)
         print(f"| {name} | {result['parameters']:,} | {args.steps} | {result['seconds']:.0f} | "
