@@ -59,8 +59,11 @@ def train_val_split(n: int, validation_fraction: float, seed: int) -> tuple[list
     return sorted(permutation[n_val:]), sorted(permutation[:n_val])
 
 
-class DataSubset(Subset):
-    """A :class:`~torch.utils.data.Subset` that keeps ``n_classes``, ``shape`` and ``targets``."""
+class _Wrapper:
+    """What pixelgen reads from a data set, passed through from the ``dataset`` a wrapper
+    holds: ``n_classes`` and ``shape`` (``targets`` is each wrapper's own)."""
+
+    dataset: Dataset
 
     @property
     def n_classes(self) -> int:
@@ -70,13 +73,17 @@ class DataSubset(Subset):
     def shape(self) -> tuple[int, int, int]:
         return self.dataset.shape
 
+
+class DataSubset(_Wrapper, Subset):
+    """A :class:`~torch.utils.data.Subset` that keeps ``n_classes``, ``shape`` and ``targets``."""
+
     @property
     def targets(self) -> list[int]:
         parent = self.dataset.targets
         return [parent[i] for i in self.indices]
 
 
-class HorizontalFlip(Dataset):
+class HorizontalFlip(_Wrapper, Dataset):
     """Mirror each item left-right with probability ``p``, by torchvision's
     ``transforms.v2.RandomHorizontalFlip``.
 
@@ -99,14 +106,6 @@ class HorizontalFlip(Dataset):
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         image, label = self.dataset[index]
         return self.flip(image), label  # (C, H, W), W reversed or not
-
-    @property
-    def n_classes(self) -> int:
-        return self.dataset.n_classes
-
-    @property
-    def shape(self) -> tuple[int, int, int]:
-        return self.dataset.shape
 
     @property
     def targets(self) -> list[int]:
