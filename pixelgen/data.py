@@ -59,7 +59,7 @@ def train_val_split(n: int, validation_fraction: float, seed: int) -> tuple[list
     return sorted(permutation[n_val:]), sorted(permutation[:n_val])
 
 
-class _Wrapper:
+class DatasetWrapper:
     """What pixelgen reads from a data set, passed through from the ``dataset`` a wrapper
     holds: ``n_classes`` and ``shape`` (``targets`` is each wrapper's own)."""
 
@@ -74,7 +74,7 @@ class _Wrapper:
         return self.dataset.shape
 
 
-class DataSubset(_Wrapper, Subset):
+class DataSubset(DatasetWrapper, Subset):
     """A :class:`~torch.utils.data.Subset` that keeps ``n_classes``, ``shape`` and ``targets``."""
 
     @property
@@ -83,7 +83,7 @@ class DataSubset(_Wrapper, Subset):
         return [parent[i] for i in self.indices]
 
 
-class HorizontalFlip(_Wrapper, Dataset):
+class HorizontalFlip(DatasetWrapper, Dataset):
     """Mirror each item left-right with probability ``p``, by torchvision's
     ``transforms.v2.RandomHorizontalFlip``.
 
