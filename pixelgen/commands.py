@@ -20,7 +20,7 @@ from pixelgen.errors import PixelgenError
 from pixelgen.from_checkpoint import evaluate_checkpoint, quantize_checkpoint, sample_checkpoint, score_checkpoint
 from pixelgen.inference import progress_bar_enabled
 from pixelgen.recipe import dump_toml, load_recipe, recipe_to_dict
-from pixelgen.scoring import metric_label
+from pixelgen.scoring import FIGURES, metric_label
 from pixelgen.testing import allowed_dependencies, check_causality
 from pixelgen.training import run_recipe
 
@@ -191,7 +191,7 @@ def cmd_score(args: argparse.Namespace) -> int:
     what = f"baseline {args.baseline}" if args.baseline else f"{figures['n_samples']} samples"
     print(f"{figures['checkpoint']} (epoch {figures['epoch']}): {what} against {figures['n_reference']} "
           f"training images, {figures['label']}")
-    for name in ("fid", "inception_score", "kid", "precision", "recall"):
+    for name in FIGURES:
         if name in figures:
             spread = f" +- {figures[name + '_std']:.4g}" if name + "_std" in figures else ""
             print(f"  {metric_label(name, figures['features']):<72} {figures[name]:.4g}{spread}")

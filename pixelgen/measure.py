@@ -213,6 +213,10 @@ def paper_figure(model: str, dataset: str) -> float | None:
         return None  # a run of a model no longer installed: no figure to show
 
 
+#: The source shown for a model's own published figure (its ModelSpec's paper_bits_per_dim).
+MODEL_FIGURE_SOURCE = "the model's published test figure"
+
+
 def run_paper_figure(record: RunRecord) -> tuple[float | None, str]:
     """The published figure a run is shown beside, and its source: the recipe's ``[paper]``
     when it gives one, else the model's own figure on the run's data set (its ModelSpec's)."""
@@ -220,7 +224,7 @@ def run_paper_figure(record: RunRecord) -> tuple[float | None, str]:
     if paper.bits_per_dim is not None:
         return paper.bits_per_dim, paper.source
     figure = paper_figure(record.model_config["name"], record.run.data.name)
-    return figure, (paper.source or "the model's published test figure") if figure is not None else ""
+    return figure, (paper.source or MODEL_FIGURE_SOURCE) if figure is not None else ""
 
 
 # ------------------------------------------------------------------ the run's data

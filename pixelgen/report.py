@@ -40,6 +40,7 @@ from pixelgen.errors import PixelgenError
 from pixelgen.files import atomic_write_json
 from pixelgen.inference import to_display
 from pixelgen.measure import (
+    MODEL_FIGURE_SOURCE,
     CompareOptions,
     ReportError,
     RunMeasurement,
@@ -57,7 +58,7 @@ from pixelgen.measure import (
 )
 from pixelgen.recipe import run_dir
 from pixelgen.registry import get_model_spec
-from pixelgen.scoring import metric_label
+from pixelgen.scoring import FIGURES, metric_label
 from pixelgen.render import Block, format_value, to_markdown, write_markdown, write_report  # noqa: F401
 from pixelgen.trainer import Report, silent
 
@@ -113,15 +114,11 @@ def sample_grid_figure(samples: Mapping[str, np.ndarray], path: Path, per_side: 
     return analysis.save_figure(fig, path)
 
 
-#: Sample-quality figures shown (pixelgen.scoring), in order, each with its spread if kept.
-SCORE_FIGURES = ("fid", "inception_score", "kid", "precision", "recall")
-
-
 def score_cells(runs: Sequence[Mapping[str, Any]]) -> list[tuple[str, str]]:
     """``(feature space, figure)`` pairs that some run of ``runs`` (comparison.json rows) was scored on."""
     found = {(space, name) for r in runs for space, figures in (r.get("scores") or {}).items()
-             for name in SCORE_FIGURES if name in figures}
-    return sorted(found, key=lambda cell: (cell[0], SCORE_FIGURES.index(cell[1])))
+             for name in FIGURES if name in figures}
+    return sorted(found, key=lambda cell: (cell[0], FIGURES.index(cell[1])))
 
 
 def scores_figure(runs: Sequence[Mapping[str, Any]], path: Path) -> Path:
@@ -385,7 +382,7 @@ def _timing_note(c: Mapping[str, Any]) -> Block:
 
 def _paper_note(c: Mapping[str, Any]) -> list[Block]:
     """Footnote [4]: where each run's published figure comes from, when any run has one."""
-    sources = [(r["run"], r.get("paper_source") or "the model's published test figure")
+    sources = [(r["run"], r.get("paper_source") or MODEL_FIGURE_SOURCE)  # rows written before paper_source
                for r in c["runs"] if r.get("paper_bits_per_dim") is not None]
     if not sources:
         return []

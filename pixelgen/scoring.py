@@ -63,6 +63,8 @@ _FIGURES = {
 }
 #: pixelgen's metric names -> torch-fidelity's switches (and feature_layer_* suffixes).
 _SWITCHES = {"fid": "fid", "is": "isc", "kid": "kid", "pr": "prc"}
+#: The figures a score reports, in the order they are shown (each with ``_std`` where kept).
+FIGURES = ("fid", "inception_score", "kid", "precision", "recall")
 _NAMES = {"fid": "FID", "is": "IS", "inception_score": "IS", "kid": "KID", "precision": "precision", "recall": "recall"}
 
 

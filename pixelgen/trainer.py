@@ -56,7 +56,7 @@ from pixelgen.inference import (
 from pixelgen.metrics import bits_per_dim
 from pixelgen.recipe import duration_seconds, recipe_to_dict, write_resolved
 from pixelgen.sampling import sample
-from pixelgen.scoring import feature_space, official_splits, reference_images, score_images
+from pixelgen.scoring import FIGURES, feature_space, official_splits, reference_images, score_images
 
 LAST = "last.ckpt"
 BEST = "best.ckpt"
@@ -645,8 +645,7 @@ class Trainer:
                                device=self.fabric.device.type)
         figures.update(sample_batch=key, checkpoint=checkpoint.name, epoch=state["epoch"])
         self.archive.set_score(sc.features, figures)
-        shown = ", ".join(f"{name} {figures[name]:.4g}" for name in ("fid", "inception_score", "kid", "precision", "recall")
-                          if name in figures)
+        shown = ", ".join(f"{name} {figures[name]:.4g}" for name in FIGURES if name in figures)
         self.say(f"  score ({space.label}): {shown}")
         return figures
 
