@@ -13,6 +13,7 @@ import hashlib
 import io
 import pathlib
 import pickle
+import shutil
 import struct
 import tarfile
 from typing import Sequence
@@ -26,6 +27,17 @@ CIFAR10_ARCHIVE = "cifar-10-python.tar.gz"
 CIFAR10_LABEL_NAMES = [
     "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck",
 ]
+
+
+def working_copy(source: pathlib.Path, folder: pathlib.Path, monkeypatch, cwd: pathlib.Path | None = None) -> pathlib.Path:
+    """Copy the fixture folder ``source`` to ``folder`` and work in ``cwd`` (default: the
+    copy), as a user of the CLI would: relative paths in its recipes resolve there, and
+    progress bars are off. Returns the working directory."""
+    shutil.copytree(source, folder)
+    cwd = folder if cwd is None else cwd
+    monkeypatch.chdir(cwd)
+    monkeypatch.setenv("PIXELGEN_PROGRESS", "0")
+    return cwd
 
 
 def md5_of(path: str | pathlib.Path) -> str:

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import json
 import pathlib
-import shutil
 
 import pytest
+from datafiles import working_copy
 import torch
 
 import pixelgen
@@ -27,10 +27,7 @@ RECIPE = {
 
 @pytest.fixture
 def folder(tmp_path, monkeypatch):
-    shutil.copytree(DATA, tmp_path / "data")
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("PIXELGEN_PROGRESS", "0")
-    return tmp_path
+    return working_copy(DATA, tmp_path / "data", monkeypatch, cwd=tmp_path)
 
 
 def test_train_a_dict_with_overrides_as_pixelgen_run_would(folder):

@@ -19,6 +19,7 @@ from typing import Callable
 
 import pytest
 import torch
+from datafiles import working_copy
 
 import pixelgen
 from pixelgen import checkpoint as ckpt_io
@@ -33,11 +34,7 @@ RUN = "runs/pixelcnn"
 
 @pytest.fixture
 def legacy(tmp_path, monkeypatch):
-    folder = tmp_path / "w"
-    shutil.copytree(FIXTURE, folder)
-    monkeypatch.chdir(folder)
-    monkeypatch.setenv("PIXELGEN_PROGRESS", "0")
-    return folder
+    return working_copy(FIXTURE, tmp_path / "w", monkeypatch)
 
 
 def snapshot(folder: pathlib.Path) -> dict[str, bytes]:

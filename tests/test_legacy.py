@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import json
 import pathlib
-import shutil
 
 import pytest
+from datafiles import working_copy
 
 from pixelgen import cli
 from pixelgen.archive import RunArchive
@@ -22,11 +22,7 @@ FIXTURE = pathlib.Path(__file__).parent / "fixtures" / "legacy_v0_1"
 @pytest.fixture
 def legacy(tmp_path, monkeypatch):
     """A writable copy of the fixture, as the working directory (its recipe's paths are relative)."""
-    folder = tmp_path / "legacy"
-    shutil.copytree(FIXTURE, folder)
-    monkeypatch.chdir(folder)
-    monkeypatch.setenv("PIXELGEN_PROGRESS", "0")
-    return folder
+    return working_copy(FIXTURE, tmp_path / "legacy", monkeypatch)
 
 
 @pytest.mark.parametrize("run", ["pixelcnn", "row_lstm"])
@@ -84,11 +80,7 @@ DIAGONAL_FIXTURE = pathlib.Path(__file__).parent / "fixtures" / "diagonal_v0_2"
 
 @pytest.fixture
 def old_diagonal(tmp_path, monkeypatch):
-    folder = tmp_path / "diagonal"
-    shutil.copytree(DIAGONAL_FIXTURE, folder)
-    monkeypatch.chdir(folder)
-    monkeypatch.setenv("PIXELGEN_PROGRESS", "0")
-    return folder
+    return working_copy(DIAGONAL_FIXTURE, tmp_path / "diagonal", monkeypatch)
 
 
 def test_a_diagonal_bilstm_saved_before_its_initial_state_was_learned_evaluates_as_before(old_diagonal, capsys):

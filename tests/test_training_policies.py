@@ -8,6 +8,7 @@ import pathlib
 import shutil
 
 import pytest
+from datafiles import working_copy
 import torch
 
 from pixelgen import checkpoint as ckpt_io
@@ -20,10 +21,7 @@ DATA = pathlib.Path(__file__).parent / "fixtures" / "legacy_v0_1" / "data"
 
 @pytest.fixture
 def folder(tmp_path, monkeypatch):
-    shutil.copytree(DATA, tmp_path / "data")
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("PIXELGEN_PROGRESS", "0")
-    return tmp_path
+    return working_copy(DATA, tmp_path / "data", monkeypatch, cwd=tmp_path)
 
 
 def recipe(path: str = "r.toml", **train) -> str:
