@@ -63,7 +63,7 @@ from torch import Tensor, nn
 
 import pixelgen
 from pixelgen.data import train_val_split
-from pixelgen.layers import MaskedConv2d, scale_input
+from pixelgen.nn.layers import MaskedConv2d, scale_input
 
 HYPERPARAMETERS = dict(in_channels=1, hidden_channels=64, n_layers=5, head_channels=32)
 

@@ -23,13 +23,13 @@ from pathlib import Path
 
 import torch
 
-from pixelgen import checkpoint as ckpt_io
-from pixelgen.from_checkpoint import evaluate_checkpoint, quantize_checkpoint
-from pixelgen.inference import set_threads
-from pixelgen.measure import sampling_seconds
-from pixelgen.quantization import SCHEMES
 from pixelgen.recipe import recipe_from_dict, recipe_to_dict
 from pixelgen.registry import create_model
+from pixelgen.store import checkpoint as ckpt_io
+from pixelgen.store.quantization import SCHEMES
+from pixelgen.study.from_checkpoint import evaluate_checkpoint, quantize_checkpoint
+from pixelgen.study.measure import sampling_seconds
+from pixelgen.train.evaluation import set_threads
 
 
 def float_weights_bytes(state: dict) -> int:

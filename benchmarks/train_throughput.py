@@ -39,8 +39,8 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode, register_flop_formula
 
 import pixelgen
-from pixelgen.analysis import saved_activation_bytes
-from pixelgen.layers import MaskedConv2d
+from pixelgen.nn.layers import MaskedConv2d
+from pixelgen.study.analysis import saved_activation_bytes
 
 SHAPES = {
     # name: (channels, height, width, hyperparameters shared by the three models)
@@ -87,11 +87,11 @@ def pixelcnn_like(target: nn.Module, channels: int, hyper: dict) -> nn.Module:
 
 def count_onednn_products() -> None:
     """Teach FlopCounterMode oneDNN's inner product, ``y = x @ w.T``, through which
-    :func:`pixelgen.scans.matmul` runs the recurrent models' products on the CPU."""
+    :func:`pixelgen.nn.scans.matmul` runs the recurrent models' products on the CPU."""
     try:
         op = torch.ops.mkldnn._linear_pointwise
     except (AttributeError, RuntimeError):
-        return  # not in this torch build; pixelgen.scans then uses torch.mm, which is counted
+        return  # not in this torch build; pixelgen.nn.scans then uses torch.mm, which is counted
 
     @register_flop_formula(op)
     def inner_product_flops(x_shape, w_shape, *args, out_shape=None, **kwargs) -> int:
@@ -111,7 +111,7 @@ def measure(model: nn.Module, x: torch.Tensor, repeats: int, precision: str) -> 
     """Median seconds per forward+backward step, and memory in bytes.
 
     Memory: on CUDA the peak allocated during the steps; on the CPU the activations
-    autograd keeps for the backward pass (:func:`pixelgen.analysis.saved_activation_bytes`),
+    autograd keeps for the backward pass (:func:`pixelgen.study.analysis.saved_activation_bytes`),
     since a process's peak resident size only grows from one measurement to the next.
     """
     device = x.device

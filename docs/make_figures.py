@@ -6,14 +6,14 @@ into ``docs/``; pages show a figure with ``{generated-figure} masks.png``. By ha
 
     python3 docs/make_figures.py /tmp/figures        # writes /tmp/figures/*.png
 
-* ``masks.png``: :func:`pixelgen.layers.conv_mask` for the 7x7 mask-A input convolution,
+* ``masks.png``: :func:`pixelgen.nn.layers.conv_mask` for the 7x7 mask-A input convolution,
   PixelCNN's 3x3 mask B, the Row LSTM's 1x3 input-to-state kernel, and the colour
   connections at the centre tap (mask A and mask B, three colours);
 * ``scan_order.png``: in which step of a layer each pixel is computed (from
-  :func:`pixelgen.layers.skew` and the models' ``sequential_steps``), and the skewed map
+  :func:`pixelgen.nn.layers.skew` and the models' ``sequential_steps``), and the skewed map
   the Diagonal BiLSTM scans;
 * ``receptive_fields.png``: the pixels one output pixel depends on, measured by
-  :func:`pixelgen.testing.dependency_map` (the Jacobian) on tiny models of each kind.
+  :func:`pixelgen.registry.causality.dependency_map` (the Jacobian) on tiny models of each kind.
 
 Everything is tiny (a few thousand parameters, images of at most 8x11 pixels) and runs
 in a few seconds on a CPU; :func:`make_all` skips the work when the figures are newer
@@ -35,8 +35,8 @@ from matplotlib.patches import Patch
 
 import pixelgen
 from pixelgen import registry
-from pixelgen.layers import conv_mask, skew
-from pixelgen.testing import allowed_dependencies, dependency_map
+from pixelgen.nn.layers import conv_mask, skew
+from pixelgen.registry.causality import allowed_dependencies, dependency_map
 
 MODELS = ["pixelcnn", "row_lstm", "diagonal_bilstm"]
 TITLES = {"pixelcnn": "PixelCNN", "row_lstm": "Row LSTM", "diagonal_bilstm": "Diagonal BiLSTM"}

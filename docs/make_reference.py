@@ -15,7 +15,7 @@ generators, by the name a block gives:
   :func:`pixelgen.recipe.field_reference` (``reference/recipe.md``);
 * ``cli``: every ``pixelgen`` subcommand with its arguments, by walking
   :func:`pixelgen.cli.build_parser` (``reference/cli.md``);
-* ``archive``: the run archive layout, from :data:`pixelgen.archive.LAYOUT`
+* ``archive``: the run archive layout, from :data:`pixelgen.store.archive.LAYOUT`
   (``reference/archive.md``);
 * ``hyperparameters``: the paper models' hyperparameters and defaults, from the registry
   (``models.md``);
@@ -39,43 +39,49 @@ import sys
 from typing import Callable
 
 import pixelgen
-from pixelgen import archive, registry
+from pixelgen import registry
 from pixelgen.cli import build_parser
 from pixelgen.recipe import field_reference
+from pixelgen.store import archive
 
-# The modules with an API page, in the order of the API index. Add a module here once it
+# The modules with an API page, in the order of the API index: the layers, bottom up
+# (docs/architecture.md). Add a module here once it
 # exists in the package (and its docstrings build without warnings).
 API_MODULES = [
     "pixelgen",
-    "pixelgen.registry",
-    "pixelgen.hookspecs",
     "pixelgen.errors",
+    "pixelgen.limits",
     "pixelgen.blocks",
-    "pixelgen.layers",
-    "pixelgen.scans",
-    "pixelgen.metrics",
-    "pixelgen.testing",
+    "pixelgen.nn.layers",
+    "pixelgen.nn.scans",
+    "pixelgen.nn.metrics",
     "pixelgen.sampling",
-    "pixelgen.files",
+    "pixelgen.registry",
+    "pixelgen.registry.hookspecs",
+    "pixelgen.registry.causality",
     "pixelgen.recipe",
     "pixelgen.data",
-    "pixelgen.datasets",
-    "pixelgen.archive",
-    "pixelgen.quantization",
-    "pixelgen.checkpoint",
-    "pixelgen.inference",
-    "pixelgen.classifier",
-    "pixelgen.scoring",
-    "pixelgen.trainer",
-    "pixelgen.training",
+    "pixelgen.data.builtin",
+    "pixelgen.store.files",
+    "pixelgen.store.checkpoint",
+    "pixelgen.store.quantization",
+    "pixelgen.store.archive",
+    "pixelgen.store.images",
+    "pixelgen.store.runs",
+    "pixelgen.train.evaluation",
+    "pixelgen.train.trainer",
+    "pixelgen.train.plan",
+    "pixelgen.study.inference",
+    "pixelgen.study.from_checkpoint",
+    "pixelgen.study.classifier",
+    "pixelgen.study.scoring",
+    "pixelgen.study.analysis",
+    "pixelgen.study.measure",
+    "pixelgen.study.render",
+    "pixelgen.study.report",
     "pixelgen.api",
-    "pixelgen.from_checkpoint",
-    "pixelgen.analysis",
-    "pixelgen.measure",
-    "pixelgen.render",
-    "pixelgen.report",
-    "pixelgen.commands",
     "pixelgen.cli",
+    "pixelgen.cli.commands",
 ]
 
 # The three architectures of the paper, in its order (the registry may hold more).
@@ -256,15 +262,15 @@ def cli_reference(parser: argparse.ArgumentParser | None = None) -> str:
 
 
 def archive_reference() -> str:
-    """The run-archive layout page, from :data:`pixelgen.archive.LAYOUT`."""
+    """The run-archive layout page, from :data:`pixelgen.store.archive.LAYOUT`."""
     rows = [f"* - {code(path)}\n  - {escape(text)}" for path, text in archive.LAYOUT.items()]
     return "\n".join([
         "(archive-reference)=\n# Run archive layout\n",
         "A run archive (`archive.zarr` in every run directory) is a zarr v3 group. Its root "
         f"attributes are `format = {archive.FORMAT!r}`, `format_version = "
         f"{archive.FORMAT_VERSION}` and `layout`, the table below as a mapping (generated "
-        "from {data}`pixelgen.archive.LAYOUT`, written into every archive). Any zarr v3 "
-        "reader can open it; {class}`pixelgen.archive.RunArchive` adds crash-safe appends.\n",
+        "from {data}`pixelgen.store.archive.LAYOUT`, written into every archive). Any zarr v3 "
+        "reader can open it; {class}`pixelgen.store.archive.RunArchive` adds crash-safe appends.\n",
         "```{list-table}\n:header-rows: 1\n:widths: 1 3\n\n* - Path\n  - Contents\n"
         + "\n".join(rows) + "\n```\n",
         "Read `metrics/<name>` only up to `metrics.attrs[\"n_epochs\"]`: an interrupted "
@@ -333,7 +339,9 @@ def defining_module(name: str) -> str:
     Classes and functions say so themselves (``__module__``); other objects, such as the
     :data:`pixelgen.hookimpl` marker, are found where a ``#:`` comment documents them.
     """
-    from sphinx.pycode import ModuleAnalyzer  # here, not at the top: the tests run without Sphinx
+    from sphinx.pycode import (
+        ModuleAnalyzer,  # here, not at the top: the tests run without Sphinx
+    )
 
     obj = getattr(pixelgen, name)
     if inspect.isclass(obj) or inspect.isfunction(obj):
@@ -351,7 +359,9 @@ def public_names() -> dict[str, str]:
 
 def _summary(name: str, module_name: str) -> str:
     """The first paragraph of ``pixelgen.<name>``'s documentation."""
-    from sphinx.pycode import ModuleAnalyzer  # here, not at the top: the tests run without Sphinx
+    from sphinx.pycode import (
+        ModuleAnalyzer,  # here, not at the top: the tests run without Sphinx
+    )
 
     obj = getattr(pixelgen, name)
     if inspect.isclass(obj) or inspect.isfunction(obj):

@@ -15,20 +15,20 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-# Lazy attributes (Scientific Python SPEC 1): ``import pixelgen.blocks`` or ``pixelgen
+# Lazy attributes (Scientific Python SPEC 1): ``import pixelgen.nn.blocks`` or ``pixelgen
 # --help`` loads only what it needs; ``pixelgen.sample`` loads the sampling module on
 # first use. Each public name and the module that defines it:
 _EXPORTS = {
     "DatasetSpec": "pixelgen.registry",
     "ModelSpec": "pixelgen.registry",
     "PixelgenError": "pixelgen.errors",
-    "bits_per_dim": "pixelgen.metrics",
+    "bits_per_dim": "pixelgen.nn.metrics",
     "create_dataset": "pixelgen.registry",
     "create_model": "pixelgen.registry",
-    "hookimpl": "pixelgen.hookspecs",
+    "hookimpl": "pixelgen.registry.hookspecs",
     "list_datasets": "pixelgen.registry",
     "list_models": "pixelgen.registry",
-    "nll_nats": "pixelgen.metrics",
+    "nll_nats": "pixelgen.nn.metrics",
     "plugin_failures": "pixelgen.registry",
     "register_plugin": "pixelgen.registry",
     "sample": "pixelgen.sampling",

@@ -8,7 +8,7 @@
     results = pixelgen.train(recipe, model=my_module)   # an nn.Module that no plugin registers
 
 It builds the same :class:`~pixelgen.recipe.Recipe` a recipe file does and runs it the way
-``pixelgen run`` does (:func:`pixelgen.training.run_recipe`): every default, check,
+``pixelgen run`` does (:func:`pixelgen.train.plan.run_recipe`): every default, check,
 checkpoint and archive is the same.
 """
 
@@ -21,11 +21,16 @@ from typing import Any, Mapping
 
 from torch import nn
 
-from pixelgen.errors import RecipeError
-from pixelgen.hookspecs import hookimpl
+from pixelgen.errors import RecipeError, Report
 from pixelgen.recipe import Recipe, recipe_from_dict, recipe_to_dict
-from pixelgen.registry import ModelSpec, get_registry, register_plugin, unregister_plugin
-from pixelgen.training import Report, run_recipe
+from pixelgen.registry import (
+    ModelSpec,
+    get_registry,
+    register_plugin,
+    unregister_plugin,
+)
+from pixelgen.registry.hookspecs import hookimpl
+from pixelgen.train.plan import run_recipe
 
 
 def train(
@@ -42,7 +47,7 @@ def train(
     Args:
         recipe: a recipe file, a dict in the recipe's layout, or a :class:`~pixelgen.recipe.Recipe`.
         model: an ``nn.Module`` to train in place of the recipe's registered model (it
-            must follow the model contract of :class:`pixelgen.blocks.AutoregressiveModel`:
+            must follow the model contract of :class:`pixelgen.nn.blocks.AutoregressiveModel`:
             ``in_channels``, ``n_classes``, ``forward(x, labels=None)``). It is registered
             for this call only, so its checkpoints load in this process alone.
         out, resume: as ``pixelgen run --out DIR --resume``.

@@ -1,4 +1,4 @@
-"""User-facing errors.
+"""User-facing errors, and the report function through which the library speaks.
 
 Every error a user can cause (a bad recipe, an unknown model, missing data, a corrupt
 checkpoint) is a :class:`PixelgenError`. The command line prints its message on one line
@@ -6,6 +6,15 @@ and exits non-zero; library callers catch it like any other exception.
 """
 
 from __future__ import annotations
+
+from typing import Callable
+
+#: Where a long job's progress lines go (``print``, or :func:`silent`).
+Report = Callable[[str], None]
+
+
+def silent(line: str) -> None:
+    """A report function that says nothing (every rank but 0)."""
 
 
 class PixelgenError(Exception):

@@ -3,7 +3,7 @@
 An image is generated in the order the model factorises it: rows top to bottom, pixels
 left to right, and inside a pixel R -> G -> B, unless the model's ``generation_order``
 says otherwise (a multi-scale model generates its subsampled image first; see
-:func:`pixelgen.blocks.generation_order_of`). Each sub-pixel is drawn from its
+:func:`pixelgen.nn.blocks.generation_order_of`). Each sub-pixel is drawn from its
 ``n_levels``-way softmax (256 values for 8-bit images, 2 for binary ones; temperature,
 optional nucleus truncation), never taken by argmax::
 
@@ -13,13 +13,13 @@ optional nucleus truncation), never taken by argmax::
             x[:, c, i, j] = draw(logits)
 
 What differs between models is only how ``state.logits`` is computed. A model offers a
-:class:`~pixelgen.blocks.SamplingState` through ``model.sampling_state(n, height, width, labels)``:
+:class:`~pixelgen.nn.blocks.SamplingState` through ``model.sampling_state(n, height, width, labels)``:
 
-* :class:`~pixelgen.blocks.ReferenceState` (any model with a ``forward``) recomputes the whole forward
+* :class:`~pixelgen.nn.blocks.ReferenceState` (any model with a ``forward``) recomputes the whole forward
   pass for every sub-pixel and slices out pixel ``(i, j)``: ``C * H * W`` full passes.
 * a fast state caches what earlier pixels computed and evaluates only pixel ``(i, j)``'s
   column through the layers (Ramachandran et al. 2017, "Fast generation for
-  convolutional autoregressive models"); see :class:`pixelgen.blocks.ResidualStackState`.
+  convolutional autoregressive models"); see :class:`pixelgen.nn.blocks.ResidualStackState`.
 
 Both give the same logits up to float rounding, so with the same seed the same images
 (bit for bit in float64; in float32 a draw that falls within rounding of a boundary of the
@@ -38,12 +38,17 @@ import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from pixelgen.blocks import ReferenceState, SamplingState, generation_order_of, n_classes_of, n_levels_of
 from pixelgen.errors import PixelgenError
+from pixelgen.limits import MIN_TEMPERATURE
+from pixelgen.nn.blocks import (
+    ReferenceState,
+    SamplingState,
+    generation_order_of,
+    n_classes_of,
+    n_levels_of,
+)
 
 SAMPLERS = ("fast", "reference")
-#: The smallest temperature accepted; below it logits / temperature overflow even in float64.
-MIN_TEMPERATURE = 1e-6
 
 
 class SamplingError(PixelgenError):
@@ -101,7 +106,7 @@ def _channels_of(model: nn.Module) -> int:
     if not isinstance(channels, int) or channels < 1:
         raise SamplingError(
             f"{type(model).__name__} has no in_channels; sampling needs the number of colours "
-            "(subclass pixelgen.blocks.AutoregressiveModel)"
+            "(subclass pixelgen.nn.blocks.AutoregressiveModel)"
         )
     return channels
 
@@ -139,7 +144,7 @@ def _check_prefix(prefix: Tensor | None, n: int, channels: int, height: int, wid
     if prefix.numel() and int(prefix.max()) >= n_levels:
         raise SamplingError(
             f"prefix holds the value {int(prefix.max())}, but the model predicts 0..{n_levels - 1}; "
-            f"map the image to those levels first (pixelgen.inference.from_display)"
+            f"map the image to those levels first (pixelgen.study.inference.from_display)"
         )
     return prefix.shape[2]
 
@@ -232,7 +237,7 @@ def _check_settings(sampler: str, temperature: float, top_p: float, n: int, heig
 
 def visiting_order(model: nn.Module, channels: int, height: int, width: int) -> list[list[tuple[int, int]]]:
     """The pixels ``(i, j)`` in the order :func:`sample` visits them, the model's generation
-    order (:func:`~pixelgen.blocks.generation_order_of`), cut into ``height`` runs of
+    order (:func:`~pixelgen.nn.blocks.generation_order_of`), cut into ``height`` runs of
     ``width`` pixels: the rows, for raster order.
 
     Raises:

@@ -1,7 +1,7 @@
 """Diagonal BiLSTM (Pixel RNN, section 3.2, figure 3 and table 1).
 
 The input map is skewed so that each diagonal of the image becomes a column (see
-:func:`pixelgen.layers.skew`); an LSTM then moves over the columns left to right. Per
+:func:`pixelgen.nn.layers.skew`); an LSTM then moves over the columns left to right. Per
 column ``t`` of the skewed map, for every row ``r`` at once::
 
     gates(r, t) = K_is (*) x(r, t)  +  K_ss (*) [h(r-1, t-1); h(r, t-1)]
@@ -22,11 +22,11 @@ the right of the pixel, so it is shifted down one row before the two are added::
 Together they cover every earlier pixel: the full context, save one corner the paper's
 layout implies (the last sub-pixel of a row is unseen by the next row's pixels more than
 three columns to its left; ``tests/test_causality.py`` pins it). Both directions are
-advanced in one loop, :func:`pixelgen.scans.diagonal_bilstm_scan`, which has its own
+advanced in one loop, :func:`pixelgen.nn.scans.diagonal_bilstm_scan`, which has its own
 backward pass: per column and direction the gates are one matrix product of
 ``[K_is | K_ss]`` with the column's operands (its input pixels, the states above and
 beside them), and only the image's own pixels are computed, not the skewed map's padding
-(:func:`pixelgen.layers.diagonal_order` lists them in scan order).
+(:func:`pixelgen.nn.layers.diagonal_order` lists them in scan order).
 """
 
 from __future__ import annotations

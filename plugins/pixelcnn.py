@@ -23,7 +23,14 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 import pixelgen
-from pixelgen.blocks import ConvStep, Hyperparameter, LayerStep, MaskedConv2d, ResidualStack, stack_hyperparameters
+from pixelgen.blocks import (
+    ConvStep,
+    Hyperparameter,
+    LayerStep,
+    MaskedConv2d,
+    ResidualStack,
+    stack_hyperparameters,
+)
 
 
 class PixelCNNBlock(nn.Module):

@@ -16,7 +16,7 @@ receptive field of ``h(i, j)`` is a triangle above the pixel, widening by one co
 each side per row, plus ``n_layers`` pixels to its left on its own row; it misses the
 rest of the context. Per row, both convolutions are one matrix product over the row's
 input (columns j-1, j: the masked tap j+1 is skipped) and the row above's hidden state
-(columns j-1, j, j+1), followed by the cell update: :func:`pixelgen.scans.row_lstm_scan`,
+(columns j-1, j, j+1), followed by the cell update: :func:`pixelgen.nn.scans.row_lstm_scan`,
 which has its own backward pass.
 """
 

@@ -3,7 +3,7 @@
 Each function propagates dependency sets through the architecture: a feature map is a
 bool tensor ``(G, H, W, C, H, W)`` saying, for colour group ``g`` at position ``(i, j)``,
 which input sub-pixels ``(c2, i2, j2)`` it depends on. The tests compare these with the
-Jacobians that :func:`pixelgen.testing.dependency_map` measures on the real models.
+Jacobians that :func:`pixelgen.registry.causality.dependency_map` measures on the real models.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The measurements of pixelgen.analysis, pinned against theory and crafted inputs."""
+"""The measurements of pixelgen.study.analysis, pinned against theory and crafted inputs."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import torch
 from receptive_fields import FIELDS
 
 import pixelgen
-from pixelgen import analysis
+from pixelgen.study import analysis
 
 TINY = dict(hidden_channels=6, n_layers=2, head_channels=16)
 BUILT_IN = ("pixelcnn", "row_lstm", "diagonal_bilstm")

@@ -7,12 +7,12 @@ import json
 import pathlib
 
 import pytest
-from datafiles import working_copy
 import torch
+from datafiles import working_copy
 
 import pixelgen
-from pixelgen import checkpoint as ckpt_io
 from pixelgen.blocks import MaskedConv2d, ResidualStack
+from pixelgen.store import checkpoint as ckpt_io
 
 DATA = pathlib.Path(__file__).parent / "fixtures" / "legacy_v0_1" / "data"
 

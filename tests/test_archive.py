@@ -12,8 +12,8 @@ import torch
 import zarr
 import zarr.storage._local as zarr_local
 
-from pixelgen.archive import FORMAT, FORMAT_VERSION, ArchiveError, RunArchive
 from pixelgen.errors import PixelgenError
+from pixelgen.store.archive import FORMAT, FORMAT_VERSION, ArchiveError, RunArchive
 
 
 def _images(n: int, seed: int = 0) -> np.ndarray:
@@ -225,7 +225,7 @@ def test_crash_at_the_rename_commit(tmp_path, monkeypatch):
     def rename(src, dst):
         raise _Crash
 
-    monkeypatch.setattr("pixelgen.archive.os.rename", rename)
+    monkeypatch.setattr("pixelgen.store.archive.os.rename", rename)
     with pytest.raises(_Crash):
         archive.append_samples(_images(4))
     monkeypatch.undo()
@@ -239,7 +239,7 @@ KILLED_MID_WRITE = textwrap.dedent(
     import os, sys
     import numpy as np
     import zarr.storage._local as zarr_local
-    from pixelgen.archive import RunArchive
+    from pixelgen.store.archive import RunArchive
 
     path, what, n_writes = sys.argv[1], sys.argv[2], int(sys.argv[3])
     archive = RunArchive.create_or_open(path)

@@ -22,10 +22,10 @@ import torch
 from datafiles import working_copy
 
 import pixelgen
-from pixelgen import checkpoint as ckpt_io
 from pixelgen import cli, registry
 from pixelgen.blocks import Hyperparameter
-from pixelgen.files import RunLock
+from pixelgen.store import checkpoint as ckpt_io
+from pixelgen.store.files import RunLock
 
 FIXTURE = pathlib.Path(__file__).parent / "fixtures" / "legacy_v0_1"
 CKPT = "runs/pixelcnn/best.ckpt"

@@ -10,14 +10,14 @@ import pathlib
 
 import numpy as np
 import pytest
+from datafiles import write_idx, write_tiny_static_mnist
 from PIL import Image
 
-from datafiles import write_idx, write_tiny_static_mnist
 from pixelgen import cli
-from pixelgen.archive import RunArchive
 from pixelgen.errors import RecipeError
 from pixelgen.recipe import dump_toml, recipe_from_dict
-from pixelgen.training import plan_runs
+from pixelgen.store.archive import RunArchive
+from pixelgen.train.plan import plan_runs
 
 TINY_MODEL = {"hidden_channels": 6, "n_layers": 1, "head_channels": 16, "n_levels": 2}
 

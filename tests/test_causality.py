@@ -14,7 +14,11 @@ from receptive_fields import FIELDS
 import pixelgen
 from pixelgen.blocks import generation_order_of
 from pixelgen.errors import CausalityError
-from pixelgen.testing import allowed_dependencies, check_causality, dependency_map
+from pixelgen.registry.causality import (
+    allowed_dependencies,
+    check_causality,
+    dependency_map,
+)
 
 SIZES = [(5, 5), (4, 7)]  # square and non-square
 TINY = dict(hidden_channels=12, n_layers=2, head_channels=32)

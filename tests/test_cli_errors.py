@@ -14,11 +14,10 @@ import sys
 
 import pytest
 import torch
+from datafiles import write_tiny_mnist
 
 from pixelgen import cli
 from pixelgen.recipe import dump_toml
-
-from datafiles import write_tiny_mnist
 
 
 @pytest.fixture(autouse=True)

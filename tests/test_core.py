@@ -10,9 +10,16 @@ import torch
 
 import pixelgen
 from pixelgen import registry
-from pixelgen.errors import RegistryError
 from pixelgen.blocks import Hyperparameter
-from pixelgen.layers import MaskedConv2d, colour_groups, conv_mask, diagonal_order, skew, unskew
+from pixelgen.errors import RegistryError
+from pixelgen.nn.layers import (
+    MaskedConv2d,
+    colour_groups,
+    conv_mask,
+    diagonal_order,
+    skew,
+    unskew,
+)
 
 
 def test_colour_groups_split_each_stack():

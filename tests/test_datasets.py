@@ -11,7 +11,6 @@ import attrs
 import numpy as np
 import pytest
 import torch
-
 from datafiles import (
     CIFAR10_ARCHIVE,
     md5_of,
@@ -23,9 +22,15 @@ from datafiles import (
     write_tiny_image_folder,
     write_tiny_mnist,
 )
-from pixelgen import datasets
-from pixelgen.data import HorizontalFlip, load_splits, resolve_data_root, train_val_split
-from pixelgen.datasets import TensorImages
+
+from pixelgen.data import (
+    HorizontalFlip,
+    load_splits,
+    resolve_data_root,
+    train_val_split,
+)
+from pixelgen.data import builtin as datasets
+from pixelgen.data.builtin import TensorImages
 from pixelgen.errors import DataError
 from pixelgen.registry import create_dataset, get_dataset_spec, list_datasets
 

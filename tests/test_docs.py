@@ -25,8 +25,9 @@ import attrs
 import pytest
 
 import pixelgen
-from pixelgen import archive, recipe, registry
+from pixelgen import recipe, registry
 from pixelgen.cli import build_parser
+from pixelgen.store import archive
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 
@@ -215,7 +216,7 @@ def test_public_names_are_found_where_they_are_documented():
     assert set(names) == set(pixelgen.__all__)
     for name, module in names.items():
         assert module in make_reference.API_MODULES, f"pixelgen.{name} is defined in {module}"
-    assert names["hookimpl"] == "pixelgen.hookspecs"
+    assert names["hookimpl"] == "pixelgen.registry.hookspecs"
 
 
 # ------------------------------------------------------------------------------ pages

@@ -20,9 +20,13 @@ import torch.nn.functional as F
 pixelgen_gated = pytest.importorskip("pixelgen_gated")
 
 import pixelgen  # noqa: E402
-from pixelgen.cli import main  # noqa: E402
 from pixelgen.blocks import AutoregressiveModel  # noqa: E402
-from pixelgen.testing import allowed_dependencies, check_causality, dependency_map  # noqa: E402
+from pixelgen.cli import main  # noqa: E402
+from pixelgen.registry.causality import (  # noqa: E402
+    allowed_dependencies,
+    check_causality,
+    dependency_map,
+)
 
 TINY = dict(hidden_channels=16, head_channels=32)  # narrower maps let ReLUs hide dependencies
 
@@ -216,8 +220,8 @@ def test_trains_and_samples_through_the_real_run_command(tmp_path, capsys, monke
     """The whole user path with a third-party model: recipe -> run -> checkpoint -> sample."""
     from datafiles import write_tiny_mnist
 
-    from pixelgen.archive import RunArchive
     from pixelgen.recipe import dump_toml
+    from pixelgen.store.archive import RunArchive
 
     monkeypatch.setenv("PIXELGEN_PROGRESS", "0")
     write_tiny_mnist(tmp_path / "data", n_train=24, n_test=4)

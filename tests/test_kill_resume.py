@@ -19,13 +19,12 @@ import time
 import numpy as np
 import pytest
 import torch
-
-from pixelgen import checkpoint as ckpt_io
-from pixelgen import cli
-from pixelgen.archive import RunArchive
-from pixelgen.recipe import dump_toml
-
 from datafiles import write_tiny_mnist
+
+from pixelgen import cli
+from pixelgen.recipe import dump_toml
+from pixelgen.store import checkpoint as ckpt_io
+from pixelgen.store.archive import RunArchive
 
 pytestmark = pytest.mark.slow
 

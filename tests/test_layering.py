@@ -1,5 +1,6 @@
-"""The house reads one way: pixelgen's modules import each other at the top of files only,
-without a cycle, and the plugin API (pixelgen.blocks) stands on torch and einops alone."""
+"""The house reads one way: pixelgen's subpackages are layers, each importing only the layers
+below it; modules import each other at the top of files only, without a cycle; and the plugin
+API (pixelgen.blocks) stands on torch and einops alone. docs/architecture.md draws the layers."""
 
 from __future__ import annotations
 
@@ -7,10 +8,30 @@ import ast
 import pathlib
 import subprocess
 import sys
+import tomllib
 
 import pytest
 
-PACKAGE = pathlib.Path(__file__).resolve().parent.parent / "pixelgen"
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+PACKAGE = ROOT / "pixelgen"
+
+# The layers, bottom first. A unit is a subpackage or a top-level module; units of one layer
+# stand beside each other and import neither each other nor anything above.
+LAYERS = [
+    ("foundation", {"pixelgen.errors", "pixelgen.limits"}),
+    ("nn", {"pixelgen.nn"}),
+    ("sampling", {"pixelgen.sampling"}),
+    ("registry", {"pixelgen.registry"}),
+    ("recipe and data", {"pixelgen.recipe", "pixelgen.data"}),
+    ("store", {"pixelgen.store"}),
+    ("train", {"pixelgen.train"}),
+    ("study", {"pixelgen.study"}),
+    ("api", {"pixelgen.api"}),
+    ("cli", {"pixelgen.cli"}),
+]
+# Top-level modules that are another unit's front door.
+PART_OF = {"pixelgen.blocks": "pixelgen.nn", "pixelgen.__main__": "pixelgen.cli"}
+RANK = {unit: rank for rank, (_, units) in enumerate(LAYERS) for unit in units}
 
 
 def pixelgen_imports(path: pathlib.Path) -> list[tuple[str, bool]]:
@@ -20,26 +41,46 @@ def pixelgen_imports(path: pathlib.Path) -> list[tuple[str, bool]]:
     found = []
     for node in ast.walk(tree):
         if isinstance(node, ast.ImportFrom) and node.level == 0 and (node.module or "").split(".")[0] == "pixelgen":
-            names = [node.module] if node.module != "pixelgen" else [f"pixelgen.{a.name}" for a in node.names]
-            found += [(name, id(node) in top) for name in names]
+            found += [(f"{node.module}.{a.name}", id(node) in top) for a in node.names]
         elif isinstance(node, ast.Import):
             found += [(a.name, id(node) in top) for a in node.names if a.name.split(".")[0] == "pixelgen"]
     return found
 
 
 def module_name(path: pathlib.Path) -> str:
-    return "pixelgen" if path.stem == "__init__" else f"pixelgen.{path.stem}"
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
-MODULES = {module_name(p): p for p in sorted(PACKAGE.glob("*.py"))}
+MODULES = {module_name(p): p for p in sorted(PACKAGE.rglob("*.py"))}
+
+
+def resolve(name: str) -> str | None:
+    """The pixelgen module an imported dotted name lives in (``pixelgen.store.runs.LAST``
+    -> ``pixelgen.store.runs``), None for the package's own lazy exports."""
+    while name not in MODULES:
+        name = name.rsplit(".", 1)[0]
+    return name
+
+
+def unit_of(module: str) -> str | None:
+    """The layer unit a module belongs to (its subpackage, or itself at the top)."""
+    parts = module.split(".")
+    unit = ".".join(parts[:2]) if len(parts) > 1 else None
+    return PART_OF.get(unit, unit)
 
 
 def import_graph() -> dict[str, set[str]]:
     graph = {}
     for name, path in MODULES.items():
-        graph[name] = {m if m in MODULES else m.rsplit(".", 1)[0] for m, _ in pixelgen_imports(path)}
-        graph[name] = {m for m in graph[name] if m in MODULES and m != name}
+        graph[name] = {resolve(m) for m, _ in pixelgen_imports(path)} - {name, "pixelgen"}
     return graph
+
+
+def unit_edges(graph: dict[str, set[str]]) -> set[tuple[str, str, str, str]]:
+    """``(unit, imported unit, module, imported module)`` for imports between units."""
+    return {(unit_of(a), unit_of(b), a, b) for a, deps in graph.items() for b in deps
+            if unit_of(a) and unit_of(b) and unit_of(a) != unit_of(b)}
 
 
 @pytest.mark.parametrize("name", sorted(MODULES))
@@ -48,9 +89,44 @@ def test_no_pixelgen_import_inside_a_function(name):
     assert not inside, f"{name} imports {inside} inside a function: that module lives in the wrong room"
 
 
+def test_every_module_belongs_to_a_layer():
+    units = {unit_of(name) for name in MODULES if unit_of(name)}
+    assert units <= set(RANK), f"not in a layer: {sorted(units - set(RANK))}; add it to LAYERS and the docs"
+
+
+def upward(graph: dict[str, set[str]]) -> list[str]:
+    return sorted(f"{a} -> {b} ({layer_a} may not import {layer_b})"
+                  for unit_a, unit_b, a, b in unit_edges(graph)
+                  if RANK[unit_b] >= RANK[unit_a]
+                  for layer_a, layer_b in [(LAYERS[RANK[unit_a]][0], LAYERS[RANK[unit_b]][0])])
+
+
+# The trainer still finishes the run (evaluation, samples, scores): the study's work, which
+# moves out of it next (issue 19, item 3); then this set is empty and goes.
+PENDING = {
+    "pixelgen.train.plan -> pixelgen.study.scoring (train may not import study)",
+    "pixelgen.train.trainer -> pixelgen.study.inference (train may not import study)",
+    "pixelgen.train.trainer -> pixelgen.study.scoring (train may not import study)",
+}
+
+
+def test_imports_run_down_the_layers_only():
+    assert set(upward(import_graph())) <= PENDING
+
+
+def test_an_upward_import_is_caught():
+    """The check above can fail: the recipe importing the trainer, or data importing the
+    recipe beside it, is reported."""
+    graph = import_graph()
+    graph["pixelgen.recipe"] = graph["pixelgen.recipe"] | {"pixelgen.train.trainer"}
+    graph["pixelgen.data"] = graph["pixelgen.data"] | {"pixelgen.recipe"}
+    found = upward(graph)
+    assert any(line.startswith("pixelgen.recipe -> pixelgen.train.trainer") for line in found), found
+    assert any(line.startswith("pixelgen.data -> pixelgen.recipe") for line in found), found
+
+
 def test_the_import_graph_has_no_cycle():
     graph = import_graph()
-    graph.pop("pixelgen")  # the package's __init__ re-exports; its modules never import it
     state: dict[str, int] = {}
 
     def visit(node: str, path: list[str]) -> None:
@@ -70,29 +146,35 @@ def test_a_cycle_is_caught(monkeypatch):
     """The cycle check above can fail: a graph with a loop makes it raise."""
     real = import_graph()
     monkeypatch.setattr(sys.modules[__name__], "import_graph",
-                        lambda: {**real, "pixelgen.blocks": real["pixelgen.blocks"] | {"pixelgen.training"}})
+                        lambda: {**real, "pixelgen.nn.blocks": real["pixelgen.nn.blocks"] | {"pixelgen.train.plan"}})
     with pytest.raises(AssertionError, match="import cycle"):
         test_the_import_graph_has_no_cycle()
 
 
-def test_no_module_but_the_cli_imports_the_cli_or_report_upwards():
-    graph = import_graph()
-    assert not any("pixelgen.cli" in deps for name, deps in graph.items() if name != "pixelgen.__main__")
-    building_blocks = {"pixelgen.layers", "pixelgen.scans", "pixelgen.blocks", "pixelgen.errors"}
-    for low in ("pixelgen.layers", "pixelgen.scans", "pixelgen.blocks", "pixelgen.sampling", "pixelgen.metrics"):
-        assert graph[low] <= building_blocks, (low, graph[low])
+def test_every_subpackage_is_packaged():
+    """A wheel holds only the packages pyproject.toml lists."""
+    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    subpackages = {module_name(p) for p in PACKAGE.rglob("__init__.py")}
+    assert subpackages <= listed, sorted(subpackages - listed)
+
+
+def loaded_after(code: str) -> list[str]:
+    heavy = ["pixelgen.train", "pixelgen.store", "pixelgen.study", "pixelgen.recipe", "pixelgen.registry",
+             "pixelgen.sampling", "zarr", "PIL", "lightning_fabric", "pluggy", "matplotlib", "torch"]
+    probe = f"import sys; {code}; print([m for m in {heavy!r} if m in sys.modules])"
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+    return eval(out)  # a list of names printed by the probe
 
 
 def test_the_plugin_api_loads_torch_and_einops_only():
-    code = (
-        "import sys; import pixelgen.blocks; "
-        "heavy = ['pixelgen.training', 'pixelgen.trainer', 'pixelgen.checkpoint', 'pixelgen.archive', "
-        "'pixelgen.recipe', 'pixelgen.registry', 'pixelgen.sampling', 'zarr', 'PIL', 'lightning_fabric', 'pluggy']; "
-        "print([m for m in heavy if m in sys.modules])"
-    )
     # the package's __init__ runs first: measure pixelgen.blocks through a bare import of it
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert out.strip() == "[]", out
+    assert loaded_after("import pixelgen.blocks") == ["torch"]
+
+
+def test_loading_a_recipe_loads_no_training_storage_or_study():
+    loaded = loaded_after("import pixelgen.recipe as r; r.load_recipe('recipes/quickstart.toml')")
+    assert not {"pixelgen.train", "pixelgen.store", "pixelgen.study", "zarr", "PIL", "lightning_fabric",
+                "matplotlib"} & set(loaded), loaded
 
 
 def test_every_public_name_is_exported_lazily_and_resolves():
@@ -104,7 +186,5 @@ def test_every_public_name_is_exported_lazily_and_resolves():
 
 
 def test_the_command_line_parses_without_torch():
-    code = ("import sys, pixelgen.cli; pixelgen.cli.build_parser().parse_args(['run', 'x.toml']); "
-            "print([m for m in ('torch', 'zarr', 'lightning_fabric', 'pixelgen.training') if m in sys.modules])")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert out.strip() == "[]", out
+    loaded = loaded_after("import pixelgen.cli; pixelgen.cli.build_parser().parse_args(['run', 'x.toml'])")
+    assert not {"torch", "zarr", "lightning_fabric", "pixelgen.train"} & set(loaded), loaded

@@ -14,7 +14,7 @@ import pytest
 from datafiles import working_copy
 
 from pixelgen import cli
-from pixelgen.archive import RunArchive
+from pixelgen.store.archive import RunArchive
 
 FIXTURE = pathlib.Path(__file__).parent / "fixtures" / "legacy_v0_1"
 

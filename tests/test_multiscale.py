@@ -14,6 +14,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from datafiles import write_tiny_mnist
 from torch import nn
 
 import pixelgen
@@ -21,10 +22,12 @@ from pixelgen import cli
 from pixelgen.blocks import ReferenceState, generation_order_of, raster_order
 from pixelgen.errors import CausalityError
 from pixelgen.recipe import dump_toml
+from pixelgen.registry.causality import (
+    allowed_dependencies,
+    check_causality,
+    dependency_map,
+)
 from pixelgen.sampling import SamplingError, sample, visiting_order
-from pixelgen.testing import allowed_dependencies, check_causality, dependency_map
-
-from datafiles import write_tiny_mnist
 
 TINY = dict(hidden_channels=6, n_layers=2, small_n_layers=2, head_channels=16, upsample_channels=4)
 PAIRS = [("row_lstm", "pixelcnn"), ("pixelcnn", "row_lstm"), ("diagonal_bilstm", "diagonal_bilstm")]

@@ -12,9 +12,15 @@ import sys
 import numpy as np
 import pytest
 import torch
+from datafiles import (
+    write_amat,
+    write_idx,
+    write_imagenet_npz,
+    write_tiny_imagenet,
+    write_tiny_static_mnist,
+)
 
-from datafiles import write_amat, write_idx, write_imagenet_npz, write_tiny_imagenet, write_tiny_static_mnist
-from pixelgen import datasets
+from pixelgen.data import builtin as datasets
 from pixelgen.data import load_splits
 from pixelgen.errors import DataError
 from pixelgen.registry import create_dataset, get_dataset_spec, list_datasets

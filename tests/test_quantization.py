@@ -11,12 +11,12 @@ import pytest
 import torch
 from datafiles import write_tiny_mnist
 
-from pixelgen import checkpoint as ckpt_io
 from pixelgen import cli
 from pixelgen.errors import CheckpointError
-from pixelgen.quantization import int8_per_channel, quantizable_weights
 from pixelgen.recipe import dump_toml
 from pixelgen.registry import create_model
+from pixelgen.store import checkpoint as ckpt_io
+from pixelgen.store.quantization import int8_per_channel, quantizable_weights
 
 TINY_MODEL = {"hidden_channels": 8, "n_layers": 1, "head_channels": 16}
 MEASURE = ["--scaling-sizes", "4", "--scaling-depths", "1", "--field-size", "5", "--timing-images", "1"]

@@ -28,8 +28,8 @@ from pixelgen.recipe import (
     recipe_from_dict,
     recipe_to_dict,
     run_dir,
-    write_resolved,
 )
+from pixelgen.store.runs import write_resolved
 
 # --------------------------------------------------------------------------------------
 # A fake plugin, so these tests do not depend on the built-in models and data sets.

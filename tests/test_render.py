@@ -1,4 +1,4 @@
-"""pixelgen.render: one list of blocks, rendered to exactly this Markdown and this HTML."""
+"""pixelgen.study.render: one list of blocks, rendered to exactly this Markdown and this HTML."""
 
 from __future__ import annotations
 
@@ -6,7 +6,13 @@ import math
 
 import pytest
 
-from pixelgen.render import Block, format_value, to_html, to_markdown, write_report
+from pixelgen.study.render import (
+    Block,
+    format_value,
+    to_html,
+    to_markdown,
+    write_report,
+)
 
 BLOCKS = [
     Block("h1", "Runs <a> & b"),

@@ -20,11 +20,12 @@ import numpy as np
 import pytest
 from datafiles import write_tiny_image_folder
 
-from pixelgen import checkpoint as ckpt_io
-from pixelgen import cli, measure, render, report
-from pixelgen.archive import RunArchive
+from pixelgen import cli
 from pixelgen.errors import DataError
 from pixelgen.recipe import PaperSection, dump_toml
+from pixelgen.store import checkpoint as ckpt_io
+from pixelgen.store.archive import RunArchive
+from pixelgen.study import measure, render, report
 
 TINY_MODEL = {"hidden_channels": 6, "n_layers": 1, "head_channels": 16}
 MEASURE = ["--scaling-sizes", "4", "8", "--scaling-depths", "1", "2", "--field-size", "7", "--timing-images", "1"]

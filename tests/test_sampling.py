@@ -15,13 +15,12 @@ import torch
 from torch import nn
 
 import pixelgen
-from pixelgen.checkpoint import plain, save_checkpoint
+from pixelgen.blocks import ReferenceState, ResidualStack, ResidualStackState
 from pixelgen.cli import main
-from pixelgen.layers import MaskedConv2d
+from pixelgen.nn.layers import MaskedConv2d
 from pixelgen.recipe import recipe_from_dict, recipe_to_dict
-from pixelgen.blocks import ResidualStack, ResidualStackState
-from pixelgen.blocks import ReferenceState
 from pixelgen.sampling import SamplingError, batch_seed, draw, sample, sample_batched
+from pixelgen.store.checkpoint import plain, save_checkpoint
 
 MODELS = ["pixelcnn", "row_lstm", "diagonal_bilstm"]
 TINY = dict(hidden_channels=6, n_layers=2, head_channels=16)
@@ -289,8 +288,8 @@ def test_a_conditional_model_needs_labels_in_range():
 @pytest.fixture
 def checkpoint(tmp_path):
     """A real checkpoint file of a tiny conditional grey PixelCNN, in its run folder."""
-    from pixelgen.checkpoint import plain, save_checkpoint
     from pixelgen.recipe import recipe_from_dict, recipe_to_dict
+    from pixelgen.store.checkpoint import plain, save_checkpoint
 
     torch.manual_seed(0)
     model = pixelgen.create_model("pixelcnn", in_channels=1, n_classes=2, **TINY)
@@ -305,9 +304,9 @@ def checkpoint(tmp_path):
 
 
 def test_cli_sample_appends_to_the_run_archive_and_writes_a_grid(checkpoint, capsys):
-    from pixelgen.archive import RunArchive
     from pixelgen.cli import main
-    from pixelgen.checkpoint import load_checkpoint, model_from_checkpoint
+    from pixelgen.store.archive import RunArchive
+    from pixelgen.store.checkpoint import load_checkpoint, model_from_checkpoint
 
     argv = ["sample", str(checkpoint), "-n", "3", "--size", "3x4", "--seed", "5", "--top-p", "0.9",
             "--temperature", "0.8", "--batch-size", "2", "--label", "1", "--device", "cpu"]
@@ -354,7 +353,7 @@ def test_cli_completes_an_image_keeping_its_top_rows(checkpoint, tmp_path):
     from PIL import Image
 
     from pixelgen.cli import main
-    from pixelgen.inference import read_image
+    from pixelgen.store.images import read_image
 
     picture = torch.randint(0, 256, (1, 4, 5), dtype=torch.uint8)
     Image.fromarray(picture[0].numpy()).save(tmp_path / "digit.png")
@@ -384,9 +383,9 @@ def test_a_recipe_run_ends_by_archiving_its_sample_section(tmp_path, monkeypatch
     """``pixelgen run`` draws the recipe's [sample] images; ``pixelgen sample`` finds the size."""
     from datafiles import write_tiny_mnist
 
-    from pixelgen.archive import RunArchive
     from pixelgen.cli import main
     from pixelgen.recipe import dump_toml
+    from pixelgen.store.archive import RunArchive
 
     monkeypatch.setenv("PIXELGEN_PROGRESS", "0")
     write_tiny_mnist(tmp_path / "data", n_train=8, n_test=2)
@@ -414,9 +413,9 @@ def test_a_recipe_run_ends_by_archiving_its_sample_section(tmp_path, monkeypatch
 
 
 def test_the_archive_records_the_sampler_that_ran(tmp_path):
-    from pixelgen.archive import RunArchive
-    from pixelgen.inference import sample_to_archive
     from pixelgen.sampling import sampler_used
+    from pixelgen.store.archive import RunArchive
+    from pixelgen.study.inference import sample_to_archive
 
     fast = tiny_model("row_lstm", 1, n_classes=2)
     slow = NoStepStack(in_channels=1, hidden_channels=2, n_layers=1, head_channels=4, n_classes=0, residual=True, skip=False)

@@ -1,4 +1,4 @@
-"""The hand-written scans (pixelgen.scans) compute what the op-by-op scans computed.
+"""The hand-written scans (pixelgen.nn.scans) compute what the op-by-op scans computed.
 
 The references below are the layers' forward passes as they were written before the
 scans had their own backward (pixelgen 0.1.0): every step spelled out with torch ops, the
@@ -16,13 +16,13 @@ import torch
 import torch.autograd.forward_ad as fwAD
 import torch.nn.functional as F
 from einops import rearrange
+from pixelgen_plugins.diagonal_bilstm import DiagonalBiLSTMLayer
+from pixelgen_plugins.row_lstm import RowLSTMLayer
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from pixelgen.layers import diagonal_order, lstm_update
-from pixelgen.scans import matmul
-from pixelgen_plugins.diagonal_bilstm import DiagonalBiLSTMLayer
-from pixelgen_plugins.row_lstm import RowLSTMLayer
+from pixelgen.nn.layers import diagonal_order, lstm_update
+from pixelgen.nn.scans import matmul
 
 SIZES = [(5, 6), (4, 7), (7, 4), (1, 5), (5, 1), (3, 3)]
 

@@ -22,9 +22,10 @@ import torch_fidelity
 from datafiles import write_tiny_mnist
 from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
 
-from pixelgen import classifier, cli, scoring
-from pixelgen.archive import RunArchive
+from pixelgen import cli
 from pixelgen.recipe import dump_toml, recipe_from_dict
+from pixelgen.store.archive import RunArchive
+from pixelgen.study import classifier, scoring
 
 # --------------------------------------------------------------------------- stand-in extractors
 
@@ -239,7 +240,7 @@ def test_a_weights_file_that_would_run_code_is_refused_before_torch_fidelity_unp
 
 def separable_splits(n_train: int = 120, n_test: int = 40) -> dict:
     """8x8 grey images, class 0 dark and class 1 bright, with noise."""
-    from pixelgen.datasets import TensorImages
+    from pixelgen.data.builtin import TensorImages
 
     def split(n, seed):
         g = torch.Generator().manual_seed(seed)

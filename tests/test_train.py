@@ -19,15 +19,23 @@ import attrs
 import numpy as np
 import pytest
 import torch
+from datafiles import (
+    CIFAR10_BATCHES,
+    _py2_pickle,
+    md5_of,
+    trust_tiny_cifar10,
+    write_tiny_cifar10,
+    write_tiny_mnist,
+)
 
 import pixelgen
-from pixelgen import checkpoint as ckpt_io
-from pixelgen import cli, inference, trainer
-from pixelgen.archive import RunArchive
+from pixelgen import cli
 from pixelgen.errors import CheckpointError
 from pixelgen.recipe import dump_toml
-
-from datafiles import CIFAR10_BATCHES, _py2_pickle, md5_of, trust_tiny_cifar10, write_tiny_cifar10, write_tiny_mnist
+from pixelgen.store import checkpoint as ckpt_io
+from pixelgen.store.archive import RunArchive
+from pixelgen.study import inference
+from pixelgen.train import trainer
 
 FASHION_MNIST = pathlib.Path("/usr/share/datasets/fashion-mnist")
 TINY_MODEL = {"hidden_channels": 6, "n_layers": 1, "head_channels": 16}

@@ -8,13 +8,13 @@ import pathlib
 import shutil
 
 import pytest
-from datafiles import working_copy
 import torch
+from datafiles import working_copy
 
-from pixelgen import checkpoint as ckpt_io
 from pixelgen import cli
-from pixelgen.archive import RunArchive
 from pixelgen.recipe import dump_toml
+from pixelgen.store import checkpoint as ckpt_io
+from pixelgen.store.archive import RunArchive
 
 DATA = pathlib.Path(__file__).parent / "fixtures" / "legacy_v0_1" / "data"
 

@@ -32,7 +32,6 @@ import sys
 from typing import NamedTuple
 
 import pytest
-
 from datafiles import write_tiny_mnist
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]

@@ -1,0 +1,345 @@
+"""The ``pixelgen`` command line: parses arguments, then runs the command.
+
+Parsing loads no torch, so ``pixelgen --help`` and ``pixelgen COMMAND --help`` answer at
+once; the command itself is the function of the same name in :mod:`pixelgen.cli.commands`,
+loaded when it runs (the one deliberately lazy import in pixelgen). Every user error is a
+:class:`pixelgen.errors.PixelgenError`; :func:`main` prints it as one line on stderr and
+exits with status 2, never with a traceback (``PIXELGEN_DEBUG=1`` shows it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import signal
+import sys
+import threading
+import traceback
+from importlib.metadata import PackageNotFoundError, version
+from typing import Sequence
+
+from pixelgen.errors import CausalityError, Interrupted, PixelgenError
+
+
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text}")
+    return value
+
+
+MAX_SAMPLES = 100_000  # a grid and an archive batch of more images is a typo, not a wish
+
+
+def _bounded_int(low: int, high: int, what: str):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"expected {what} in {low}..{high:,}, got {text}")
+        return value
+    return parse
+
+
+class _OneLineParser(argparse.ArgumentParser):
+    """Usage errors as one line on stderr (status 2), like every other pixelgen error."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _size(text: str) -> tuple[int, int]:
+    height, sep, width = text.lower().partition("x")
+    if not sep or not height.isdigit() or not width.isdigit() or not int(height) or not int(width):
+        raise argparse.ArgumentTypeError(f"expected HEIGHTxWIDTH such as 32x32, got {text!r}")
+    return int(height), int(width)
+
+
+def _add_measure_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", metavar="DIR", help="output folder")
+    p.add_argument("--device", help="where to measure: cpu (default), cuda, ...")
+    p.add_argument("--field-size", type=int, metavar="N", help="receptive-field canvas side (default: 15)")
+    p.add_argument("--scaling-sizes", type=int, nargs="+", metavar="N", help="image sizes timed (default: 8 16 32)")
+    p.add_argument("--scaling-depths", type=int, nargs="+", metavar="N", help="layer counts timed (default: 1 2 4)")
+    p.add_argument("--timing-images", type=int, metavar="N", help="images per sampler timing (default: 2)")
+
+
+EXAMPLES = {
+    "pixelgen": """examples:
+  pixelgen run recipes/quickstart.toml           train, evaluate and sample a small PixelCNN (about a minute)
+  pixelgen sample runs/quickstart/best.ckpt -n 16
+  pixelgen plugins                               the models and data sets installed
+  pixelgen COMMAND --help                        each command's options and examples""",
+    "plugins": """examples:
+  pixelgen plugins""",
+    "check": """examples:
+  pixelgen check pixelcnn
+  pixelgen check row_lstm --hp hidden_channels=8 --hp n_layers=2 --channels 3 --height 5 --width 5""",
+    "sample": """examples:
+  pixelgen sample runs/quickstart/best.ckpt -n 16 --seed 0
+  pixelgen sample runs/quickstart/best.ckpt -n 8 --temperature 0.9 --png grid.png --no-archive
+  pixelgen sample runs/cifar_diag/best.ckpt -n 4 --complete photo.png --rows 16""",
+    "run": """examples:
+  pixelgen run recipes/quickstart.toml
+  pixelgen run recipes/quickstart.toml --set train.epochs=5 --out runs/longer
+  pixelgen run recipes/quickstart.toml --resume         continue after a stop, a kill or a time budget
+  pixelgen run recipes/cifar_diag.toml --set train.devices=4 --set train.strategy=ddp""",
+    "eval": """examples:
+  pixelgen eval runs/quickstart/best.ckpt
+  pixelgen eval runs/quickstart/best.ckpt --split val --json --limit 0""",
+    "compare": """examples:
+  pixelgen compare runs/fmnist_compare/pixelcnn runs/fmnist_compare/row_lstm --out report/""",
+    "score": """examples:
+  pixelgen score runs/quickstart --features classifier          FID, IS, KID, precision/recall of 1000 samples
+  pixelgen score runs/quickstart --metrics fid,kid --n 5000 --inception-weights ~/weights/
+  pixelgen score runs/quickstart --features classifier --baseline test    the floor: test images
+  pixelgen score runs/quickstart/best-int8.ckpt --features classifier --json""",
+    "quantize": """examples:
+  pixelgen quantize runs/quickstart/best.ckpt --to int8                  writes runs/quickstart/best-int8.ckpt
+  pixelgen quantize runs/quickstart/best.ckpt --to bfloat16 --out small.ckpt && pixelgen eval small.ckpt""",
+    "analyse": """examples:
+  pixelgen analyse runs/quickstart/best.ckpt --out analysis/""",
+    "recipe": """examples:
+  pixelgen recipe show recipes/quickstart.toml                       every key, defaults included
+  pixelgen recipe show recipes/quickstart.toml --set train.epochs=5 > mine.toml && pixelgen run mine.toml""",
+}
+
+
+def _package_version() -> str:
+    try:
+        return version("pixelgen")
+    except PackageNotFoundError:
+        return "unknown (not installed)"
+
+
+def _command(sub: argparse._SubParsersAction, name: str, help: str) -> argparse.ArgumentParser:
+    return sub.add_parser(name, help=help, description=help, epilog=EXAMPLES[name],
+                          formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _OneLineParser(prog="pixelgen", description="PixelRNN-family image models: train, "
+                            "evaluate, sample and compare from TOML recipes", epilog=EXAMPLES["pixelgen"],
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"pixelgen {_package_version()}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_plugins(sub)
+    _add_check(sub)
+    _add_sample(sub)
+    _add_run(sub)
+    _add_eval(sub)
+    _add_compare(sub)
+    _add_analyse(sub)
+    _add_score(sub)
+    _add_quantize(sub)
+    _add_recipe(sub)
+    return parser
+
+
+def _add_plugins(sub: argparse._SubParsersAction) -> None:
+    p = _command(sub, "plugins", "list models and data sets with their plugins and hyperparameters")
+    p.set_defaults(command_function="plugins")
+
+
+def _add_check(sub: argparse._SubParsersAction) -> None:
+    p = _command(sub, "check", "prove a registered model autoregressive by its Jacobian")
+    p.add_argument("model", help="a registered model name (see pixelgen plugins)")
+    p.add_argument("--hp", action="append", default=[], metavar="KEY=VALUE",
+                   help="a hyperparameter of the model, e.g. --hp n_layers=2 (repeatable)")
+    p.add_argument("--channels", type=_bounded_int(1, 4, "a number of colours"), nargs="+", default=[1, 3],
+                   help="colours C to check, each in turn (default: 1 3)")
+    p.add_argument("--height", type=_bounded_int(1, 32, "an image height"), default=6,
+                   help="image height of the check (default: 6)")
+    p.add_argument("--width", type=_bounded_int(1, 32, "an image width"), default=7,
+                   help="image width of the check (default: 7)")
+    p.set_defaults(command_function="check")
+
+
+def _add_sample(sub: argparse._SubParsersAction) -> None:
+    p = _command(sub, "sample", "draw images from a checkpoint into a PNG grid and the run's archive")
+    p.add_argument("checkpoint", help="a .ckpt file written by pixelgen run")
+    p.add_argument("-n", type=_bounded_int(1, MAX_SAMPLES, "a number of images"), default=64,
+                   help="number of images (default: 64)")
+    p.add_argument("--temperature", type=float, default=1.0, help="softmax temperature (default: 1)")
+    p.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (default: 1, off)")
+    p.add_argument("--seed", type=_bounded_int(0, 2**63 - 1, "a seed"),
+                   help="seed of the sampling generator (default: random, recorded)")
+    p.add_argument("--sampler", choices=["fast", "reference"], default="fast",
+                   help="fast: cached one-pixel steps; reference: a full forward pass per sub-pixel")
+    p.add_argument("--label", type=int, help="class of every image (conditional models; default: 0, 1, ... in turn)")
+    p.add_argument("--complete", metavar="IMAGE", help="image file whose top --rows rows every sample keeps")
+    p.add_argument("--rows", type=int, help="rows of --complete to keep")
+    p.add_argument("--size", type=_size, metavar="HxW",
+                   help="image size (default: the --complete image's, else the run's data set's)")
+    p.add_argument("--png", metavar="PATH", help="grid file (default: samples-<key>.png next to the checkpoint)")
+    p.add_argument("--archive", metavar="PATH", help="archive to append to (default: the run's, next to the checkpoint)")
+    p.add_argument("--no-archive", action="store_true", help="do not archive the samples")
+    p.add_argument("--batch-size", type=_bounded_int(1, MAX_SAMPLES, "a batch size"), default=16,
+                   help="images generated at once (default: 16)")
+    p.add_argument("--device", help="cpu, cuda, ... (default: cuda where available)")
+    p.add_argument("--weights", choices=["auto", "ema", "raw"], default="auto",
+                   help="ema: the run's average of its weights; raw: the trained weights (default: ema where kept)")
+    p.set_defaults(command_function="sample")
+
+
+def _add_run(sub: argparse._SubParsersAction) -> None:
+    p = _command(sub, "run", "train and evaluate every run of a TOML recipe on Lightning Fabric")
+    p.add_argument("recipe", help="recipe file, e.g. recipes/quickstart.toml")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a recipe key, e.g. --set train.epochs=3 (repeatable)")
+    p.add_argument("--out", metavar="DIR", help="output folder in place of the recipe's output.dir")
+    p.add_argument("--resume", action="store_true",
+                   help="continue each run from its last.ckpt exactly where it stopped")
+    p.set_defaults(command_function="run")
+
+
+def _add_eval(sub: argparse._SubParsersAction) -> None:
+    p = _command(sub, "eval", "NLL and bits/dim of a checkpoint on a data split")
+    p.add_argument("checkpoint", help="a .ckpt file written by pixelgen run")
+    p.add_argument("--split", choices=["test", "val", "train"], default="test")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--data-root", metavar="DIR", help="data folder in place of the recorded data.root")
+    p.add_argument("--limit", type=_non_negative_int, metavar="N",
+                   help="first N images (default: the run's data.limit_<split>; 0: all)")
+    p.add_argument("--accelerator", default="auto", help="Fabric accelerator (default: auto)")
+    p.add_argument("--weights", choices=["auto", "ema", "raw"], default="auto",
+                   help="the run's average of its weights (ema) or the trained weights (raw); "
+                        "default: the average where the run kept one")
+    p.set_defaults(command_function="eval")
+
+
+def _add_compare(sub: argparse._SubParsersAction) -> None:
+    p = _command(sub, "compare", "compare trained runs: report.md, report.html and figures")
+    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR",
+                   help="run folders written by pixelgen run, or checkpoint files (e.g. quantized copies)")
+    p.add_argument("--json", action="store_true", help="print the table numbers as one JSON object")
+    _add_measure_options(p)
+    p.set_defaults(command_function="compare")
+
+
+def _add_analyse(sub: argparse._SubParsersAction) -> None:
+    p = _command(sub, "analyse", "one checkpoint's receptive field, gradient flow and scaling")
+    p.add_argument("checkpoint", help="a .ckpt file written by pixelgen run")
+    _add_measure_options(p)
+    p.set_defaults(command_function="analyse")
+
+
+METRICS = ("fid", "is", "kid", "pr")  # pixelgen.recipe.SCORE_METRICS, without loading the recipes
+
+
+def _metrics(text: str) -> tuple[str, ...]:
+    names = tuple(dict.fromkeys(part.strip() for part in text.split(",") if part.strip()))
+    unknown = [name for name in names if name not in METRICS]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(f"expected a comma-separated list of {', '.join(METRICS)}, got {text!r}")
+    return names
+
+
+def _add_score(sub: argparse._SubParsersAction) -> None:
+    p = _command(sub, "score", "sample-quality metrics (FID, IS, KID, precision/recall) of a model's samples")
+    p.add_argument("target", metavar="CKPT_OR_RUN_DIR",
+                   help="a run folder (figures stored in its archive) or a checkpoint file")
+    p.add_argument("--metrics", type=_metrics, default=METRICS, metavar="LIST",
+                   help="comma-separated, of fid, is, kid, pr (default: all)")
+    p.add_argument("--n", type=_bounded_int(10, MAX_SAMPLES, "a number of images"), default=1000,
+                   help="samples scored, against as many training images (default: 1000)")
+    p.add_argument("--features", choices=["inception", "classifier"], default="inception",
+                   help="inception: the standard Inception-v3 weights (a local file); classifier: a small "
+                        "classifier of the data set (trained once; not comparable with published figures)")
+    p.add_argument("--inception-weights", metavar="PATH",
+                   help="weights-inception-2015-12-05-6726825d.pth or its folder (default: "
+                        "$PIXELGEN_INCEPTION_WEIGHTS, then torch's hub cache)")
+    p.add_argument("--baseline", choices=["test", "histogram"],
+                   help="score data instead of the model: test images (the floor) or the per-position "
+                        "histogram model (a ceiling)")
+    p.add_argument("--seed", type=_bounded_int(0, 2**63 - 1, "a seed"), default=0,
+                   help="seed of the scored samples (default: 0)")
+    p.add_argument("--batch-size", type=_bounded_int(1, MAX_SAMPLES, "a batch size"), default=16,
+                   help="images generated at once (default: 16)")
+    p.add_argument("--data-root", metavar="DIR", help="data folder in place of the recorded data.root")
+    p.add_argument("--device", help="cpu, cuda, ... (default: cuda where available)")
+    p.add_argument("--weights", choices=["auto", "ema", "raw"], default="auto",
+                   help="the run's average of its weights (ema) or the trained ones (raw); default: ema where kept")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(command_function="score")
+
+
+def _add_quantize(sub: argparse._SubParsersAction) -> None:
+    p = _command(sub, "quantize", "write a smaller checkpoint: int8, float16 or bfloat16 weights")
+    p.add_argument("checkpoint", help="a .ckpt file written by pixelgen run")
+    p.add_argument("--to", required=True, choices=["int8", "float16", "bfloat16"],
+                   help="int8: per-output-channel symmetric weight-only (convolutions and linear maps); "
+                        "float16, bfloat16: every weight cast")
+    p.add_argument("--out", metavar="FILE", help="the new checkpoint (default: <name>-<to>.ckpt beside it)")
+    p.add_argument("--weights", choices=["auto", "ema", "raw"], default="auto",
+                   help="which weights to keep (default: the run's average where it kept one)")
+    p.set_defaults(command_function="quantize")
+
+
+def _add_recipe(sub: argparse._SubParsersAction) -> None:
+    p = _command(sub, "recipe", "inspect a recipe")
+    verbs = p.add_subparsers(dest="verb", required=True)
+    show = verbs.add_parser("show", help="print the fully resolved recipe, every default included, as TOML "
+                            "that pixelgen run accepts", epilog=EXAMPLES["recipe"],
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
+    show.add_argument("recipe", help="recipe file")
+    show.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                      help="override a recipe key (repeatable)")
+    show.set_defaults(command_function="recipe_show")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; user errors are one line on stderr and exit status 2
+    (``PIXELGEN_DEBUG=1`` shows the traceback too), SIGINT/SIGTERM exit 130/143."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    debug = os.environ.get("PIXELGEN_DEBUG", "0") not in ("", "0")
+    previous = signal.signal(signal.SIGTERM, _terminate) if _in_main_thread() else None
+    try:
+        command = getattr(importlib.import_module("pixelgen.cli.commands"), f"cmd_{args.command_function}")
+        return command(args)
+    except Interrupted as exc:
+        return _fail(exc, debug, exc.exit_code)
+    except KeyboardInterrupt:
+        print("pixelgen: interrupted (SIGINT)", file=sys.stderr)
+        return 130
+    except (PixelgenError, CausalityError) as exc:
+        return _fail(exc, debug, 2)
+    except OSError as exc:  # a full disk, a read-only folder, a path through a file
+        where = f"{exc.filename}: " if exc.filename else ""
+        return _fail(PixelgenError(f"{where}{exc.strerror or exc}; free space or choose another path"), debug, 2)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _in_main_thread() -> bool:
+    return threading.current_thread() is threading.main_thread()
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise Interrupted("SIGTERM: stopped", signum)
+
+
+def _fail(exc: BaseException, debug: bool, code: int) -> int:
+    if debug:
+        traceback.print_exc()
+    print(f"pixelgen: error: {one_line(str(exc))}", file=sys.stderr)
+    return code
+
+
+def one_line(message: str) -> str:
+    """An error message on one line; for an error re-raised by a DataLoader worker
+    ("Caught DataError in DataLoader worker process 0. Original Traceback ..."), the
+    worker's own message."""
+    if message.startswith("Caught ") and "Original Traceback" in message:
+        last = [line for line in message.splitlines() if line.strip()][-1]
+        message = last.split(": ", 1)[1] if ": " in last else last
+    return " ".join(message.split())
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,367 @@
+"""The run archive: one zarr (v3) group holding everything a run measured and generated.
+
+On-disk layout (also written into the root attributes as ``attrs["layout"]``)::
+
+    <archive>/                 root group; attrs: format, format_version, layout
+      metrics/                 group; attrs: n_epochs (committed rows), columns (in order)
+        epoch                  int64   (n_epochs,)  -1 where a row did not give it
+        <name>                 float64 (n_epochs,)  NaN where a row did not give it
+      test/                    group; attrs: final evaluation figures (number or list)
+      samples/                 group
+        000000, 000001, ...    uint8 (N, C, H, W), chunks (min(N, 16), C, H, W), values
+                               0..n_levels-1 (0/1 from a binary model: PNGs map them to
+                               0/255); attrs: created (ISO time) and whatever the caller
+                               passed (model, checkpoint, recipe, n_levels, temperature,
+                               top_p, seed, ...)
+      score/                   group, made by the first score (older archives have none);
+                               attrs: feature space ("inception", "classifier") -> the
+                               sample-quality figures measured in it (pixelgen.study.scoring)
+
+Crash safety. Every file zarr writes to a local store is replaced atomically, so a crash
+leaves each file either old or new; the archive orders its writes so that any mix is
+consistent:
+
+* A metrics row is appended by growing and filling every column first and only then
+  raising ``metrics.attrs["n_epochs"]``. Readers take the first ``n_epochs`` entries, so a
+  half-written row is invisible.
+* A sample batch is written whole into ``samples/.tmp-<hex>`` and then renamed to its key
+  with one ``os.rename``: the batch is either absent or complete.
+
+:meth:`RunArchive.create_or_open` tidies what a crash left behind (trailing rows, stray
+columns, temporary batches, zarr's own ``*.partial`` files); readers never need it.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import re
+import shutil
+import uuid
+from datetime import datetime, timezone
+from numbers import Real
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import zarr
+
+from pixelgen.errors import PixelgenError
+
+FORMAT = "pixelgen-archive"
+FORMAT_VERSION = 1
+#: Path -> description of what it holds, for every path of an archive (also ``attrs["layout"]``).
+LAYOUT = {
+    "metrics": "group; attrs n_epochs = committed rows, columns = names in order",
+    "metrics/epoch": "int64 (n_epochs,), -1 where missing; read only [:n_epochs]",
+    "metrics/<name>": "float64 (n_epochs,), NaN where missing; read only [:n_epochs]",
+    "test": "group; attrs = final evaluation figures (number or list of numbers)",
+    "samples/<6 digits>": "uint8 (N, C, H, W) generated images, one array per batch, values "
+    "0..n_levels-1 (0/1 from a binary model); attrs = created (ISO time), model, checkpoint, "
+    "recipe, n_levels, temperature, top_p, seed, ...",
+    "samples/.tmp-*": "a batch being written or abandoned by a crash; ignore",
+    "score": "group (absent before the first score); attrs = feature space -> sample-quality figures "
+    "(fid, is, kid, precision, recall, n, sample batch, ...)",
+}
+INT_COLUMNS = {"epoch": -1}  # column name -> value for rows that did not give it
+_METRIC_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_-]*$")  # no dots: no clash with zarr.json
+_SAMPLE_KEY = re.compile(r"^\d{6,}$")
+_TMP_PREFIX = ".tmp-"
+_NOT_A_GROUP = (
+    FileNotFoundError, FileExistsError, NotADirectoryError,
+    zarr.errors.GroupNotFoundError, zarr.errors.ContainsArrayError,
+)
+_ZARR_PARTIAL = re.compile(r"\.[0-9a-f]{32}\.partial$")  # zarr's own temporary files
+
+
+class ArchiveError(PixelgenError):
+    """A run archive is missing, not a pixelgen archive, read-only, or given bad data."""
+
+
+def _jsonable(value: Any, where: str) -> Any:
+    """Convert numpy scalars, paths and tuples to plain JSON types; fail naming ``where``."""
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v, f"{where}.{k}") for k, v in value.items()}
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return [_jsonable(v, f"{where}[{i}]") for i, v in enumerate(value)]
+    try:
+        json.dumps(value)
+    except (TypeError, ValueError):
+        kind = type(value).__name__
+        raise ArchiveError(f"{where}: cannot store a {kind} as an attribute") from None
+    return value
+
+
+_DAMAGE = (ValueError, KeyError, TypeError, RuntimeError, IndexError, zarr.errors.BaseZarrError)
+
+
+def _damage_is_one_line(method: Callable[..., Any]) -> Callable[..., Any]:
+    """An archive whose files were damaged (bad JSON, bad attributes, bad chunks) raises an
+    :class:`ArchiveError` naming the archive, not zarr's or numpy's traceback."""
+
+    @functools.wraps(method)
+    def checked(self_or_cls: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(self_or_cls, *args, **kwargs)
+        except PixelgenError:
+            raise
+        except _DAMAGE as exc:
+            path = getattr(self_or_cls, "path", None) or next(
+                (a for a in (self_or_cls, *args) if isinstance(a, (str, os.PathLike))), "the run archive")
+            detail = " ".join(str(exc).split())[:120] or type(exc).__name__
+            raise ArchiveError(
+                f"{path}: the run archive is damaged ({type(exc).__name__}: {detail}); move it aside "
+                f"to keep what it holds (the checkpoints are separate and intact) and run again"
+            ) from None
+
+    return checked
+
+
+class RunArchive:
+    """A run's metrics, test figures and generated samples in a local zarr v3 group."""
+
+    def __init__(self, path: Path, writable: bool) -> None:
+        """Use :meth:`create_or_open` or :meth:`open`."""
+        self.path = path
+        self._writable = writable
+
+    @classmethod
+    @_damage_is_one_line
+    def create_or_open(cls, path: str | os.PathLike) -> RunArchive:
+        """Open the archive at ``path`` for appending, creating it on first use."""
+        path = Path(path)
+        cls.check_reusable(path)
+        for partial in path.glob("*.partial") if path.is_dir() else ():  # a kill inside zarr's first write
+            if _ZARR_PARTIAL.search(partial.name):
+                partial.unlink()
+        try:
+            root = zarr.open_group(path, mode="a", zarr_format=3)
+        except _NOT_A_GROUP:
+            raise ArchiveError(f"{path}: cannot create a run archive here (not a group)") from None
+        if "format" not in root.attrs and set(root.keys()) <= {"metrics", "test", "samples"}:
+            # New, or a creation that a crash interrupted: (re)initialise idempotently.
+            metrics = root.require_group("metrics")
+            if "n_epochs" not in metrics.attrs:
+                metrics.attrs.put({"n_epochs": 0, "columns": []})
+            root.require_group("test")
+            root.require_group("samples")
+            # The format attrs go last: a group without them is not yet an archive.
+            root.attrs.put({"format": FORMAT, "format_version": FORMAT_VERSION, "layout": LAYOUT})
+        archive = cls.open(path, mode="r+")
+        archive._recover()
+        return archive
+
+    @staticmethod
+    @_damage_is_one_line
+    def check_reusable(path: Path) -> None:
+        """ArchiveError unless ``path`` is free, a run archive, or one whose creation a kill
+        interrupted (nothing but zarr's own files in it); writes nothing."""
+        if not path.exists():
+            return
+        if not path.is_dir():
+            raise ArchiveError(f"{path}: exists and is not a run archive (a file); move it aside or pass --out DIR")
+        entries = [p.name for p in path.iterdir() if not _ZARR_PARTIAL.search(p.name)]
+        if entries and "zarr.json" not in entries:
+            raise ArchiveError(f"{path}: cannot create a run archive in a non-empty folder; move it aside or pass --out DIR")
+        if "zarr.json" in entries:
+            root = zarr.open_group(path, mode="r", zarr_format=3)
+            if root.attrs.get("format") != FORMAT and not set(root.keys()) <= {"metrics", "test", "samples"}:
+                raise ArchiveError(f"{path}: a zarr group, but not a {FORMAT} (attrs['format']); pass --out DIR")
+
+    @classmethod
+    @_damage_is_one_line
+    def open(cls, path: str | os.PathLike, mode: str = "r") -> RunArchive:
+        """Open an existing archive; ``mode`` is ``"r"`` (read-only) or ``"r+"``."""
+        path = Path(path)
+        if mode not in ("r", "r+"):
+            raise ArchiveError(f"{path}: mode must be 'r' or 'r+', got {mode!r}")
+        try:
+            root = zarr.open_group(path, mode=mode, zarr_format=3)
+        except _NOT_A_GROUP:
+            raise ArchiveError(f"{path}: no run archive here (no zarr v3 group)") from None
+        if root.attrs.get("format") != FORMAT:
+            raise ArchiveError(f"{path}: a zarr group, but not a {FORMAT} (attrs['format'])")
+        version = root.attrs.get("format_version")
+        if not isinstance(version, int) or version > FORMAT_VERSION:
+            raise ArchiveError(
+                f"{path}: archive format_version {version!r} is newer than this pixelgen "
+                f"reads ({FORMAT_VERSION}); upgrade pixelgen"
+            )
+        return cls(path, writable=mode == "r+")
+
+    # -- metrics -------------------------------------------------------------------------
+
+    def _group(self, name: str) -> zarr.Group:
+        # Reopened on every call so that attrs written by another process are seen.
+        return zarr.open_group(self.path / name, mode="r+" if self._writable else "r")
+
+    def _check_writable(self) -> None:
+        if not self._writable:
+            raise ArchiveError(f"{self.path}: archive was opened read-only")
+
+    @property
+    @_damage_is_one_line
+    def n_epochs(self) -> int:
+        """Number of committed metrics rows."""
+        return int(self._group("metrics").attrs["n_epochs"])
+
+    @_damage_is_one_line
+    def append_metrics(self, row: dict[str, float]) -> None:
+        """Append one epoch's metrics; a key never seen before is back-filled with NaN."""
+        self._check_writable()
+        values = {}
+        for name, value in row.items():
+            if not isinstance(name, str) or not _METRIC_NAME.match(name):
+                raise ArchiveError(f"metrics: bad metric name {name!r} (letters, digits, _ and -)")
+            if hasattr(value, "item") and np.ndim(value) == 0:  # numpy or torch scalar
+                value = value.item()
+            if not isinstance(value, Real):
+                raise ArchiveError(f"metrics.{name}: expected a number, got {value!r}")
+            if name in INT_COLUMNS and not float(value).is_integer():
+                raise ArchiveError(f"metrics.{name}: expected a whole number, got {value!r}")
+            values[name] = value
+        group = self._group("metrics")
+        n, columns = int(group.attrs["n_epochs"]), list(group.attrs["columns"])
+        for name in columns:
+            array = group[name]
+            array.resize((n + 1,))  # also drops any half-written row a crash left
+            array[n] = values.get(name, INT_COLUMNS.get(name, np.nan))
+        for name in [name for name in values if name not in columns]:
+            fill = INT_COLUMNS.get(name, np.nan)
+            array = group.create_array(
+                name, shape=(n + 1,), chunks=(256,), fill_value=fill, overwrite=True,
+                dtype="int64" if name in INT_COLUMNS else "float64",
+            )
+            array[n] = values[name]
+            columns.append(name)
+        # The commit: one metadata write (attrs.update would write once per key).
+        group.attrs.put({**group.attrs.asdict(), "columns": columns, "n_epochs": n + 1})
+
+    @_damage_is_one_line
+    def metrics(self) -> dict[str, np.ndarray]:
+        """Committed metrics: column name -> array of shape (n_epochs,), in column order."""
+        group = self._group("metrics")
+        n = int(group.attrs["n_epochs"])
+        return {name: group[name][:n] for name in group.attrs["columns"]}
+
+    @_damage_is_one_line
+    def truncate_metrics(self, n_epochs: int) -> None:
+        """Keep only the first ``n_epochs`` rows (on resume, those the checkpoint has seen)."""
+        self._check_writable()
+        group = self._group("metrics")
+        n = int(group.attrs["n_epochs"])
+        if not 0 <= n_epochs <= n:
+            raise ArchiveError(
+                f"{self.path}: cannot truncate metrics to {n_epochs} rows; it has {n}"
+            )
+        group.attrs["n_epochs"] = n_epochs  # commit first; shrinking the arrays is tidying
+        self._recover()
+
+    # -- test figures --------------------------------------------------------------------
+
+    @_damage_is_one_line
+    def set_test_metrics(self, figures: dict[str, float | list[float]]) -> None:
+        """Replace the final evaluation figures (name -> number or list of numbers)."""
+        self._check_writable()
+        for name, value in figures.items():
+            flat = np.ravel(np.asarray(value, dtype=object))
+            if not all(isinstance(v, (Real, np.number)) for v in flat):
+                raise ArchiveError(
+                    f"test.{name}: expected a number or list of numbers, got {value!r}"
+                )
+        self._group("test").attrs.put(_jsonable(figures, "test"))
+
+    @_damage_is_one_line
+    def test_metrics(self) -> dict[str, Any]:
+        """The final evaluation figures, ``{}`` before :meth:`set_test_metrics`."""
+        return self._group("test").attrs.asdict()
+
+    # -- sample-quality scores ------------------------------------------------------------
+
+    @_damage_is_one_line
+    def set_score(self, features: str, figures: dict[str, Any]) -> None:
+        """Store the sample-quality figures measured in feature space ``features``
+        (replacing earlier ones of that space); the ``score`` group is made on first use."""
+        self._check_writable()
+        if not isinstance(features, str) or not _METRIC_NAME.match(features):
+            raise ArchiveError(f"score: bad feature space name {features!r} (letters, digits, _ and -)")
+        group = zarr.open_group(self.path, mode="r+").require_group("score")
+        group.attrs.put({**group.attrs.asdict(), features: _jsonable(figures, f"score.{features}")})
+
+    @_damage_is_one_line
+    def scores(self) -> dict[str, dict[str, Any]]:
+        """Feature space -> its sample-quality figures; ``{}`` for an archive never scored
+        (archives written before scoring existed have no ``score`` group)."""
+        if not (self.path / "score" / "zarr.json").exists():
+            return {}
+        return self._group("score").attrs.asdict()
+
+    # -- samples -------------------------------------------------------------------------
+
+    @_damage_is_one_line
+    def append_samples(self, images: Any, **attributes: Any) -> str:
+        """Store a batch of generated images, uint8 (N, C, H, W); returns its key.
+
+        ``attributes`` (model, checkpoint, recipe, temperature, top_p, seed, sampler,
+        seconds_per_image, ...) are stored with the batch, plus ``created`` (ISO time).
+        """
+        self._check_writable()
+        if hasattr(images, "detach"):  # a torch tensor; no torch import needed
+            images = images.detach().cpu().numpy()
+        images = np.asarray(images)
+        if images.dtype != np.uint8 or images.ndim != 4 or images.shape[0] == 0:
+            raise ArchiveError(
+                f"samples: expected uint8 images of shape (N, C, H, W) with N > 0, "
+                f"got {images.dtype} {images.shape}"
+            )
+        attrs = {"created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+        attrs.update(_jsonable(attributes, "samples"))
+        samples_dir = self.path / "samples"
+        keys = [key for key, _ in self.sample_batches()]
+        key = f"{int(keys[-1]) + 1 if keys else 0:06d}"
+        tmp = samples_dir / f"{_TMP_PREFIX}{uuid.uuid4().hex}"
+        array = zarr.create_array(
+            tmp, shape=images.shape, dtype="uint8", zarr_format=3,
+            chunks=(min(images.shape[0], 16), *images.shape[1:]),
+        )
+        array[:] = images
+        array.attrs.put(attrs)
+        os.rename(tmp, samples_dir / key)  # the commit: atomic on one file system
+        return key
+
+    @_damage_is_one_line
+    def sample_batches(self) -> list[tuple[str, dict[str, Any]]]:
+        """Committed batches as (key, attributes), oldest first."""
+        # Listing the directory ourselves skips .tmp-* entries without asking zarr about them.
+        committed = [d.name for d in (self.path / "samples").iterdir() if _SAMPLE_KEY.match(d.name)]
+        group = self._group("samples")
+        return [(key, group[key].attrs.asdict()) for key in sorted(committed, key=int)]
+
+    @_damage_is_one_line
+    def read_samples(self, key: str) -> np.ndarray:
+        """The images of batch ``key``: uint8 array of shape (N, C, H, W)."""
+        if not _SAMPLE_KEY.match(key) or not (self.path / "samples" / key / "zarr.json").exists():
+            raise ArchiveError(f"{self.path}: no sample batch {key!r}")
+        return self._group("samples")[key][:]
+
+    # -- recovery ------------------------------------------------------------------------
+
+    def _recover(self) -> None:
+        """Remove what an interrupted write left: trailing rows, stray columns, temp batches."""
+        for partial in self.path.rglob("*.partial"):
+            if _ZARR_PARTIAL.search(partial.name):
+                partial.unlink(missing_ok=True)
+        for tmp in (self.path / "samples").glob(f"{_TMP_PREFIX}*"):
+            shutil.rmtree(tmp, ignore_errors=True)
+        group = self._group("metrics")
+        n, columns = int(group.attrs["n_epochs"]), group.attrs["columns"]
+        for name in list(group.array_keys()):
+            if name not in columns:
+                shutil.rmtree(self.path / "metrics" / name)
+            elif group[name].shape[0] != n:
+                group[name].resize((n,))

@@ -1,0 +1,365 @@
+"""What the command line does with a checkpoint: evaluate it, sample from it, score its
+samples, quantize it.
+
+Each needs only the checkpoint file: the model, its hyperparameters and the run's recipe
+are stored in it (:mod:`pixelgen.store.checkpoint`).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import attrs
+import torch
+
+from pixelgen.data import load_data, stack_split
+from pixelgen.errors import CheckpointError, PixelgenError, RecipeError, Report, silent
+from pixelgen.nn.blocks import n_classes_of, n_levels_of
+from pixelgen.recipe import SCORE_METRICS, RunSpec, recipe_from_dict
+from pixelgen.sampling import SamplingError, _channels_of, sample_batched, sampler_used
+from pixelgen.store import checkpoint as ckpt_io
+from pixelgen.store.archive import RunArchive
+from pixelgen.store.files import RunLock
+from pixelgen.store.images import check_image_path, read_image, save_grid
+from pixelgen.store.runs import final_checkpoint
+from pixelgen.study.inference import archived_batch, sample_to_archive
+from pixelgen.study.scoring import (
+    ScoreError,
+    feature_space,
+    histogram_samples,
+    official_splits,
+    reference_images,
+    score_images,
+)
+from pixelgen.train.evaluation import evaluate, set_threads
+from pixelgen.train.plan import make_fabric
+
+
+def evaluate_checkpoint(
+    path: str | os.PathLike,
+    split: str = "test",
+    *,
+    data_root: str | None = None,
+    limit: int | None = None,
+    accelerator: str = "auto",
+    weights: str = "auto",
+) -> dict[str, Any]:
+    """Evaluate a checkpoint on ``split`` of the data set it was trained on.
+
+    The model and the data settings come from the checkpoint alone; the validation split
+    is cut again from the recorded seed and fraction. ``limit`` takes the first N images
+    (default: the run's ``data.limit_<split>``; 0: the whole split). ``weights``: see
+    :func:`pixelgen.store.checkpoint.model_from_checkpoint` (the average where the run kept one).
+    """
+    state = ckpt_io.load_checkpoint(path)
+    model = ckpt_io.model_from_checkpoint(state, weights)
+    run = stored_run(state, path)
+    if limit is not None:
+        key = {"train": "limit_train", "val": "limit_val", "test": "limit_test"}[split]
+        run = attrs.evolve(run, data=attrs.evolve(run.data, **{key: limit or None}))
+    set_threads(run.train.threads)
+    data = load_data(run, root=data_root)
+    fabric = make_fabric(attrs.evolve(run.train, accelerator=accelerator, strategy="auto",
+                                      num_nodes=1), devices=1)
+    fmodel = fabric.setup_module(model)
+    figures = evaluate(fmodel, data[split], run.eval.batch_size, fabric)
+    return {
+        "checkpoint": str(path), "model": state["model"]["name"], "epoch": state["epoch"],
+        "split": split, "weights": ckpt_io.weights_used(state, weights), **figures,
+    }
+
+
+def stored_run(state: dict[str, Any], path: str | os.PathLike) -> RunSpec:
+    """The run a checkpoint's stored recipe describes."""
+    try:
+        return recipe_from_dict(state["recipe"]).runs[0]
+    except RecipeError as exc:
+        raise CheckpointError(f"{path}: its stored recipe no longer validates: {exc}") from None
+
+
+def _image_size_of_run(state: dict[str, Any]) -> tuple[int, int]:
+    """Height and width of the images the checkpoint's run trained on (reads its data)."""
+    try:
+        run = recipe_from_dict(state["recipe"]).runs[0]
+        run = attrs.evolve(run, data=attrs.evolve(run.data, download=False))
+        shape = load_data(run)["train"].shape  # (C, H, W)
+    except (PixelgenError, OSError, KeyError) as exc:
+        raise SamplingError(
+            f"the image size is not recorded in the checkpoint and its data set cannot be read "
+            f"({exc}); pass the size (--size HxW)"
+        ) from None
+    return shape[1], shape[2]
+
+
+def sample_checkpoint(
+    checkpoint: str | os.PathLike,
+    n: int,
+    *,
+    size: tuple[int, int] | None = None,
+    batch_size: int = 16,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
+    seed: int | None = None,
+    sampler: str = "fast",
+    label: int | None = None,
+    complete: str | os.PathLike | None = None,
+    rows: int | None = None,
+    archive: str | os.PathLike | bool = True,
+    png: str | os.PathLike | bool = True,
+    device: str | None = None,
+    progress: bool = False,
+    weights: str = "auto",
+    source: str | None = None,
+) -> dict[str, Any]:
+    """What ``pixelgen sample`` does: load a checkpoint, sample, archive, write a PNG grid.
+
+    Args:
+        checkpoint: a ``.ckpt`` written by ``pixelgen run`` (read with weights_only).
+        n: number of images.
+        size: ``(height, width)``; default: the completion image's, else the run's data.
+        label: class of every image for a class-conditional model; default: the classes
+            in turn (0, 1, 2, ...).
+        complete, rows: keep the top ``rows`` rows of this image file in every sample.
+        archive: ``True``: the run's archive next to the checkpoint (the recipe's
+            ``output.archive``, ``archive.zarr``); a path; ``False``: none.
+        png: ``True``: ``samples-<key>.png`` next to the checkpoint (``samples.png``
+            without an archive); a path; ``False``: none.
+        device: ``"cpu"``, ``"cuda"``, ...; default: CUDA where available.
+        batch_size, temperature, top_p, seed, sampler, progress: as for :func:`~pixelgen.sampling.sample_batched`;
+            ``seed=None`` draws a seed, which is recorded.
+        source: recorded with the archived batch (``"score"`` for :func:`score_checkpoint`'s).
+
+    Returns:
+        ``{"images", "seed", "seconds_per_image", "archive", "key", "png"}`` (paths or None).
+    """
+    checkpoint = Path(checkpoint)
+    state = ckpt_io.load_checkpoint(checkpoint)
+    set_threads(_recorded_threads(state))
+    model = ckpt_io.model_from_checkpoint(state, weights).to(_device(device))
+    if archive is True:
+        archive = archive_of(checkpoint, state)  # refused before anything slow
+    if png not in (True, False):
+        png = check_image_path(png)
+    prefix, height, width = _completion(complete, rows, size, n, _channels_of(model), n_levels_of(model))
+    if prefix is None:
+        height, width = size or _image_size_of_run(state)
+    if seed is None:
+        seed = int.from_bytes(os.urandom(4), "little")
+    options = dict(
+        batch_size=batch_size, temperature=temperature, top_p=top_p, seed=seed, sampler=sampler,
+        labels=_labels(model, n, label), prefix=prefix, progress=progress,
+    )
+    result: dict[str, Any] = {"seed": seed, "archive": None, "key": None, "png": None,
+                              "sampler": sampler_used(model, sampler)}
+    start = time.perf_counter()
+    if archive is not False:
+        result["archive"] = Path(archive)
+        with RunLock(result["archive"].parent):  # one writer per run folder
+            images, result["key"] = sample_to_archive(
+                model, result["archive"], n, height, width, model=state["model"]["name"],
+                checkpoint=str(checkpoint), recipe=state["recipe"], epoch=state["epoch"], **options,
+                **({"source": source} if source is not None else {}),
+            )
+    else:
+        images = sample_batched(model, n, height, width, **options)
+    result["seconds_per_image"] = (time.perf_counter() - start) / n
+    if png is not False:
+        default = f"samples-{result['key']}.png" if result["key"] is not None else "samples.png"
+        result["png"] = save_grid(images, checkpoint.parent / default if png is True else png, n_levels_of(model))
+    result["images"] = images
+    return result
+
+
+def _recorded_threads(state: dict[str, Any]) -> int | None:
+    """``train.threads`` of the checkpoint's recipe; None where it is unset (or unreadable)."""
+    recipe = state.get("recipe")
+    train = recipe.get("train") if isinstance(recipe, dict) else None
+    threads = train.get("threads") if isinstance(train, dict) else None
+    return threads if isinstance(threads, int) and not isinstance(threads, bool) and threads > 0 else None
+
+
+def _device(name: str | None) -> torch.device:
+    """``name`` as a device this machine has (default: CUDA where available, else the CPU)."""
+    if name is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise SamplingError(f"--device {name!r}: not a device; use cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SamplingError(f"--device {name!r}: this machine has no CUDA GPU; use --device cpu")
+    if device.type not in ("cpu", "cuda"):
+        raise SamplingError(f"--device {name!r}: pixelgen samples on cpu or cuda")
+    return device
+
+
+def archive_of(checkpoint: Path, state: dict[str, Any]) -> Path:
+    """The run archive beside ``checkpoint``: the recipe's ``output.archive``, a plain
+    name inside the checkpoint's folder (a path stored in a checkpoint is never trusted)."""
+    recipe = state["recipe"]
+    name = recipe.get("output", {}).get("archive", "archive.zarr") if isinstance(recipe, dict) else "archive.zarr"
+    if not isinstance(name, str) or not name or Path(name).name != name or name in (".", ".."):
+        raise CheckpointError(
+            f"{checkpoint}: its recipe names the archive {name!r}, not a plain name in the run "
+            f"folder; pass --archive PATH (or --no-archive)"
+        )
+    return checkpoint.parent / name
+
+
+def _completion(
+    complete: str | os.PathLike | None, rows: int | None, size: tuple[int, int] | None, n: int, channels: int,
+    n_levels: int,
+) -> tuple[torch.Tensor | None, int | None, int | None]:
+    """The kept top rows ``(n, C, rows, W)`` of the image to complete (in the model's
+    levels), and the sample size."""
+    if (complete is None) != (rows is None):
+        raise SamplingError("completion needs both the image and the number of rows to keep (--complete, --rows)")
+    if complete is None:
+        return None, None, None
+    image = read_image(complete, channels, n_levels)  # (C, H, W)
+    height, width = size or image.shape[1:]
+    if image.shape[2] != width or not 0 < rows <= min(height, image.shape[1]):
+        raise SamplingError(
+            f"{complete}: a {image.shape[1]}x{image.shape[2]} image; the samples are "
+            f"{height}x{width}: the widths must agree and rows be in 1..{min(height, image.shape[1])}"
+        )
+    return image[None, :, :rows].expand(n, -1, -1, -1), height, width  # (n, C, rows, W)
+
+
+def _labels(model: torch.nn.Module, n: int, label: int | None) -> torch.Tensor | None:
+    """One class per image: ``label`` for all, else the classes in turn (0, 1, 2, ...)."""
+    n_classes = n_classes_of(model)
+    if not n_classes:
+        if label is not None:
+            raise SamplingError(f"--label {label}: this model is not class-conditional")
+        return None
+    return torch.full((n,), label) if label is not None else torch.arange(n) % n_classes
+
+
+# --------------------------------------------------------------------------- scoring
+
+BASELINES = ("test", "histogram")
+
+
+def score_checkpoint(
+    target: str | os.PathLike,
+    metrics: tuple[str, ...] = SCORE_METRICS,
+    *,
+    n: int = 1000,
+    features: str = "inception",
+    inception_weights: str | os.PathLike | None = None,
+    baseline: str | None = None,
+    data_root: str | None = None,
+    device: str | None = None,
+    seed: int = 0,
+    batch_size: int = 16,
+    weights: str = "auto",
+    progress: bool = False,
+    report: Report = silent,
+) -> dict[str, Any]:
+    """What ``pixelgen score`` does: sample-quality metrics of a model's samples
+    (:mod:`pixelgen.study.scoring`) against the first ``n`` training images of its data set.
+
+    Args:
+        target: a run folder (its best.ckpt, else last.ckpt: the scored samples and the
+            figures go into the run's archive, and archived scored samples are used again)
+            or a checkpoint file (samples drawn afresh, figures only returned).
+        metrics: of "fid", "is", "kid", "pr".
+        features: "inception" (weights from ``inception_weights``, else
+            ``$PIXELGEN_INCEPTION_WEIGHTS``, else torch's hub cache) or "classifier".
+        baseline: score data instead of the model: "test" (the first ``n`` test images:
+            the floor) or "histogram" (the per-position histogram model: a ceiling).
+        seed, batch_size, device, weights, progress: of the sampling (see :func:`sample_checkpoint`),
+            which takes the temperature, top-p and sampler of the run's ``[sample]``.
+
+    Returns:
+        the figures of :func:`pixelgen.study.scoring.score_images` with ``checkpoint``, ``epoch``,
+        ``source`` ("model" or the baseline), ``sample_batch`` and ``archive`` (None if not stored).
+    """
+    if baseline not in (None, *BASELINES):
+        raise ScoreError(f"--baseline {baseline!r}: choose one of {', '.join(BASELINES)}")
+    checkpoint, in_run_folder = _score_target(Path(target))
+    state = ckpt_io.load_checkpoint(checkpoint)
+    run = stored_run(state, checkpoint)
+    data = attrs.evolve(run.data, root=data_root) if data_root is not None else run.data
+    splits = official_splits(data)
+    reference = reference_images(splits, n)
+    baseline_images = _baseline_images(baseline, splits, n, seed) if baseline is not None else None
+    space = feature_space(features, data, splits, weights_path=inception_weights, report=report)  # before sampling
+    archive = archive_of(checkpoint, state) if in_run_folder and baseline is None else None
+    if baseline_images is not None:
+        samples, key = baseline_images, None
+    else:
+        samples, key = _scored_samples(checkpoint, state, archive, n, seed=seed, batch_size=batch_size,
+                                       device=device, weights=weights, progress=progress, sampler=run.sample.sampler,
+                                       temperature=run.sample.temperature, top_p=run.sample.top_p)
+    figures = score_images(samples, reference, metrics, space, device=_device(device).type)
+    figures.update(checkpoint=str(checkpoint), epoch=state["epoch"], source=baseline or "model", sample_batch=key)
+    if archive is not None:
+        with RunLock(archive.parent):
+            RunArchive.create_or_open(archive).set_score(features, figures)
+    return {**figures, "archive": str(archive) if archive is not None else None}
+
+
+def _score_target(target: Path) -> tuple[Path, bool]:
+    """The checkpoint to score and whether it was named by its run folder."""
+    if not target.is_dir():
+        return target, False
+    chosen = final_checkpoint(target)
+    if chosen is None:
+        raise CheckpointError(f"{target}: no best.ckpt or last.ckpt; pass a run folder written by pixelgen run "
+                              f"or a checkpoint file")
+    return chosen, True
+
+
+def _baseline_images(baseline: str, splits: dict[str, Any], n: int, seed: int) -> torch.Tensor:
+    """The floor (test images) or the ceiling (per-position histogram model samples)."""
+    if baseline == "test":
+        return reference_images(splits, n, "test")
+    return histogram_samples(stack_split(splits["train"])[0], n, seed)
+
+
+def _scored_samples(
+    checkpoint: Path, state: dict[str, Any], archive: Path | None, n: int, **options: Any
+) -> tuple[torch.Tensor, str | None]:
+    """``n`` samples to score: an archived batch drawn for scoring before (by the run's
+    ``[score]`` or an earlier ``pixelgen score``), else new ones (archived if ``archive``)."""
+    if archive is not None and archive.exists() and options["weights"] == "auto":
+        store = RunArchive.open(archive)
+        key = archived_batch(store, n, source="score", checkpoint=checkpoint, epoch=state["epoch"],
+                             seed=options["seed"], temperature=options["temperature"], top_p=options["top_p"])
+        if key is not None:
+            return torch.from_numpy(store.read_samples(key)), key
+    result = sample_checkpoint(checkpoint, n, archive=archive or False, png=False, source="score", **options)
+    return result["images"], result["key"]
+
+
+# --------------------------------------------------------------------------- quantizing
+
+
+def quantize_checkpoint(
+    path: str | os.PathLike, to: str, out: str | os.PathLike | None = None, *, weights: str = "auto"
+) -> dict[str, Any]:
+    """What ``pixelgen quantize`` does: write the checkpoint's model with its weights in
+    format ``to`` (:data:`pixelgen.store.quantization.SCHEMES`) to ``out`` (default
+    ``<stem>-<to>.ckpt`` beside it), then read the new file back as any command would.
+
+    Returns:
+        ``{"checkpoint", "out", "to", "scheme", "weights", "bytes_before", "bytes_after"}``.
+    """
+    path = Path(path)
+    state = ckpt_io.load_checkpoint(path)
+    quantized = ckpt_io.quantized_checkpoint(state, to, weights)
+    out = Path(out) if out is not None else path.with_name(f"{path.stem}-{to}.ckpt")
+    if out.is_dir():
+        raise CheckpointError(f"--out {out}: is a folder; name a file, e.g. {out / f'{path.stem}-{to}.ckpt'}")
+    if out.exists() and out.resolve() == path.resolve():
+        raise CheckpointError(f"--out {out}: is the checkpoint being quantized; name another file")
+    ckpt_io.save_checkpoint(out, quantized)
+    ckpt_io.model_from_checkpoint(ckpt_io.load_checkpoint(out))  # loads like any other checkpoint
+    record = quantized["quantization"]
+    return {"checkpoint": str(path), "out": str(out), "to": to, "scheme": record["scheme"],
+            "weights": record["weights"], "bytes_before": path.stat().st_size, "bytes_after": out.stat().st_size}

@@ -1,0 +1,611 @@
+"""Measuring trained runs: what :mod:`pixelgen.study.report` puts in its tables and figures.
+
+::
+
+    read_run(run_dir)             a run folder: its best checkpoint and its archive
+    read_checkpoint(path)         a checkpoint on its own (no archive)
+    measure_run(record, ...)      everything measured on one run, as a RunMeasurement
+    measure_runs(records, ...)    measure_run for each run, each data set loaded once
+
+Numbers of the training itself are read from the run archive as stored
+(:class:`TrainingFigures`); the measurements (receptive field, gradient flow, scaling,
+sampling speed, sample statistics) come from :mod:`pixelgen.study.analysis` on the checkpoint.
+Each result is a frozen record with ``None`` where a measurement was not made; the
+records' ``to_json()`` methods (and :func:`scaling_json`) give the plain dicts that
+``comparison.json`` and ``analysis.json`` hold.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+import os
+import statistics
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import attrs
+import numpy as np
+import torch
+from torch import nn
+
+from pixelgen.data import HorizontalFlip, load_data
+from pixelgen.errors import PixelgenError, Report, silent
+from pixelgen.nn.blocks import n_levels_of
+from pixelgen.recipe import Recipe, RunSpec, recipe_from_dict
+from pixelgen.registry import create_model, get_model_spec
+from pixelgen.sampling import sample, sampler_used
+from pixelgen.store import checkpoint as ckpt_io
+from pixelgen.store.archive import RunArchive
+from pixelgen.store.runs import final_checkpoint
+from pixelgen.study import analysis
+
+
+class ReportError(PixelgenError):
+    """A folder is not a pixelgen run, or runs cannot be compared."""
+
+
+@attrs.frozen(kw_only=True)
+class CompareOptions:
+    """How much measuring :func:`~pixelgen.study.report.compare` and
+    :func:`~pixelgen.study.report.analyse` do; the defaults live here.
+
+    Attributes:
+        field_size: side of the canvas the receptive fields are measured on (capped at
+            the image size).
+        gradient_batch: training images in the batch of the gradient-flow measurement.
+        scaling_sizes, scaling_depths: image sizes and numbers of layers timed.
+        scaling_batch, scaling_repeats: images per timed pass, timed passes per point.
+        timing_images: images generated to time each sampler.
+        timing_repeats: timings of each sampler; the median is reported.
+        reference_rows: image rows the reference sampler generates for its timing; the
+            time per image is extrapolated to the whole image from these rows.
+        max_train_images: training images searched for each sample's nearest neighbour.
+        max_held_out_images: test images used as the baseline of that search.
+        device: where the measurements run ("cpu", "cuda", ...).
+    """
+
+    field_size: int = 15
+    gradient_batch: int = 8
+    scaling_sizes: tuple[int, ...] = (8, 16, 32)
+    scaling_depths: tuple[int, ...] = (1, 2, 4)
+    scaling_batch: int = 4
+    scaling_repeats: int = 3
+    timing_images: int = 2
+    timing_repeats: int = 3
+    reference_rows: int = 1
+    max_train_images: int = 2000
+    max_held_out_images: int = 500
+    device: str = "cpu"
+
+
+# ------------------------------------------------------------------ reading runs
+
+
+@attrs.frozen(kw_only=True)
+class ArchiveRecord:
+    """What a run archive (:class:`pixelgen.store.archive.RunArchive`) holds, read once."""
+
+    path: Path
+    metrics: dict[str, np.ndarray]  # RunArchive.metrics()
+    test: dict[str, Any]  # RunArchive.test_metrics()
+    samples: list[tuple[str, dict[str, Any]]]  # RunArchive.sample_batches(): (key, settings)
+    scores: dict[str, dict[str, Any]] = attrs.field(factory=dict)  # RunArchive.scores(); {} if never scored
+
+    @classmethod
+    def read(cls, path: Path) -> ArchiveRecord:
+        archive = RunArchive.open(path)
+        return cls(path=path, metrics=archive.metrics(), test=archive.test_metrics(),
+                   samples=archive.sample_batches(), scores=archive.scores())
+
+    def read_samples(self, key: str) -> np.ndarray:
+        """The images of sample batch ``key``, uint8 ``(N, C, H, W)``."""
+        return RunArchive.open(self.path).read_samples(key)
+
+
+@attrs.frozen(kw_only=True)
+class RunRecord:
+    """One trained model as read: its checkpoint and, for a run folder, its archive."""
+
+    name: str  # the run's name, unique among the runs compared
+    run_dir: Path  # the folder holding the checkpoint
+    run: RunSpec
+    recipe: dict[str, Any]  # the resolved single-run recipe, as stored
+    model_config: dict[str, Any]  # {"name", "hyperparameters"} with every default
+    checkpoint: Path  # best.ckpt, else last.ckpt, or the checkpoint given
+    state: dict[str, Any]  # the checkpoint's contents
+    archive: ArchiveRecord | None  # None for a checkpoint read on its own
+
+    @property
+    def archive_path(self) -> Path | None:
+        """The run archive's folder; None for a checkpoint read on its own."""
+        return self.archive.path if self.archive is not None else None
+
+
+def _read_checkpoint(path: Path) -> tuple[RunRecord, Recipe]:
+    state = ckpt_io.load_checkpoint(path)
+    recipe = recipe_from_dict(state["recipe"])
+    record = RunRecord(name=recipe.runs[0].name, run_dir=path.parent, run=recipe.runs[0], recipe=state["recipe"],
+                       model_config=state["model"], checkpoint=path, state=state, archive=None)
+    return record, recipe
+
+
+def read_checkpoint(path: str | os.PathLike) -> RunRecord:
+    """A checkpoint on its own, without the archive of its run (``archive`` is None).
+
+    Raises:
+        CheckpointError: the checkpoint is missing, corrupt or foreign.
+    """
+    return _read_checkpoint(Path(path))[0]
+
+
+def read_run(run_dir: str | os.PathLike) -> RunRecord:
+    """Read a run folder written by ``pixelgen run``: its best checkpoint and its archive.
+
+    Raises:
+        ReportError: no checkpoint or no archive in the folder.
+        CheckpointError: the checkpoint is corrupt or foreign.
+    """
+    folder = Path(run_dir)
+    if not folder.is_dir():
+        raise ReportError(f"{folder}: no such run folder")
+    chosen = final_checkpoint(folder)
+    if chosen is None:
+        raise ReportError(
+            f"{folder}: no best.ckpt or last.ckpt; pass run folders written by `pixelgen run`"
+        )
+    record, recipe = _read_checkpoint(chosen)
+    archive_name = recipe.output.archive
+    if not (folder / archive_name).exists():
+        raise ReportError(f"{folder}: a checkpoint but no {archive_name}; was the run interrupted?")
+    return attrs.evolve(record, run_dir=folder, archive=ArchiveRecord.read(folder / archive_name))
+
+
+def unique_names(records: Sequence[RunRecord]) -> list[RunRecord]:
+    """Runs of different recipes may share a name: fall back to folder names (with the file
+    name for a checkpoint read on its own, e.g. a quantized copy), then indices."""
+    names = [r.name for r in records]
+    if len(set(names)) < len(names):
+        names = [r.run_dir.name if r.archive is not None else f"{r.run_dir.name}/{r.checkpoint.name}"
+                 for r in records]
+    if len(set(names)) < len(names):
+        names = [f"{i}:{r.name}" for i, r in enumerate(records)]
+    return [attrs.evolve(r, name=n) for r, n in zip(records, names)]
+
+
+def _flatten(table: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    out = {}
+    for key, value in table.items():
+        if isinstance(value, Mapping):
+            out.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def settings_of(record: RunRecord) -> dict[str, Any]:
+    """A run's settings as dotted keys: the model with every hyperparameter (defaults
+    included) and the recipe's data, train, eval and sample tables."""
+    recipe = {k: v for k, v in record.recipe.items() if k in ("data", "train", "eval", "sample")}
+    return {
+        "model.name": record.model_config["name"],
+        **{f"model.hyperparameters.{k}": v for k, v in record.model_config["hyperparameters"].items()},
+        **_flatten(recipe),
+    }
+
+
+def differing_settings(records: Sequence[RunRecord]) -> dict[str, list[Any]]:
+    """Dotted keys whose values are not the same for every run: key -> value per run."""
+    settings = [settings_of(r) for r in records]
+    keys = list(dict.fromkeys(k for s in settings for k in s))
+    return {k: [s.get(k) for s in settings] for k in keys if len({json.dumps(s.get(k)) for s in settings}) > 1}
+
+
+def paper_figure(model: str, dataset: str) -> float | None:
+    """The published test bits/dim of ``model`` on ``dataset`` (its ModelSpec's), if any."""
+    try:
+        return get_model_spec(model).paper_bits_per_dim.get(dataset)
+    except PixelgenError:
+        return None  # a run of a model no longer installed: no figure to show
+
+
+#: The source shown for a model's own published figure (its ModelSpec's paper_bits_per_dim).
+MODEL_FIGURE_SOURCE = "the model's published test figure"
+
+
+def run_paper_figure(record: RunRecord) -> tuple[float | None, str]:
+    """The published figure a run is shown beside, and its source: the recipe's ``[paper]``
+    when it gives one, else the model's own figure on the run's data set (its ModelSpec's)."""
+    paper = record.run.paper
+    if paper.bits_per_dim is not None:
+        return paper.bits_per_dim, paper.source
+    figure = paper_figure(record.model_config["name"], record.run.data.name)
+    return figure, (paper.source or MODEL_FIGURE_SOURCE) if figure is not None else ""
+
+
+# ------------------------------------------------------------------ the run's data
+
+
+def load_run_data(record: RunRecord, report: Report = silent) -> dict[str, Any] | None:
+    """The run's splits (``pixelgen.train.plan.load_data``), or None (with a note) when its data
+    cannot be found here."""
+    try:
+        return load_data(record.run)
+    except PixelgenError as exc:
+        report(f"  {record.name}: data not available, data-based measurements skipped ({exc})")
+        return None
+
+
+def stack_images(dataset: Any, limit: int) -> tuple[np.ndarray, torch.Tensor]:
+    """The first ``limit`` items of a dataset as uint8 ``(N, C, H, W)`` and labels ``(N,)``.
+
+    Random training flips are undone (the images as stored), so measurements repeat.
+    """
+    while isinstance(dataset, HorizontalFlip):
+        dataset = dataset.dataset
+    n = min(limit, len(dataset))
+    items = [dataset[i] for i in range(n)]
+    images = torch.stack([image for image, _ in items]).numpy()
+    labels = torch.tensor([label for _, label in items], dtype=torch.long)
+    return images, labels
+
+
+def image_shape(
+    record: RunRecord, data: Mapping[str, Any] | None, model: nn.Module, options: CompareOptions
+) -> tuple[int, int, int]:
+    """``(C, H, W)`` of the run's images: from its data, else its archived samples; a
+    checkpoint read on its own, without its data, is measured on the receptive-field canvas."""
+    if data is not None:
+        return tuple(data["train"].shape)
+    if record.archive is None:
+        return (model.in_channels, options.field_size, options.field_size)
+    if record.archive.samples:
+        key, _ = record.archive.samples[-1]
+        return tuple(record.archive.read_samples(key).shape[1:])
+    raise ReportError(f"{record.run_dir}: neither its data nor any sample gives the image size")
+
+
+# ------------------------------------------------------------------ the records
+
+
+def _nan_to_none(value: float) -> float | None:
+    return None if value is None or not math.isfinite(value) else float(value)
+
+
+@attrs.frozen(kw_only=True)
+class TrainingFigures:
+    """The table numbers a run's archive gives, exactly as stored (no rounding)."""
+
+    test_nll_nats: float | None
+    test_bits_per_dim: float | None
+    test_bits_per_dim_per_channel: list[float] | None
+    best_val_bits_per_dim: float | None
+    best_val_epoch: int | None
+    final_train_bits_per_dim: float | None
+    epochs: int
+    epoch_time_s: float | None
+    train_time_s: float | None
+    images_per_s: float | None
+    peak_memory_mb: float | None
+
+    @classmethod
+    def from_archive(cls, metrics: Mapping[str, np.ndarray], test: Mapping[str, Any]) -> TrainingFigures:
+        """See :func:`training_figures`."""
+        def column(name: str) -> np.ndarray:
+            return np.asarray(metrics.get(name, np.full(len(metrics.get("epoch", [])), np.nan)), dtype=float)
+
+        epochs = np.asarray(metrics.get("epoch", []))
+        val, times, memory = column("val_bits_per_dim"), column("epoch_time_s"), column("peak_memory_mb")
+        has_val = bool(np.isfinite(val).any())
+        best = int(np.nanargmin(val)) if has_val else None
+        return cls(
+            test_nll_nats=test.get("nll_nats"),
+            test_bits_per_dim=test.get("bits_per_dim"),
+            test_bits_per_dim_per_channel=test.get("bits_per_dim_per_channel"),
+            best_val_bits_per_dim=float(val[best]) if has_val else None,
+            best_val_epoch=int(epochs[best]) if has_val else None,
+            final_train_bits_per_dim=_nan_to_none(column("train_bits_per_dim")[-1]) if len(epochs) else None,
+            epochs=int(epochs[-1]) if len(epochs) else 0,
+            epoch_time_s=_nan_to_none(float(np.nanmean(times))) if np.isfinite(times).any() else None,
+            train_time_s=float(np.nansum(times)) if len(times) else None,
+            images_per_s=_nan_to_none(float(np.nanmean(column("images_per_s")))) if len(epochs) else None,
+            peak_memory_mb=_nan_to_none(float(np.nanmax(memory))) if np.isfinite(memory).any() else None,
+        )
+
+
+def training_figures(metrics: Mapping[str, np.ndarray], test: Mapping[str, Any]) -> dict[str, Any]:
+    """The table numbers a run's archive gives, exactly as stored (no rounding), as a dict.
+
+    Args:
+        metrics: :meth:`~pixelgen.store.archive.RunArchive.metrics` (columns ``epoch``, ``train_bits_per_dim``,
+            ``val_bits_per_dim``, ``epoch_time_s``, ``images_per_s``, ``peak_memory_mb``).
+        test: :meth:`~pixelgen.store.archive.RunArchive.test_metrics` (``nll_nats``, ``bits_per_dim``,
+            ``bits_per_dim_per_channel``).
+    """
+    return attrs.asdict(TrainingFigures.from_archive(metrics, test))
+
+
+@attrs.frozen(kw_only=True)
+class SamplingTimes:
+    """Seconds per image of the two samplers (:func:`sampling_seconds`)."""
+
+    fast_sampling_s_per_image: float | None  # None: the model has no fast sampler
+    reference_sampling_s_per_image: float
+    reference_extrapolated: bool  # timed on the last rows only, scaled to the image
+    reference_rows_timed: int
+
+
+@attrs.frozen(kw_only=True)
+class TableRow:
+    """One run's column of the results table: ``to_json()`` is its ``comparison.json`` row."""
+
+    run: str
+    run_dir: str
+    checkpoint: str
+    model: str
+    parameters: int
+    training: TrainingFigures | None  # None: no archive was read
+    paper_bits_per_dim: float | None
+    paper_source: str  # where paper_bits_per_dim is published ("" without one)
+    image_shape: list[int]
+    sequential_steps: int
+    sampling: SamplingTimes | None  # None: the samplers were not timed
+    scores: dict[str, dict[str, Any]] = attrs.field(factory=dict)  # feature space -> sample-quality figures
+
+    def to_json(self) -> dict[str, Any]:
+        def section(record: Any, cls: type) -> dict[str, Any]:
+            return attrs.asdict(record) if record is not None else dict.fromkeys(attrs.fields_dict(cls))
+
+        return {
+            "run": self.run, "run_dir": self.run_dir, "checkpoint": self.checkpoint, "model": self.model,
+            "parameters": self.parameters, **section(self.training, TrainingFigures),
+            "paper_bits_per_dim": self.paper_bits_per_dim, "paper_source": self.paper_source,
+            "image_shape": self.image_shape,
+            "sequential_steps": self.sequential_steps, **section(self.sampling, SamplingTimes),
+            **({"scores": self.scores} if self.scores else {}),  # only for a scored run: older rows stay as they were
+        }
+
+
+@attrs.frozen(kw_only=True)
+class GradientFlow:
+    """Gradient norm per layer (:func:`pixelgen.study.analysis.gradient_flow`): ``[(layer, norm)]``."""
+
+    start: list[tuple[str, float]]  # a fresh model with the run's hyperparameters and seed
+    end: list[tuple[str, float]]  # the checkpoint
+    random_images: bool  # measured on random images: the run's data was not found
+
+    def panels(self, checkpoint_name: str) -> dict[str, list[tuple[str, float]]]:
+        """The two flows under the names the figures and ``analysis.json`` give them."""
+        return {"fresh (start)": self.start, f"{checkpoint_name} (end)": self.end}
+
+    def to_json(self) -> dict[str, list[list[Any]]]:
+        return {"start": [list(p) for p in self.start], "end": [list(p) for p in self.end]}
+
+
+@attrs.frozen(kw_only=True)
+class SampleStatistics:
+    """:func:`pixelgen.study.analysis.sample_statistics` of one archived sample batch."""
+
+    batch: str  # the archive's sample batch key
+    sampler: str | None
+    temperature: float | None
+    figures: dict[str, Any]  # analysis.sample_statistics(samples, train, test)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"batch": self.batch, "sampler": self.sampler, "temperature": self.temperature, **self.figures}
+
+
+def scaling_json(result: analysis.ScalingResult) -> dict[str, Any]:
+    """What ``comparison.json`` and ``analysis.json`` keep of a scaling measurement."""
+    return {"rows": result.rows, "exponents": result.exponents}
+
+
+@attrs.frozen(kw_only=True)
+class RunMeasurement:
+    """Everything measured on one run; ``None`` where a measurement was not made."""
+
+    row: TableRow
+    field: torch.Tensor  # receptive field of the centre pixel, bool (H, W) on the canvas
+    gradient_flow: GradientFlow | None  # None: no data to measure it on
+    scaling: analysis.ScalingResult | None  # None: the model has no n_layers
+    samples: np.ndarray | None  # the archive's last sample batch, uint8 (N, C, H, W)
+    sample_statistics: SampleStatistics | None  # None: no samples, or no data to compare with
+
+
+# ------------------------------------------------------------------ measuring
+
+
+def sampling_seconds(
+    model: nn.Module,
+    shape: tuple[int, int, int],
+    *,
+    n_images: int = 2,
+    reference_rows: int = 1,
+    repeats: int = 3,
+    labels: torch.Tensor | None = None,
+) -> SamplingTimes:
+    """Seconds per image of the fast and the reference sampler (:func:`pixelgen.sample`).
+
+    The fast sampler generates ``n_images`` whole images. The reference sampler (one full
+    forward pass per sub-pixel, the same cost for every row) generates only the last
+    ``reference_rows`` rows under a given prefix, and its time is scaled by
+    ``height / reference_rows``: ``reference_extrapolated`` says so. Each is the median
+    of ``repeats`` timings after an untimed warm-up. A model without a cached sampling
+    state has no fast sampler: its ``fast_sampling_s_per_image`` is None.
+    """
+    channels, height, width = shape
+    rows = max(1, min(reference_rows, height))
+    device = next(model.parameters()).device
+    prefix = torch.zeros(n_images, channels, height - rows, width, dtype=torch.uint8, device=device)
+
+    def seconds(**kwargs: Any) -> float:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        start = time.perf_counter()
+        sample(model, n_images, seed=0, labels=labels, **kwargs)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        return time.perf_counter() - start
+
+    has_fast = sampler_used(model, "fast") == "fast"
+    # Warm-up, untimed, on one-row images: the first passes pay for allocations and kernels.
+    for sampler in ("fast", "reference") if has_fast else ("reference",):
+        seconds(height=1, width=width, sampler=sampler)
+    fast = statistics.median(
+        seconds(height=height, width=width, sampler="fast") for _ in range(repeats)) / n_images if has_fast else None
+    reference = statistics.median(
+        seconds(height=height, width=width, sampler="reference", prefix=prefix) for _ in range(repeats)
+    ) / n_images * height / rows
+    return SamplingTimes(fast_sampling_s_per_image=fast, reference_sampling_s_per_image=reference,
+                         reference_extrapolated=rows < height, reference_rows_timed=rows)
+
+
+def _conditional(model: nn.Module) -> bool:
+    return getattr(model, "n_classes", 0) > 0
+
+
+def _fresh_model(record: RunRecord, device: str) -> nn.Module:
+    """A newly initialised model with the run's hyperparameters and seed."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(record.run.train.seed)
+        model = create_model(record.model_config["name"], **record.model_config["hyperparameters"])
+    return model.to(device)
+
+
+def _with_depth(name: str, hyperparameters: Mapping[str, Any], depth: int) -> nn.Module:
+    """The registered model ``name`` with ``hyperparameters`` but ``depth`` layers."""
+    return create_model(name, **{**hyperparameters, "n_layers": depth})
+
+
+def _table_row(
+    record: RunRecord, model: nn.Module, shape: tuple[int, int, int], options: CompareOptions, time_samplers: bool
+) -> TableRow:
+    sampling = None
+    if time_samplers:
+        labels = torch.zeros(options.timing_images, dtype=torch.long, device=options.device) if _conditional(model) else None
+        sampling = sampling_seconds(model, shape, n_images=options.timing_images, reference_rows=options.reference_rows,
+                                    repeats=options.timing_repeats, labels=labels)
+    archive = record.archive
+    paper_bits_per_dim, paper_source = run_paper_figure(record)
+    return TableRow(
+        run=record.name, run_dir=str(record.run_dir), checkpoint=str(record.checkpoint),
+        model=record.model_config["name"], parameters=sum(p.numel() for p in model.parameters()),
+        training=TrainingFigures.from_archive(archive.metrics, archive.test) if archive is not None else None,
+        paper_bits_per_dim=paper_bits_per_dim, paper_source=paper_source,
+        image_shape=list(shape), sequential_steps=analysis.sequential_steps(model, *shape[1:]), sampling=sampling,
+        scores=archive.scores if archive is not None else {},
+    )
+
+
+def _receptive_field(model: nn.Module, shape: tuple[int, int, int], options: CompareOptions) -> torch.Tensor:
+    c, h, w = shape
+    canvas = (min(options.field_size, h), min(options.field_size, w))
+    label = torch.zeros(1, dtype=torch.long) if _conditional(model) else None
+    field = analysis.receptive_field_map(model.cpu(), c, *canvas, labels=label)  # the Jacobian runs on the CPU
+    model.to(options.device)
+    return field
+
+
+def _gradient_flow(
+    record: RunRecord, model: nn.Module, data: Mapping[str, Any] | None, shape: tuple[int, int, int],
+    options: CompareOptions, random_images_without_data: bool,
+) -> GradientFlow | None:
+    if data is not None:
+        batch, labels = stack_images(data["train"], options.gradient_batch)
+    elif random_images_without_data:
+        generator = torch.Generator().manual_seed(0)
+        levels = n_levels_of(model)  # random images in the model's own value range
+        batch = torch.randint(0, levels, (options.gradient_batch, *shape), generator=generator, dtype=torch.uint8).numpy()
+        labels = torch.zeros(options.gradient_batch, dtype=torch.long)
+    else:
+        return None
+    device = options.device
+    batch_t = torch.from_numpy(batch).to(device)
+    labels_t = labels.to(device) if _conditional(model) else None
+    return GradientFlow(start=analysis.gradient_flow(_fresh_model(record, device), batch_t, labels_t),
+                        end=analysis.gradient_flow(model, batch_t, labels_t), random_images=data is None)
+
+
+def _samples(
+    record: RunRecord, images: tuple[np.ndarray, np.ndarray] | None
+) -> tuple[np.ndarray | None, SampleStatistics | None]:
+    """The archive's last sample batch and, with the data's images, its statistics."""
+    if record.archive is None or not record.archive.samples:
+        return None, None
+    key, settings = record.archive.samples[-1]
+    samples = record.archive.read_samples(key)
+    if images is None:
+        return samples, None
+    return samples, SampleStatistics(batch=key, sampler=settings.get("sampler"), temperature=settings.get("temperature"),
+                                     figures=analysis.sample_statistics(samples, *images))
+
+
+def _scaling(record: RunRecord, channels: int, options: CompareOptions) -> analysis.ScalingResult | None:
+    name, hyper = record.model_config["name"], dict(record.model_config["hyperparameters"])
+    if "n_layers" not in hyper:
+        return None
+    return analysis.scaling(
+        functools.partial(_with_depth, name, hyper), options.scaling_sizes, options.scaling_depths,
+        batch=options.scaling_batch, channels=channels, device=options.device, repeats=options.scaling_repeats,
+    )
+
+
+def measure_run(
+    record: RunRecord,
+    data: Mapping[str, Any] | None,
+    images: tuple[np.ndarray, np.ndarray] | None,
+    options: CompareOptions,
+    *,
+    time_samplers: bool = True,
+    random_images_without_data: bool = False,
+) -> RunMeasurement:
+    """Everything measured on one run, by :func:`~pixelgen.study.report.compare` for each run and
+    by :func:`~pixelgen.study.report.analyse` for one checkpoint.
+
+    Args:
+        record: the run (:func:`read_run`, or :func:`read_checkpoint`).
+        data: its splits (:func:`load_run_data`), or None when not found here.
+        images: (training images, test images) of its data set, uint8 ``(N, C, H, W)``:
+            the reference of the sample statistics; None to skip them.
+        options: how much to measure.
+        time_samplers: time the fast and the reference sampler for the table.
+        random_images_without_data: without data, measure the gradient flow on random
+            images rather than not at all.
+    """
+    model = ckpt_io.model_from_checkpoint(record.state).to(options.device).eval()
+    shape = image_shape(record, data, model, options)
+    row = _table_row(record, model, shape, options, time_samplers)
+    field = _receptive_field(model, shape, options)
+    flow = _gradient_flow(record, model, data, shape, options, random_images_without_data)
+    samples, sample_stats = _samples(record, images)
+    return RunMeasurement(row=row, field=field, gradient_flow=flow, scaling=_scaling(record, shape[0], options),
+                          samples=samples, sample_statistics=sample_stats)
+
+
+def measure_runs(
+    records: Sequence[RunRecord], options: CompareOptions, report: Report = silent
+) -> tuple[dict[str, RunMeasurement], np.ndarray | None]:
+    """:func:`measure_run` for each run, loading each data set once (the measuring step of
+    :func:`~pixelgen.study.report.compare`; ``report`` gets a line per run).
+
+    Returns:
+        run name -> its measurement, and the test images of the first data set found
+        here (the baseline of the samples' histograms; None when no data was found).
+    """
+    splits: dict[str, Any] = {}  # per data section: the splits, or None when missing
+    images: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # per data section: (train, test)
+    measured = {}
+    for record in records:
+        report(f"compare: measuring {record.name} ({record.model_config['name']}, {record.checkpoint})")
+        key = repr(record.run.data)
+        if key not in splits:
+            splits[key] = load_run_data(record, report)
+            if splits[key] is not None:
+                images[key] = (stack_images(splits[key]["train"], options.max_train_images)[0],
+                               stack_images(splits[key]["test"], options.max_held_out_images)[0])
+        measured[record.name] = measure_run(record, splits[key], images.get(key), options)
+    test_images = [test for _, test in images.values()]
+    return measured, test_images[0] if test_images else None

@@ -1,0 +1,737 @@
+"""The training loop of one run on Lightning Fabric, read top to bottom.
+
+::
+
+    trainer = Trainer(fabric, plan, say)
+    trainer.setup()                 optimizer, scheduler, data loader, metric sinks
+    trainer.restore(checkpoint)     weights, optimizer, scheduler, early stopping, RNGs
+    while not trainer.done():
+        row = trainer.train_epoch()         loss = bits/dim of the batch (pixelgen.nn.metrics)
+        row |= trainer.validate(epoch)      NLL of the validation split
+        trainer.end_epoch(row)              scheduler, early stopping, sinks, checkpoints
+    trainer.finish()                evaluate the best checkpoint, draw the run's samples,
+                                    score them ([score]: FID, IS, KID, precision/recall)
+
+Checkpoints are written ``last.ckpt`` first, then ``best.ckpt`` when the epoch improved
+on the monitored figure, each atomically (:mod:`pixelgen.store.files`): after a kill between
+the two, the best epoch is the last one and :meth:`Trainer.restore` copies it over. The
+data order of epoch ``e`` is a function of (seed, e) alone (a seeded
+``DistributedSampler``, also with one process) and every random state is in the
+checkpoint, so a resumed run repeats an uninterrupted one exactly.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import math
+import os
+import pathlib
+import resource
+import signal
+import sys
+import threading
+import time
+import warnings
+from typing import Any, Protocol
+
+import attrs
+import torch
+from lightning_fabric.loggers import TensorBoardLogger
+from lightning_fabric.utilities.seed import pl_worker_init_function
+from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from torch.utils.data import DataLoader, DistributedSampler
+from torchvision.utils import make_grid
+from tqdm import tqdm
+
+from pixelgen.errors import Interrupted, PixelgenError, Report, silent
+from pixelgen.nn.blocks import call_model, n_classes_of, n_levels_of
+from pixelgen.nn.metrics import bits_per_dim
+from pixelgen.recipe import duration_seconds, recipe_to_dict
+from pixelgen.sampling import sample
+from pixelgen.store import checkpoint as ckpt_io
+from pixelgen.store.archive import RunArchive
+from pixelgen.store.files import RunLock, atomic_write_json, remove_temporary_files
+from pixelgen.store.images import save_grid, to_display
+from pixelgen.store.runs import (
+    BEST,
+    LAST,
+    METRICS_JSON,
+    SAMPLES_PNG,
+    final_checkpoint,
+    write_resolved,
+)
+from pixelgen.study.inference import archived_batch, sample_to_archive
+from pixelgen.study.scoring import (
+    FIGURES,
+    feature_space,
+    official_splits,
+    reference_images,
+    score_images,
+)
+from pixelgen.train.evaluation import (
+    bare_module,
+    evaluate,
+    progress_bar_enabled,
+    set_threads,
+)
+
+
+class TrainingError(PixelgenError):
+    """Training cannot go on: a non-finite loss, or a resume that does not fit the recipe."""
+
+
+# --------------------------------------------------------------------------- policies
+
+
+@attrs.define
+class EarlyStopping:
+    """Stop when the monitored figure has not improved for ``patience`` epochs (0: never)."""
+
+    monitor: str
+    patience: int
+    best: float = math.inf
+    best_epoch: int = 0
+    bad_epochs: int = 0
+    stopped: bool = False
+
+    def update(self, value: float, epoch: int) -> bool:
+        """Record epoch ``epoch``'s figure; True if it is a new best."""
+        improved = value < self.best
+        if improved:
+            self.best, self.best_epoch, self.bad_epochs = value, epoch, 0
+        else:
+            self.bad_epochs += 1
+        self.stopped = self.patience > 0 and self.bad_epochs >= self.patience
+        return improved
+
+    def state_dict(self) -> dict[str, Any]:
+        return attrs.asdict(self)
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for key in ("monitor", "best", "best_epoch", "bad_epochs", "stopped"):
+            setattr(self, key, state[key])
+
+
+@attrs.define
+class Warmup:
+    """Raise the learning rate linearly from 0 to its set value over ``steps`` optimizer steps."""
+
+    steps: int
+    base_lrs: list[float] | None = None
+
+    def apply(self, optimizer: Any, step: int) -> None:
+        """Set the rate of optimizer step ``step`` (0-based) before it is taken."""
+        if step > self.steps or not self.steps:
+            return
+        if self.base_lrs is None:
+            self.base_lrs = [group["lr"] for group in optimizer.param_groups]
+        for group, base in zip(optimizer.param_groups, self.base_lrs):
+            group["lr"] = base * min(1.0, (step + 1) / self.steps)
+
+
+class RunProgress:
+    """One bar over the whole run: optimizer steps against the run's step budget
+    (``epochs`` x steps per epoch, or ``max_steps`` if fewer), with ETA, epoch and loss.
+    Early stopping and the time budget end it early, and it says why."""
+
+    def __init__(self, total_steps: int, done_steps: int, name: str) -> None:
+        self.name = name
+        self.bar = tqdm(total=total_steps, initial=done_steps, desc=name, unit="step", file=sys.stderr,
+                        dynamic_ncols=True, leave=True)
+
+    def epoch(self, loader: DataLoader, epoch: int) -> DataLoader:
+        self.bar.set_description_str(f"{self.name} epoch {epoch}")
+        return loader
+
+    def step(self, step: int, bits_per_dim: float) -> None:
+        self.bar.update(step - self.bar.n)
+        self.bar.set_postfix_str(f"train {bits_per_dim:.3f} bits/dim")
+
+    def close(self, why: str = "") -> None:
+        if why:
+            self.bar.set_postfix_str(why)
+        self.bar.close()
+
+
+# --------------------------------------------------------------------------- metric sinks
+
+
+class MetricSink(Protocol):
+    """Somewhere an epoch's metrics row goes."""
+
+    def write(self, row: dict[str, float], note: str) -> None: ...
+
+
+@attrs.define
+class LoggerSink:
+    """Fabric's loggers (TensorBoard and CSV)."""
+
+    fabric: Any
+
+    def write(self, row: dict[str, float], note: str) -> None:
+        self.fabric.log_dict(row, step=int(row["step"]))
+        for logger in self.fabric.loggers:
+            logger.save()
+
+
+@attrs.define
+class ArchiveSink:
+    """The run archive's ``metrics`` group (rank 0 only)."""
+
+    archive: RunArchive
+
+    def write(self, row: dict[str, float], note: str) -> None:
+        self.archive.append_metrics(row)
+
+
+@attrs.define
+class ConsoleSink:
+    """One line per epoch through the run's report function."""
+
+    say: Report
+    epochs: int
+
+    def write(self, row: dict[str, float], note: str) -> None:
+        val = f"  val {row['val_bits_per_dim']:.4f}" if "val_bits_per_dim" in row else ""
+        self.say(f"  epoch {int(row['epoch'])}/{self.epochs}  train {row['train_bits_per_dim']:.4f}{val} "
+                 f"bits/dim  lr {row['lr']:.2e}  {row['epoch_time_s']:.1f} s  "
+                 f"{row['images_per_s']:.0f} img/s{note}")
+
+
+class SignalGuard:
+    """SIGINT and SIGTERM raise :class:`~pixelgen.errors.Interrupted` at once, except
+    inside :meth:`SignalGuard.deferred` (a pair of checkpoint writes), which they wait for. Every
+    file is written atomically, so the run folder is resumable at either point."""
+
+    def __init__(self, folder: os.PathLike) -> None:
+        self.folder = folder
+        self.pending: int | None = None
+        self.deferring = False
+        self.previous: dict[int, Any] = {}
+
+    def __enter__(self) -> SignalGuard:
+        if threading.current_thread() is threading.main_thread():
+            self.previous = {s: signal.signal(s, self.handle) for s in (signal.SIGINT, signal.SIGTERM)}
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        for signum, handler in self.previous.items():
+            signal.signal(signum, handler)
+
+    def handle(self, signum: int, frame: Any) -> None:
+        if self.deferring:
+            self.pending = signum
+            return
+        self.raise_interrupted(signum)
+
+    def raise_interrupted(self, signum: int) -> None:
+        name = signal.Signals(signum).name
+        raise Interrupted(f"{name}: stopped; {self.folder} holds the last completed epoch; "
+                          f"run the same command with --resume to continue", signum)
+
+    @contextlib.contextmanager
+    def deferred(self) -> Any:
+        """Hold a signal that arrives inside the block until the block has ended."""
+        self.deferring = True
+        try:
+            yield
+        finally:
+            self.deferring = False
+        if self.pending is not None:
+            self.raise_interrupted(self.pending)
+
+
+# --------------------------------------------------------------------------- the trainer
+
+
+class Trainer:
+    """Trains one planned run (:class:`pixelgen.train.plan.RunPlan`) inside ``fabric.launch``."""
+
+    def __init__(self, fabric: Any, plan: Any, report: Report) -> None:
+        self.fabric, self.plan, self.run, self.folder = fabric, plan, plan.run, plan.run_dir
+        self.cfg = plan.run.train
+        self.rank0 = fabric.is_global_zero
+        self.say = report if self.rank0 else silent
+        self.model = plan.model
+        self.step = 0
+        self.epoch = 0
+        self.saved_epoch = 0
+        self.signals = SignalGuard(self.folder)
+        self.budget_s = duration_seconds(self.cfg.max_time)
+        self.train_time_s = 0.0
+        self.warmup = Warmup(self.cfg.warmup_steps)
+        self.ema: AveragedModel | None = None
+        self.bar: RunProgress | None = None
+        val_set = plan.data["val"]
+        self.stopping = EarlyStopping(
+            "val_bits_per_dim" if len(val_set) else "train_bits_per_dim", self.cfg.early_stopping_patience
+        )
+
+    # -- setup and restore --------------------------------------------------------------
+
+    def setup(self) -> None:
+        """Seed, open the archive, build the optimizer, scheduler, loader and sinks."""
+        fabric, cfg = self.fabric, self.cfg
+        set_threads(cfg.threads)
+        fabric.seed_everything(cfg.seed, workers=True, verbose=False)
+        self.archive = RunArchive.create_or_open(self.folder / self.plan.recipe.output.archive) if self.rank0 else None
+        if self.rank0:
+            remove_temporary_files(self.folder)  # what a kill inside a write left behind
+            write_resolved(self.plan.recipe, self.folder)
+        fabric.barrier()
+        optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.optimizer.lr,
+                                     betas=tuple(cfg.optimizer.betas), weight_decay=cfg.optimizer.weight_decay)
+        self.scheduler = None
+        if cfg.scheduler.name == "plateau":
+            self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+                optimizer, mode="min", factor=cfg.scheduler.factor,
+                patience=cfg.scheduler.patience, min_lr=cfg.scheduler.min_lr,
+            )
+        train_set = self.plan.data["train"]
+        net = self.model
+        if cfg.compile:
+            net = compiled(self.model.to(fabric.device), train_set[0][0].shape, conditional=self.conditional)
+        self.fmodel, self.optimizer = fabric.setup(net, optimizer)
+        if cfg.ema_decay > 0:  # the average of the bare model's weights, on its device
+            self.ema = AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=True)
+        self.sampler = DistributedSampler(train_set, num_replicas=fabric.world_size, rank=fabric.global_rank,
+                                          shuffle=True, seed=cfg.seed, drop_last=False)
+        # Not fabric.setup_dataloaders: its loader sets the sampler's epoch to the number of
+        # times it has been iterated, which restarts at 0 in a resumed process.
+        self.loader = DataLoader(
+            train_set, batch_size=self.run.data.batch_size, sampler=self.sampler,
+            num_workers=self.run.data.num_workers,
+            worker_init_fn=functools.partial(pl_worker_init_function, rank=fabric.global_rank),
+        )
+        self.sinks: list[MetricSink] = [LoggerSink(fabric), ConsoleSink(self.say, cfg.epochs)]
+        if self.rank0:
+            self.sinks.insert(1, ArchiveSink(self.archive))
+
+    @property
+    def eval_model(self) -> nn.Module:
+        """The model validation, test and sampling use (the weights' average when it is on)."""
+        return self.ema.module if self.ema is not None else self.fmodel
+
+    @property
+    def conditional(self) -> bool:
+        return n_classes_of(self.model) > 0
+
+    def restore(self, state: dict[str, Any] | None) -> None:
+        """Continue from checkpoint ``state`` (None: a fresh start at epoch 0)."""
+        if self.rank0:
+            self.archive.truncate_metrics(0 if state is None else min(state["epoch"], self.archive.n_epochs))
+            if self.plan.action != "evaluate":
+                (self.folder / METRICS_JSON).unlink(missing_ok=True)
+            if state is not None:
+                repair_best(self.folder, state)
+        self.fabric.barrier()
+        if state is None:
+            return
+        self.model.load_state_dict(state["model_state"])
+        self._restore_optimizer(state["optimizer"])
+        self._apply_new_lr(state["recipe"]["train"]["optimizer"]["lr"])
+        if self.scheduler is not None and state.get("scheduler"):
+            self.scheduler.load_state_dict(state["scheduler"])
+        if state.get("precision"):
+            self.fabric.strategy.precision.load_state_dict(state["precision"])
+        self.stopping.load_state_dict(state["early_stopping"])
+        self.epoch, self.step = state["epoch"], state["step"]
+        self.train_time_s = float(state.get("train_time_s", 0.0))
+        if self.ema is not None and state.get("ema_state"):
+            self.ema.load_state_dict(state["ema_state"])
+        self.saved_epoch = self.epoch
+        rngs = state["rng"]
+        same_world = len(rngs) == self.fabric.world_size
+        ckpt_io.set_rng_state(rngs[self.fabric.global_rank] if same_world else rngs[0])
+        if not same_world:
+            self.say(f"  note: checkpoint written by {len(rngs)} processes, resuming on "
+                     f"{self.fabric.world_size}: the data order continues, the random streams do not")
+
+    def _restore_optimizer(self, saved: dict[str, Any]) -> None:
+        """The optimizer's state, unless the checkpoint's model had fewer parameters (a
+        layer's state dict upgraded on load, such as a Diagonal BiLSTM saved before its initial
+        state was learned): then its moments start afresh, with a note."""
+        sizes = [len(group["params"]) for group in saved["param_groups"]]
+        if sizes == [len(group["params"]) for group in self.optimizer.param_groups]:
+            self.optimizer.load_state_dict(saved)
+        else:
+            self.say("  note: the checkpoint's model had fewer parameters (written by an older pixelgen); "
+                     "its weights are kept, the optimizer's moments start afresh")
+
+    def _apply_new_lr(self, trained_lr: float) -> None:
+        """A changed ``train.optimizer.lr`` on resume (the advice after a non-finite loss) applies."""
+        lr = self.cfg.optimizer.lr
+        if trained_lr == lr:
+            return
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        self.say(f"  note: train.optimizer.lr is now {lr:g} (was {trained_lr:g}); "
+                 f"the resumed run continues at the new rate")
+
+    # -- the loop -----------------------------------------------------------------------
+
+    def done(self) -> bool:
+        """Whether nothing is left to train: early stopping, ``epochs`` or ``max_steps`` reached."""
+        return finished(self.epoch, self.step, self.stopping.stopped, self.run, self.train_time_s)
+
+    def fit(self) -> dict[str, Any]:
+        """The whole run: the loop of the module docstring, then :meth:`finish`, holding the
+        run folder's lock (rank 0) and turning SIGINT/SIGTERM into a clean stop."""
+        with RunLock(self.folder) if self.rank0 else contextlib.nullcontext(), self.signals:
+            self.setup()
+            self.restore(self.plan.checkpoint)
+            parameters = sum(p.numel() for p in self.model.parameters())
+            self.say(f"run {self.run.name!r} ({self.run.model.name}, {parameters:,} parameters) -> "
+                     f"{self.folder}: {self.plan.action}, epoch {self.epoch} of {self.cfg.epochs}")
+            if self.rank0 and progress_bar_enabled() and not self.done():
+                self.bar = RunProgress(self.total_steps(), self.step, self.run.name)
+            while not self.done():
+                row = self.train_epoch()
+                row.update(self.validate(int(row["epoch"])))
+                self.end_epoch(row)
+            if self.bar is not None:
+                self.bar.close(self.stop_reason())
+            return self.finish()
+
+    def total_steps(self) -> int:
+        """Optimizer steps the run takes if nothing stops it early."""
+        per_epoch = math.ceil(len(self.loader) / self.cfg.accumulate_grad_batches)
+        total = self.cfg.epochs * per_epoch
+        return min(total, self.cfg.max_steps) if self.cfg.max_steps is not None else total
+
+    def stop_reason(self) -> str:
+        if self.stopping.stopped:
+            return f"early stopping: no improvement in {self.stopping.patience} epochs"
+        if self.budget_s is not None and self.train_time_s >= self.budget_s:
+            return f"time budget of {self.budget_s:.0f} s spent"
+        if self.cfg.max_steps is not None and self.step >= self.cfg.max_steps:
+            return f"max_steps {self.cfg.max_steps} reached"
+        return "done"
+
+    def train_epoch(self) -> dict[str, float]:
+        """One pass over the training split (or up to ``max_steps`` or the time budget);
+        the epoch's row so far."""
+        fabric, cfg = self.fabric, self.cfg
+        epoch = self.epoch + 1
+        self.sampler.set_epoch(epoch)
+        self.fmodel.train()
+        lr = self.optimizer.param_groups[0]["lr"]
+        reset_peak_memory(fabric.device)
+        started = time.perf_counter()
+        bpd_sum = torch.zeros((), dtype=torch.float64, device=fabric.device)
+        n_images = 0
+        batches = self.loader if self.bar is None else self.bar.epoch(self.loader, epoch)
+        for k, (x, labels) in enumerate(batches, start=1):
+            loss = self.training_step(x, labels, epoch, last=k % cfg.accumulate_grad_batches == 0 or k == len(self.loader))
+            bpd_sum += loss.detach().double() * len(x)
+            n_images += len(x)
+            if self.bar is not None:
+                self.bar.step(self.step, bpd_sum.item() / n_images)
+            if self.step % cfg.log_every_n_steps == 0:
+                self._log_step(loss)
+            if (cfg.max_steps is not None and self.step >= cfg.max_steps) or self.out_of_time(started):
+                break
+        totals = torch.stack([bpd_sum, torch.tensor(float(n_images), dtype=torch.float64, device=fabric.device)])
+        if fabric.world_size > 1:
+            totals = fabric.all_reduce(totals, reduce_op="sum")
+        elapsed = time.perf_counter() - started
+        self.train_time_s += elapsed
+        self.epoch = epoch
+        return {"epoch": epoch, "step": self.step, "train_bits_per_dim": (totals[0] / totals[1]).item(),
+                "lr": lr, "epoch_time_s": elapsed, "images_per_s": totals[1].item() / elapsed,
+                "peak_memory_mb": peak_memory_mb(fabric.device)}
+
+    def out_of_time(self, epoch_started: float) -> bool:
+        """Whether ``train.max_time`` is spent (training time, summed over resumes)."""
+        if self.budget_s is None:
+            return False
+        spent = self.train_time_s + time.perf_counter() - epoch_started >= self.budget_s
+        if self.fabric.world_size > 1:  # every rank stops at the same step
+            spent = self.fabric.all_reduce(torch.tensor(float(spent), device=self.fabric.device), reduce_op="sum") > 0
+        return bool(spent)
+
+    def training_step(self, x: torch.Tensor, labels: torch.Tensor, epoch: int, last: bool = True) -> torch.Tensor:
+        """Forward, non-finite check (on every rank), backward; on the ``last`` batch of an
+        accumulation group also warm-up, clip, optimizer step and the weights' average."""
+        fabric, cfg = self.fabric, self.cfg
+        x, labels = x.to(fabric.device), labels.to(fabric.device)
+        with fabric.no_backward_sync(self.fmodel, enabled=not last):
+            loss = bits_per_dim(call_model(self.fmodel, x, labels if self.conditional else None), x)
+            bad = ~torch.isfinite(loss.detach())
+            if fabric.world_size > 1:
+                bad = fabric.all_reduce(bad.float(), reduce_op="sum") > 0
+            if bad:
+                raise self.non_finite("the training loss", loss.item(), epoch)
+            fabric.backward(loss / cfg.accumulate_grad_batches)
+        if not last:
+            return loss
+        self.warmup.apply(self.optimizer, self.step)
+        if cfg.gradient_clip_norm is not None:
+            # error_if_nonfinite=False: a non-finite gradient is the loss check's to report
+            fabric.clip_gradients(self.fmodel, self.optimizer, max_norm=cfg.gradient_clip_norm,
+                                  error_if_nonfinite=False)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.ema is not None:
+            self.ema.update_parameters(self.model)
+        self.step += 1
+        return loss
+
+    def _log_step(self, loss: torch.Tensor) -> None:
+        for logger in self.fabric.loggers:
+            if isinstance(logger, TensorBoardLogger):
+                logger.log_metrics({"train_bits_per_dim_step": loss.item()}, step=self.step)
+
+    def validate(self, epoch: int) -> dict[str, float]:
+        """The validation split's NLL every ``val_every_n_epochs`` epochs (else nothing)."""
+        val_set = self.plan.data["val"]
+        if not len(val_set) or epoch % self.cfg.val_every_n_epochs:
+            return {}
+        val = evaluate(self.eval_model, val_set, self.run.eval.batch_size, self.fabric,
+                       num_workers=self.run.data.num_workers)
+        if not math.isfinite(val["bits_per_dim"]):
+            raise self.non_finite("the validation loss", val["bits_per_dim"], epoch)
+        return {"val_nll_nats": val["nll_nats"], "val_bits_per_dim": val["bits_per_dim"]}
+
+    def end_epoch(self, row: dict[str, float]) -> None:
+        """Scheduler and early stopping on the monitored figure, the sinks, the checkpoints."""
+        monitored = row.get(self.stopping.monitor)
+        improved = False
+        if monitored is not None:
+            if self.scheduler is not None:
+                self.scheduler.step(monitored)
+            improved = self.stopping.update(monitored, self.epoch)
+        note = ("  (best)" if improved else "") + ("  early stopping" if self.stopping.stopped else "")
+        for sink in self.sinks:
+            sink.write(row, note)
+        if self.rank0 and self.run.sample.tensorboard_n:
+            self.log_sample_grid()
+        state = self.checkpoint_state(row)  # collective: every rank calls it
+        if self.rank0:
+            with self.signals.deferred():  # a signal waits until both files are whole
+                ckpt_io.save_checkpoint(self.folder / LAST, state)
+                if improved:
+                    ckpt_io.save_checkpoint(self.folder / BEST, state)
+        self.saved_epoch = self.epoch
+        self.fabric.barrier()
+
+    def log_sample_grid(self) -> None:
+        """A few samples of the model as it is after this epoch, as one TensorBoard image
+        (their own seeded generator: the training's random streams are untouched)."""
+        loggers = [lg for lg in self.fabric.loggers if isinstance(lg, TensorBoardLogger)]
+        if not loggers:
+            return
+        _, height, width = self.plan.data["train"].shape
+        n, n_classes = self.run.sample.tensorboard_n, n_classes_of(self.model)
+        labels = torch.arange(n, device=self.fabric.device) % n_classes if n_classes else None
+        images = sample(bare_module(self.eval_model), n, height, width, seed=self.run.sample.seed,
+                        temperature=self.run.sample.temperature, top_p=self.run.sample.top_p, labels=labels)
+        grid = make_grid(to_display(images.cpu(), n_levels_of(self.model)), nrow=math.ceil(math.sqrt(n)), padding=1, pad_value=255)  # (3, H', W')
+        for logger in loggers:
+            logger.experiment.add_image("samples", grid, global_step=self.step)
+
+    def checkpoint_state(self, row: dict[str, float]) -> dict[str, Any]:
+        """Everything a resume needs (see :mod:`pixelgen.store.checkpoint` for the keys)."""
+        return {
+            "model": ckpt_io.plain(self.model.pixelgen_config),
+            "model_state": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
+            "recipe": recipe_to_dict(self.plan.recipe),
+            "epoch": self.epoch,
+            "step": self.step,
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict() if self.scheduler is not None else {},
+            "precision": self.fabric.strategy.precision.state_dict(),
+            "early_stopping": {**self.stopping.state_dict(), "patience": self.cfg.early_stopping_patience},
+            "sampler": {"seed": self.cfg.seed, "epoch": self.epoch},
+            "rng": gather_rng(self.fabric),
+            "metrics": row,
+            "world_size": self.fabric.world_size,
+            "train_time_s": self.train_time_s,
+            **({"ema_state": {k: v.detach().cpu() for k, v in self.ema.state_dict().items()},
+                "ema_decay": self.cfg.ema_decay} if self.ema is not None else {}),
+        }
+
+    def non_finite(self, what: str, value: float, epoch: int) -> TrainingError:
+        kept = (f"the last good checkpoint {self.folder / LAST} (epoch {self.saved_epoch}) is kept"
+                if self.saved_epoch else "no checkpoint was written")
+        return TrainingError(
+            f"run {self.run.name!r} stopped: {what} became {value} in epoch {epoch}, step {self.step}; "
+            f"{kept}; lower train.optimizer.lr (or train.gradient_clip_norm), then --resume or start again"
+        )
+
+    # -- the end ------------------------------------------------------------------------
+
+    def finish(self) -> dict[str, Any]:
+        """Evaluate the best checkpoint on ``eval.split``, write ``metrics.json`` and the
+        archive's test figures, draw the run's samples and, with ``[score]``, score new ones."""
+        chosen = final_checkpoint(self.folder) or self.folder / LAST
+        final = ckpt_io.load_checkpoint(chosen)
+        self.model.load_state_dict(final["model_state"])
+        if self.ema is not None and final.get("ema_state"):
+            self.ema.load_state_dict(final["ema_state"])
+        elif self.ema is not None:  # trained without an average until now: the weights themselves
+            self.ema.module.load_state_dict(final["model_state"])
+        split = self.run.eval.split
+        figures = evaluate(self.eval_model, self.plan.data[split], self.run.eval.batch_size, self.fabric,
+                           num_workers=self.run.data.num_workers)
+        result = {"run": self.run.name, "model": self.run.model.name, "split": split, **figures,
+                  "checkpoint": chosen.name, "epoch": final["epoch"],
+                  "weights": "ema" if self.ema is not None else "raw"}
+        if self.rank0 and self.run.sample.n > 0:
+            if not self.has_final_samples(chosen, final):
+                self.append_samples(chosen, final)
+            self.draw_samples_png(chosen, final)
+            self.archive.set_test_metrics({k: v for k, v in result.items()
+                                           if k not in ("run", "model", "split", "checkpoint", "weights")})
+            if self.run.score.metrics:
+                result["score"] = self.score(chosen, final)
+            atomic_write_json(self.folder / METRICS_JSON, result)  # last: it marks the run finished
+        self.say(f"  {split}: {figures['bits_per_dim']:.4f} bits/dim ({figures['nll_nats']:.2f} nats/image, "
+                 f"{figures['n_images']} images) from {chosen.name} (epoch {final['epoch']}) -> "
+                 f"{self.folder / METRICS_JSON}")
+        self.fabric.barrier()
+        for logger in self.fabric.loggers:
+            logger.finalize("success")
+        return result
+
+    def final_batch(self, checkpoint: os.PathLike, state: dict[str, Any]) -> str | None:
+        """The archive key of this run's end-of-run samples, if they were drawn already."""
+        for key, a in self.archive.sample_batches():
+            if (a.get("source") == "run" and a.get("checkpoint") == str(checkpoint)
+                    and a.get("epoch") == state["epoch"] and a.get("seed") == self.run.sample.seed):
+                return key
+        return None
+
+    def has_final_samples(self, checkpoint: os.PathLike, state: dict[str, Any]) -> bool:
+        """Whether an earlier, interrupted finish already archived this run's samples."""
+        return self.final_batch(checkpoint, state) is not None
+
+    def draw_samples_png(self, checkpoint: os.PathLike, state: dict[str, Any]) -> None:
+        """``samples.png`` beside the archive: the end-of-run samples, upscaled."""
+        images = torch.from_numpy(self.archive.read_samples(self.final_batch(checkpoint, state)))
+        path = save_grid(images, self.folder / SAMPLES_PNG, n_levels_of(self.model))
+        self.say(f"  samples drawn -> {path}")
+
+    def append_samples(self, checkpoint: os.PathLike, state: dict[str, Any], n: int | None = None,
+                       seed: int | None = None, source: str = "run") -> str:
+        """Draw ``n`` images (default: the recipe's ``[sample]`` n and seed) from the final
+        model into the run archive with the ``[sample]`` settings; returns the batch's key.
+
+        A class-conditional model draws the classes in turn (0, 1, 2, ...); the labels are
+        stored with the batch.
+        """
+        _, height, width = self.plan.data["train"].shape
+        s = self.run.sample
+        n, seed = s.n if n is None else n, s.seed if seed is None else seed
+        n_classes = n_classes_of(self.model)
+        labels = torch.arange(n) % n_classes if n_classes else None
+        _, key = sample_to_archive(
+            bare_module(self.eval_model), self.archive.path, n, height, width, batch_size=s.batch_size,
+            temperature=s.temperature, top_p=s.top_p, seed=seed, sampler=s.sampler, labels=labels,
+            progress=progress_bar_enabled(),
+            model=self.run.model.name, checkpoint=str(checkpoint), recipe=state["recipe"], epoch=state["epoch"],
+            source=source,
+        )
+        used = dict(self.archive.sample_batches())[key]["sampler"]
+        self.say(f"  {n} samples ({used} sampler, seed {seed}) -> {self.archive.path}/samples/{key}")
+        return key
+
+    def score(self, checkpoint: pathlib.Path, state: dict[str, Any]) -> dict[str, Any]:
+        """``[score]``: the metrics of ``score.n`` new samples of the final model (archived
+        with source "score", drawn once even if a kill interrupts this) against the first
+        ``score.n`` training images; stored in the archive's ``score`` group."""
+        sc = self.run.score
+        splits = official_splits(self.run.data)
+        space = feature_space(sc.features, self.run.data, splits, weights_path=sc.weights_path, report=self.say)
+        match = dict(source="score", checkpoint=pathlib.Path(checkpoint), epoch=state["epoch"], seed=sc.seed,
+                     temperature=self.run.sample.temperature, top_p=self.run.sample.top_p)
+        key = archived_batch(self.archive, sc.n, **match) or self.append_samples(
+            checkpoint, state, n=sc.n, seed=sc.seed, source="score")
+        figures = score_images(self.archive.read_samples(key), reference_images(splits, sc.n), sc.metrics, space,
+                               device=self.fabric.device.type)
+        figures.update(sample_batch=key, checkpoint=checkpoint.name, epoch=state["epoch"])
+        self.archive.set_score(sc.features, figures)
+        shown = ", ".join(f"{name} {figures[name]:.4g}" for name in FIGURES if name in figures)
+        self.say(f"  score ({space.label}): {shown}")
+        return figures
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def finished(epoch: int, step: int, stopped: bool, run: Any, train_time_s: float = 0.0) -> bool:
+    """Whether a run at ``epoch`` (completed), ``step`` and ``train_time_s`` seconds of
+    training has nothing left to train under ``run``'s settings (``stopped``: early
+    stopping has ended it)."""
+    max_steps, budget = run.train.max_steps, duration_seconds(run.train.max_time)
+    return (stopped or epoch >= run.train.epochs or (max_steps is not None and step >= max_steps)
+            or (budget is not None and train_time_s >= budget))
+
+
+def repair_best(folder: os.PathLike, state: dict[str, Any]) -> None:
+    """Rewrite ``best.ckpt`` from ``last.ckpt``'s ``state`` where a kill came between the two
+    writes of an improving epoch (the best epoch is then the last one)."""
+    best_epoch = state["early_stopping"]["best_epoch"]
+    if best_epoch != state["epoch"]:
+        return
+    best = pathlib.Path(folder) / BEST
+    if best.exists() and ckpt_io.load_checkpoint(best)["epoch"] == best_epoch:
+        return
+    ckpt_io.save_checkpoint(best, {k: v for k, v in state.items() if k not in ("format", "format_version")})
+
+
+def compiled(model: nn.Module, image_shape: tuple[int, ...], *, conditional: bool) -> nn.Module:
+    """``torch.compile(model)`` if it compiles here (tried on one small batch), else the
+    model itself with a one-line warning: compilation needs a working compiler toolchain
+    (Triton on a GPU, a C++ compiler on the CPU) and helps mostly on a GPU."""
+    compiled_model = torch.compile(model)
+    device = next(model.parameters()).device
+    x = torch.zeros(2, *image_shape, dtype=torch.long, device=device)
+    labels = torch.zeros(2, dtype=torch.long, device=device) if conditional else None
+    try:
+        compiled_model(x, labels).sum().backward()
+    except Exception as exc:  # any backend failure: train eagerly rather than not at all
+        warnings.warn(f"train.compile: torch.compile failed ({type(exc).__name__}: "
+                      f"{str(exc).splitlines()[0][:160]}); training without it", stacklevel=2)
+        return model
+    finally:
+        model.zero_grad(set_to_none=True)
+    return compiled_model
+
+
+def reset_peak_memory(device: torch.device) -> None:
+    """Start a new peak-memory measurement (one per epoch)."""
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+        return
+    try:  # Linux: "5" resets the process's peak resident set size (VmHWM)
+        with open("/proc/self/clear_refs", "w") as handle:
+            handle.write("5")
+    except OSError:
+        pass  # elsewhere the peak below is the whole process's so far
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    """Peak memory since :func:`reset_peak_memory`: CUDA allocations on a GPU, resident
+    memory of the process on the CPU (VmHWM; the lifetime peak where it cannot be reset)."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    try:
+        with open("/proc/self/status") as handle:
+            for line in handle:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024  # kB
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+def gather_rng(fabric: Any) -> list[dict[str, torch.Tensor]]:
+    """Every process's random state, rank order (a collective call: all ranks enter it)."""
+    state = ckpt_io.rng_state()
+    if fabric.world_size == 1:
+        return [state]
+    gathered = fabric.all_gather({k: v.to(fabric.device) for k, v in state.items()})
+    return [{k: v[r].cpu() for k, v in gathered.items()} for r in range(fabric.world_size)]
