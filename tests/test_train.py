@@ -34,7 +34,7 @@ from pixelgen.errors import CheckpointError
 from pixelgen.recipe import dump_toml
 from pixelgen.store import checkpoint as ckpt_io
 from pixelgen.store.archive import RunArchive
-from pixelgen.study import inference
+from pixelgen.train import evaluation
 from pixelgen.train import trainer
 
 FASHION_MNIST = pathlib.Path("/usr/share/datasets/fashion-mnist")
@@ -164,7 +164,7 @@ def test_evaluate_matches_metrics_definition():
     model = pixelgen.create_model("pixelcnn", in_channels=3, **TINY_MODEL)
     images = torch.randint(0, 256, (5, 3, 4, 3), dtype=torch.uint8)
     dataset = [(img, 0) for img in images]
-    figures = inference.evaluate(model, dataset, batch_size=2)
+    figures = evaluation.evaluate(model, dataset, batch_size=2)
     with torch.no_grad():
         logits = model(images)
     assert figures["n_images"] == 5
