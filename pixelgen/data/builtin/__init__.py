@@ -17,8 +17,10 @@ few seconds without a network.
 
 The validation split, carved out of the official training split, and everything else the
 data sets share are the core's (:mod:`pixelgen.data`); this plugin only reads files, one
-module per source: ``cifar``, ``mnist`` (the MNIST family), ``imagenet``, ``folder``, and
-``common`` for what they share. This module registers them and names their public parts.
+module per source: :mod:`~pixelgen.data.builtin.cifar`, :mod:`~pixelgen.data.builtin.mnist`
+(the MNIST family), :mod:`~pixelgen.data.builtin.imagenet` and
+:mod:`~pixelgen.data.builtin.folder`, with :mod:`~pixelgen.data.builtin.common` for what they
+share. This module registers them and re-exports their public names.
 """
 
 from __future__ import annotations
