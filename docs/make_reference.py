@@ -64,6 +64,11 @@ API_MODULES = [
     "pixelgen.recipe",
     "pixelgen.data",
     "pixelgen.data.builtin",
+    "pixelgen.data.builtin.common",
+    "pixelgen.data.builtin.cifar",
+    "pixelgen.data.builtin.mnist",
+    "pixelgen.data.builtin.imagenet",
+    "pixelgen.data.builtin.folder",
     "pixelgen.store",
     "pixelgen.store.files",
     "pixelgen.store.checkpoint",
@@ -335,6 +340,8 @@ API_PENDING: dict[str, str] = {}
 # Extra autodoc options for a module's page.
 API_OPTIONS = {
     "pixelgen.cli": [":undoc-members:"],  # main, build_parser: the command line is the docs
+    # Its __all__ re-exports the data sets, which their own modules' pages document.
+    "pixelgen.data.builtin": [":ignore-module-all:"],
 }
 
 

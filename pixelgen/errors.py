@@ -17,6 +17,26 @@ def silent(line: str) -> None:
     """A report function that says nothing (every rank but 0)."""
 
 
+def one_line(error: BaseException | str, limit: int | None = None) -> str:
+    """An error message as one line of at most ``limit`` characters (None: any length).
+
+    White space runs (newlines included) become one space; an exception without a message
+    is named by its type; a longer message is cut and ends in "...". For an error that a
+    DataLoader worker re-raises ("Caught DataError in DataLoader worker process 0. Original
+    Traceback ..."), the worker's own message.
+    """
+    message = str(error)
+    if message.startswith("Caught ") and "Original Traceback" in message:
+        last = [line for line in message.splitlines() if line.strip()][-1]
+        message = last.split(": ", 1)[1] if ": " in last else last
+    text = " ".join(message.split())
+    if not text and isinstance(error, BaseException):
+        text = type(error).__name__
+    if limit is not None and len(text) > limit:
+        text = text[: limit - 3] + "..."
+    return text
+
+
 class PixelgenError(Exception):
     """An error caused by input the user can fix; the message says what and how."""
 

@@ -63,6 +63,18 @@ def _state(model: nn.Module, sampler: str, n: int, height: int, width: int, labe
     return ReferenceState(model, labels)
 
 
+def _state_warning_on_fallback(
+    model: nn.Module, sampler: str, n: int, height: int, width: int, labels: Tensor | None
+) -> SamplingState:
+    """:func:`_state` for :func:`sample`, with a warning (pointing at the caller of
+    :func:`sample`) when ``sampler="fast"`` falls back to the reference state."""
+    state = _state(model, sampler, n, height, width, labels)
+    if sampler == "fast" and isinstance(state, ReferenceState):
+        warnings.warn(f"{type(model).__name__} has no cached sampling state: the fast sampler falls "
+                      "back to the reference one (a full forward pass per sub-pixel)", stacklevel=3)
+    return state
+
+
 def sampler_used(model: nn.Module, sampler: str) -> str:
     """``"fast"`` if :func:`sample` with ``sampler`` runs ``model``'s cached state, else
     ``"reference"`` (asked for, or the fallback of a model without a cached state)."""
@@ -187,8 +199,7 @@ def sample(
     """
     _check_settings(sampler, temperature, top_p, n, height, width)
     channels = _channels_of(model)
-    parameter = next(model.parameters(), None)
-    device = parameter.device if parameter is not None else torch.device("cpu")
+    device = _device_of(model)
     labels = _check_labels(model, labels, n, device)
     given_rows = _check_prefix(prefix, n, channels, height, width, n_levels_of(model))
 
@@ -201,10 +212,7 @@ def sample(
     model.eval()
     try:
         with torch.no_grad():
-            state = _state(model, sampler, n, height, width, labels)
-            if sampler == "fast" and isinstance(state, ReferenceState):
-                warnings.warn(f"{type(model).__name__} has no cached sampling state: the fast sampler falls "
-                              "back to the reference one (a full forward pass per sub-pixel)", stacklevel=2)
+            state = _state_warning_on_fallback(model, sampler, n, height, width, labels)
             rows = tqdm(visiting_order(model, channels, height, width), unit="row", file=sys.stderr,
                         desc=f"sampling {n}x{channels}x{height}x{width}", disable=not progress)
             for pixels in rows:
@@ -222,6 +230,12 @@ def seeded_generator(seed: int | None, device: torch.device) -> torch.Generator:
     else:
         generator.manual_seed(seed)
     return generator
+
+
+def _device_of(model: nn.Module) -> torch.device:
+    """Where ``model``'s parameters live (the CPU for a model without any)."""
+    parameter = next(model.parameters(), None)
+    return parameter.device if parameter is not None else torch.device("cpu")
 
 
 def _check_settings(sampler: str, temperature: float, top_p: float, n: int, height: int, width: int) -> None:

@@ -19,7 +19,7 @@ import traceback
 from importlib.metadata import PackageNotFoundError, version
 from typing import Sequence
 
-from pixelgen.errors import CausalityError, Interrupted, PixelgenError
+from pixelgen.errors import CausalityError, Interrupted, PixelgenError, one_line
 
 
 def _non_negative_int(text: str) -> int:
@@ -327,18 +327,8 @@ def _terminate(signum: int, frame: object) -> None:
 def _fail(exc: BaseException, debug: bool, code: int) -> int:
     if debug:
         traceback.print_exc()
-    print(f"pixelgen: error: {one_line(str(exc))}", file=sys.stderr)
+    print(f"pixelgen: error: {one_line(exc)}", file=sys.stderr)
     return code
-
-
-def one_line(message: str) -> str:
-    """An error message on one line; for an error re-raised by a DataLoader worker
-    ("Caught DataError in DataLoader worker process 0. Original Traceback ..."), the
-    worker's own message."""
-    if message.startswith("Caught ") and "Original Traceback" in message:
-        last = [line for line in message.splitlines() if line.strip()][-1]
-        message = last.split(": ", 1)[1] if ": " in last else last
-    return " ".join(message.split())
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ from typing import Any, Callable, Mapping
 import attrs
 import pluggy
 
-from pixelgen.errors import RegistryError
+from pixelgen.errors import RegistryError, one_line
 from pixelgen.nn.blocks import Hyperparameter
 from pixelgen.registry import hookspecs
 
@@ -113,7 +113,7 @@ class Registry:
             self.manager.check_pending()  # a hook pixelgen does not define (a misspelt name)
         except pluggy.PluginValidationError as exc:
             self.manager.unregister(name=name)
-            self.failures[name] = f"PluginValidationError: {_one_line(exc)}"
+            self.failures[name] = f"PluginValidationError: {one_line(exc, _FAILURE_CHARS)}"
 
     def collect(self) -> None:
         """(Re)build the name tables from every registered plugin's hooks."""
@@ -129,7 +129,7 @@ class Registry:
             try:
                 specs = _checked_specs(impl.function(), spec_type, kind)
             except (Exception, SystemExit) as exc:  # a broken plugin must not break the others
-                self.failures[plugin] = f"{_HOOK_FAILURE}{type(exc).__name__}: {_one_line(exc)}"
+                self.failures[plugin] = f"{_HOOK_FAILURE}{type(exc).__name__}: {one_line(exc, _FAILURE_CHARS)}"
                 continue
             for spec in specs:
                 claims.setdefault(spec.name, []).append((spec, plugin))
@@ -148,10 +148,7 @@ class Registry:
 
 
 _HOOK_FAILURE = "hook: "
-
-
-def _one_line(exc: BaseException, limit: int = 300) -> str:
-    return " ".join(str(exc).split())[:limit]
+_FAILURE_CHARS = 300  # of a broken plugin's error, as kept in Registry.failures
 
 
 def _checked_specs(result: Any, spec_type: type, kind: str) -> list[Any]:
@@ -209,7 +206,7 @@ def _load_entry_point(registry: Registry, ep: importlib.metadata.EntryPoint) -> 
         module = ep.load()
     except (Exception, SystemExit) as exc:  # SystemExit at import: record it, go on
         registry.sources[ep.name] = source
-        registry.failures[ep.name] = f"{type(exc).__name__}: {_one_line(exc)}"
+        registry.failures[ep.name] = f"{type(exc).__name__}: {one_line(exc, _FAILURE_CHARS)}"
         return
     registry.add(module, ep.name, source)
 
