@@ -8,7 +8,7 @@ one-line :class:`~pixelgen.errors.RecipeError` that starts with the dotted key p
     train.optimizer.lr: expected a positive number, got 'fast'
 
 Defaults live in one place, the attrs classes. :func:`recipe_to_dict` writes every value
-back out, defaults included, and :func:`write_resolved` stores that in each run directory
+back out, defaults included, and :func:`pixelgen.store.runs.write_resolved` stores that in each run directory
 (as TOML, written by ``tomli_w``) so that a run can be reproduced from its outputs alone.
 
 A recipe describes either one run, with the top-level tables ``[model] [data] [train]
