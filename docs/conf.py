@@ -22,6 +22,7 @@ from pathlib import Path
 from sphinx.directives.patches import Figure
 
 import pixelgen
+import pixelgen.blocks
 
 DOCS = Path(__file__).resolve().parent
 # The build scripts beside this file, imported without leaving a docs/__pycache__ behind:
@@ -130,12 +131,19 @@ def _resolve_public_name(app, env, node, contnode):
     its module documents it (each object is documented once, where it is defined)."""
     target = node.get("reftarget", "")
     module, _, name = target.rpartition(".")
-    if node.get("refdomain") != "py" or module != "pixelgen" or name not in pixelgen.__all__:
+    if node.get("refdomain") != "py":
         return None
-    where = make_reference.defining_module(name)
-    return env.domains["py"].resolve_xref(
-        env, node["refdoc"], app.builder, node["reftype"], f"{where}.{name}", node, contnode
-    )
+    if module == "pixelgen" and name in pixelgen.__all__:
+        where = f"{make_reference.defining_module(name)}.{name}"
+    elif target.startswith("pixelgen.blocks."):  # the plugin API's public name (pixelgen.nn.blocks)
+        head, _, rest = target[len("pixelgen.blocks."):].partition(".")
+        obj = getattr(pixelgen.blocks, head, None)
+        if obj is None:
+            return None
+        where = f"{getattr(obj, '__module__', 'pixelgen.nn.blocks')}.{head}" + (f".{rest}" if rest else "")
+    else:
+        return None
+    return env.domains["py"].resolve_xref(env, node["refdoc"], app.builder, node["reftype"], where, node, contnode)
 
 
 def _figures_folder(env) -> Path:

@@ -342,6 +342,8 @@ API_OPTIONS = {
     "pixelgen.cli": [":undoc-members:"],  # main, build_parser: the command line is the docs
     # Its __all__ re-exports the data sets, which their own modules' pages document.
     "pixelgen.data.builtin": [":ignore-module-all:"],
+    # The plugin API's public name re-exports pixelgen.nn.blocks, whose page documents it.
+    "pixelgen.blocks": [":ignore-module-all:"],
 }
 
 
