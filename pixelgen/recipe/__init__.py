@@ -2,7 +2,7 @@
 
 A recipe is data. :func:`load_recipe` parses the TOML with :mod:`tomllib`, applies
 ``--set dotted.key=value`` overrides, and structures the result with ``cattrs`` into
-the frozen attrs classes of :mod:`pixelgen.recipe.schema`, whose validators check every
+the frozen attrs classes of ``pixelgen.recipe.schema``, whose validators check every
 value. Any problem is a
 one-line :class:`~pixelgen.errors.RecipeError` that starts with the dotted key path::
 
