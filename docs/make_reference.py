@@ -12,7 +12,8 @@ page (its ``source-read`` event), so a build leaves ``docs/`` as it found it. Th
 generators, by the name a block gives:
 
 * ``recipe``: every recipe key with its type, default and help, from
-  :func:`pixelgen.recipe.field_reference` (``reference/recipe.md``);
+  :func:`field_reference`, which reads the attrs fields of :mod:`pixelgen.recipe.schema`
+  (their ``help`` metadata and validators; ``reference/recipe.md``);
 * ``cli``: every ``pixelgen`` subcommand with its arguments, by walking
   :func:`pixelgen.cli.build_parser` (``reference/cli.md``);
 * ``archive``: the run archive layout, from :data:`pixelgen.store.archive.LAYOUT`
@@ -36,12 +37,17 @@ import argparse
 import inspect
 import re
 import sys
-from typing import Callable
+import typing
+from typing import Any, Callable, Literal
+
+import attrs
+import tomli_w
 
 import pixelgen
 from pixelgen import registry
 from pixelgen.cli import build_parser
-from pixelgen.recipe import field_reference
+from pixelgen.recipe import FrozenTable, OutputSection, Recipe, RunSpec
+from pixelgen.recipe.schema import Expect
 from pixelgen.store import archive
 
 # The modules with an API page, in the order of the API index: the layers, bottom up
@@ -121,6 +127,78 @@ def directive(name: str, argument: str, body: str = "") -> str:
 
 
 # ------------------------------------------------------------------------------ recipe
+
+
+def _type_text(tp: Any) -> str:
+    """A field's annotation as the reference writes it: ``int``, ``"a" | "b"``, ``[float, float]``."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if attrs.has(tp):
+        return "table"
+    if origin is typing.Union or type(tp).__name__ == "UnionType":
+        return " | ".join("none" if m is type(None) else _type_text(m) for m in args)
+    if origin is Literal:
+        return " | ".join(f'"{c}"' if isinstance(c, str) else str(c) for c in args)
+    if origin is tuple and args[-1] is Ellipsis:
+        return "array of tables" if attrs.has(args[0]) else f"[{_type_text(args[0])}, ...]"
+    if origin is tuple:
+        return "[" + ", ".join(_type_text(a) for a in args) + "]"
+    if origin is not None:  # Mapping[str, Any]
+        return "table (free keys)"
+    return {bool: "bool", int: "int", float: "float", str: "str"}[tp]
+
+
+# What a validator accepts, where the type alone says it all.
+_PLAIN = ("an integer", "a string", "true or false")
+_SAID_BY_TYPE = ("'", "one of ", "an instance of ", "an array whose items are each one of ")
+
+
+def _toml_literal(value: Any) -> str:
+    """``value`` as TOML writes it, arrays on one line."""
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml_literal(item) for item in value) + "]"
+    return tomli_w.dumps({"v": value})[len("v = "):-1]
+
+
+def _default_text(field: attrs.Attribute) -> str:
+    default = field.default
+    if "default_doc" in field.metadata:
+        return field.metadata["default_doc"]
+    if default is attrs.NOTHING:
+        return "required"
+    if isinstance(default, attrs.Factory):  # a table: a section, or a free table
+        return "{}" if default.factory is FrozenTable else ""
+    return "unset" if default is None else _toml_literal(default)
+
+
+def _row(key: str, field: attrs.Attribute) -> tuple[str, str, str, str]:
+    type_text, check = _type_text(field.type), field.validator
+    if isinstance(check, Expect) and check.words not in _PLAIN and not check.words.startswith(_SAID_BY_TYPE):
+        type_text += f" ({check.words})"
+    return key, type_text, _default_text(field), field.metadata["help"]
+
+
+def field_reference() -> list[tuple[str, str, str, str]]:
+    """Every recipe key: ``(dotted key, type, default, help)``, from the attrs fields.
+
+    Run keys (``model.*``, ``data.*``, ``train.*``, ``eval.*``, ``sample.*``, ``name``) are
+    listed without prefix; they are valid both at the top level and inside ``[[runs]]``.
+    """
+    rows: list[tuple[str, str, str, str]] = []
+
+    def walk(cls: type, prefix: str) -> None:
+        for field in attrs.fields(cls):
+            if not field.metadata.get("internal"):
+                rows.append(_row(prefix + field.name, field))
+                if attrs.has(field.type):
+                    walk(field.type, f"{prefix}{field.name}.")
+
+    fields = attrs.fields_dict(Recipe)
+    rows.append(_row("description", fields["description"]))
+    walk(RunSpec, "")
+    rows.append(("output", "table", "", fields["output"].metadata["help"]))
+    walk(OutputSection, "output.")
+    rows.append(("runs", "array of tables", "", fields["runs"].metadata["help"]))
+    return rows
 
 
 def _recipe_groups() -> dict[str, list[tuple[str, str, str, str]]]:

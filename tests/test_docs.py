@@ -85,6 +85,21 @@ def plain(text: str) -> str:
     return " ".join(re.sub(r"\\(.)", r"\1", text).split())
 
 
+def test_field_reference_rows_cover_every_field():
+    rows = make_reference.field_reference()
+    keys = [row[0] for row in rows]
+    assert sorted(keys) == sorted(schema_fields())
+    assert len(set(keys)) == len(keys)
+    assert all(len(row) == 4 and all(isinstance(x, str) for x in row) for row in rows)
+    by_key = {row[0]: row for row in rows}
+    assert by_key["train.optimizer.lr"][1:3] == ("float (a positive number)", "0.001")
+    assert by_key["data.root"][2] == "unset"
+    assert by_key["model.name"][2] == "required"
+    assert by_key["eval.split"][1] == '"test" | "val" | "train"'
+    # Recipe.source is bookkeeping, not a recipe key
+    assert [f.name for f in attrs.fields(recipe.Recipe)] == ["runs", "description", "output", "source"]
+
+
 def test_every_recipe_field_has_help():
     missing = [key for key, field in schema_fields().items() if not field.metadata.get("help")]
     assert not missing, f"recipe fields without help metadata (the docs need it): {missing}"

@@ -23,12 +23,12 @@ from pixelgen.recipe import (
     RunSpec,
     TrainSection,
     dump_toml,
-    field_reference,
     load_recipe,
     recipe_from_dict,
     recipe_to_dict,
     run_dir,
 )
+from pixelgen.recipe.schema import FABRIC_PRECISIONS
 from pixelgen.store.runs import write_resolved
 
 # --------------------------------------------------------------------------------------
@@ -172,10 +172,10 @@ def test_toml_ints_become_floats_and_arrays_tuples(tmp_path):
 
 @pytest.mark.parametrize(
     ("value", "expected"),
-    [('"32"', "32-true"), ("32", "32-true"), ('"bf16"', "bf16-mixed"),
-     ('"16-mixed"', "16-mixed")],
+    [('"32"', "32"), ("32", 32), ('"bf16"', "bf16"), ('"16-mixed"', "16-mixed"),
+     ('"bf16-true"', "bf16-true"), ('"transformer-engine"', "transformer-engine")],
 )
-def test_precision_aliases_are_normalised(tmp_path, value, expected):
+def test_precision_is_passed_to_fabric_as_written(tmp_path, value, expected):
     recipe = load_recipe(write(tmp_path, MINIMAL + f"[train]\nprecision = {value}\n"))
     assert recipe.runs[0].train.precision == expected
 
@@ -202,12 +202,19 @@ def test_recipes_are_frozen_hashable_and_picklable(tmp_path):
 def test_python_construction_is_validated_like_a_recipe():
     with pytest.raises(RecipeError, match=r"^TrainSection\.epochs: expected a positive integer"):
         TrainSection(epochs=0)
-    with pytest.raises(RecipeError, match=r"^TrainSection\.precision: expected '32-true'"):
-        TrainSection(precision="32")
+    with pytest.raises(RecipeError, match=r"^TrainSection\.precision: expected one of '32-true'"):
+        TrainSection(precision="fp8")
     with pytest.raises(RecipeError, match=r"^OptimizerSection\.betas: expected an array of 2"):
         OptimizerSection(betas=(0.9,))
     assert OptimizerSection(betas=[0.5, 0.5]).betas == (0.5, 0.5)
 
+
+
+def test_precisions_are_the_ones_fabric_accepts():
+    from lightning_fabric.connector import _PRECISION_INPUT
+
+    fabric = {value for literal in typing.get_args(_PRECISION_INPUT) for value in typing.get_args(literal)}
+    assert set(FABRIC_PRECISIONS) == fabric
 
 
 def test_python_construction_asks_for_python_values():
@@ -289,7 +296,7 @@ def test_overrides_are_parsed_as_toml_values_else_strings(tmp_path):
     assert run.model.hyperparameters["n_layers"] == 2
     assert run.train.accelerator == "cpu"
     assert run.train.devices == "auto"
-    assert run.train.precision == "bf16-mixed"
+    assert run.train.precision == "bf16"
     assert run.train.optimizer.betas == (0.5, 0.9)
     assert run.data.root == "/tmp/some data"
     assert recipe.description == "a = b"
@@ -395,13 +402,13 @@ BAD = [
     ("[trian]\nepochs = 1", "trian: unknown key; did you mean 'train'?"),
     ("[train]\nxyzzy = 1", "train.xyzzy: unknown key; known keys of train: epochs, max_steps"),
     ("[model.hyperparameters]\nfoo = 1",
-     "model.hyperparameters.foo: unknown hyperparameter of 'tiny_test_model'; "
-     "available: in_channels, n_layers, kernel_sizes"),
+     "model.hyperparameters.foo: model 'tiny_test_model' has no hyperparameter 'foo'; "
+     "available: in_channels=3, n_layers=2, kernel_sizes=(3, 3)"),
     ("[model.hyperparameters]\nn_layers = {a = 1}",
      "model.hyperparameters.n_layers: expected a TOML string, number, boolean or array"),
-    ('[data]\nname = "nope"', "data.name: unknown data set 'nope'; available: "),
+    ('[data]\nname = "nope"', "data.name: unknown data set 'nope'; available data sets: "),
     ('[data]\nname = "fake_digits"\n[data.options]\nsizes = 3',
-     "data.options.sizes: unknown option of data set 'fake_digits'; available: size, colour"),
+     "data.options.sizes: data set 'fake_digits' has no option 'sizes'; available: size=8, colour=False"),
     ("[data]\nbatch_size = 0", "data.batch_size: expected a positive integer, got 0"),
     ("[data]\nvalidation_fraction = 1.0",
      "data.validation_fraction: expected a number in [0, 1), got 1.0"),
@@ -446,7 +453,7 @@ def test_bad_values_name_their_key_path(tmp_path, extra, message):
 def test_unknown_model_lists_the_available_ones():
     with pytest.raises(RecipeError) as info:
         recipe_from_dict({"model": {"name": "x"}})
-    assert str(info.value).startswith("model.name: unknown model 'x'; available: ")
+    assert str(info.value).startswith("model.name: unknown model 'x'; available models: ")
     assert "other_test_model, " in str(info.value) and "tiny_test_model" in str(info.value)
 
 
@@ -469,8 +476,8 @@ def test_unknown_model_lists_the_available_ones():
         ({"model": {"hyperparameters": {"kernel_sizes": [1]}},
           "runs": [{"model": {"name": "tiny_test_model"}},
                    {"model": {"name": "other_test_model"}}]},
-         "model.hyperparameters.kernel_sizes: unknown hyperparameter of 'other_test_model'; "
-         "available: hidden_channels, n_layers (shared value, inherited by runs.1)"),
+         "model.hyperparameters.kernel_sizes: model 'other_test_model' has no hyperparameter "
+         "'kernel_sizes'; available: hidden_channels=8, n_layers=1 (shared value, inherited by runs.1)"),
         # ... and a bad run value in its run
         ({"runs": [{"model": {"name": "tiny_test_model"}},
                    {"name": "b", "model": {"name": "tiny_test_model"},
@@ -498,7 +505,7 @@ def test_bad_dicts_name_their_key_path(data, message):
         ("runs.0.train.epochs=1", "--set runs.0.train.epochs: the recipe has no [[runs]] tables"),
         ("train..epochs=1", "--set train..epochs: empty key segment"),
         ("train.epochs=fast", "train.epochs: expected a positive integer, got 'fast'"),
-        ("model.hyperparameters.bar=1", "model.hyperparameters.bar: unknown hyperparameter"),
+        ("model.hyperparameters.bar=1", "model.hyperparameters.bar: model 'tiny_test_model' has no hyperparameter 'bar'"),
     ],
 )
 def test_bad_overrides_name_the_override(tmp_path, override, message):
@@ -593,41 +600,6 @@ def test_file_errors_are_one_line_and_name_the_file(tmp_path):
     (tmp_path / "latin1.toml").write_bytes(b'description = "\xe9"\n')
     with pytest.raises(RecipeError, match="latin1.toml: not UTF-8 text"):
         load_recipe(tmp_path / "latin1.toml")
-
-
-# --------------------------------------------------------------------------------------
-# The docs reference
-# --------------------------------------------------------------------------------------
-
-
-def _walk(cls, prefix):
-    """Dotted keys of every attrs field, walked independently of pixelgen.recipe."""
-    keys = []
-    for field in attrs.fields(cls):
-        tp = typing.get_type_hints(cls)[field.name]
-        keys.append(prefix + field.name)
-        assert field.metadata.get("help"), f"{cls.__name__}.{field.name} has no help"
-        if isinstance(tp, type) and attrs.has(tp):
-            keys += _walk(tp, prefix + field.name + ".")
-    return keys
-
-
-def test_field_reference_covers_every_field():
-    rows = field_reference()
-    keys = [row[0] for row in rows]
-    expected = ["description", "runs", "output", *_walk(OutputSection, "output."),
-                *_walk(RunSpec, "")]
-    assert sorted(keys) == sorted(expected)
-    assert len(set(keys)) == len(keys)
-    assert all(len(row) == 4 and all(isinstance(x, str) for x in row) for row in rows)
-    by_key = {row[0]: row for row in rows}
-    assert by_key["train.optimizer.lr"][1:3] == ("float (> 0)", "0.001")
-    assert by_key["data.root"][2] == "unset"
-    assert by_key["model.name"][2] == "required"
-    assert by_key["eval.split"][1] == '"test" | "val" | "train"'
-    # Recipe.source is bookkeeping, not a recipe key
-    assert [f.name for f in attrs.fields(Recipe)] == ["runs", "description", "output", "source"]
-    assert EvalSection().batch_size is None
 
 
 SHIPPED = sorted(

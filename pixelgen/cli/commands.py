@@ -11,13 +11,12 @@ import argparse
 import functools
 import json
 import sys
-import tomllib
 from typing import Sequence
 
 from pixelgen import registry
 from pixelgen.errors import PixelgenError
 from pixelgen.nn.blocks import generation_order_of, raster_order
-from pixelgen.recipe import dump_toml, load_recipe, recipe_to_dict
+from pixelgen.recipe import dump_toml, load_recipe, parse_value, recipe_to_dict
 from pixelgen.registry.causality import allowed_dependencies, check_causality
 from pixelgen.study import report
 from pixelgen.study.from_checkpoint import (
@@ -31,21 +30,13 @@ from pixelgen.train.evaluation import progress_bar_enabled
 from pixelgen.train.plan import run_recipe
 
 
-def _parse_value(text: str):
-    """A ``key=value`` value as a TOML scalar where it parses (``3``, ``true``, ``1e-3``), else a string."""
-    try:
-        return tomllib.loads(f"v = {text}")["v"]
-    except tomllib.TOMLDecodeError:
-        return text
-
-
 def _parse_assignments(items: Sequence[str], flag: str) -> dict:
     out = {}
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise PixelgenError(f"{flag} {item!r}: expected KEY=VALUE")
-        out[key.strip()] = _parse_value(value.strip())
+        out[key.strip()] = parse_value(value.strip())
     return out
 
 

@@ -307,9 +307,8 @@ def check_options(kind: str, name: str, given: dict[str, Any], known: dict[str, 
     for key in given:
         if key not in known:
             listing = ", ".join(f"{k}={v!r}" for k, v in known.items()) or "none"
-            raise RegistryError(
-                f"{kind} {name!r} has no hyperparameter {key!r}; available: {listing}"
-            )
+            noun = "option" if kind == "data set" else "hyperparameter"
+            raise RegistryError(f"{kind} {name!r} has no {noun} {key!r}; available: {listing}")
 
 
 def create_model(name: str, **hyperparameters: Any):

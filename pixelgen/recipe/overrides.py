@@ -1,0 +1,117 @@
+"""Reading recipe files, and ``--set dotted.key=value`` overrides applied before validation."""
+
+import tomllib
+import typing
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from pixelgen.errors import RecipeError
+from pixelgen.recipe.convert import RUNS_TYPE, TOP_TYPES, deep_merge, dotted, recipe_from_dict, unknown_key
+from pixelgen.recipe.schema import Recipe, RunSpec, public_fields
+
+
+def load_recipe(path: str | Path, overrides: Sequence[str] = ()) -> Recipe:
+    """Read a TOML recipe, apply ``--set`` overrides, and validate it.
+
+    Args:
+        path: the recipe file.
+        overrides: ``"dotted.key=value"`` strings, applied in order before validation.
+            The value is read by :func:`parse_value`. ``runs.1.train.epochs=3`` sets a key
+            of the second ``[[runs]]`` table; keys of the top-level tables apply to every
+            run that does not set them itself.
+
+    Raises:
+        RecipeError: one line naming the file (for read and TOML errors), the override
+            (``--set key: ...``) or the dotted key path of the first invalid value.
+    """
+    if isinstance(overrides, str):
+        raise TypeError("overrides must be a sequence of 'key=value' strings, not a string")
+    path = Path(path)
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except FileNotFoundError:
+        raise RecipeError(f"{path}: no such recipe file") from None
+    except UnicodeDecodeError as exc:
+        raise RecipeError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    except OSError as exc:
+        raise RecipeError(f"{path}: cannot read the recipe ({exc.strerror})") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise RecipeError(f"{path}: invalid TOML: {' '.join(str(exc).split())}") from None
+    for override in overrides:
+        apply_override(data, override)
+    return recipe_from_dict(data, source=str(path))
+
+
+def parse_value(text: str) -> Any:
+    """A command-line value (``--set``, ``--hp``): a TOML value where ``text`` parses as one
+    (``3e-4``, ``true``, ``[0.9, 0.99]``, ``"text"``, ``{lr = 1}``; dates excepted), else the
+    bare string (``cpu``, ``/tmp/some data``)."""
+    try:
+        value = tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+    return value if isinstance(value, (str, int, float, bool, list, dict)) else text
+
+
+def apply_override(data: dict[str, Any], override: str) -> None:
+    """Apply one ``dotted.key=value`` override to raw recipe data, in place.
+
+    The key is checked against the schema so that a typo fails here, naming the override.
+    Keys inside free tables (``model.hyperparameters.*``, ``data.options.*``) are checked
+    later, against the registry.
+    """
+    key, sep, text = override.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise RecipeError(f"--set {override}: expected KEY=VALUE, e.g. train.epochs=3")
+    try:
+        *tables, last = _override_path(data, key.split("."))
+        target: Any = data
+        for i, part in enumerate(tables):  # creating tables on the way
+            target = target[part] if isinstance(part, int) else target.setdefault(part, {})
+            if not isinstance(target, (dict, list)):
+                raise ValueError(f"{dotted(tables[: i + 1])} is not a table in the recipe")
+    except ValueError as exc:
+        raise RecipeError(f"--set {key}: {exc}") from None
+    value = parse_value(text.strip())
+    existing = target[last] if isinstance(target, list) else target.get(last)
+    if isinstance(value, dict) and isinstance(existing, dict):
+        value = deep_merge(existing, value)  # an inline table adds keys, it keeps the rest
+    target[last] = value
+
+
+def _override_path(data: Mapping[str, Any], parts: list[str]) -> list[str | int]:
+    """An override's key, checked against the schema (a ValueError says what is wrong),
+    with ``runs.N`` turned into an index into the recipe's ``[[runs]]`` tables."""
+    if "" in parts:
+        raise ValueError("empty key segment")
+    path: list[str | int] = []
+    node: Any = TOP_TYPES
+    for i, part in enumerate(parts):
+        here = dotted(path) or "the recipe"
+        if node is RUNS_TYPE:
+            runs = data.get("runs")
+            if not isinstance(runs, list) or not runs:
+                raise ValueError("the recipe has no [[runs]] tables")
+            if not part.isdigit() or int(part) >= len(runs):
+                raise ValueError(f"runs index must be 0..{len(runs) - 1}, got {part!r}")
+            path.append(int(part))
+            node = RunSpec
+            continue
+        if typing.get_origin(node) is Mapping:  # a free table: the registry checks its keys
+            if i != len(parts) - 1:
+                raise ValueError(f"{here} holds plain values, not tables")
+            return path + [part]
+        keys = {f.name: f.type for f in public_fields(node)} if attrs.has(node) else node
+        if not isinstance(keys, dict):
+            raise ValueError(f"{here} is a value, not a table")
+        if part not in keys:
+            raise ValueError(unknown_key(part, list(keys), here))
+        path.append(part)
+        node = keys[part]
+    return path
