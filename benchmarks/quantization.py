@@ -29,7 +29,7 @@ from pixelgen.store import checkpoint as ckpt_io
 from pixelgen.store.quantization import SCHEMES
 from pixelgen.study.from_checkpoint import evaluate_checkpoint, quantize_checkpoint
 from pixelgen.study.measure import sampling_seconds
-from pixelgen.train.evaluation import set_threads
+from pixelgen.training.evaluation import set_threads
 
 
 def float_weights_bytes(state: dict) -> int:

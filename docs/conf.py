@@ -72,7 +72,7 @@ napoleon_use_rtype = False
 # libraries without an offline inventory are exempt; they render as plain text.
 nitpicky = True
 nitpick_ignore_regex = [
-    ("py:.*", r"(attrs|pluggy|zarr|numpy|np|lightning_fabric|einops|platformdirs)(\..*)?"),
+    ("py:.*", r"(attrs?|pluggy|zarr|numpy|np|lightning_fabric|einops|platformdirs|cattrs)(\..*)?"),
     ("py:class", r"torch\..*\._T_co"),  # the type variable of torch's Dataset[T_co]
 ]
 
@@ -127,23 +127,33 @@ def _drop_object_base(app, name, obj, options, bases):
 
 
 def _resolve_public_name(app, env, node, contnode):
-    """``pixelgen.<name>`` for a name of ``pixelgen.__all__`` refers to the object where
-    its module documents it (each object is documented once, where it is defined)."""
+    """A name re-exported by a package (``pixelgen.<name>`` of ``pixelgen.__all__``,
+    ``pixelgen.blocks.X``, ``pixelgen.recipe.X``) refers to the object where its module
+    documents it: each object is documented once, where it is defined."""
     target = node.get("reftarget", "")
-    module, _, name = target.rpartition(".")
-    if node.get("refdomain") != "py":
+    if node.get("refdomain") != "py" or not target.startswith("pixelgen."):
         return None
+    module, _, name = target.rpartition(".")
     if module == "pixelgen" and name in pixelgen.__all__:
         where = f"{make_reference.defining_module(name)}.{name}"
-    elif target.startswith("pixelgen.blocks."):  # the plugin API's public name (pixelgen.nn.blocks)
-        head, _, rest = target[len("pixelgen.blocks."):].partition(".")
-        obj = getattr(pixelgen.blocks, head, None)
-        if obj is None:
-            return None
-        where = f"{getattr(obj, '__module__', 'pixelgen.nn.blocks')}.{head}" + (f".{rest}" if rest else "")
     else:
-        return None
+        where = _defined_at(target)
+        if where is None or where == target:
+            return None
     return env.domains["py"].resolve_xref(env, node["refdoc"], app.builder, node["reftype"], where, node, contnode)
+
+
+def _defined_at(target: str) -> str | None:
+    """``pixelgen.recipe.load_recipe`` -> ``pixelgen.recipe.overrides.load_recipe``: the
+    dotted name of a re-exported class or function (or its attribute) where it is defined."""
+    parts = target.split(".")
+    for cut in range(len(parts) - 1, 0, -1):
+        module = sys.modules.get(".".join(parts[:cut]))
+        obj = getattr(module, parts[cut], None) if module is not None else None
+        defined_in = getattr(obj, "__module__", None)
+        if isinstance(defined_in, str) and defined_in.startswith("pixelgen"):
+            return ".".join([defined_in, getattr(obj, "__qualname__", parts[cut]), *parts[cut + 1:]])
+    return None
 
 
 def _figures_folder(env) -> Path:

@@ -34,6 +34,7 @@ Print one by hand (writes nothing)::
 from __future__ import annotations
 
 import argparse
+import importlib
 import inspect
 import re
 import sys
@@ -68,6 +69,9 @@ API_MODULES = [
     "pixelgen.registry.hookspecs",
     "pixelgen.registry.causality",
     "pixelgen.recipe",
+    "pixelgen.recipe.schema",
+    "pixelgen.recipe.convert",
+    "pixelgen.recipe.overrides",
     "pixelgen.data",
     "pixelgen.data.builtin",
     "pixelgen.data.builtin.common",
@@ -82,10 +86,10 @@ API_MODULES = [
     "pixelgen.store.archive",
     "pixelgen.store.images",
     "pixelgen.store.runs",
-    "pixelgen.train",
-    "pixelgen.train.evaluation",
-    "pixelgen.train.trainer",
-    "pixelgen.train.plan",
+    "pixelgen.training",
+    "pixelgen.training.evaluation",
+    "pixelgen.training.trainer",
+    "pixelgen.training.plan",
     "pixelgen.study",
     "pixelgen.study.inference",
     "pixelgen.study.from_checkpoint",
@@ -418,8 +422,6 @@ API_PENDING: dict[str, str] = {}
 # Extra autodoc options for a module's page.
 API_OPTIONS = {
     "pixelgen.cli": [":undoc-members:"],  # main, build_parser: the command line is the docs
-    # Its __all__ re-exports the data sets, which their own modules' pages document.
-    "pixelgen.data.builtin": [":ignore-module-all:"],
     # The plugin API's public name re-exports pixelgen.nn.blocks, whose page documents it.
     "pixelgen.blocks": [":ignore-module-all:"],
 }
@@ -481,6 +483,9 @@ def api_page(module_name: str) -> str:
         lines.append("```\n")
         return "\n".join(lines)
     lines += [f".. automodule:: {module_name}", "   :members:", "   :show-inheritance:"]
+    if hasattr(importlib.import_module(module_name), "__path__"):
+        # a package's __all__ re-exports its modules' names, which their own pages document
+        lines.append("   :ignore-module-all:")
     lines += [f"   {option}" for option in API_OPTIONS.get(module_name, [])]
     lines.append("```\n")
     return "\n".join(lines)

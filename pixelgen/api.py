@@ -8,7 +8,7 @@
     results = pixelgen.train(recipe, model=my_module)   # an nn.Module that no plugin registers
 
 It builds the same :class:`~pixelgen.recipe.Recipe` a recipe file does and runs it the way
-``pixelgen run`` does (:func:`pixelgen.train.plan.run_recipe`): every default, check,
+``pixelgen run`` does (:func:`pixelgen.training.plan.run_recipe`): every default, check,
 checkpoint and archive is the same.
 """
 
@@ -30,7 +30,7 @@ from pixelgen.registry import (
     unregister_plugin,
 )
 from pixelgen.registry.hookspecs import hookimpl
-from pixelgen.train.plan import run_recipe
+from pixelgen.training.plan import run_recipe
 
 
 def train(

@@ -17,7 +17,7 @@ from pixelgen import cli
 from pixelgen.errors import RecipeError
 from pixelgen.recipe import dump_toml, recipe_from_dict
 from pixelgen.store.archive import RunArchive
-from pixelgen.train.plan import plan_runs
+from pixelgen.training.plan import plan_runs
 
 TINY_MODEL = {"hidden_channels": 6, "n_layers": 1, "head_channels": 16, "n_levels": 2}
 

@@ -24,7 +24,7 @@ LAYERS = [
     ("registry", {"pixelgen.registry"}),
     ("recipe and data", {"pixelgen.recipe", "pixelgen.data"}),
     ("store", {"pixelgen.store"}),
-    ("train", {"pixelgen.train"}),
+    ("training", {"pixelgen.training"}),
     ("study", {"pixelgen.study"}),
     ("api", {"pixelgen.api"}),
     ("cli", {"pixelgen.cli"}),
@@ -104,9 +104,9 @@ def upward(graph: dict[str, set[str]]) -> list[str]:
 # The trainer still finishes the run (evaluation, samples, scores): the study's work, which
 # moves out of it next (issue 19, item 3); then this set is empty and goes.
 PENDING = {
-    "pixelgen.train.plan -> pixelgen.study.scoring (train may not import study)",
-    "pixelgen.train.trainer -> pixelgen.study.inference (train may not import study)",
-    "pixelgen.train.trainer -> pixelgen.study.scoring (train may not import study)",
+    "pixelgen.training.plan -> pixelgen.study.scoring (training may not import study)",
+    "pixelgen.training.trainer -> pixelgen.study.inference (training may not import study)",
+    "pixelgen.training.trainer -> pixelgen.study.scoring (training may not import study)",
 }
 
 
@@ -118,10 +118,10 @@ def test_an_upward_import_is_caught():
     """The check above can fail: the recipe importing the trainer, or data importing the
     recipe beside it, is reported."""
     graph = import_graph()
-    graph["pixelgen.recipe"] = graph["pixelgen.recipe"] | {"pixelgen.train.trainer"}
+    graph["pixelgen.recipe"] = graph["pixelgen.recipe"] | {"pixelgen.training.trainer"}
     graph["pixelgen.data"] = graph["pixelgen.data"] | {"pixelgen.recipe"}
     found = upward(graph)
-    assert any(line.startswith("pixelgen.recipe -> pixelgen.train.trainer") for line in found), found
+    assert any(line.startswith("pixelgen.recipe -> pixelgen.training.trainer") for line in found), found
     assert any(line.startswith("pixelgen.data -> pixelgen.recipe") for line in found), found
 
 
@@ -146,7 +146,7 @@ def test_a_cycle_is_caught(monkeypatch):
     """The cycle check above can fail: a graph with a loop makes it raise."""
     real = import_graph()
     monkeypatch.setattr(sys.modules[__name__], "import_graph",
-                        lambda: {**real, "pixelgen.nn.blocks": real["pixelgen.nn.blocks"] | {"pixelgen.train.plan"}})
+                        lambda: {**real, "pixelgen.nn.blocks": real["pixelgen.nn.blocks"] | {"pixelgen.training.plan"}})
     with pytest.raises(AssertionError, match="import cycle"):
         test_the_import_graph_has_no_cycle()
 
@@ -159,7 +159,7 @@ def test_every_subpackage_is_packaged():
 
 
 def loaded_after(code: str) -> list[str]:
-    heavy = ["pixelgen.train", "pixelgen.store", "pixelgen.study", "pixelgen.recipe", "pixelgen.registry",
+    heavy = ["pixelgen.training", "pixelgen.store", "pixelgen.study", "pixelgen.recipe", "pixelgen.registry",
              "pixelgen.sampling", "zarr", "PIL", "lightning_fabric", "pluggy", "matplotlib", "torch"]
     probe = f"import sys; {code}; print([m for m in {heavy!r} if m in sys.modules])"
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
@@ -173,7 +173,7 @@ def test_the_plugin_api_loads_torch_and_einops_only():
 
 def test_loading_a_recipe_loads_no_training_storage_or_study():
     loaded = loaded_after("import pixelgen.recipe as r; r.load_recipe('recipes/quickstart.toml')")
-    assert not {"pixelgen.train", "pixelgen.store", "pixelgen.study", "zarr", "PIL", "lightning_fabric",
+    assert not {"pixelgen.training", "pixelgen.store", "pixelgen.study", "zarr", "PIL", "lightning_fabric",
                 "matplotlib"} & set(loaded), loaded
 
 
@@ -187,4 +187,4 @@ def test_every_public_name_is_exported_lazily_and_resolves():
 
 def test_the_command_line_parses_without_torch():
     loaded = loaded_after("import pixelgen.cli; pixelgen.cli.build_parser().parse_args(['run', 'x.toml'])")
-    assert not {"torch", "zarr", "lightning_fabric", "pixelgen.train"} & set(loaded), loaded
+    assert not {"torch", "zarr", "lightning_fabric", "pixelgen.training"} & set(loaded), loaded

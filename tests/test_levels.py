@@ -19,7 +19,7 @@ from pixelgen.blocks import n_levels_of
 from pixelgen.nn.layers import scale_input
 from pixelgen.sampling import SamplingError, draw, sample
 from pixelgen.store.images import from_display, to_display
-from pixelgen.train.evaluation import evaluate
+from pixelgen.training.evaluation import evaluate
 
 BUILTIN = ["pixelcnn", "row_lstm", "diagonal_bilstm"]
 TINY = dict(hidden_channels=6, n_layers=2, head_channels=16)

@@ -34,8 +34,8 @@ from pixelgen.errors import CheckpointError
 from pixelgen.recipe import dump_toml
 from pixelgen.store import checkpoint as ckpt_io
 from pixelgen.store.archive import RunArchive
-from pixelgen.train import evaluation
-from pixelgen.train import trainer
+from pixelgen.training import evaluation
+from pixelgen.training import trainer
 
 FASHION_MNIST = pathlib.Path("/usr/share/datasets/fashion-mnist")
 TINY_MODEL = {"hidden_channels": 6, "n_layers": 1, "head_channels": 16}

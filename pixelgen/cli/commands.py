@@ -26,8 +26,8 @@ from pixelgen.study.from_checkpoint import (
     score_checkpoint,
 )
 from pixelgen.study.scoring import FIGURES, metric_label
-from pixelgen.train.evaluation import progress_bar_enabled
-from pixelgen.train.plan import run_recipe
+from pixelgen.training.evaluation import progress_bar_enabled
+from pixelgen.training.plan import run_recipe
 
 
 def _parse_assignments(items: Sequence[str], flag: str) -> dict:

@@ -25,7 +25,7 @@ from pixelgen.errors import DataError
 from pixelgen.registry import create_dataset, get_dataset_spec
 
 # torchvision is imported where it is used: importing it takes about 1.2 s (python -X
-# importtime, after torch), which every `import pixelgen.train.plan` would pay, data or not.
+# importtime, after torch), which every `import pixelgen.training.plan` would pay, data or not.
 
 
 def resolve_data_root(root: str | os.PathLike | None) -> pathlib.Path:

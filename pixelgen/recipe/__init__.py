@@ -1,6 +1,6 @@
 """Recipes: declarative TOML files that say what to train, on what, and how.
 
-A recipe is data. :func:`load_recipe` parses the TOML with :mod:`tomllib`, applies
+A recipe is data. :func:`~pixelgen.recipe.overrides.load_recipe` parses the TOML with :mod:`tomllib`, applies
 ``--set dotted.key=value`` overrides, and structures the result with ``cattrs`` into
 the frozen attrs classes of ``pixelgen.recipe.schema``, whose validators check every
 value. Any problem is a

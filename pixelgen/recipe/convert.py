@@ -202,7 +202,7 @@ def deep_merge(base: Mapping, over: Mapping) -> dict:
 
 
 def recipe_from_dict(data: Mapping[str, Any], source: str | None = None) -> Recipe:
-    """Validate raw recipe data (as parsed from TOML) into a :class:`Recipe`.
+    """Validate raw recipe data (as parsed from TOML) into a :class:`~pixelgen.recipe.schema.Recipe`.
 
     Args:
         data: the parsed TOML document.

@@ -34,8 +34,8 @@ from pixelgen.study.scoring import (
     reference_images,
     score_images,
 )
-from pixelgen.train.evaluation import evaluate, set_threads
-from pixelgen.train.plan import make_fabric
+from pixelgen.training.evaluation import evaluate, set_threads
+from pixelgen.training.plan import make_fabric
 
 
 def evaluate_checkpoint(

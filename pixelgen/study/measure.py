@@ -230,7 +230,7 @@ def run_paper_figure(record: RunRecord) -> tuple[float | None, str]:
 
 
 def load_run_data(record: RunRecord, report: Report = silent) -> dict[str, Any] | None:
-    """The run's splits (``pixelgen.train.plan.load_data``), or None (with a note) when its data
+    """The run's splits (``pixelgen.training.plan.load_data``), or None (with a note) when its data
     cannot be found here."""
     try:
         return load_data(record.run)

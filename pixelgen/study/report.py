@@ -8,7 +8,7 @@
     compare_recipe(recipe, out)   the same for every run of a multi-run recipe
     analyse(checkpoint, out)      one model: receptive field, gradient flow, scaling
 
-What a run folder holds (written by :mod:`pixelgen.train.plan`): ``best.ckpt`` and
+What a run folder holds (written by :mod:`pixelgen.training.plan`): ``best.ckpt`` and
 ``last.ckpt`` (:mod:`pixelgen.store.checkpoint`: the model, its hyperparameters and the
 resolved recipe) and the run archive (:mod:`pixelgen.store.archive`: per-epoch metrics, the
 final evaluation, sample batches). :mod:`pixelgen.study.measure` reads and measures each run

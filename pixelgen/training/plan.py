@@ -4,7 +4,7 @@
 
     plan_runs(recipe, out, resume)     check every run of a recipe before training any:
                                        run folders, checkpoints, data, model, Fabric
-    fit(plan, report)                  train one run (pixelgen.train.trainer.Trainer), then
+    fit(plan, report)                  train one run (pixelgen.training.trainer.Trainer), then
                                        evaluate its best checkpoint and draw its samples
     run_recipe(recipe, ...)            plan, then fit each run in turn
     load_data(run), build_model(...)   a run's data splits and model, as the recipe says
@@ -40,7 +40,7 @@ from pixelgen.store import checkpoint as ckpt_io
 from pixelgen.store.archive import RunArchive
 from pixelgen.store.runs import BEST, LAST, METRICS_JSON
 from pixelgen.study.scoring import inception_weights
-from pixelgen.train.trainer import Trainer, TrainingError, finished
+from pixelgen.training.trainer import Trainer, TrainingError, finished
 
 __all__ = [
     "RunPlan", "TrainingError", "build_model", "check_levels", "fit", "make_fabric", "plan_runs",

@@ -70,7 +70,7 @@ from pixelgen.study.scoring import (
     reference_images,
     score_images,
 )
-from pixelgen.train.evaluation import (
+from pixelgen.training.evaluation import (
     bare_module,
     evaluate,
     progress_bar_enabled,
@@ -247,7 +247,7 @@ class SignalGuard:
 
 
 class Trainer:
-    """Trains one planned run (:class:`pixelgen.train.plan.RunPlan`) inside ``fabric.launch``."""
+    """Trains one planned run (:class:`pixelgen.training.plan.RunPlan`) inside ``fabric.launch``."""
 
     def __init__(self, fabric: Any, plan: Any, report: Report) -> None:
         self.fabric, self.plan, self.run, self.folder = fabric, plan, plan.run, plan.run_dir
