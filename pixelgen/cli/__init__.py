@@ -163,12 +163,15 @@ def _add_sample(sub: argparse._SubParsersAction) -> None:
     p.add_argument("checkpoint", help="a .ckpt file written by pixelgen run")
     p.add_argument("-n", type=_bounded_int(1, MAX_SAMPLES, "a number of images"), default=64,
                    help="number of images (default: 64)")
-    p.add_argument("--temperature", type=float, default=1.0, help="softmax temperature (default: 1)")
-    p.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (default: 1, off)")
+    # The sampling settings' defaults are the recipe's [sample] ones (pixelgen.recipe.SampleSection),
+    # filled in by the command: reading them here would load the recipe, and with it torch.
+    p.add_argument("--temperature", type=float, help="softmax temperature (default: a recipe's sample.temperature)")
+    p.add_argument("--top-p", type=float, help="nucleus sampling mass (default: a recipe's sample.top_p, off)")
     p.add_argument("--seed", type=_bounded_int(0, 2**63 - 1, "a seed"),
                    help="seed of the sampling generator (default: random, recorded)")
-    p.add_argument("--sampler", choices=["fast", "reference"], default="fast",
-                   help="fast: cached one-pixel steps; reference: a full forward pass per sub-pixel")
+    p.add_argument("--sampler", choices=["fast", "reference"],
+                   help="fast: cached one-pixel steps; reference: a full forward pass per sub-pixel "
+                        "(default: a recipe's sample.sampler)")
     p.add_argument("--label", type=int, help="class of every image (conditional models; default: 0, 1, ... in turn)")
     p.add_argument("--complete", metavar="IMAGE", help="image file whose top --rows rows every sample keeps")
     p.add_argument("--rows", type=int, help="rows of --complete to keep")
@@ -177,8 +180,8 @@ def _add_sample(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--png", metavar="PATH", help="grid file (default: samples-<key>.png next to the checkpoint)")
     p.add_argument("--archive", metavar="PATH", help="archive to append to (default: the run's, next to the checkpoint)")
     p.add_argument("--no-archive", action="store_true", help="do not archive the samples")
-    p.add_argument("--batch-size", type=_bounded_int(1, MAX_SAMPLES, "a batch size"), default=16,
-                   help="images generated at once (default: 16)")
+    p.add_argument("--batch-size", type=_bounded_int(1, MAX_SAMPLES, "a batch size"),
+                   help="images generated at once (default: a recipe's sample.batch_size)")
     p.add_argument("--device", help="cpu, cuda, ... (default: cuda where available)")
     p.add_argument("--weights", choices=["auto", "ema", "raw"], default="auto",
                    help="ema: the run's average of its weights; raw: the trained weights (default: ema where kept)")
