@@ -16,10 +16,13 @@ import signal
 import sys
 import threading
 import traceback
+from collections.abc import Sequence
 from importlib.metadata import PackageNotFoundError, version
-from typing import Sequence
+
+import attrs
 
 from pixelgen.errors import CausalityError, Interrupted, PixelgenError
+from pixelgen.study.options import CompareOptions
 
 
 def _non_negative_int(text: str) -> int:
@@ -59,12 +62,17 @@ def _size(text: str) -> tuple[int, int]:
 
 
 def _add_measure_options(p: argparse.ArgumentParser) -> None:
+    default = {f.name: f.default for f in attrs.fields(CompareOptions)}
     p.add_argument("--out", metavar="DIR", help="output folder")
-    p.add_argument("--device", help="where to measure: cpu (default), cuda, ...")
-    p.add_argument("--field-size", type=int, metavar="N", help="receptive-field canvas side (default: 15)")
-    p.add_argument("--scaling-sizes", type=int, nargs="+", metavar="N", help="image sizes timed (default: 8 16 32)")
-    p.add_argument("--scaling-depths", type=int, nargs="+", metavar="N", help="layer counts timed (default: 1 2 4)")
-    p.add_argument("--timing-images", type=int, metavar="N", help="images per sampler timing (default: 2)")
+    p.add_argument("--device", help=f"where to measure: cpu, cuda, ... (default: {default['device']})")
+    p.add_argument("--field-size", type=int, metavar="N",
+                   help=f"receptive-field canvas side (default: {default['field_size']})")
+    p.add_argument("--scaling-sizes", type=int, nargs="+", metavar="N",
+                   help=f"image sizes timed (default: {' '.join(map(str, default['scaling_sizes']))})")
+    p.add_argument("--scaling-depths", type=int, nargs="+", metavar="N",
+                   help=f"layer counts timed (default: {' '.join(map(str, default['scaling_depths']))})")
+    p.add_argument("--timing-images", type=int, metavar="N",
+                   help=f"images per sampler timing (default: {default['timing_images']})")
 
 
 EXAMPLES = {

@@ -14,7 +14,7 @@ import os
 import re
 import sys
 import tomllib
-from typing import Sequence
+from collections.abc import Sequence
 
 from pixelgen import registry
 from pixelgen.api import run_recipe
@@ -30,6 +30,7 @@ from pixelgen.study.from_checkpoint import (
     sample_checkpoint,
     score_checkpoint,
 )
+from pixelgen.study.options import CompareOptions
 from pixelgen.study.scoring import FIGURES, metric_label
 from pixelgen.train.evaluation import progress_bar_enabled
 
@@ -177,7 +178,7 @@ def _compare_options(args: argparse.Namespace):
     for name in ("scaling_sizes", "scaling_depths"):
         if name in given:
             given[name] = tuple(given[name])
-    return report.CompareOptions(**given)
+    return CompareOptions(**given)
 
 
 def _to_stderr(line: str) -> None:
