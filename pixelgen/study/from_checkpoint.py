@@ -144,25 +144,34 @@ def sample_checkpoint(
     if prefix is None:
         height, width = size or _image_size_of_run(state)
     labels = class_labels(model, settings.n, label)
-    result: dict[str, Any] = {"seed": settings.seed, "archive": None, "key": None, "png": None,
-                              "sampler": sampler_used(model, settings.sampler)}
-    start = time.perf_counter()
-    if archive is not False:
-        result["archive"] = Path(archive)
-        with RunLock(result["archive"].parent):  # one writer per run folder
-            images, result["key"] = draw_from_checkpoint(model, result["archive"], checkpoint, state, settings,
-                                                         height, width, labels=labels, prefix=prefix,
-                                                         progress=progress, source=source)
-    else:
-        images = sample_batched(model, settings.n, height, width, batch_size=settings.batch_size,
-                                temperature=settings.temperature, top_p=settings.top_p, seed=settings.seed,
-                                sampler=settings.sampler, labels=labels, prefix=prefix, progress=progress)
-    result["seconds_per_image"] = (time.perf_counter() - start) / settings.n
+    result: dict[str, Any] = {"seed": settings.seed, "png": None, "sampler": sampler_used(model, settings.sampler)}
+    result["archive"] = Path(archive) if archive is not False else None
+    images, result["key"], result["seconds_per_image"] = _draw(
+        model, result["archive"], checkpoint, state, settings, height, width, labels=labels, prefix=prefix,
+        progress=progress, source=source)
     if png is not False:
         default = f"samples-{result['key']}.png" if result["key"] is not None else "samples.png"
         result["png"] = save_grid(images, checkpoint.parent / default if png is True else png, n_levels_of(model))
     result["images"] = images
     return result
+
+
+def _draw(
+    model: torch.nn.Module, archive: Path | None, checkpoint: Path, state: dict[str, Any], settings: SampleSection,
+    height: int, width: int, **options: Any,
+) -> tuple[torch.Tensor, str | None, float]:
+    """The samples of :func:`sample_checkpoint`, appended to ``archive`` (the one writer of its
+    run folder) unless it is None; their key there, and the seconds per image."""
+    start = time.perf_counter()
+    if archive is not None:
+        with RunLock(archive.parent):
+            images, key = draw_from_checkpoint(model, archive, checkpoint, state, settings, height, width, **options)
+    else:
+        options.pop("source")
+        images, key = sample_batched(model, settings.n, height, width, batch_size=settings.batch_size,
+                                     temperature=settings.temperature, top_p=settings.top_p, seed=settings.seed,
+                                     sampler=settings.sampler, **options), None
+    return images, key, (time.perf_counter() - start) / settings.n
 
 
 def _recorded_threads(state: dict[str, Any]) -> int | None:

@@ -41,17 +41,14 @@ from lightning_fabric.utilities.seed import pl_worker_init_function
 from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader, DistributedSampler
-from torchvision.utils import make_grid
 
 from pixelgen.errors import PixelgenError, Report, silent
-from pixelgen.nn.blocks import call_model, n_classes_of, n_levels_of
+from pixelgen.nn.blocks import call_model, n_classes_of
 from pixelgen.nn.metrics import bits_per_dim
 from pixelgen.recipe import duration_seconds, recipe_to_dict
-from pixelgen.sampling import sample
 from pixelgen.store import checkpoint as ckpt_io
 from pixelgen.store.archive import RunArchive
 from pixelgen.store.files import RunLock, remove_temporary_files
-from pixelgen.store.images import to_display
 from pixelgen.store.runs import BEST, LAST, METRICS_JSON, write_resolved
 from pixelgen.train.evaluation import (
     bare_module,
@@ -66,6 +63,7 @@ from pixelgen.train.sinks import (
     LoggerSink,
     MetricSink,
     RunProgress,
+    log_sample_grid,
 )
 
 
@@ -160,8 +158,8 @@ class Trainer:
         if state is None:
             return
         self.model.load_state_dict(state["model_state"])
-        self._restore_optimizer(state["optimizer"])
-        self._apply_new_lr(state["recipe"]["train"]["optimizer"]["lr"])
+        restore_optimizer(self.optimizer, state["optimizer"], self.say)
+        apply_new_lr(self.optimizer, state["recipe"]["train"]["optimizer"]["lr"], self.cfg.optimizer.lr, self.say)
         if self.scheduler is not None and state.get("scheduler"):
             self.scheduler.load_state_dict(state["scheduler"])
         if state.get("precision"):
@@ -178,27 +176,6 @@ class Trainer:
         if not same_world:
             self.say(f"  note: checkpoint written by {len(rngs)} processes, resuming on "
                      f"{self.fabric.world_size}: the data order continues, the random streams do not")
-
-    def _restore_optimizer(self, saved: dict[str, Any]) -> None:
-        """The optimizer's state, unless the checkpoint's model had fewer parameters (a
-        layer's state dict upgraded on load, such as a Diagonal BiLSTM saved before its initial
-        state was learned): then its moments start afresh, with a note."""
-        sizes = [len(group["params"]) for group in saved["param_groups"]]
-        if sizes == [len(group["params"]) for group in self.optimizer.param_groups]:
-            self.optimizer.load_state_dict(saved)
-        else:
-            self.say("  note: the checkpoint's model had fewer parameters (written by an older pixelgen); "
-                     "its weights are kept, the optimizer's moments start afresh")
-
-    def _apply_new_lr(self, trained_lr: float) -> None:
-        """A changed ``train.optimizer.lr`` on resume (the advice after a non-finite loss) applies."""
-        lr = self.cfg.optimizer.lr
-        if trained_lr == lr:
-            return
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
-        self.say(f"  note: train.optimizer.lr is now {lr:g} (was {trained_lr:g}); "
-                 f"the resumed run continues at the new rate")
 
     # -- the loop -----------------------------------------------------------------------
 
@@ -342,7 +319,8 @@ class Trainer:
         for sink in self.sinks:
             sink.write(row, note)
         if self.rank0 and self.run.sample.tensorboard_n:
-            self.log_sample_grid()
+            log_sample_grid(self.fabric, bare_module(self.eval_model), self.plan.data["train"].shape,
+                            self.run.sample, self.step)
         state = self.checkpoint_state(row)  # collective: every rank calls it
         if self.rank0:
             with self.signals.deferred():  # a signal waits until both files are whole
@@ -351,21 +329,6 @@ class Trainer:
                     ckpt_io.save_checkpoint(self.folder / BEST, state)
         self.saved_epoch = self.epoch
         self.fabric.barrier()
-
-    def log_sample_grid(self) -> None:
-        """A few samples of the model as it is after this epoch, as one TensorBoard image
-        (their own seeded generator: the training's random streams are untouched)."""
-        loggers = [lg for lg in self.fabric.loggers if isinstance(lg, TensorBoardLogger)]
-        if not loggers:
-            return
-        _, height, width = self.plan.data["train"].shape
-        n, n_classes = self.run.sample.tensorboard_n, n_classes_of(self.model)
-        labels = torch.arange(n, device=self.fabric.device) % n_classes if n_classes else None
-        images = sample(bare_module(self.eval_model), n, height, width, seed=self.run.sample.seed,
-                        temperature=self.run.sample.temperature, top_p=self.run.sample.top_p, labels=labels)
-        grid = make_grid(to_display(images.cpu(), n_levels_of(self.model)), nrow=math.ceil(math.sqrt(n)), padding=1, pad_value=255)  # (3, H', W')
-        for logger in loggers:
-            logger.experiment.add_image("samples", grid, global_step=self.step)
 
     def checkpoint_state(self, row: dict[str, float]) -> dict[str, Any]:
         """Everything a resume needs (see :mod:`pixelgen.store.checkpoint` for the keys)."""
@@ -419,6 +382,28 @@ def finished(epoch: int, step: int, stopped: bool, run: Any, train_time_s: float
     max_steps, budget = run.train.max_steps, duration_seconds(run.train.max_time)
     return (stopped or epoch >= run.train.epochs or (max_steps is not None and step >= max_steps)
             or (budget is not None and train_time_s >= budget))
+
+
+def restore_optimizer(optimizer: torch.optim.Optimizer, saved: dict[str, Any], say: Report) -> None:
+    """The optimizer's state, unless the checkpoint's model had fewer parameters (a
+    layer's state dict upgraded on load, such as a Diagonal BiLSTM saved before its initial
+    state was learned): then its moments start afresh, with a note."""
+    sizes = [len(group["params"]) for group in saved["param_groups"]]
+    if sizes == [len(group["params"]) for group in optimizer.param_groups]:
+        optimizer.load_state_dict(saved)
+    else:
+        say("  note: the checkpoint's model had fewer parameters (written by an older pixelgen); "
+            "its weights are kept, the optimizer's moments start afresh")
+
+
+def apply_new_lr(optimizer: torch.optim.Optimizer, trained_lr: float, lr: float, say: Report) -> None:
+    """A changed ``train.optimizer.lr`` on resume (the advice after a non-finite loss) applies."""
+    if trained_lr == lr:
+        return
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    say(f"  note: train.optimizer.lr is now {lr:g} (was {trained_lr:g}); "
+        f"the resumed run continues at the new rate")
 
 
 def repair_best(folder: os.PathLike, state: dict[str, Any]) -> None:
