@@ -1,6 +1,13 @@
-"""The Python front door to training: ``pixelgen.train(...)``, no TOML needed.
+"""The Python front door to training: ``pixelgen.train(...)``, no TOML needed, and the
+run itself, where planning, training and the study of its end meet.
 
 ::
+
+    run_recipe(recipe, ...)     check the Inception weights [score] needs, plan every run
+                                (pixelgen.training.plan), then fit each in turn
+    fit(plan, report)           one run inside fabric.launch: train it
+                                (pixelgen.training.trainer.Trainer), then finish it
+                                (pixelgen.study.finish.finish_run: evaluate, sample, score)
 
     import pixelgen
     results = pixelgen.train("recipes/quickstart.toml", train={"epochs": 1})
@@ -8,20 +15,22 @@
     results = pixelgen.train(recipe, model=my_module)   # an nn.Module that no plugin registers
 
 It builds the same :class:`~pixelgen.recipe.Recipe` a recipe file does and runs it the way
-``pixelgen run`` does (:func:`pixelgen.training.plan.run_recipe`): every default, check,
+``pixelgen run`` does (:func:`run_recipe`): every default, check,
 checkpoint and archive is the same.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import tomllib
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from torch import nn
 
-from pixelgen.errors import RecipeError, Report
+from pixelgen.errors import RecipeError, Report, silent
 from pixelgen.recipe import Recipe, recipe_from_dict, recipe_to_dict
 from pixelgen.registry import (
     ModelSpec,
@@ -30,7 +39,53 @@ from pixelgen.registry import (
     unregister_plugin,
 )
 from pixelgen.registry.hookspecs import hookimpl
-from pixelgen.training.plan import run_recipe
+from pixelgen.store.runs import METRICS_JSON
+from pixelgen.study.finish import finish_run
+from pixelgen.study.scoring import inception_weights
+from pixelgen.training.plan import RunPlan, plan_runs
+from pixelgen.training.trainer import Trainer
+
+
+def run_recipe(
+    recipe: Recipe, *, out: str | os.PathLike | None = None, resume: bool = False,
+    report: Report | None = None,
+) -> list[dict[str, Any] | None]:
+    """Train and evaluate every run of ``recipe`` in turn (see
+    :func:`pixelgen.training.plan.plan_runs`); per run, the figures of its ``metrics.json``
+    (None for a finished run skipped). The Inception weights a run's ``[score]`` needs are
+    checked first: missing weights fail now, not after training."""
+    for run in recipe.runs:
+        if run.score.metrics and run.score.features == "inception":
+            inception_weights(run.score.weights_path)
+    plans = plan_runs(recipe, out=out, resume=resume)
+    return [fit(plan, report) for plan in plans]
+
+
+def fit(plan: RunPlan, report: Report | None = None) -> dict[str, Any] | None:
+    """Train one planned run and finish it (evaluate its best checkpoint, draw and score its
+    samples); returns the figures that went into ``metrics.json`` (None for a skipped run).
+
+    Launches the Fabric processes (with ``strategy="ddp"`` the script is re-run for the
+    other ranks, which plan the same runs and join here).
+    """
+    report = report or silent
+    if plan.action == "skip":
+        figures = json.loads((plan.run_dir / METRICS_JSON).read_text())
+        report(
+            f"run {plan.run.name!r} in {plan.run_dir} already finished (epoch "
+            f"{plan.checkpoint['epoch']}, {figures.get('split')} bits/dim "
+            f"{figures.get('bits_per_dim', float('nan')):.4f}); skipped"
+        )
+        return None
+    return plan.fabric.launch(lambda fabric: _train_and_finish(fabric, plan, report))
+
+
+def _train_and_finish(fabric: Any, plan: RunPlan, report: Report) -> dict[str, Any]:
+    """One run on every rank: the training, then its end, holding the run folder."""
+    trainer = Trainer(fabric, plan, report)
+    with trainer.holding_the_run():
+        trainer.train()
+        return finish_run(trainer)
 
 
 def train(

@@ -101,17 +101,8 @@ def upward(graph: dict[str, set[str]]) -> list[str]:
                   for layer_a, layer_b in [(LAYERS[RANK[unit_a]][0], LAYERS[RANK[unit_b]][0])])
 
 
-# The trainer still finishes the run (evaluation, samples, scores): the study's work, which
-# moves out of it next (issue 19, item 3); then this set is empty and goes.
-PENDING = {
-    "pixelgen.training.plan -> pixelgen.study.scoring (training may not import study)",
-    "pixelgen.training.trainer -> pixelgen.study.inference (training may not import study)",
-    "pixelgen.training.trainer -> pixelgen.study.scoring (training may not import study)",
-}
-
-
 def test_imports_run_down_the_layers_only():
-    assert set(upward(import_graph())) <= PENDING
+    assert not upward(import_graph())
 
 
 def test_an_upward_import_is_caught():

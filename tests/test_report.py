@@ -25,7 +25,7 @@ from pixelgen.errors import DataError
 from pixelgen.recipe import PaperSection, dump_toml
 from pixelgen.store import checkpoint as ckpt_io
 from pixelgen.store.archive import RunArchive
-from pixelgen.study import measure, render, report
+from pixelgen.study import measure, options, render, report
 
 TINY_MODEL = {"hidden_channels": 6, "n_layers": 1, "head_channels": 16}
 MEASURE = ["--scaling-sizes", "4", "8", "--scaling-depths", "1", "2", "--field-size", "7", "--timing-images", "1"]
@@ -152,8 +152,8 @@ def test_measurements_are_recorded_per_run(compared):
 def test_the_paper_numbers_appear_for_cifar10(compared):
     c = dict(compared["comparison"])
     c["dataset"] = "cifar10"
-    c["runs"] = [{**r, "paper_bits_per_dim": report._paper_figure(r["model"], "cifar10")} for r in c["runs"]]
-    markdown = report.to_markdown(report.comparison_document(c))
+    c["runs"] = [{**r, "paper_bits_per_dim": measure.paper_figure(r["model"], "cifar10")} for r in c["runs"]]
+    markdown = render.to_markdown(report.comparison_document(c))
     assert "| published bits/dim [4] | 3.14 | 3.07 |" in markdown
     assert "[4] Published figures" in markdown and "rows: the model's published test figure" in markdown
 
@@ -168,7 +168,7 @@ def test_a_recipes_paper_table_puts_its_figure_beside_the_run(runs, compared):
         3.11, "Pixel RNN, table 3 (CIFAR-10 validation)")
     c = dict(compared["comparison"])
     c["runs"] = [c["runs"][0], {**c["runs"][1], "paper_bits_per_dim": 3.11, "paper_source": cell.source}]
-    markdown = report.to_markdown(report.comparison_document(c))
+    markdown = render.to_markdown(report.comparison_document(c))
     assert "| published bits/dim [4] | - | 3.11 |" in markdown
     assert "[4] Published figures, beside the measured ones (a recipe's [paper] table gives them per run): " \
            "rows: Pixel RNN, table 3 (CIFAR-10 validation)." in markdown
@@ -202,19 +202,19 @@ def test_training_figures_skip_epochs_without_validation():
         "images_per_s": np.array([10.0, 20.0, 30.0, 40.0]),
         "peak_memory_mb": np.array([5.0, 7.0, 6.0, 6.0]),
     }
-    figures = report.training_figures(metrics, {"bits_per_dim": 3.8, "nll_nats": 100.0})
+    figures = measure.training_figures(metrics, {"bits_per_dim": 3.8, "nll_nats": 100.0})
     assert figures["best_val_bits_per_dim"] == 3.9 and figures["best_val_epoch"] == 2
     assert figures["final_train_bits_per_dim"] == 3.25 and figures["epochs"] == 4
     assert (figures["epoch_time_s"], figures["train_time_s"]) == (2.5, 10.0)
     assert (figures["images_per_s"], figures["peak_memory_mb"]) == (25.0, 7.0)
     assert figures["test_bits_per_dim"] == 3.8 and figures["test_bits_per_dim_per_channel"] is None
-    without_val = report.training_figures({k: v for k, v in metrics.items() if k != "val_bits_per_dim"}, {})
+    without_val = measure.training_figures({k: v for k, v in metrics.items() if k != "val_bits_per_dim"}, {})
     assert without_val["best_val_bits_per_dim"] is None and without_val["best_val_epoch"] is None
 
 
 # ------------------------------------------------------------------ one measurement, typed records
 
-OPTIONS = report.CompareOptions(field_size=7, scaling_sizes=(4, 8), scaling_depths=(1, 2), timing_images=1)
+OPTIONS = options.CompareOptions(field_size=7, scaling_sizes=(4, 8), scaling_depths=(1, 2), timing_images=1)
 RANDOM_IMAGES_NOTE = "The run's data was not found: gradient flow on random images."
 
 
@@ -224,7 +224,7 @@ def no_data(run):
 
 def test_the_report_is_rendered_from_comparison_json_alone(compared):
     blocks = report.comparison_document(compared["comparison"])
-    assert report.to_markdown(blocks) == compared["markdown"]
+    assert render.to_markdown(blocks) == compared["markdown"]
     assert render.to_html(blocks, "pixelgen comparison: cnn, rows") == compared["html"]
 
 

@@ -16,10 +16,13 @@ import signal
 import sys
 import threading
 import traceback
+from collections.abc import Sequence
 from importlib.metadata import PackageNotFoundError, version
-from typing import Sequence
+
+import attrs
 
 from pixelgen.errors import CausalityError, Interrupted, PixelgenError, one_line
+from pixelgen.study.options import CompareOptions
 
 
 def _non_negative_int(text: str) -> int:
@@ -59,12 +62,17 @@ def _size(text: str) -> tuple[int, int]:
 
 
 def _add_measure_options(p: argparse.ArgumentParser) -> None:
+    default = {f.name: f.default for f in attrs.fields(CompareOptions)}
     p.add_argument("--out", metavar="DIR", help="output folder")
-    p.add_argument("--device", help="where to measure: cpu (default), cuda, ...")
-    p.add_argument("--field-size", type=int, metavar="N", help="receptive-field canvas side (default: 15)")
-    p.add_argument("--scaling-sizes", type=int, nargs="+", metavar="N", help="image sizes timed (default: 8 16 32)")
-    p.add_argument("--scaling-depths", type=int, nargs="+", metavar="N", help="layer counts timed (default: 1 2 4)")
-    p.add_argument("--timing-images", type=int, metavar="N", help="images per sampler timing (default: 2)")
+    p.add_argument("--device", help=f"where to measure: cpu, cuda, ... (default: {default['device']})")
+    p.add_argument("--field-size", type=int, metavar="N",
+                   help=f"receptive-field canvas side (default: {default['field_size']})")
+    p.add_argument("--scaling-sizes", type=int, nargs="+", metavar="N",
+                   help=f"image sizes timed (default: {' '.join(map(str, default['scaling_sizes']))})")
+    p.add_argument("--scaling-depths", type=int, nargs="+", metavar="N",
+                   help=f"layer counts timed (default: {' '.join(map(str, default['scaling_depths']))})")
+    p.add_argument("--timing-images", type=int, metavar="N",
+                   help=f"images per sampler timing (default: {default['timing_images']})")
 
 
 EXAMPLES = {
@@ -163,12 +171,15 @@ def _add_sample(sub: argparse._SubParsersAction) -> None:
     p.add_argument("checkpoint", help="a .ckpt file written by pixelgen run")
     p.add_argument("-n", type=_bounded_int(1, MAX_SAMPLES, "a number of images"), default=64,
                    help="number of images (default: 64)")
-    p.add_argument("--temperature", type=float, default=1.0, help="softmax temperature (default: 1)")
-    p.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (default: 1, off)")
+    # The sampling settings' defaults are the recipe's [sample] ones (pixelgen.recipe.SampleSection),
+    # filled in by the command: reading them here would load the recipe, and with it torch.
+    p.add_argument("--temperature", type=float, help="softmax temperature (default: a recipe's sample.temperature)")
+    p.add_argument("--top-p", type=float, help="nucleus sampling mass (default: a recipe's sample.top_p, off)")
     p.add_argument("--seed", type=_bounded_int(0, 2**63 - 1, "a seed"),
                    help="seed of the sampling generator (default: random, recorded)")
-    p.add_argument("--sampler", choices=["fast", "reference"], default="fast",
-                   help="fast: cached one-pixel steps; reference: a full forward pass per sub-pixel")
+    p.add_argument("--sampler", choices=["fast", "reference"],
+                   help="fast: cached one-pixel steps; reference: a full forward pass per sub-pixel "
+                        "(default: a recipe's sample.sampler)")
     p.add_argument("--label", type=int, help="class of every image (conditional models; default: 0, 1, ... in turn)")
     p.add_argument("--complete", metavar="IMAGE", help="image file whose top --rows rows every sample keeps")
     p.add_argument("--rows", type=int, help="rows of --complete to keep")
@@ -177,8 +188,8 @@ def _add_sample(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--png", metavar="PATH", help="grid file (default: samples-<key>.png next to the checkpoint)")
     p.add_argument("--archive", metavar="PATH", help="archive to append to (default: the run's, next to the checkpoint)")
     p.add_argument("--no-archive", action="store_true", help="do not archive the samples")
-    p.add_argument("--batch-size", type=_bounded_int(1, MAX_SAMPLES, "a batch size"), default=16,
-                   help="images generated at once (default: 16)")
+    p.add_argument("--batch-size", type=_bounded_int(1, MAX_SAMPLES, "a batch size"),
+                   help="images generated at once (default: a recipe's sample.batch_size)")
     p.add_argument("--device", help="cpu, cuda, ... (default: cuda where available)")
     p.add_argument("--weights", choices=["auto", "ema", "raw"], default="auto",
                    help="ema: the run's average of its weights; raw: the trained weights (default: ema where kept)")

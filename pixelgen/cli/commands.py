@@ -10,14 +10,18 @@ from __future__ import annotations
 import argparse
 import functools
 import json
+import os
+import re
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 from pixelgen import registry
-from pixelgen.errors import PixelgenError
+from pixelgen.api import run_recipe
+from pixelgen.errors import PixelgenError, RecipeError
 from pixelgen.nn.blocks import generation_order_of, raster_order
-from pixelgen.recipe import dump_toml, load_recipe, parse_value, recipe_to_dict
+from pixelgen.recipe import SampleSection, dump_toml, load_recipe, parse_value, recipe_to_dict
 from pixelgen.registry.causality import allowed_dependencies, check_causality
+from pixelgen.sampling import SamplingError
 from pixelgen.study import report
 from pixelgen.study.from_checkpoint import (
     evaluate_checkpoint,
@@ -25,9 +29,9 @@ from pixelgen.study.from_checkpoint import (
     sample_checkpoint,
     score_checkpoint,
 )
+from pixelgen.study.options import CompareOptions
 from pixelgen.study.scoring import FIGURES, metric_label
 from pixelgen.training.evaluation import progress_bar_enabled
-from pixelgen.training.plan import run_recipe
 
 
 def _parse_assignments(items: Sequence[str], flag: str) -> dict:
@@ -129,14 +133,25 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _sample_settings(args: argparse.Namespace) -> SampleSection:
+    """The ``[sample]`` settings of ``pixelgen sample``: the options given, the recipe's
+    defaults for the others, and a random seed (recorded) unless ``--seed`` is given."""
+    given = {name: getattr(args, name) for name in ("temperature", "top_p", "sampler", "batch_size")
+             if getattr(args, name) is not None}
+    seed = args.seed if args.seed is not None else int.from_bytes(os.urandom(4), "little")
+    try:
+        return SampleSection(n=args.n, seed=seed, **given)
+    except RecipeError as exc:  # name the option, not the recipe key
+        raise SamplingError(re.sub(r"^SampleSection\.(\w+)", lambda m: "--" + m[1].replace("_", "-"),
+                                   str(exc))) from None
+
+
 def cmd_sample(args: argparse.Namespace) -> int:
     if args.archive is not None and args.no_archive:
         raise PixelgenError("--archive and --no-archive exclude each other")
     result = sample_checkpoint(
-        args.checkpoint, args.n, size=args.size, batch_size=args.batch_size,
-        temperature=args.temperature, top_p=args.top_p, seed=args.seed, sampler=args.sampler,
-        label=args.label, complete=args.complete, rows=args.rows,
-        archive=False if args.no_archive else (args.archive or True), png=args.png or True,
+        args.checkpoint, _sample_settings(args), size=args.size, label=args.label, complete=args.complete,
+        rows=args.rows, archive=False if args.no_archive else (args.archive or True), png=args.png or True,
         device=args.device, progress=progress_bar_enabled(), weights=args.weights,
     )
     images = result["images"]
@@ -154,7 +169,7 @@ def _compare_options(args: argparse.Namespace):
     for name in ("scaling_sizes", "scaling_depths"):
         if name in given:
             given[name] = tuple(given[name])
-    return report.CompareOptions(**given)
+    return CompareOptions(**given)
 
 
 def _to_stderr(line: str) -> None:

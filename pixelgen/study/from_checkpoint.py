@@ -17,22 +17,24 @@ import torch
 
 from pixelgen.data import load_data, stack_split
 from pixelgen.errors import CheckpointError, PixelgenError, RecipeError, Report, silent
-from pixelgen.nn.blocks import n_classes_of, n_levels_of
-from pixelgen.recipe import SCORE_METRICS, RunSpec, recipe_from_dict
+from pixelgen.nn.blocks import n_levels_of
+from pixelgen.recipe import SCORE_METRICS, RunSpec, SampleSection, recipe_from_dict
 from pixelgen.sampling import SamplingError, _channels_of, sample_batched, sampler_used
 from pixelgen.store import checkpoint as ckpt_io
 from pixelgen.store.archive import RunArchive
 from pixelgen.store.files import RunLock
 from pixelgen.store.images import check_image_path, read_image, save_grid
 from pixelgen.store.runs import final_checkpoint
-from pixelgen.study.inference import archived_batch, sample_to_archive
+from pixelgen.study.inference import (
+    archived_score_batch,
+    class_labels,
+    draw_from_checkpoint,
+)
 from pixelgen.study.scoring import (
     ScoreError,
-    feature_space,
+    Scoring,
     histogram_samples,
-    official_splits,
     reference_images,
-    score_images,
 )
 from pixelgen.training.evaluation import evaluate, set_threads
 from pixelgen.training.plan import make_fabric
@@ -96,14 +98,9 @@ def _image_size_of_run(state: dict[str, Any]) -> tuple[int, int]:
 
 def sample_checkpoint(
     checkpoint: str | os.PathLike,
-    n: int,
+    settings: SampleSection,
     *,
     size: tuple[int, int] | None = None,
-    batch_size: int = 16,
-    temperature: float = 1.0,
-    top_p: float = 1.0,
-    seed: int | None = None,
-    sampler: str = "fast",
     label: int | None = None,
     complete: str | os.PathLike | None = None,
     rows: int | None = None,
@@ -118,7 +115,8 @@ def sample_checkpoint(
 
     Args:
         checkpoint: a ``.ckpt`` written by ``pixelgen run`` (read with weights_only).
-        n: number of images.
+        settings: the ``[sample]`` settings of a recipe: ``n`` images, ``batch_size``,
+            ``temperature``, ``top_p``, ``seed``, ``sampler`` (see :func:`~pixelgen.sampling.sample_batched`).
         size: ``(height, width)``; default: the completion image's, else the run's data.
         label: class of every image for a class-conditional model; default: the classes
             in turn (0, 1, 2, ...).
@@ -128,12 +126,11 @@ def sample_checkpoint(
         png: ``True``: ``samples-<key>.png`` next to the checkpoint (``samples.png``
             without an archive); a path; ``False``: none.
         device: ``"cpu"``, ``"cuda"``, ...; default: CUDA where available.
-        batch_size, temperature, top_p, seed, sampler, progress: as for :func:`~pixelgen.sampling.sample_batched`;
-            ``seed=None`` draws a seed, which is recorded.
+        progress: a progress bar on stderr.
         source: recorded with the archived batch (``"score"`` for :func:`score_checkpoint`'s).
 
     Returns:
-        ``{"images", "seed", "seconds_per_image", "archive", "key", "png"}`` (paths or None).
+        ``{"images", "seed", "seconds_per_image", "archive", "key", "png", "sampler"}`` (paths or None).
     """
     checkpoint = Path(checkpoint)
     state = ckpt_io.load_checkpoint(checkpoint)
@@ -143,34 +140,38 @@ def sample_checkpoint(
         archive = archive_of(checkpoint, state)  # refused before anything slow
     if png not in (True, False):
         png = check_image_path(png)
-    prefix, height, width = _completion(complete, rows, size, n, _channels_of(model), n_levels_of(model))
+    prefix, height, width = _completion(complete, rows, size, settings.n, _channels_of(model), n_levels_of(model))
     if prefix is None:
         height, width = size or _image_size_of_run(state)
-    if seed is None:
-        seed = int.from_bytes(os.urandom(4), "little")
-    options = dict(
-        batch_size=batch_size, temperature=temperature, top_p=top_p, seed=seed, sampler=sampler,
-        labels=_labels(model, n, label), prefix=prefix, progress=progress,
-    )
-    result: dict[str, Any] = {"seed": seed, "archive": None, "key": None, "png": None,
-                              "sampler": sampler_used(model, sampler)}
-    start = time.perf_counter()
-    if archive is not False:
-        result["archive"] = Path(archive)
-        with RunLock(result["archive"].parent):  # one writer per run folder
-            images, result["key"] = sample_to_archive(
-                model, result["archive"], n, height, width, model=state["model"]["name"],
-                checkpoint=str(checkpoint), recipe=state["recipe"], epoch=state["epoch"], **options,
-                **({"source": source} if source is not None else {}),
-            )
-    else:
-        images = sample_batched(model, n, height, width, **options)
-    result["seconds_per_image"] = (time.perf_counter() - start) / n
+    labels = class_labels(model, settings.n, label)
+    result: dict[str, Any] = {"seed": settings.seed, "png": None, "sampler": sampler_used(model, settings.sampler)}
+    result["archive"] = Path(archive) if archive is not False else None
+    images, result["key"], result["seconds_per_image"] = _draw(
+        model, result["archive"], checkpoint, state, settings, height, width, labels=labels, prefix=prefix,
+        progress=progress, source=source)
     if png is not False:
         default = f"samples-{result['key']}.png" if result["key"] is not None else "samples.png"
         result["png"] = save_grid(images, checkpoint.parent / default if png is True else png, n_levels_of(model))
     result["images"] = images
     return result
+
+
+def _draw(
+    model: torch.nn.Module, archive: Path | None, checkpoint: Path, state: dict[str, Any], settings: SampleSection,
+    height: int, width: int, **options: Any,
+) -> tuple[torch.Tensor, str | None, float]:
+    """The samples of :func:`sample_checkpoint`, appended to ``archive`` (the one writer of its
+    run folder) unless it is None; their key there, and the seconds per image."""
+    start = time.perf_counter()
+    if archive is not None:
+        with RunLock(archive.parent):
+            images, key = draw_from_checkpoint(model, archive, checkpoint, state, settings, height, width, **options)
+    else:
+        options.pop("source")
+        images, key = sample_batched(model, settings.n, height, width, batch_size=settings.batch_size,
+                                     temperature=settings.temperature, top_p=settings.top_p, seed=settings.seed,
+                                     sampler=settings.sampler, **options), None
+    return images, key, (time.perf_counter() - start) / settings.n
 
 
 def _recorded_threads(state: dict[str, Any]) -> int | None:
@@ -229,16 +230,6 @@ def _completion(
     return image[None, :, :rows].expand(n, -1, -1, -1), height, width  # (n, C, rows, W)
 
 
-def _labels(model: torch.nn.Module, n: int, label: int | None) -> torch.Tensor | None:
-    """One class per image: ``label`` for all, else the classes in turn (0, 1, 2, ...)."""
-    n_classes = n_classes_of(model)
-    if not n_classes:
-        if label is not None:
-            raise SamplingError(f"--label {label}: this model is not class-conditional")
-        return None
-    return torch.full((n,), label) if label is not None else torch.arange(n) % n_classes
-
-
 # --------------------------------------------------------------------------- scoring
 
 BASELINES = ("test", "histogram")
@@ -285,18 +276,15 @@ def score_checkpoint(
     state = ckpt_io.load_checkpoint(checkpoint)
     run = stored_run(state, checkpoint)
     data = attrs.evolve(run.data, root=data_root) if data_root is not None else run.data
-    splits = official_splits(data)
-    reference = reference_images(splits, n)
-    baseline_images = _baseline_images(baseline, splits, n, seed) if baseline is not None else None
-    space = feature_space(features, data, splits, weights_path=inception_weights, report=report)  # before sampling
+    scoring = Scoring.prepare(features, data, n, weights_path=inception_weights, report=report)  # before sampling
     archive = archive_of(checkpoint, state) if in_run_folder and baseline is None else None
-    if baseline_images is not None:
-        samples, key = baseline_images, None
+    if baseline is not None:
+        samples, key = _baseline_images(baseline, scoring.splits, n, seed), None
     else:
-        samples, key = _scored_samples(checkpoint, state, archive, n, seed=seed, batch_size=batch_size,
-                                       device=device, weights=weights, progress=progress, sampler=run.sample.sampler,
-                                       temperature=run.sample.temperature, top_p=run.sample.top_p)
-    figures = score_images(samples, reference, metrics, space, device=_device(device).type)
+        settings = attrs.evolve(run.sample, n=n, seed=seed, batch_size=batch_size)
+        samples, key = _scored_samples(checkpoint, state, archive, settings, device=device, weights=weights,
+                                       progress=progress)
+    figures = scoring.score(samples, metrics, _device(device).type)
     figures.update(checkpoint=str(checkpoint), epoch=state["epoch"], source=baseline or "model", sample_batch=key)
     if archive is not None:
         with RunLock(archive.parent):
@@ -323,17 +311,16 @@ def _baseline_images(baseline: str, splits: dict[str, Any], n: int, seed: int) -
 
 
 def _scored_samples(
-    checkpoint: Path, state: dict[str, Any], archive: Path | None, n: int, **options: Any
+    checkpoint: Path, state: dict[str, Any], archive: Path | None, settings: SampleSection, **options: Any
 ) -> tuple[torch.Tensor, str | None]:
-    """``n`` samples to score: an archived batch drawn for scoring before (by the run's
-    ``[score]`` or an earlier ``pixelgen score``), else new ones (archived if ``archive``)."""
+    """``settings.n`` samples to score: an archived batch drawn for scoring before (by the
+    run's ``[score]`` or an earlier ``pixelgen score``), else new ones (archived if ``archive``)."""
     if archive is not None and archive.exists() and options["weights"] == "auto":
         store = RunArchive.open(archive)
-        key = archived_batch(store, n, source="score", checkpoint=checkpoint, epoch=state["epoch"],
-                             seed=options["seed"], temperature=options["temperature"], top_p=options["top_p"])
+        key = archived_score_batch(store, checkpoint, state["epoch"], settings)
         if key is not None:
             return torch.from_numpy(store.read_samples(key)), key
-    result = sample_checkpoint(checkpoint, n, archive=archive or False, png=False, source="score", **options)
+    result = sample_checkpoint(checkpoint, settings, archive=archive or False, png=False, source="score", **options)
     return result["images"], result["key"]
 
 

@@ -4,7 +4,10 @@
 
     sample_to_archive(model, archive, n, H, W)      pixelgen.sample in batches, appended to
                                                     a run archive with its settings
+    draw_from_checkpoint(model, archive, ...)       the same with a checkpoint's [sample]
+                                                    settings and provenance
     archived_batch(archive, n, **attributes)        such a batch drawn before, if any
+    archived_score_batch(archive, checkpoint, ...)  the batch drawn to score a checkpoint
 """
 
 from __future__ import annotations
@@ -17,8 +20,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from pixelgen.nn.blocks import n_levels_of
-from pixelgen.sampling import sample_batched, sampler_used
+from pixelgen.nn.blocks import n_classes_of, n_levels_of
+from pixelgen.recipe import SampleSection
+from pixelgen.sampling import SamplingError, sample_batched, sampler_used
 from pixelgen.store.archive import RunArchive
 
 
@@ -91,3 +95,41 @@ def _same(stored: Any, wanted: Any) -> bool:
     if isinstance(wanted, Path):
         return isinstance(stored, str) and Path(stored).resolve() == wanted.resolve()
     return stored == wanted
+
+
+def class_labels(model: nn.Module, n: int, label: int | None = None) -> Tensor | None:
+    """One class per image of a class-conditional model: ``label`` for all, else the classes
+    in turn (0, 1, 2, ...); None for an unconditional model."""
+    n_classes = n_classes_of(model)
+    if not n_classes:
+        if label is not None:
+            raise SamplingError(f"--label {label}: this model is not class-conditional")
+        return None
+    return torch.full((n,), label) if label is not None else torch.arange(n) % n_classes
+
+
+def draw_from_checkpoint(
+    model: nn.Module, archive: str | os.PathLike, checkpoint: str | os.PathLike, state: dict[str, Any],
+    settings: SampleSection, height: int, width: int, *, labels: Tensor | None = None,
+    prefix: Tensor | None = None, progress: bool = False, source: str | None = None,
+) -> tuple[Tensor, str]:
+    """:func:`sample_to_archive` of ``settings.n`` images of ``model``, the model of checkpoint
+    ``state`` (read from ``checkpoint``), with the ``[sample]`` ``settings``; the batch records
+    the model's name, the checkpoint, its recipe and epoch, and ``source`` where given
+    (``"run"``: a run's own samples; ``"score"``: samples drawn to be scored)."""
+    return sample_to_archive(
+        model, archive, settings.n, height, width, batch_size=settings.batch_size,
+        temperature=settings.temperature, top_p=settings.top_p, seed=settings.seed, sampler=settings.sampler,
+        labels=labels, prefix=prefix, progress=progress, model=state["model"]["name"],
+        checkpoint=str(checkpoint), recipe=state["recipe"], epoch=state["epoch"],
+        **({"source": source} if source is not None else {}),
+    )
+
+
+def archived_score_batch(archive: RunArchive, checkpoint: str | os.PathLike, epoch: int,
+                         settings: SampleSection) -> str | None:
+    """The key of ``settings.n`` samples of checkpoint ``checkpoint`` (at ``epoch``) drawn
+    before to be scored with these seed, temperature and top-p (by a run's ``[score]`` or by
+    ``pixelgen score``), or None."""
+    return archived_batch(archive, settings.n, source="score", checkpoint=Path(checkpoint), epoch=epoch,
+                          seed=settings.seed, temperature=settings.temperature, top_p=settings.top_p)

@@ -32,8 +32,9 @@ from __future__ import annotations
 
 import functools
 import os
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import attrs
 import numpy as np
@@ -292,3 +293,29 @@ def score_images(
     figures = sample_quality(samples, reference, metrics, space, **options)
     return {**figures, "features": space.name, "label": space.label, "n_samples": len(samples),
             "n_reference": len(reference), **space.details}
+
+
+@attrs.frozen
+class Scoring:
+    """What a model's samples are scored against: the first ``n`` training images of its
+    data set, in a feature space. Prepared before any sample is drawn, so that missing
+    weights or too few images fail first; used by ``pixelgen score`` and a run's ``[score]``."""
+
+    features: str
+    splits: dict[str, Dataset]
+    reference: Tensor  # uint8 (n, C, H, W)
+    space: FeatureSpace
+
+    @classmethod
+    def prepare(cls, features: str, data: Any, n: int, *, weights_path: str | os.PathLike | None = None,
+                report: Callable[[str], None] = lambda line: None) -> Scoring:
+        """The official splits of ``data`` (a recipe's ``[data]``), their reference images
+        and the feature space ``features`` (see :func:`feature_space`)."""
+        splits = official_splits(data)
+        reference = reference_images(splits, n)
+        return cls(features, splits, reference, feature_space(features, data, splits, weights_path=weights_path,
+                                                              report=report))
+
+    def score(self, samples: Tensor | np.ndarray, metrics: Sequence[str], device: str) -> dict[str, Any]:
+        """:func:`score_images` of ``samples`` against the reference images."""
+        return score_images(samples, self.reference, metrics, self.space, device=device)

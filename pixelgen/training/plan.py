@@ -1,13 +1,13 @@
-"""Training driven by a recipe: plan every run, then train each on Lightning Fabric.
+"""Planning the runs of a recipe: every run checked before any is trained.
 
 ::
 
     plan_runs(recipe, out, resume)     check every run of a recipe before training any:
                                        run folders, checkpoints, data, model, Fabric
-    fit(plan, report)                  train one run (pixelgen.training.trainer.Trainer), then
-                                       evaluate its best checkpoint and draw its samples
-    run_recipe(recipe, ...)            plan, then fit each run in turn
-    load_data(run), build_model(...)   a run's data splits and model, as the recipe says
+    build_model(run, shape, n_classes) a run's model, as the recipe says
+
+Each plan is then trained (:class:`pixelgen.training.trainer.Trainer`) and finished
+(:func:`pixelgen.study.finish.finish_run`) by :func:`pixelgen.api.run_recipe`.
 """
 
 from __future__ import annotations
@@ -27,11 +27,8 @@ from torch.utils.data import Dataset
 from pixelgen.data import load_data, max_value
 from pixelgen.errors import (
     CheckpointError,
-    DataError,
     PixelgenError,
     RecipeError,
-    Report,
-    silent,
 )
 from pixelgen.nn.blocks import N_LEVELS, n_classes_of, n_levels_of
 from pixelgen.recipe import Recipe, RunSpec, recipe_to_dict, run_dir, single_run
@@ -39,13 +36,9 @@ from pixelgen.registry import create_model, get_model_spec
 from pixelgen.store import checkpoint as ckpt_io
 from pixelgen.store.archive import RunArchive
 from pixelgen.store.runs import BEST, LAST, METRICS_JSON
-from pixelgen.study.scoring import inception_weights
-from pixelgen.training.trainer import Trainer, TrainingError, finished
+from pixelgen.training.trainer import TrainingError, finished
 
-__all__ = [
-    "RunPlan", "TrainingError", "build_model", "check_levels", "fit", "make_fabric", "plan_runs",
-    "run_recipe",
-]
+__all__ = ["RunPlan", "TrainingError", "build_model", "check_levels", "make_fabric", "plan_runs"]
 
 
 def build_model(run: RunSpec, shape: tuple[int, int, int], n_classes: int) -> nn.Module:
@@ -192,8 +185,6 @@ def plan_runs(
             _check_same_data(folder / LAST, state["recipe"], recipe, run)
         archive_path = folder / recipe.output.archive
         RunArchive.check_reusable(archive_path)  # a foreign folder fails here, before any training
-        if run.score.metrics and run.score.features == "inception":
-            inception_weights(run.score.weights_path)  # missing weights fail now, not after training
         key = repr((run.data, run.train.seed))
         if key not in data_cache:
             data_cache[key] = load_data(run)
@@ -269,31 +260,3 @@ def _check_same_data(path: pathlib.Path, stored_recipe: dict[str, Any], recipe: 
             f"{path}: the recipe's data differ from the checkpoint's ({detail}); resume with the "
             f"data it was trained on, or pass --out DIR to train on the new data elsewhere"
         )
-
-
-def fit(plan: RunPlan, report: Report | None = None) -> dict[str, Any] | None:
-    """Train one planned run and evaluate its best checkpoint; returns the figures that
-    went into ``metrics.json`` (None for a skipped run).
-
-    Launches the Fabric processes (with ``strategy="ddp"`` the script is re-run for the
-    other ranks, which plan the same runs and join here).
-    """
-    report = report or silent
-    if plan.action == "skip":
-        figures = json.loads((plan.run_dir / METRICS_JSON).read_text())
-        report(
-            f"run {plan.run.name!r} in {plan.run_dir} already finished (epoch "
-            f"{plan.checkpoint['epoch']}, {figures.get('split')} bits/dim "
-            f"{figures.get('bits_per_dim', float('nan')):.4f}); skipped"
-        )
-        return None
-    return plan.fabric.launch(lambda fabric: Trainer(fabric, plan, report).fit())
-
-
-def run_recipe(
-    recipe: Recipe, *, out: str | os.PathLike | None = None, resume: bool = False,
-    report: Report | None = None,
-) -> list[dict[str, Any] | None]:
-    """Train and evaluate every run of ``recipe`` in turn (see :func:`plan_runs`)."""
-    plans = plan_runs(recipe, out=out, resume=resume)
-    return [fit(plan, report) for plan in plans]

@@ -9,8 +9,10 @@
         row = trainer.train_epoch()         loss = bits/dim of the batch (pixelgen.nn.metrics)
         row |= trainer.validate(epoch)      NLL of the validation split
         trainer.end_epoch(row)              scheduler, early stopping, sinks, checkpoints
-    trainer.finish()                evaluate the best checkpoint, draw the run's samples,
-                                    score them ([score]: FID, IS, KID, precision/recall)
+
+The trainer ends at training: evaluating the best checkpoint, drawing and scoring the run's
+samples is the study's (:func:`pixelgen.study.finish.finish_run`), inside the same
+:meth:`Trainer.holding_the_run`; :func:`pixelgen.api.run_recipe` runs the two in turn.
 
 Checkpoints are written ``last.ckpt`` first, then ``best.ckpt`` when the epoch improved
 on the monitored figure, each atomically (:mod:`pixelgen.store.files`): after a kill between
@@ -28,219 +30,45 @@ import math
 import os
 import pathlib
 import resource
-import signal
-import sys
-import threading
 import time
 import warnings
-from typing import Any, Protocol
+from collections.abc import Iterator
+from typing import Any
 
-import attrs
 import torch
 from lightning_fabric.loggers import TensorBoardLogger
 from lightning_fabric.utilities.seed import pl_worker_init_function
 from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader, DistributedSampler
-from torchvision.utils import make_grid
-from tqdm import tqdm
 
-from pixelgen.errors import Interrupted, PixelgenError, Report, silent
-from pixelgen.nn.blocks import call_model, n_classes_of, n_levels_of
+from pixelgen.errors import PixelgenError, Report, silent
+from pixelgen.nn.blocks import call_model, n_classes_of
 from pixelgen.nn.metrics import bits_per_dim
 from pixelgen.recipe import duration_seconds, recipe_to_dict
-from pixelgen.sampling import sample
 from pixelgen.store import checkpoint as ckpt_io
 from pixelgen.store.archive import RunArchive
-from pixelgen.store.files import RunLock, atomic_write_json, remove_temporary_files
-from pixelgen.store.images import save_grid, to_display
-from pixelgen.store.runs import (
-    BEST,
-    LAST,
-    METRICS_JSON,
-    SAMPLES_PNG,
-    final_checkpoint,
-    write_resolved,
-)
-from pixelgen.study.inference import archived_batch, sample_to_archive
-from pixelgen.study.scoring import (
-    FIGURES,
-    feature_space,
-    official_splits,
-    reference_images,
-    score_images,
-)
+from pixelgen.store.files import RunLock, remove_temporary_files
+from pixelgen.store.runs import BEST, LAST, METRICS_JSON, write_resolved
 from pixelgen.training.evaluation import (
     bare_module,
     evaluate,
     progress_bar_enabled,
     set_threads,
 )
+from pixelgen.training.policies import EarlyStopping, SignalGuard, Warmup
+from pixelgen.training.sinks import (
+    ArchiveSink,
+    ConsoleSink,
+    LoggerSink,
+    MetricSink,
+    RunProgress,
+    log_sample_grid,
+)
 
 
 class TrainingError(PixelgenError):
     """Training cannot go on: a non-finite loss, or a resume that does not fit the recipe."""
-
-
-# --------------------------------------------------------------------------- policies
-
-
-@attrs.define
-class EarlyStopping:
-    """Stop when the monitored figure has not improved for ``patience`` epochs (0: never)."""
-
-    monitor: str
-    patience: int
-    best: float = math.inf
-    best_epoch: int = 0
-    bad_epochs: int = 0
-    stopped: bool = False
-
-    def update(self, value: float, epoch: int) -> bool:
-        """Record epoch ``epoch``'s figure; True if it is a new best."""
-        improved = value < self.best
-        if improved:
-            self.best, self.best_epoch, self.bad_epochs = value, epoch, 0
-        else:
-            self.bad_epochs += 1
-        self.stopped = self.patience > 0 and self.bad_epochs >= self.patience
-        return improved
-
-    def state_dict(self) -> dict[str, Any]:
-        return attrs.asdict(self)
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        for key in ("monitor", "best", "best_epoch", "bad_epochs", "stopped"):
-            setattr(self, key, state[key])
-
-
-@attrs.define
-class Warmup:
-    """Raise the learning rate linearly from 0 to its set value over ``steps`` optimizer steps."""
-
-    steps: int
-    base_lrs: list[float] | None = None
-
-    def apply(self, optimizer: Any, step: int) -> None:
-        """Set the rate of optimizer step ``step`` (0-based) before it is taken."""
-        if step > self.steps or not self.steps:
-            return
-        if self.base_lrs is None:
-            self.base_lrs = [group["lr"] for group in optimizer.param_groups]
-        for group, base in zip(optimizer.param_groups, self.base_lrs):
-            group["lr"] = base * min(1.0, (step + 1) / self.steps)
-
-
-class RunProgress:
-    """One bar over the whole run: optimizer steps against the run's step budget
-    (``epochs`` x steps per epoch, or ``max_steps`` if fewer), with ETA, epoch and loss.
-    Early stopping and the time budget end it early, and it says why."""
-
-    def __init__(self, total_steps: int, done_steps: int, name: str) -> None:
-        self.name = name
-        self.bar = tqdm(total=total_steps, initial=done_steps, desc=name, unit="step", file=sys.stderr,
-                        dynamic_ncols=True, leave=True)
-
-    def epoch(self, loader: DataLoader, epoch: int) -> DataLoader:
-        self.bar.set_description_str(f"{self.name} epoch {epoch}")
-        return loader
-
-    def step(self, step: int, bits_per_dim: float) -> None:
-        self.bar.update(step - self.bar.n)
-        self.bar.set_postfix_str(f"train {bits_per_dim:.3f} bits/dim")
-
-    def close(self, why: str = "") -> None:
-        if why:
-            self.bar.set_postfix_str(why)
-        self.bar.close()
-
-
-# --------------------------------------------------------------------------- metric sinks
-
-
-class MetricSink(Protocol):
-    """Somewhere an epoch's metrics row goes."""
-
-    def write(self, row: dict[str, float], note: str) -> None: ...
-
-
-@attrs.define
-class LoggerSink:
-    """Fabric's loggers (TensorBoard and CSV)."""
-
-    fabric: Any
-
-    def write(self, row: dict[str, float], note: str) -> None:
-        self.fabric.log_dict(row, step=int(row["step"]))
-        for logger in self.fabric.loggers:
-            logger.save()
-
-
-@attrs.define
-class ArchiveSink:
-    """The run archive's ``metrics`` group (rank 0 only)."""
-
-    archive: RunArchive
-
-    def write(self, row: dict[str, float], note: str) -> None:
-        self.archive.append_metrics(row)
-
-
-@attrs.define
-class ConsoleSink:
-    """One line per epoch through the run's report function."""
-
-    say: Report
-    epochs: int
-
-    def write(self, row: dict[str, float], note: str) -> None:
-        val = f"  val {row['val_bits_per_dim']:.4f}" if "val_bits_per_dim" in row else ""
-        self.say(f"  epoch {int(row['epoch'])}/{self.epochs}  train {row['train_bits_per_dim']:.4f}{val} "
-                 f"bits/dim  lr {row['lr']:.2e}  {row['epoch_time_s']:.1f} s  "
-                 f"{row['images_per_s']:.0f} img/s{note}")
-
-
-class SignalGuard:
-    """SIGINT and SIGTERM raise :class:`~pixelgen.errors.Interrupted` at once, except
-    inside :meth:`SignalGuard.deferred` (a pair of checkpoint writes), which they wait for. Every
-    file is written atomically, so the run folder is resumable at either point."""
-
-    def __init__(self, folder: os.PathLike) -> None:
-        self.folder = folder
-        self.pending: int | None = None
-        self.deferring = False
-        self.previous: dict[int, Any] = {}
-
-    def __enter__(self) -> SignalGuard:
-        if threading.current_thread() is threading.main_thread():
-            self.previous = {s: signal.signal(s, self.handle) for s in (signal.SIGINT, signal.SIGTERM)}
-        return self
-
-    def __exit__(self, *exc_info: Any) -> None:
-        for signum, handler in self.previous.items():
-            signal.signal(signum, handler)
-
-    def handle(self, signum: int, frame: Any) -> None:
-        if self.deferring:
-            self.pending = signum
-            return
-        self.raise_interrupted(signum)
-
-    def raise_interrupted(self, signum: int) -> None:
-        name = signal.Signals(signum).name
-        raise Interrupted(f"{name}: stopped; {self.folder} holds the last completed epoch; "
-                          f"run the same command with --resume to continue", signum)
-
-    @contextlib.contextmanager
-    def deferred(self) -> Any:
-        """Hold a signal that arrives inside the block until the block has ended."""
-        self.deferring = True
-        try:
-            yield
-        finally:
-            self.deferring = False
-        if self.pending is not None:
-            self.raise_interrupted(self.pending)
 
 
 # --------------------------------------------------------------------------- the trainer
@@ -330,8 +158,8 @@ class Trainer:
         if state is None:
             return
         self.model.load_state_dict(state["model_state"])
-        self._restore_optimizer(state["optimizer"])
-        self._apply_new_lr(state["recipe"]["train"]["optimizer"]["lr"])
+        restore_optimizer(self.optimizer, state["optimizer"], self.say)
+        apply_new_lr(self.optimizer, state["recipe"]["train"]["optimizer"]["lr"], self.cfg.optimizer.lr, self.say)
         if self.scheduler is not None and state.get("scheduler"):
             self.scheduler.load_state_dict(state["scheduler"])
         if state.get("precision"):
@@ -349,51 +177,35 @@ class Trainer:
             self.say(f"  note: checkpoint written by {len(rngs)} processes, resuming on "
                      f"{self.fabric.world_size}: the data order continues, the random streams do not")
 
-    def _restore_optimizer(self, saved: dict[str, Any]) -> None:
-        """The optimizer's state, unless the checkpoint's model had fewer parameters (a
-        layer's state dict upgraded on load, such as a Diagonal BiLSTM saved before its initial
-        state was learned): then its moments start afresh, with a note."""
-        sizes = [len(group["params"]) for group in saved["param_groups"]]
-        if sizes == [len(group["params"]) for group in self.optimizer.param_groups]:
-            self.optimizer.load_state_dict(saved)
-        else:
-            self.say("  note: the checkpoint's model had fewer parameters (written by an older pixelgen); "
-                     "its weights are kept, the optimizer's moments start afresh")
-
-    def _apply_new_lr(self, trained_lr: float) -> None:
-        """A changed ``train.optimizer.lr`` on resume (the advice after a non-finite loss) applies."""
-        lr = self.cfg.optimizer.lr
-        if trained_lr == lr:
-            return
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
-        self.say(f"  note: train.optimizer.lr is now {lr:g} (was {trained_lr:g}); "
-                 f"the resumed run continues at the new rate")
-
     # -- the loop -----------------------------------------------------------------------
 
     def done(self) -> bool:
         """Whether nothing is left to train: early stopping, ``epochs`` or ``max_steps`` reached."""
         return finished(self.epoch, self.step, self.stopping.stopped, self.run, self.train_time_s)
 
-    def fit(self) -> dict[str, Any]:
-        """The whole run: the loop of the module docstring, then :meth:`finish`, holding the
-        run folder's lock (rank 0) and turning SIGINT/SIGTERM into a clean stop."""
+    @contextlib.contextmanager
+    def holding_the_run(self) -> Iterator[Trainer]:
+        """The run folder's lock (rank 0) held, and SIGINT/SIGTERM turned into a clean stop,
+        for training and for whatever finishes the run after it (:mod:`pixelgen.study.finish`)."""
         with RunLock(self.folder) if self.rank0 else contextlib.nullcontext(), self.signals:
-            self.setup()
-            self.restore(self.plan.checkpoint)
-            parameters = sum(p.numel() for p in self.model.parameters())
-            self.say(f"run {self.run.name!r} ({self.run.model.name}, {parameters:,} parameters) -> "
-                     f"{self.folder}: {self.plan.action}, epoch {self.epoch} of {self.cfg.epochs}")
-            if self.rank0 and progress_bar_enabled() and not self.done():
-                self.bar = RunProgress(self.total_steps(), self.step, self.run.name)
-            while not self.done():
-                row = self.train_epoch()
-                row.update(self.validate(int(row["epoch"])))
-                self.end_epoch(row)
-            if self.bar is not None:
-                self.bar.close(self.stop_reason())
-            return self.finish()
+            yield self
+
+    def train(self) -> None:
+        """The loop of the module docstring, from the plan's checkpoint to the end of training
+        (inside :meth:`holding_the_run`)."""
+        self.setup()
+        self.restore(self.plan.checkpoint)
+        parameters = sum(p.numel() for p in self.model.parameters())
+        self.say(f"run {self.run.name!r} ({self.run.model.name}, {parameters:,} parameters) -> "
+                 f"{self.folder}: {self.plan.action}, epoch {self.epoch} of {self.cfg.epochs}")
+        if self.rank0 and progress_bar_enabled() and not self.done():
+            self.bar = RunProgress(self.total_steps(), self.step, self.run.name)
+        while not self.done():
+            row = self.train_epoch()
+            row.update(self.validate(int(row["epoch"])))
+            self.end_epoch(row)
+        if self.bar is not None:
+            self.bar.close(self.stop_reason())
 
     def total_steps(self) -> int:
         """Optimizer steps the run takes if nothing stops it early."""
@@ -507,7 +319,8 @@ class Trainer:
         for sink in self.sinks:
             sink.write(row, note)
         if self.rank0 and self.run.sample.tensorboard_n:
-            self.log_sample_grid()
+            log_sample_grid(self.fabric, bare_module(self.eval_model), self.plan.data["train"].shape,
+                            self.run.sample, self.step)
         state = self.checkpoint_state(row)  # collective: every rank calls it
         if self.rank0:
             with self.signals.deferred():  # a signal waits until both files are whole
@@ -516,21 +329,6 @@ class Trainer:
                     ckpt_io.save_checkpoint(self.folder / BEST, state)
         self.saved_epoch = self.epoch
         self.fabric.barrier()
-
-    def log_sample_grid(self) -> None:
-        """A few samples of the model as it is after this epoch, as one TensorBoard image
-        (their own seeded generator: the training's random streams are untouched)."""
-        loggers = [lg for lg in self.fabric.loggers if isinstance(lg, TensorBoardLogger)]
-        if not loggers:
-            return
-        _, height, width = self.plan.data["train"].shape
-        n, n_classes = self.run.sample.tensorboard_n, n_classes_of(self.model)
-        labels = torch.arange(n, device=self.fabric.device) % n_classes if n_classes else None
-        images = sample(bare_module(self.eval_model), n, height, width, seed=self.run.sample.seed,
-                        temperature=self.run.sample.temperature, top_p=self.run.sample.top_p, labels=labels)
-        grid = make_grid(to_display(images.cpu(), n_levels_of(self.model)), nrow=math.ceil(math.sqrt(n)), padding=1, pad_value=255)  # (3, H', W')
-        for logger in loggers:
-            logger.experiment.add_image("samples", grid, global_step=self.step)
 
     def checkpoint_state(self, row: dict[str, float]) -> dict[str, Any]:
         """Everything a resume needs (see :mod:`pixelgen.store.checkpoint` for the keys)."""
@@ -561,101 +359,17 @@ class Trainer:
             f"{kept}; lower train.optimizer.lr (or train.gradient_clip_norm), then --resume or start again"
         )
 
-    # -- the end ------------------------------------------------------------------------
+    # -- the weights a study of the run uses ---------------------------------------------
 
-    def finish(self) -> dict[str, Any]:
-        """Evaluate the best checkpoint on ``eval.split``, write ``metrics.json`` and the
-        archive's test figures, draw the run's samples and, with ``[score]``, score new ones."""
-        chosen = final_checkpoint(self.folder) or self.folder / LAST
-        final = ckpt_io.load_checkpoint(chosen)
-        self.model.load_state_dict(final["model_state"])
-        if self.ema is not None and final.get("ema_state"):
-            self.ema.load_state_dict(final["ema_state"])
-        elif self.ema is not None:  # trained without an average until now: the weights themselves
-            self.ema.module.load_state_dict(final["model_state"])
-        split = self.run.eval.split
-        figures = evaluate(self.eval_model, self.plan.data[split], self.run.eval.batch_size, self.fabric,
-                           num_workers=self.run.data.num_workers)
-        result = {"run": self.run.name, "model": self.run.model.name, "split": split, **figures,
-                  "checkpoint": chosen.name, "epoch": final["epoch"],
-                  "weights": "ema" if self.ema is not None else "raw"}
-        if self.rank0 and self.run.sample.n > 0:
-            if not self.has_final_samples(chosen, final):
-                self.append_samples(chosen, final)
-            self.draw_samples_png(chosen, final)
-            self.archive.set_test_metrics({k: v for k, v in result.items()
-                                           if k not in ("run", "model", "split", "checkpoint", "weights")})
-            if self.run.score.metrics:
-                result["score"] = self.score(chosen, final)
-            atomic_write_json(self.folder / METRICS_JSON, result)  # last: it marks the run finished
-        self.say(f"  {split}: {figures['bits_per_dim']:.4f} bits/dim ({figures['nll_nats']:.2f} nats/image, "
-                 f"{figures['n_images']} images) from {chosen.name} (epoch {final['epoch']}) -> "
-                 f"{self.folder / METRICS_JSON}")
-        self.fabric.barrier()
-        for logger in self.fabric.loggers:
-            logger.finalize("success")
-        return result
-
-    def final_batch(self, checkpoint: os.PathLike, state: dict[str, Any]) -> str | None:
-        """The archive key of this run's end-of-run samples, if they were drawn already."""
-        for key, a in self.archive.sample_batches():
-            if (a.get("source") == "run" and a.get("checkpoint") == str(checkpoint)
-                    and a.get("epoch") == state["epoch"] and a.get("seed") == self.run.sample.seed):
-                return key
-        return None
-
-    def has_final_samples(self, checkpoint: os.PathLike, state: dict[str, Any]) -> bool:
-        """Whether an earlier, interrupted finish already archived this run's samples."""
-        return self.final_batch(checkpoint, state) is not None
-
-    def draw_samples_png(self, checkpoint: os.PathLike, state: dict[str, Any]) -> None:
-        """``samples.png`` beside the archive: the end-of-run samples, upscaled."""
-        images = torch.from_numpy(self.archive.read_samples(self.final_batch(checkpoint, state)))
-        path = save_grid(images, self.folder / SAMPLES_PNG, n_levels_of(self.model))
-        self.say(f"  samples drawn -> {path}")
-
-    def append_samples(self, checkpoint: os.PathLike, state: dict[str, Any], n: int | None = None,
-                       seed: int | None = None, source: str = "run") -> str:
-        """Draw ``n`` images (default: the recipe's ``[sample]`` n and seed) from the final
-        model into the run archive with the ``[sample]`` settings; returns the batch's key.
-
-        A class-conditional model draws the classes in turn (0, 1, 2, ...); the labels are
-        stored with the batch.
-        """
-        _, height, width = self.plan.data["train"].shape
-        s = self.run.sample
-        n, seed = s.n if n is None else n, s.seed if seed is None else seed
-        n_classes = n_classes_of(self.model)
-        labels = torch.arange(n) % n_classes if n_classes else None
-        _, key = sample_to_archive(
-            bare_module(self.eval_model), self.archive.path, n, height, width, batch_size=s.batch_size,
-            temperature=s.temperature, top_p=s.top_p, seed=seed, sampler=s.sampler, labels=labels,
-            progress=progress_bar_enabled(),
-            model=self.run.model.name, checkpoint=str(checkpoint), recipe=state["recipe"], epoch=state["epoch"],
-            source=source,
-        )
-        used = dict(self.archive.sample_batches())[key]["sampler"]
-        self.say(f"  {n} samples ({used} sampler, seed {seed}) -> {self.archive.path}/samples/{key}")
-        return key
-
-    def score(self, checkpoint: pathlib.Path, state: dict[str, Any]) -> dict[str, Any]:
-        """``[score]``: the metrics of ``score.n`` new samples of the final model (archived
-        with source "score", drawn once even if a kill interrupts this) against the first
-        ``score.n`` training images; stored in the archive's ``score`` group."""
-        sc = self.run.score
-        splits = official_splits(self.run.data)
-        space = feature_space(sc.features, self.run.data, splits, weights_path=sc.weights_path, report=self.say)
-        match = dict(source="score", checkpoint=pathlib.Path(checkpoint), epoch=state["epoch"], seed=sc.seed,
-                     temperature=self.run.sample.temperature, top_p=self.run.sample.top_p)
-        key = archived_batch(self.archive, sc.n, **match) or self.append_samples(
-            checkpoint, state, n=sc.n, seed=sc.seed, source="score")
-        figures = score_images(self.archive.read_samples(key), reference_images(splits, sc.n), sc.metrics, space,
-                               device=self.fabric.device.type)
-        figures.update(sample_batch=key, checkpoint=checkpoint.name, epoch=state["epoch"])
-        self.archive.set_score(sc.features, figures)
-        shown = ", ".join(f"{name} {figures[name]:.4g}" for name in FIGURES if name in figures)
-        self.say(f"  score ({space.label}): {shown}")
-        return figures
+    def use_weights(self, state: dict[str, Any]) -> None:
+        """Load checkpoint ``state``'s weights for evaluation and sampling (:attr:`eval_model`):
+        the model's, and the average's where the run keeps one (the weights themselves where
+        the checkpoint was written before the average was turned on)."""
+        self.model.load_state_dict(state["model_state"])
+        if self.ema is not None and state.get("ema_state"):
+            self.ema.load_state_dict(state["ema_state"])
+        elif self.ema is not None:
+            self.ema.module.load_state_dict(state["model_state"])
 
 
 # --------------------------------------------------------------------------- helpers
@@ -668,6 +382,28 @@ def finished(epoch: int, step: int, stopped: bool, run: Any, train_time_s: float
     max_steps, budget = run.train.max_steps, duration_seconds(run.train.max_time)
     return (stopped or epoch >= run.train.epochs or (max_steps is not None and step >= max_steps)
             or (budget is not None and train_time_s >= budget))
+
+
+def restore_optimizer(optimizer: torch.optim.Optimizer, saved: dict[str, Any], say: Report) -> None:
+    """The optimizer's state, unless the checkpoint's model had fewer parameters (a
+    layer's state dict upgraded on load, such as a Diagonal BiLSTM saved before its initial
+    state was learned): then its moments start afresh, with a note."""
+    sizes = [len(group["params"]) for group in saved["param_groups"]]
+    if sizes == [len(group["params"]) for group in optimizer.param_groups]:
+        optimizer.load_state_dict(saved)
+    else:
+        say("  note: the checkpoint's model had fewer parameters (written by an older pixelgen); "
+            "its weights are kept, the optimizer's moments start afresh")
+
+
+def apply_new_lr(optimizer: torch.optim.Optimizer, trained_lr: float, lr: float, say: Report) -> None:
+    """A changed ``train.optimizer.lr`` on resume (the advice after a non-finite loss) applies."""
+    if trained_lr == lr:
+        return
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    say(f"  note: train.optimizer.lr is now {lr:g} (was {trained_lr:g}); "
+        f"the resumed run continues at the new rate")
 
 
 def repair_best(folder: os.PathLike, state: dict[str, Any]) -> None:

@@ -1,0 +1,42 @@
+"""How much measuring a comparison or an analysis does (:class:`CompareOptions`), in a
+module that loads nothing heavy: the command line reads the defaults from here to show them
+in its help without loading torch.
+"""
+
+from __future__ import annotations
+
+import attrs
+
+
+@attrs.frozen(kw_only=True)
+class CompareOptions:
+    """How much measuring :func:`~pixelgen.study.report.compare` and
+    :func:`~pixelgen.study.report.analyse` do; the defaults live here.
+
+    Attributes:
+        field_size: side of the canvas the receptive fields are measured on (capped at
+            the image size).
+        gradient_batch: training images in the batch of the gradient-flow measurement.
+        scaling_sizes, scaling_depths: image sizes and numbers of layers timed.
+        scaling_batch, scaling_repeats: images per timed pass, timed passes per point.
+        timing_images: images generated to time each sampler.
+        timing_repeats: timings of each sampler; the median is reported.
+        reference_rows: image rows the reference sampler generates for its timing; the
+            time per image is extrapolated to the whole image from these rows.
+        max_train_images: training images searched for each sample's nearest neighbour.
+        max_held_out_images: test images used as the baseline of that search.
+        device: where the measurements run ("cpu", "cuda", ...).
+    """
+
+    field_size: int = 15
+    gradient_batch: int = 8
+    scaling_sizes: tuple[int, ...] = (8, 16, 32)
+    scaling_depths: tuple[int, ...] = (1, 2, 4)
+    scaling_batch: int = 4
+    scaling_repeats: int = 3
+    timing_images: int = 2
+    timing_repeats: int = 3
+    reference_rows: int = 1
+    max_train_images: int = 2000
+    max_held_out_images: int = 500
+    device: str = "cpu"
