@@ -151,7 +151,7 @@ CASES = [
     ("sample-device-cuda-absent", nothing, ["sample", CKPT, "--device", "cuda"], ["--device"]),
     ("sample-temperature-denormal", nothing, ["sample", CKPT, "-n", "1", "--no-archive", "--temperature", "1e-320"], ["temperature"]),
     ("sample-temperature-negative", nothing, ["sample", CKPT, "-n", "1", "--no-archive", "--temperature", "-1"], ["temperature"]),
-    ("sample-top-p-zero", nothing, ["sample", CKPT, "-n", "1", "--no-archive", "--top-p", "0"], ["top_p"]),
+    ("sample-top-p-zero", nothing, ["sample", CKPT, "-n", "1", "--no-archive", "--top-p", "0"], ["--top-p"]),
     ("sample-top-p-above-one", nothing, ["sample", CKPT, "-n", "1", "--no-archive", "--top-p", "1.5"], ["top_p"]),
     ("sample-batch-size-zero", nothing, ["sample", CKPT, "--batch-size", "0"], ["batch size"]),
     ("sample-size-zero", nothing, ["sample", CKPT, "--size", "0x3"], ["HEIGHTxWIDTH"]),
