@@ -11,13 +11,19 @@ subsampled image first).
 from __future__ import annotations
 
 import copy
-import warnings
+import sys
 
 import torch
 from torch import Tensor, nn
+from tqdm import tqdm
 
 from pixelgen.errors import CausalityError
-from pixelgen.nn.blocks import generation_order_of, n_levels_of, raster_order
+from pixelgen.nn.blocks import (
+    call_model,
+    generation_order_of,
+    n_levels_of,
+    raster_order,
+)
 
 COLOUR_NAMES = {1: ("grey",), 3: ("R", "G", "B")}
 
@@ -47,42 +53,38 @@ def allowed_dependencies(channels: int, height: int, width: int, order: Tensor |
     return order[..., None, None, None] > order[None, None, None]
 
 
-def _jacobian_support(model: nn.Module, x: Tensor, labels: Tensor | None, chunk: int = 16) -> Tensor:
+def _jacobian_support(
+    model: nn.Module, x: Tensor, labels: Tensor | None, chunk: int = 128, bar: tqdm | None = None
+) -> Tensor:
     """``(C, H, W, C, H, W)`` bool: non-zero entries of d logits / d x for one image ``x``.
 
-    Forward mode, one Jacobian column per batch element: copy ``k`` of the image carries
-    the tangent of sub-pixel ``k``. Batch elements never interact in these models, so a
-    batch of ``C * H * W`` copies, ``chunk`` at a time to bound memory, gives the whole
-    Jacobian in a few forward passes.
+    Reverse mode, one Jacobian row per batch element: copy ``k`` of the image is a probe
+    for output sub-pixel ``k``, and one backward pass of the sum over ``k`` of copy ``k``'s
+    logits at sub-pixel ``k`` gives every row at once, since batch elements never interact
+    in these models (``chunk`` probes at a time to bound memory). The ``n_levels`` logits
+    of a sub-pixel are first projected on random Gaussian weights: the projection's
+    gradient is zero exactly when no logit depends on the input, except on a set of
+    weights of measure zero. Reverse mode, rather than forward mode with one tangent per
+    input sub-pixel, because torch's forward-mode rules of plain arithmetic import
+    ``torch._dynamo`` on first use (seconds, more than the Jacobian of a narrow model),
+    and every trainable model has the backward rules reverse mode needs.
     """
-    import torch.autograd.forward_ad as fwAD
-
     n = x.numel()
-    basis = torch.eye(n, dtype=x.dtype).view(n, *x.shape)  # (n, C, H, W)
-    columns = []
-    try:
-        with warnings.catch_warnings():
-            # torch's forward-mode decompositions still call the deprecated torch.jit.script
-            warnings.filterwarnings("ignore", message=".*torch.jit.script.*", category=FutureWarning)
-            for start in range(0, n, chunk):
-                tangents = basis[start : start + chunk]
-                with fwAD.dual_level():
-                    dual = fwAD.make_dual(x.expand_as(tangents).clone(), tangents)
-                    out = model(dual, labels.expand(len(tangents))) if labels is not None else model(dual)
-                    columns.append(fwAD.unpack_dual(out).tangent != 0)  # (chunk, n_levels, C, H, W)
-        support = torch.cat(columns).any(dim=1)  # (n: input sub-pixel, C, H, W: output)
-        return support.view(*x.shape, *x.shape).permute(3, 4, 5, 0, 1, 2).contiguous()
-    except (RuntimeError, NotImplementedError):
-        pass
-    # Some operation has no forward-mode rule: one backward pass per output sub-pixel of a
-    # random projection of its n_levels logits (zero exactly when the sub-pixel's logits do not
-    # depend on the input, almost surely non-zero otherwise).
-    x = x.detach()[None].requires_grad_(True)
-    out = (model(x, labels) if labels is not None else model(x))[0]  # (n_levels, C, H, W)
-    weights = torch.randn(out.shape[0], dtype=out.dtype, generator=torch.Generator().manual_seed(0))
-    projected = torch.einsum("v...,v->...", out, weights)  # (C, H, W)
-    rows = [torch.autograd.grad(value, x, retain_graph=True)[0][0] != 0 for value in projected.flatten()]
-    return torch.stack(rows).view(*projected.shape, *x.shape[1:])
+    generator = torch.Generator().manual_seed(0)
+    weights = None
+    rows = []
+    for start in range(0, n, chunk):
+        positions = torch.arange(start, min(start + chunk, n))  # output sub-pixels probed
+        probes = x.detach().expand(len(positions), *x.shape).clone().requires_grad_(True)  # (k, C, H, W)
+        out = call_model(model, probes, None if labels is None else labels.expand(len(positions)))
+        if weights is None:
+            weights = torch.randn(out.shape[1], generator=generator, dtype=out.dtype)
+        projected = torch.einsum("kv...,v->k...", out, weights).flatten(1)  # (k, C*H*W)
+        (gradient,) = torch.autograd.grad(projected[torch.arange(len(positions)), positions].sum(), probes)
+        rows.append(gradient.flatten(1) != 0)  # (k: output sub-pixel, C*H*W: input sub-pixel)
+        if bar is not None:
+            bar.update(len(positions))
+    return torch.cat(rows).view(*x.shape, *x.shape)
 
 
 def dependency_map(
@@ -95,6 +97,7 @@ def dependency_map(
     perturb: bool = True,
     seed: int = 0,
     labels: Tensor | None = None,
+    progress: bool = False,
 ) -> Tensor:
     """Measured dependencies of a model's outputs on its inputs, from Jacobians in float64.
 
@@ -108,6 +111,7 @@ def dependency_map(
             initialised to zero (biases, initial states) hide no dependency.
         seed: seed of the images and the perturbation.
         labels: ``(1,)`` class label for class-conditional models.
+        progress: a bar on stderr over the output sub-pixels probed.
 
     Returns:
         bool tensor ``(C, H, W, C, H, W)``: ``[c, i, j, c2, i2, j2]`` is True where output
@@ -120,9 +124,11 @@ def dependency_map(
             for param in probe.parameters():
                 param.add_(0.1 * torch.randn(param.shape, generator=generator, dtype=param.dtype))
     support = torch.zeros(channels, height, width, channels, height, width, dtype=torch.bool)
-    for _ in range(n_inputs):
-        x = torch.rand(channels, height, width, generator=generator, dtype=torch.float64) * (n_levels_of(model) - 1)
-        support |= _jacobian_support(probe, x, labels)
+    total = n_inputs * channels * height * width
+    with tqdm(total=total, desc="Jacobian", unit="row", file=sys.stderr, leave=False, disable=not progress) as bar:
+        for _ in range(n_inputs):
+            x = torch.rand(channels, height, width, generator=generator, dtype=torch.float64) * (n_levels_of(model) - 1)
+            support |= _jacobian_support(probe, x, labels, bar=bar)
     return support
 
 
@@ -135,6 +141,7 @@ def check_causality(
     n_inputs: int = 2,
     seed: int = 0,
     labels: Tensor | None = None,
+    progress: bool = False,
 ) -> Tensor:
     """Fail loudly if any output depends on a sub-pixel at or after it in the model's
     generation order (:func:`~pixelgen.nn.blocks.generation_order_of`: raster order unless
@@ -148,7 +155,9 @@ def check_causality(
     Returns:
         the measured dependency map ``(C, H, W, C, H, W)`` (see :func:`dependency_map`).
     """
-    support = dependency_map(model, channels, height, width, n_inputs=n_inputs, seed=seed, labels=labels)
+    support = dependency_map(
+        model, channels, height, width, n_inputs=n_inputs, seed=seed, labels=labels, progress=progress
+    )
     order = generation_order_of(model, channels, height, width)  # (C, H, W)
     violations = support & ~allowed_dependencies(channels, height, width, order)
     if violations.any():
@@ -162,3 +171,4 @@ def check_causality(
             f"({len(pairs)} forbidden dependencies in all)"
         )
     return support
+
