@@ -150,13 +150,14 @@ def _add_check(sub: argparse._SubParsersAction) -> None:
     p.description += (
         ", at the model's real depth, kernel sizes and other hyperparameters but its narrowest "
         "widths: every width (a *_channels hyperparameter other than in_channels) not given "
-        "with --hp becomes the smallest multiple of the colours C that the model builds with, "
-        "one channel per colour group. Width cannot change which sub-pixels depend on which: "
-        "masks and scans connect colour groups by kernel position, an output depends on an "
-        "input exactly when a path joins them through that graph (its shape set by the "
+        "with --hp becomes the smallest multiple of the colours C, at least 4 channels per "
+        "colour group, that the model builds with. Width cannot change which sub-pixels depend "
+        "on which: masks and scans connect colour groups by kernel position, an output depends "
+        "on an input exactly when a path joins them through that graph (its shape set by the "
         "kernels, the masks and the depth, not by how many channels a group holds), and at "
-        "random, perturbed weights every path contributes almost surely. --full-width checks "
-        "at the declared widths instead (slow: a minute or more)."
+        "random, perturbed weights a path contributes unless a ReLU switches a unit on it off "
+        "for every input, which a few channels per group make unlikely (docs/models.md). "
+        "--full-width checks at the declared widths instead (slow: minutes)."
     )
     p.add_argument("model", help="a registered model name (see pixelgen plugins)")
     p.add_argument("--hp", action="append", default=[], metavar="KEY=VALUE",
