@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import pytest
 import torch
+from pixelgen_plugins.pixelcnn import PixelCNN
 from torch import nn
 
 import pixelgen
 from pixelgen import cli, registry
 from pixelgen.blocks import Hyperparameter, stack_hyperparameters
 from pixelgen.registry.causality import dependency_map, narrow_model
-from pixelgen_plugins.pixelcnn import PixelCNN
 
 WIDTHS = {
     "pixelcnn": ["hidden_channels", "head_channels"],
