@@ -1,4 +1,5 @@
-"""User-facing errors, and the report function through which the library speaks.
+"""User-facing errors, the report function through which the library speaks, and whether
+it draws progress bars.
 
 Every error a user can cause (a bad recipe, an unknown model, missing data, a corrupt
 checkpoint) is a :class:`PixelgenError`. The command line prints its message on one line
@@ -7,6 +8,8 @@ and exits non-zero; library callers catch it like any other exception.
 
 from __future__ import annotations
 
+import os
+import sys
 from typing import Callable
 
 #: Where a long job's progress lines go (``print``, or :func:`silent`).
@@ -15,6 +18,13 @@ Report = Callable[[str], None]
 
 def silent(line: str) -> None:
     """A report function that says nothing (every rank but 0)."""
+
+
+def progress_bar_enabled() -> bool:
+    """Progress bars on stderr: only on a terminal, and not with ``PIXELGEN_PROGRESS=0``
+    (elsewhere the epoch lines are the plain progress). Here, below every layer that
+    draws one, so that there is one definition."""
+    return os.environ.get("PIXELGEN_PROGRESS", "1") != "0" and sys.stderr.isatty()
 
 
 def one_line(error: BaseException | str, limit: int | None = None) -> str:

@@ -85,7 +85,8 @@ EXAMPLES = {
   pixelgen plugins""",
     "check": """examples:
   pixelgen check pixelcnn
-  pixelgen check row_lstm --hp hidden_channels=8 --hp n_layers=2 --channels 3 --height 5 --width 5""",
+  pixelgen check row_lstm --hp hidden_channels=8 --hp n_layers=2 --channels 3 --height 5 --width 5
+  pixelgen check diagonal_bilstm --full-width --channels 3""",
     "sample": """examples:
   pixelgen sample runs/quickstart/best.ckpt -n 16 --seed 0
   pixelgen sample runs/quickstart/best.ckpt -n 8 --temperature 0.9 --png grid.png --no-archive
@@ -154,6 +155,18 @@ def _add_plugins(sub: argparse._SubParsersAction) -> None:
 
 def _add_check(sub: argparse._SubParsersAction) -> None:
     p = _command(sub, "check", "prove a registered model autoregressive by its Jacobian")
+    p.description += (
+        ", at the model's real depth, kernel sizes and other hyperparameters but its narrowest "
+        "widths: every width (a *_channels hyperparameter other than in_channels) not given "
+        "with --hp becomes the smallest multiple of the colours C, at least 4 channels per "
+        "colour group, that the model builds with. Width cannot change which sub-pixels depend "
+        "on which: masks and scans connect colour groups by kernel position, an output depends "
+        "on an input exactly when a path joins them through that graph (its shape set by the "
+        "kernels, the masks and the depth, not by how many channels a group holds), and at "
+        "random, perturbed weights a path contributes unless a ReLU switches a unit on it off "
+        "for every input, which a few channels per group make unlikely (docs/models.md). "
+        "--full-width checks at the declared widths instead (slow: minutes)."
+    )
     p.add_argument("model", help="a registered model name (see pixelgen plugins)")
     p.add_argument("--hp", action="append", default=[], metavar="KEY=VALUE",
                    help="a hyperparameter of the model, e.g. --hp n_layers=2 (repeatable)")
@@ -163,6 +176,8 @@ def _add_check(sub: argparse._SubParsersAction) -> None:
                    help="image height of the check (default: 6)")
     p.add_argument("--width", type=_bounded_int(1, 32, "an image width"), default=7,
                    help="image width of the check (default: 7)")
+    p.add_argument("--full-width", action="store_true",
+                   help="check at the declared widths, not the narrowest (slow)")
     p.set_defaults(command_function="check")
 
 

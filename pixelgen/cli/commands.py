@@ -20,7 +20,7 @@ from pixelgen.api import run_recipe
 from pixelgen.errors import PixelgenError, RecipeError
 from pixelgen.nn.blocks import generation_order_of, raster_order
 from pixelgen.recipe import SampleSection, dump_toml, load_recipe, parse_value, recipe_to_dict
-from pixelgen.registry.causality import allowed_dependencies, check_causality
+from pixelgen.registry.causality import allowed_dependencies, check_causality, narrow_model
 from pixelgen.sampling import SamplingError
 from pixelgen.study import report
 from pixelgen.study.from_checkpoint import (
@@ -87,15 +87,23 @@ def field_picture(support, channels: int, i: int, j: int, order=None) -> str:
 
 def cmd_check(args: argparse.Namespace) -> int:
     hyper = _parse_assignments(args.hp, "--hp")
+    declared = registry.get_model_spec(args.model).defaults()
     for channels in args.channels:
-        model = registry.create_model(args.model, **{**hyper, "in_channels": channels})
-        support = check_causality(model, channels, args.height, args.width)
+        if args.full_width:
+            model, narrowed = registry.create_model(args.model, **{**hyper, "in_channels": channels}), {}
+        else:
+            model, narrowed = narrow_model(args.model, channels, hyper)
+        support = check_causality(model, channels, args.height, args.width, progress=progress_bar_enabled())
         order = generation_order_of(model, channels, args.height, args.width)  # (C, H, W)
         allowed = int(allowed_dependencies(channels, args.height, args.width, order).sum())
         print(
             f"{args.model}: causal for C={channels} at {args.height}x{args.width}: "
-            f"{int(support.sum())} of {allowed} allowed sub-pixel dependencies seen, none forbidden"
+            f"{int(support.sum())} of {allowed} allowed sub-pixel dependencies seen, none forbidden",
+            flush=True,
         )
+        if narrowed:
+            widths = ", ".join(f"{key}={value} (declared {declared[key]})" for key, value in narrowed.items())
+            print(f"  at narrowed widths {widths}; every other hyperparameter as declared or given", flush=True)
     i, j = args.height - 1, args.width // 2
     print(f"  receptive field of pixel ({i}, {j}) ('#' seen, '.' earlier but unseen):")
     print(field_picture(support, channels, i, j, order))

@@ -92,7 +92,14 @@ LayerStep = Callable[[Tensor, int, int], Tensor]  # (input at (i, j) (n, 2h), i,
 
 
 class Hyperparameter(NamedTuple):
-    """One hyperparameter a model declares on its :class:`pixelgen.ModelSpec`."""
+    """One hyperparameter a model declares on its :class:`pixelgen.ModelSpec`.
+
+    One naming rule carries meaning: an integer hyperparameter named ``*_channels``, other
+    than ``in_channels`` (the colours), is a *width*, the number of features of some map
+    (``hidden_channels``, ``head_channels``). Widths may change how much a model can learn
+    but not which sub-pixels it connects, so ``pixelgen check`` narrows them (see
+    :meth:`pixelgen.ModelSpec.widths`); give any other kind of hyperparameter another name.
+    """
 
     default: Any
     help: str

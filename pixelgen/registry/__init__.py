@@ -49,6 +49,16 @@ class ModelSpec:
         """``{name: default}`` of every hyperparameter, in declaration order."""
         return {name: hp.default for name, hp in self.hyperparameters.items()}
 
+    def widths(self) -> list[str]:
+        """The hyperparameters that are widths, in declaration order: integers named
+        ``*_channels`` other than ``in_channels`` (the rule stated on
+        :class:`~pixelgen.nn.blocks.Hyperparameter`)."""
+        return [
+            name for name, hp in self.hyperparameters.items()
+            if name.endswith("_channels") and name != "in_channels"
+            and isinstance(hp.default, int) and not isinstance(hp.default, bool)
+        ]
+
 
 @attrs.frozen
 class DatasetSpec:

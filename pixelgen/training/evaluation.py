@@ -5,7 +5,7 @@
     evaluate(model, dataset, batch_size, fabric)    NLL in nats/image and bits/dim, overall
                                                     and per colour (pixelgen.nn.metrics)
     set_threads(threads)                            torch's intra-op threads
-    progress_bar_enabled()                          bars on a terminal only
+    progress_bar_enabled()                          bars on a terminal only (from pixelgen.errors)
     bare_module(model)                              the user's module inside Fabric's wrapper
 """
 
@@ -22,7 +22,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm import tqdm
 
-from pixelgen.errors import DataError
+from pixelgen.errors import DataError, progress_bar_enabled
 from pixelgen.nn.blocks import call_model, n_classes_of
 from pixelgen.nn.metrics import nats_to_bits_per_dim, nll_nats
 
@@ -32,12 +32,6 @@ def bare_module(model: nn.Module) -> nn.Module:
     while isinstance(model, _FabricModule) or hasattr(model, "_orig_mod"):
         model = model.module if isinstance(model, _FabricModule) else model._orig_mod
     return model
-
-
-def progress_bar_enabled() -> bool:
-    """Progress bars on stderr: only on a terminal, and not with ``PIXELGEN_PROGRESS=0``
-    (elsewhere the epoch lines are the plain progress)."""
-    return os.environ.get("PIXELGEN_PROGRESS", "1") != "0" and sys.stderr.isatty()
 
 
 def set_threads(threads: int | None) -> int:
