@@ -98,13 +98,11 @@ def test_pixelgen_check_says_what_it_narrowed(capsys, monkeypatch):
     assert "head_channels" not in captured.out and captured.err == ""
 
 
-# Known gap: depending on the initial weights, 4 channels per group miss up to ~90 of the
-# ~1750 dependencies of a 3-layer LSTM model (ReLU units off for every input).
-LSTM_GAP = pytest.mark.xfail(strict=False, reason="narrow LSTM models can miss dependencies that ReLUs hide")
-
-
-@pytest.mark.parametrize("name", ["pixelcnn", pytest.param("row_lstm", marks=LSTM_GAP),
-                                  pytest.param("diagonal_bilstm", marks=LSTM_GAP)])
+# Only the PixelCNN is pinned: at 4 channels per colour group a 3-layer Row LSTM or Diagonal
+# BiLSTM can miss up to ~90 of its ~1750 allowed dependencies, depending on the initial
+# weights (ReLU units off for every input). docs/models.md says so and advises --full-width
+# for a release; closing that gap is open work (issue 20).
+@pytest.mark.parametrize("name", ["pixelcnn"])
 def test_narrow_and_wider_widths_see_the_same_dependencies(name):
     """At a depth where wider widths are cheap to check, the narrowed model sees exactly
     the dependencies they see."""
