@@ -152,7 +152,7 @@ CASES = [
     ("sample-temperature-denormal", nothing, ["sample", CKPT, "-n", "1", "--no-archive", "--temperature", "1e-320"], ["temperature"]),
     ("sample-temperature-negative", nothing, ["sample", CKPT, "-n", "1", "--no-archive", "--temperature", "-1"], ["temperature"]),
     ("sample-top-p-zero", nothing, ["sample", CKPT, "-n", "1", "--no-archive", "--top-p", "0"], ["--top-p"]),
-    ("sample-top-p-above-one", nothing, ["sample", CKPT, "-n", "1", "--no-archive", "--top-p", "1.5"], ["top_p"]),
+    ("sample-top-p-above-one", nothing, ["sample", CKPT, "-n", "1", "--no-archive", "--top-p", "1.5"], ["--top-p"]),
     ("sample-batch-size-zero", nothing, ["sample", CKPT, "--batch-size", "0"], ["batch size"]),
     ("sample-size-zero", nothing, ["sample", CKPT, "--size", "0x3"], ["HEIGHTxWIDTH"]),
     ("sample-label-unconditional", nothing, ["sample", CKPT, "-n", "1", "--label", "3"], ["not class-conditional"]),

@@ -34,6 +34,7 @@ from pixelgen.study.scoring import (
     ScoreError,
     Scoring,
     histogram_samples,
+    official_splits,
     reference_images,
 )
 from pixelgen.training.evaluation import evaluate, set_threads
@@ -276,10 +277,15 @@ def score_checkpoint(
     state = ckpt_io.load_checkpoint(checkpoint)
     run = stored_run(state, checkpoint)
     data = attrs.evolve(run.data, root=data_root) if data_root is not None else run.data
-    scoring = Scoring.prepare(features, data, n, weights_path=inception_weights, report=report)  # before sampling
+    splits = official_splits(data)
+    # the baseline's images before the feature space, which may train and store a classifier:
+    # too few of them is an error that leaves no file behind
+    baseline_images = _baseline_images(baseline, splits, n, seed) if baseline is not None else None
+    scoring = Scoring.prepare(features, data, n, weights_path=inception_weights, report=report,
+                              splits=splits)  # before sampling
     archive = archive_of(checkpoint, state) if in_run_folder and baseline is None else None
-    if baseline is not None:
-        samples, key = _baseline_images(baseline, scoring.splits, n, seed), None
+    if baseline_images is not None:
+        samples, key = baseline_images, None
     else:
         settings = attrs.evolve(run.sample, n=n, seed=seed, batch_size=batch_size)
         samples, key = _scored_samples(checkpoint, state, archive, settings, device=device, weights=weights,

@@ -308,10 +308,12 @@ class Scoring:
 
     @classmethod
     def prepare(cls, features: str, data: Any, n: int, *, weights_path: str | os.PathLike | None = None,
-                report: Callable[[str], None] = lambda line: None) -> Scoring:
-        """The official splits of ``data`` (a recipe's ``[data]``), their reference images
-        and the feature space ``features`` (see :func:`feature_space`)."""
-        splits = official_splits(data)
+                report: Callable[[str], None] = lambda line: None,
+                splits: dict[str, Dataset] | None = None) -> Scoring:
+        """The official splits of ``data`` (a recipe's ``[data]``; ``splits`` if read
+        already), their reference images and the feature space ``features`` (see
+        :func:`feature_space`)."""
+        splits = official_splits(data) if splits is None else splits
         reference = reference_images(splits, n)
         return cls(features, splits, reference, feature_space(features, data, splits, weights_path=weights_path,
                                                               report=report))
