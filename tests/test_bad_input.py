@@ -24,6 +24,7 @@ from datafiles import working_copy
 import pixelgen
 from pixelgen import cli, registry
 from pixelgen.blocks import Hyperparameter
+from pixelgen.errors import Interrupted
 from pixelgen.store import checkpoint as ckpt_io
 from pixelgen.store.files import RunLock
 
@@ -299,6 +300,16 @@ class Exits:
         raise SystemExit(3)
 
 
+class Doomed(BaseException):
+    """Not an Exception: what a careless plugin may raise."""
+
+
+class RaisesBaseException:
+    @pixelgen.hookimpl
+    def pixelgen_models(self):
+        raise Doomed("the plugin gave up")
+
+
 class Misspelt:
     @pixelgen.hookimpl(optionalhook=False)
     def pixelgen_modles(self):
@@ -326,6 +337,7 @@ class ClaimsPixelCNN:
 @pytest.mark.parametrize("plugin, needle", [
     (ReturnsNotAList(), "not a list"),
     (Exits(), "SystemExit"),
+    (RaisesBaseException(), "Doomed: the plugin gave up"),
     (Misspelt(), "pixelgen_modles"),
     (WrongSignature(), "surprise"),
     (BadHyperparameters(), "Hyperparameter"),
@@ -342,6 +354,32 @@ def test_a_broken_plugin_is_listed_and_breaks_nothing_else(plugin, needle, capsy
     finally:
         registry.unregister_plugin("broken_test_plugin")
     assert "broken_test_plugin" not in pixelgen.plugin_failures()
+
+
+class FakeEntryPoint:
+    """An entry point whose module raises ``error`` when it is imported."""
+
+    name, dist = "fake_entry_point", None
+
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+    def load(self):
+        raise self.error
+
+
+def test_a_plugin_raising_any_base_exception_at_import_is_recorded():
+    reg = registry.Registry(registry.new_plugin_manager())
+    registry._load_entry_point(reg, FakeEntryPoint(Doomed("no import for you")))
+    assert reg.failures["fake_entry_point"] == "Doomed: no import for you"
+
+
+@pytest.mark.parametrize("stop", [KeyboardInterrupt(), Interrupted("SIGTERM: stopped", 15)])
+def test_the_user_stopping_a_plugin_import_still_stops_the_command(stop):
+    reg = registry.Registry(registry.new_plugin_manager())
+    with pytest.raises(type(stop)):
+        registry._load_entry_point(reg, FakeEntryPoint(stop))
+    assert not reg.failures
 
 
 def test_a_name_claimed_twice_is_given_to_neither(legacy, capsys):

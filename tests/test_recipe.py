@@ -9,11 +9,14 @@ import typing
 
 import attrs
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import pixelgen
 from pixelgen import registry
 from pixelgen.blocks import Hyperparameter
 from pixelgen.errors import RecipeError
+from pixelgen.limits import MAX_RECIPE_BYTES, MAX_RECIPE_DEPTH
 from pixelgen.recipe import (
     EvalSection,
     ModelSection,
@@ -685,3 +688,51 @@ def test_the_binarized_fashion_mnist_check_is_a_two_level_run_on_thresholded_dat
     (run,) = load_recipe(pathlib.Path(__file__).parent.parent / "recipes" / "fmnist_binarized.toml").runs
     assert run.model.hyperparameters["n_levels"] == 2 and run.data.options == {"binarize": True}
     assert run.train.accelerator == "cpu" and run.data.limit_train <= 5000
+
+
+# ------------------------------------------------------------------------------ hostile files
+
+
+def hostile_paths(tmp_path):
+    """Paths a recipe argument can name that are no recipe: each must be refused in one line."""
+    fifo = tmp_path / "fifo.toml"
+    os.mkfifo(fifo)
+    big = tmp_path / "big.toml"
+    big.write_text("# " + "x" * MAX_RECIPE_BYTES + "\n")
+    deep_toml = tmp_path / "deep.toml"
+    deep_toml.write_text("a = " + "[" * 5000 + "]" * 5000 + "\n")
+    deep_value = write(tmp_path, '[model]\nname = "tiny_test_model"\n[model.hyperparameters]\nn_layers = '
+                       + "[" * (MAX_RECIPE_DEPTH + 5) + "]" * (MAX_RECIPE_DEPTH + 5) + "\n", "deep_value.toml")
+    return {"fifo": (fifo, "not a regular file"), "device": (pathlib.Path("/dev/zero"), "not a regular file"),
+            "folder": (tmp_path, "is a folder"), "big": (big, "a recipe is at most"),
+            "deep toml": (deep_toml, "nested too deeply"), "deep value": (deep_value, "nested more than")}
+
+
+def test_a_hostile_recipe_file_is_refused_in_one_line_without_reading_it_all(tmp_path, fake_plugin):
+    for what, (path, needle) in hostile_paths(tmp_path).items():
+        with pytest.raises(RecipeError, match=needle) as caught:
+            load_recipe(path)
+        assert "\n" not in str(caught.value), what
+
+
+def test_a_deeply_nested_override_is_refused_in_one_line(tmp_path, fake_plugin):
+    path = write(tmp_path, '[model]\nname = "tiny_test_model"\n')
+    for depth in (MAX_RECIPE_DEPTH + 1, 5000):
+        with pytest.raises(RecipeError, match="nested"):
+            load_recipe(path, [f"model.hyperparameters.n_layers={'[' * depth}{']' * depth}"])
+
+
+@settings(max_examples=200, deadline=None, derandomize=True)
+@given(value=st.recursive(st.integers() | st.text(max_size=3) | st.booleans(),
+                          lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=3), inner,
+                                                                                     max_size=3),
+                          max_leaves=60))
+def test_any_nested_value_in_a_recipe_loads_or_is_one_recipe_error(value):
+    """Generated TOML-like values at every key path a user can write: the recipe loads, or
+    one RecipeError names the problem; nothing else escapes."""
+    for data in ({"model": {"name": "pixelcnn", "hyperparameters": {"n_layers": value}}},
+                 {"train": {"optimizer": value}}, {"data": {"options": {"x": value}}}, {"runs": value}):
+        try:
+            recipe_from_dict(data)
+        except RecipeError as exc:
+            assert "\n" not in str(exc)

@@ -18,6 +18,7 @@ import cattrs
 
 from pixelgen import registry
 from pixelgen.errors import RecipeError, RegistryError
+from pixelgen.limits import MAX_RECIPE_DEPTH
 from pixelgen.recipe.schema import BadValue, FrozenTable, OutputSection, Recipe, RunSpec, public_fields
 
 _MISSING = object()
@@ -213,6 +214,7 @@ def recipe_from_dict(data: Mapping[str, Any], source: str | None = None) -> Reci
     """
     if not isinstance(data, Mapping):
         raise RecipeError(f"recipe: expected a table, got {data!r}")
+    _check_depth(data)
     try:
         for key in data:
             if key not in TOP_TYPES:
@@ -226,6 +228,19 @@ def recipe_from_dict(data: Mapping[str, Any], source: str | None = None) -> Reci
         raise RecipeError(f"description: expected {exc.expected}, got {exc.value!r}") from None
     except Problem as exc:
         raise RecipeError(exc.render()) from None
+
+
+def _check_depth(data: Mapping[str, Any]) -> None:
+    """RecipeError naming the first value nested deeper than MAX_RECIPE_DEPTH tables and
+    arrays; walked without recursion, so that the check itself cannot overflow the stack."""
+    stack: list[tuple[Any, tuple]] = [(data, ())]
+    while stack:
+        value, path = stack.pop()
+        if len(path) > MAX_RECIPE_DEPTH:
+            raise RecipeError(f"{dotted(path[:8])}...: nested more than {MAX_RECIPE_DEPTH} levels deep; "
+                              f"a recipe needs a handful")
+        items = value.items() if isinstance(value, Mapping) else enumerate(value) if isinstance(value, list) else ()
+        stack.extend((item, path + (key,)) for key, item in items if isinstance(item, (Mapping, list)))
 
 
 def _runs(data: Mapping[str, Any], shared: Mapping[str, Any]) -> list[RunSpec]:

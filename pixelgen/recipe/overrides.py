@@ -1,5 +1,7 @@
 """Reading recipe files, and ``--set dotted.key=value`` overrides applied before validation."""
 
+import os
+import stat
 import tomllib
 import typing
 from collections.abc import Mapping, Sequence
@@ -9,6 +11,7 @@ from typing import Any
 import attrs
 
 from pixelgen.errors import RecipeError
+from pixelgen.limits import MAX_RECIPE_BYTES, MAX_RECIPE_DEPTH
 from pixelgen.recipe.convert import RUNS_TYPE, TOP_TYPES, deep_merge, dotted, recipe_from_dict, unknown_key
 from pixelgen.recipe.schema import Recipe, RunSpec, public_fields
 
@@ -30,21 +33,41 @@ def load_recipe(path: str | Path, overrides: Sequence[str] = ()) -> Recipe:
     if isinstance(overrides, str):
         raise TypeError("overrides must be a sequence of 'key=value' strings, not a string")
     path = Path(path)
-    try:
-        text = path.read_bytes().decode("utf-8")
-    except FileNotFoundError:
-        raise RecipeError(f"{path}: no such recipe file") from None
-    except UnicodeDecodeError as exc:
-        raise RecipeError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
-    except OSError as exc:
-        raise RecipeError(f"{path}: cannot read the recipe ({exc.strerror})") from None
+    text = _read_recipe_text(path)
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise RecipeError(f"{path}: invalid TOML: {' '.join(str(exc).split())}") from None
+    except RecursionError:
+        raise RecipeError(f"{path}: nested too deeply; a recipe nests at most {MAX_RECIPE_DEPTH} levels") from None
     for override in overrides:
         apply_override(data, override)
     return recipe_from_dict(data, source=str(path))
+
+
+def _read_recipe_text(path: Path) -> str:
+    """The text of a recipe file: a regular file (not a FIFO or a device, which could block
+    or never end) of at most MAX_RECIPE_BYTES, in UTF-8."""
+    try:
+        with open(path, "rb", opener=lambda name, flags: os.open(name, flags | os.O_NONBLOCK)) as handle:
+            info = os.fstat(handle.fileno())
+            if not stat.S_ISREG(info.st_mode):
+                raise RecipeError(f"{path}: not a regular file; name a .toml recipe file")
+            if info.st_size > MAX_RECIPE_BYTES:
+                raise RecipeError(f"{path}: {info.st_size:,} bytes; a recipe is at most {MAX_RECIPE_BYTES:,}")
+            raw = handle.read(MAX_RECIPE_BYTES + 1)
+    except FileNotFoundError:
+        raise RecipeError(f"{path}: no such recipe file") from None
+    except IsADirectoryError:
+        raise RecipeError(f"{path}: is a folder; name a .toml recipe file") from None
+    except OSError as exc:
+        raise RecipeError(f"{path}: cannot read the recipe ({exc.strerror})") from None
+    if len(raw) > MAX_RECIPE_BYTES:  # it grew while being read
+        raise RecipeError(f"{path}: over {MAX_RECIPE_BYTES:,} bytes; a recipe is at most that")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise RecipeError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
 
 
 def parse_value(text: str) -> Any:
@@ -53,6 +76,8 @@ def parse_value(text: str) -> Any:
     bare string (``cpu``, ``/tmp/some data``)."""
     try:
         value = tomllib.loads(f"v = {text}")["v"]
+    except RecursionError:
+        raise RecipeError(f"{text[:40]}...: nested too deeply; a value nests at most {MAX_RECIPE_DEPTH} levels") from None
     except tomllib.TOMLDecodeError:
         return text
     return value if isinstance(value, (str, int, float, bool, list, dict)) else text

@@ -14,7 +14,7 @@ from typing import Any, Callable, Mapping
 import attrs
 import pluggy
 
-from pixelgen.errors import RegistryError, one_line
+from pixelgen.errors import Interrupted, RegistryError, one_line
 from pixelgen.nn.blocks import Hyperparameter
 from pixelgen.registry import hookspecs
 
@@ -138,7 +138,8 @@ class Registry:
             plugin = self.manager.get_name(impl.plugin) or repr(impl.plugin)
             try:
                 specs = _checked_specs(impl.function(), spec_type, kind)
-            except (Exception, SystemExit) as exc:  # a broken plugin must not break the others
+            except BaseException as exc:  # a broken plugin must not break the others
+                _reraise_a_stop(exc)
                 self.failures[plugin] = f"{_HOOK_FAILURE}{type(exc).__name__}: {one_line(exc, _FAILURE_CHARS)}"
                 continue
             for spec in specs:
@@ -155,6 +156,13 @@ class Registry:
                 f"neither; uninstall or rename one of them"
             )
         return table
+
+
+def _reraise_a_stop(exc: BaseException) -> None:
+    """A plugin's exception is its own failure, recorded while the others load, unless it is
+    the user stopping the process (Ctrl-C, SIGINT/SIGTERM as Interrupted): that goes on up."""
+    if isinstance(exc, (KeyboardInterrupt, Interrupted)):
+        raise exc
 
 
 _HOOK_FAILURE = "hook: "
@@ -214,7 +222,8 @@ def _load_entry_point(registry: Registry, ep: importlib.metadata.EntryPoint) -> 
     source = f"distribution {dist.name}" if dist is not None else "an entry point"
     try:
         module = ep.load()
-    except (Exception, SystemExit) as exc:  # SystemExit at import: record it, go on
+    except BaseException as exc:  # SystemExit or any BaseException at import: record it, go on
+        _reraise_a_stop(exc)
         registry.sources[ep.name] = source
         registry.failures[ep.name] = f"{type(exc).__name__}: {one_line(exc, _FAILURE_CHARS)}"
         return
