@@ -60,6 +60,7 @@ API_MODULES = [
     "pixelgen.limits",
     "pixelgen.blocks",
     "pixelgen.nn",
+    "pixelgen.nn.hyperparameters",
     "pixelgen.nn.blocks",
     "pixelgen.nn.layers",
     "pixelgen.nn.scans",

@@ -15,7 +15,7 @@ import attrs
 import pluggy
 
 from pixelgen.errors import RegistryError, one_line
-from pixelgen.nn.blocks import Hyperparameter
+from pixelgen.nn.hyperparameters import Hyperparameter
 from pixelgen.registry import hookspecs
 
 ENTRY_POINT_GROUP = "pixelgen"
@@ -31,7 +31,7 @@ class ModelSpec:
             below as keyword arguments.
         description: one line shown by ``pixelgen plugins``.
         hyperparameters: ``{name: Hyperparameter(default, help)}``, every keyword the
-            factory takes (see :func:`pixelgen.nn.blocks.stack_hyperparameters`). The core
+            factory takes (see :func:`pixelgen.nn.hyperparameters.stack_hyperparameters`). The core
             fills in ``in_channels`` from the data set where the model declares it.
         paper_bits_per_dim: published test bits/dim by data-set name, shown beside
             measured figures in reports, e.g. ``{"cifar10": 3.00}``.
@@ -177,7 +177,7 @@ def _check_hyperparameters(spec: ModelSpec) -> None:
     ):
         raise TypeError(
             f"model {spec.name!r}: hyperparameters must map names to "
-            f"pixelgen.nn.blocks.Hyperparameter(default, help)"
+            f"pixelgen.blocks.Hyperparameter(default, help)"
         )
 
 
