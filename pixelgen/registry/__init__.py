@@ -7,9 +7,10 @@ stop the others from loading (see :func:`plugin_failures`).
 
 from __future__ import annotations
 
+import difflib
 import importlib.metadata
 import inspect
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 import attrs
 import pluggy
@@ -267,8 +268,8 @@ def get_model_spec(name: str) -> ModelSpec:
         raise RegistryError(get_registry().conflicts[name])
     if name not in models:
         raise RegistryError(
-            f"unknown model {name!r}; available models: {', '.join(sorted(models)) or 'none'}"
-            + _failure_hint()
+            f"unknown model {name!r}; {_did_you_mean(name, models)}available models: "
+            f"{', '.join(sorted(models)) or 'none'}" + _failure_hint()
         )
     return models[name][0]
 
@@ -280,7 +281,7 @@ def get_dataset_spec(name: str) -> DatasetSpec:
         raise RegistryError(get_registry().conflicts[name])
     if name not in datasets:
         raise RegistryError(
-            f"unknown data set {name!r}; available data sets: "
+            f"unknown data set {name!r}; {_did_you_mean(name, datasets)}available data sets: "
             f"{', '.join(sorted(datasets)) or 'none'}" + _failure_hint()
         )
     return datasets[name][0]
@@ -293,6 +294,11 @@ def plugin_of(name: str) -> str:
     if entry is None:
         raise RegistryError(f"unknown model or data set {name!r}")
     return entry[1]
+
+
+def _did_you_mean(name: str, known: Iterable[str]) -> str:
+    close = difflib.get_close_matches(name, sorted(known), n=1)
+    return f"did you mean {close[0]!r}? " if close else ""
 
 
 def _failure_hint() -> str:
