@@ -107,7 +107,15 @@ API_MODULES = [
     "pixelgen.study.report",
     "pixelgen.api",
     "pixelgen.cli",
+    "pixelgen.cli.plugins",
     "pixelgen.cli.commands",
+    "pixelgen.cli.sample",
+    "pixelgen.cli.run",
+    "pixelgen.cli.evaluate",
+    "pixelgen.cli.report",
+    "pixelgen.cli.score",
+    "pixelgen.cli.quantize",
+    "pixelgen.cli.recipe",
 ]
 
 # The three architectures of the paper, in its order (the registry may hold more).

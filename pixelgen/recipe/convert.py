@@ -29,7 +29,7 @@ def dotted(path: Sequence[Any]) -> str:
     return ".".join(str(p) for p in path)
 
 
-def _takes_none_string(tp: Any) -> bool:
+def takes_none_string(tp: Any) -> bool:
     """TOML has no null: optional non-string fields take the string "none" for unset."""
     members = typing.get_args(tp)
     return type(None) in members and str not in members
@@ -46,7 +46,7 @@ def _number(value: Any, tp: Any) -> Any:
 
 
 def _union(value: Any, tp: Any) -> Any:
-    if _takes_none_string(tp) and isinstance(value, str) and value.lower() == "none":
+    if takes_none_string(tp) and isinstance(value, str) and value.lower() == "none":
         return None
     members = [m for m in typing.get_args(tp) if m is not type(None)]
     return converter.structure(value, members[0]) if len(members) == 1 and value is not None else value
@@ -76,7 +76,7 @@ def _section(cls: type) -> Any:
 def _unstructure_section(cls: type) -> Any:
     """An unset value whose default is set is written "none" (no key would mean the default)."""
     nones = {f.name: cattrs.gen.override(unstruct_hook=lambda x: "none" if x is None else x)
-             for f in attrs.fields(cls) if _takes_none_string(f.type) and f.default is not None}
+             for f in attrs.fields(cls) if takes_none_string(f.type) and f.default is not None}
     return cattrs.gen.make_dict_unstructure_fn(cls, converter, **nones)
 
 

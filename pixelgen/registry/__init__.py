@@ -64,12 +64,16 @@ class DatasetSpec:
             ``"val"`` for a data set that ships its own validation split (binarized MNIST's
             ``valid`` file), which :func:`pixelgen.data.load_splits` then uses instead of
             cutting one from ``"train"``.
+        downloads: whether the factory's ``download`` option fetches missing files; False
+            for a data set the user places by hand (``pixelgen plugins`` then says "manual
+            download" instead of showing the option).
     """
 
     name: str
     factory: Callable[..., Any]
     description: str = ""
     splits: tuple[str, ...] = ("train", "test")
+    downloads: bool = attrs.field(default=True, validator=attrs.validators.instance_of(bool), kw_only=True)
 
     def options(self) -> dict[str, Any]:
         """Keyword options of the factory with their defaults (root and split excluded)."""
