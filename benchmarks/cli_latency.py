@@ -5,8 +5,10 @@ memory of each command's start-up, its error paths and a few small jobs, beside
     python benchmarks/cli_latency.py                  # 5 repeats of every case
     python benchmarks/cli_latency.py --repeats 9
 
-Every case is a fresh process (``python -m pixelgen ...``, the pixelgen that ``python``
-imports: set PYTHONPATH to time another checkout); its peak RSS and CPU time are that
+Run it from the root of the checkout being timed: ``python -m`` puts the current folder
+first on ``sys.path``, ahead of PYTHONPATH and any installed pixelgen.
+
+Every case is a fresh process (``python -m pixelgen ...``); its peak RSS and CPU time are that
 child's own, from ``os.wait4``. The repeats go round the cases in turn, so that a load
 spike on a shared machine touches every case alike; the table shows medians. ``eval``
 reads a tiny checkpoint this script trains first in a temporary folder (a one-step
