@@ -60,6 +60,7 @@ API_MODULES = [
     "pixelgen.limits",
     "pixelgen.blocks",
     "pixelgen.nn",
+    "pixelgen.nn.hyperparameters",
     "pixelgen.nn.blocks",
     "pixelgen.nn.layers",
     "pixelgen.nn.scans",
@@ -106,7 +107,15 @@ API_MODULES = [
     "pixelgen.study.report",
     "pixelgen.api",
     "pixelgen.cli",
+    "pixelgen.cli.plugins",
     "pixelgen.cli.commands",
+    "pixelgen.cli.sample",
+    "pixelgen.cli.run",
+    "pixelgen.cli.evaluate",
+    "pixelgen.cli.report",
+    "pixelgen.cli.score",
+    "pixelgen.cli.quantize",
+    "pixelgen.cli.recipe",
 ]
 
 # The three architectures of the paper, in its order (the registry may hold more).
@@ -117,10 +126,15 @@ PAPER_MODELS = ["pixelcnn", "row_lstm", "diagonal_bilstm"]
 
 
 def escape(text: str) -> str:
-    """Escape Markdown outside code spans: a help string renders as the plain text it is."""
+    """Escape Markdown outside code spans: a help string renders as the plain text it is.
+
+    A long option (``--hp``) becomes a code span: in prose, Sphinx's smartquotes would turn
+    its two hyphens into an en dash, and a copied command would fail.
+    """
     parts = re.split(r"(`[^`]*`)", text)
     for k in range(0, len(parts), 2):  # even parts are outside code spans
-        parts[k] = re.sub(r"([\\*_<>\[\]|#])", r"\\\1", parts[k])
+        escaped = re.sub(r"([\\*_<>\[\]|#])", r"\\\1", parts[k])
+        parts[k] = re.sub(r"(?<![\w-])--[A-Za-z][\w-]*", lambda m: code(m[0].replace("\\", "")), escaped)
     return "".join(parts)
 
 
@@ -344,7 +358,7 @@ def cli_reference(parser: argparse.ArgumentParser | None = None) -> str:
         out.append(f"(pixelgen-{name})=\n## `{sub.prog}`\n")
         if help_text:
             out.append(escape(help_text[0].upper() + help_text[1:]) + ".\n")
-        if sub.description:
+        if sub.description and sub.description.rstrip(".").lower() != help_text.rstrip(".").lower():
             out.append(escape(sub.description) + "\n")
         out.append("```text\n" + _usage(sub) + "\n```\n")
         out.append(directive("program", sub.prog))

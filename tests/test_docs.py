@@ -81,8 +81,8 @@ def recipe_entries(page: str) -> dict[str, str]:
 
 
 def plain(text: str) -> str:
-    """Rendered text, roughly: Markdown escapes removed, whitespace collapsed."""
-    return " ".join(re.sub(r"\\(.)", r"\1", text).split())
+    """Rendered text, roughly: Markdown escapes and code-span backticks removed, whitespace collapsed."""
+    return " ".join(re.sub(r"\\(.)", r"\1", text.replace("`", "")).split())
 
 
 def test_field_reference_rows_cover_every_field():
@@ -177,6 +177,19 @@ def test_cli_reference_lists_every_argument_of_every_subcommand():
             if action.help:
                 section = plain(sections[name])
                 assert plain(action.help.split("%(")[0]).lower()[:40] in section.lower(), (name, option)
+
+
+def test_cli_reference_shows_long_options_as_typed_and_each_description_once():
+    """``--hp`` in prose is a code span (Sphinx's smartquotes makes an en dash of bare ``--``),
+    and a command whose description is its help line says it once."""
+    page = make_reference.cli_reference()
+    prose = [line for line in page.splitlines() if not line.startswith(("```", "usage:", " "))]
+    bare = [line for line in prose if re.search(r"(?<![`\w-])--[A-Za-z]", re.sub(r"`[^`]*`", "", line))]
+    assert not bare, bare[:3]
+    assert r"`--hp` n\_layers=2" in page
+    for name, section in cli_sections(page).items():
+        help_line = next(line for line in section.splitlines()[3:] if line.strip())
+        assert section.count(help_line) == 1, (name, help_line)
 
 
 def test_cli_reference_uses_the_given_parser():

@@ -179,3 +179,23 @@ def test_every_public_name_is_exported_lazily_and_resolves():
 def test_the_command_line_parses_without_torch():
     loaded = loaded_after("import pixelgen.cli; pixelgen.cli.build_parser().parse_args(['run', 'x.toml'])")
     assert not {"torch", "zarr", "lightning_fabric", "pixelgen.training"} & set(loaded), loaded
+
+
+def test_a_bad_checkpoint_path_answers_without_torch():
+    code = ("import pixelgen.cli\ntry: pixelgen.cli.main(['eval', '/nonexistent/best.ckpt'])\n"
+            "except SystemExit: pass")
+    loaded = loaded_after(f"exec({code!r})")
+    assert not {"torch", "zarr", "lightning_fabric", "matplotlib", "PIL", "pixelgen.training"} & set(loaded), loaded
+
+
+def test_a_mistyped_recipe_key_answers_without_torch():
+    code = "import pixelgen.cli; pixelgen.cli.main(['run', 'recipes/quickstart.toml', '--set', 'train.epoch=1'])"
+    loaded = loaded_after(code)
+    assert not {"torch", "zarr", "lightning_fabric", "matplotlib", "PIL", "pixelgen.training"} & set(loaded), loaded
+
+
+def test_listing_the_plugins_loads_no_training_storage_or_study():
+    loaded = loaded_after("import contextlib, io, pixelgen.cli; "
+                          "contextlib.redirect_stdout(io.StringIO()).__enter__(); pixelgen.cli.main(['plugins']); "
+                          "sys.stdout = sys.__stdout__")
+    assert not {"pixelgen.training", "pixelgen.store", "zarr", "lightning_fabric", "matplotlib"} & set(loaded), loaded

@@ -460,6 +460,21 @@ def test_unknown_model_lists_the_available_ones():
     assert "other_test_model, " in str(info.value) and "tiny_test_model" in str(info.value)
 
 
+def test_a_mistyped_model_or_data_set_name_gets_a_did_you_mean():
+    with pytest.raises(RecipeError, match=r"^model.name: unknown model 'pixelcn'; did you mean 'pixelcnn'\? "):
+        recipe_from_dict({"model": {"name": "pixelcn"}})
+    with pytest.raises(RecipeError, match=r"^data.name: unknown data set 'cifar1'; did you mean 'cifar10'\? "):
+        recipe_from_dict({"model": {"name": "pixelcnn"}, "data": {"name": "cifar1"}})
+
+
+def test_every_key_is_checked_before_a_name_is_looked_up():
+    """A misspelt key in a later run is found before the first run's model name, which loads
+    the plugins (and torch) to look up."""
+    with pytest.raises(RecipeError, match=r"^runs.1.train.epoch: unknown key"):
+        recipe_from_dict({"runs": [{"name": "a", "model": {"name": "nothing_by_this_name"}},
+                                   {"name": "b", "train": {"epoch": 1}}]})
+
+
 @pytest.mark.parametrize(
     ("data", "message"),
     [

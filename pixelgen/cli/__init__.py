@@ -1,17 +1,26 @@
-"""The ``pixelgen`` command line: parses arguments, then runs the command.
+"""The ``pixelgen`` command line: parses arguments, checks what is cheap to check, then runs
+the command.
 
-Parsing loads no torch, so ``pixelgen --help`` and ``pixelgen COMMAND --help`` answer at
-once; the command itself is the function of the same name in :mod:`pixelgen.cli.commands`,
-loaded when it runs (the one deliberately lazy import in pixelgen). Every user error is a
-:class:`pixelgen.errors.PixelgenError`; :func:`main` prints it as one line on stderr and
-exits with status 2, never with a traceback (``PIXELGEN_DEBUG=1`` shows it).
+A command pays only for what it uses. Parsing loads no torch, so ``pixelgen --help`` and
+``pixelgen COMMAND --help`` answer at once; path arguments are checked by the parser (a
+missing checkpoint answers without loading torch), and a recipe with its ``--set``
+overrides is loaded and validated here too, before the command's module loads the training
+stack. The command itself is ``cmd_<command>`` in its own module, ``pixelgen.cli.<module>``
+of :data:`COMMAND_MODULES`, loaded when it runs (the one deliberately lazy import in
+pixelgen): each module imports at its top what that command needs and nothing more.
+
+Every user error is a :class:`pixelgen.errors.PixelgenError`; :func:`main` prints it as one
+line on stderr and exits with status 2, never with a traceback (``PIXELGEN_DEBUG=1`` shows it).
 """
 
 from __future__ import annotations
 
 import argparse
+import difflib
 import importlib
 import os
+import pathlib
+import re
 import signal
 import sys
 import threading
@@ -22,7 +31,14 @@ from importlib.metadata import PackageNotFoundError, version
 import attrs
 
 from pixelgen.errors import CausalityError, Interrupted, PixelgenError, one_line
+from pixelgen.recipe import SampleSection, load_recipe
 from pixelgen.study.options import CompareOptions
+
+#: The module under ``pixelgen.cli`` that holds each command's ``cmd_<command>``.
+COMMAND_MODULES = {
+    "plugins": "plugins", "check": "commands", "sample": "sample", "run": "run", "eval": "evaluate",
+    "compare": "report", "analyse": "report", "score": "score", "quantize": "quantize", "recipe_show": "recipe",
+}
 
 
 def _non_negative_int(text: str) -> int:
@@ -47,11 +63,37 @@ def _bounded_int(low: int, high: int, what: str):
     return parse
 
 
+def _checkpoint_file(text: str) -> str:
+    """A checkpoint argument, checked to be a file before anything loads torch."""
+    path = pathlib.Path(text)
+    if not path.is_file():
+        what = "is a directory, not a checkpoint file" if path.is_dir() else "no such checkpoint file"
+        raise argparse.ArgumentTypeError(f"{text}: {what}")
+    return text
+
+
+def _run_or_checkpoint(text: str) -> str:
+    """A run folder or a checkpoint file, checked to exist before anything loads torch."""
+    if not pathlib.Path(text).exists():
+        raise argparse.ArgumentTypeError(f"{text}: no such run folder or checkpoint file")
+    return text
+
+
+def _did_you_mean(message: str) -> str:
+    """argparse's "invalid choice: 'rn' (choose from ...)" with the closest choice named."""
+    found = re.search(r"invalid choice: '([^']*)' \(choose from (.*)\)", message)
+    if found is None:
+        return message
+    choices = re.findall(r"'([^']*)'", found[2]) or [c.strip() for c in found[2].split(",")]
+    close = difflib.get_close_matches(found[1], choices, n=1)
+    return f"{message}; did you mean {close[0]!r}?" if close else message
+
+
 class _OneLineParser(argparse.ArgumentParser):
     """Usage errors as one line on stderr (status 2), like every other pixelgen error."""
 
     def error(self, message: str):
-        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+        self.exit(2, f"{self.prog}: error: {_did_you_mean(message)} (see {self.prog} --help)\n")
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -129,6 +171,13 @@ def _command(sub: argparse._SubParsersAction, name: str, help: str) -> argparse.
                           formatter_class=argparse.RawDescriptionHelpFormatter)
 
 
+def _load_recipe(args: argparse.Namespace) -> None:
+    """Load and validate the recipe with its ``--set`` overrides (``args.loaded_recipe``),
+    before the command's module loads torch, Fabric, zarr and matplotlib: a mistyped key
+    answers at once."""
+    args.loaded_recipe = load_recipe(args.recipe, args.set)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _OneLineParser(prog="pixelgen", description="PixelRNN-family image models: train, "
                             "evaluate, sample and compare from TOML recipes", epilog=EXAMPLES["pixelgen"],
@@ -183,18 +232,20 @@ def _add_check(sub: argparse._SubParsersAction) -> None:
 
 def _add_sample(sub: argparse._SubParsersAction) -> None:
     p = _command(sub, "sample", "draw images from a checkpoint into a PNG grid and the run's archive")
-    p.add_argument("checkpoint", help="a .ckpt file written by pixelgen run")
+    p.add_argument("checkpoint", type=_checkpoint_file, help="a .ckpt file written by pixelgen run")
     p.add_argument("-n", type=_bounded_int(1, MAX_SAMPLES, "a number of images"), default=64,
                    help="number of images (default: 64)")
-    # The sampling settings' defaults are the recipe's [sample] ones (pixelgen.recipe.SampleSection),
-    # filled in by the command: reading them here would load the recipe, and with it torch.
-    p.add_argument("--temperature", type=float, help="softmax temperature (default: a recipe's sample.temperature)")
-    p.add_argument("--top-p", type=float, help="nucleus sampling mass (default: a recipe's sample.top_p, off)")
+    # The sampling settings' defaults are the recipe's [sample] ones, from the one place they live
+    default = {f.name: f.default for f in attrs.fields(SampleSection)}
+    p.add_argument("--temperature", type=float, default=default["temperature"],
+                   help=f"softmax temperature (default: {default['temperature']})")
+    p.add_argument("--top-p", type=float, default=default["top_p"],
+                   help=f"nucleus sampling mass; 1 is off (default: {default['top_p']})")
     p.add_argument("--seed", type=_bounded_int(0, 2**63 - 1, "a seed"),
                    help="seed of the sampling generator (default: random, recorded)")
-    p.add_argument("--sampler", choices=["fast", "reference"],
+    p.add_argument("--sampler", choices=["fast", "reference"], default=default["sampler"],
                    help="fast: cached one-pixel steps; reference: a full forward pass per sub-pixel "
-                        "(default: a recipe's sample.sampler)")
+                        f"(default: {default['sampler']})")
     p.add_argument("--label", type=int, help="class of every image (conditional models; default: 0, 1, ... in turn)")
     p.add_argument("--complete", metavar="IMAGE", help="image file whose top --rows rows every sample keeps")
     p.add_argument("--rows", type=int, help="rows of --complete to keep")
@@ -203,8 +254,8 @@ def _add_sample(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--png", metavar="PATH", help="grid file (default: samples-<key>.png next to the checkpoint)")
     p.add_argument("--archive", metavar="PATH", help="archive to append to (default: the run's, next to the checkpoint)")
     p.add_argument("--no-archive", action="store_true", help="do not archive the samples")
-    p.add_argument("--batch-size", type=_bounded_int(1, MAX_SAMPLES, "a batch size"),
-                   help="images generated at once (default: a recipe's sample.batch_size)")
+    p.add_argument("--batch-size", type=_bounded_int(1, MAX_SAMPLES, "a batch size"), default=default["batch_size"],
+                   help=f"images generated at once (default: {default['batch_size']})")
     p.add_argument("--device", help="cpu, cuda, ... (default: cuda where available)")
     p.add_argument("--weights", choices=["auto", "ema", "raw"], default="auto",
                    help="ema: the run's average of its weights; raw: the trained weights (default: ema where kept)")
@@ -219,13 +270,14 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", metavar="DIR", help="output folder in place of the recipe's output.dir")
     p.add_argument("--resume", action="store_true",
                    help="continue each run from its last.ckpt exactly where it stopped")
-    p.set_defaults(command_function="run")
+    p.set_defaults(command_function="run", prepare=_load_recipe)
 
 
 def _add_eval(sub: argparse._SubParsersAction) -> None:
     p = _command(sub, "eval", "NLL and bits/dim of a checkpoint on a data split")
-    p.add_argument("checkpoint", help="a .ckpt file written by pixelgen run")
-    p.add_argument("--split", choices=["test", "val", "train"], default="test")
+    p.add_argument("checkpoint", type=_checkpoint_file, help="a .ckpt file written by pixelgen run")
+    p.add_argument("--split", choices=["test", "val", "train"], default="test",
+                   help="the data split scored: test, val (the run's validation images) or train (default: test)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--data-root", metavar="DIR", help="data folder in place of the recorded data.root")
     p.add_argument("--limit", type=_non_negative_int, metavar="N",
@@ -239,7 +291,7 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
 
 def _add_compare(sub: argparse._SubParsersAction) -> None:
     p = _command(sub, "compare", "compare trained runs: report.md, report.html and figures")
-    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR",
+    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", type=_run_or_checkpoint,
                    help="run folders written by pixelgen run, or checkpoint files (e.g. quantized copies)")
     p.add_argument("--json", action="store_true", help="print the table numbers as one JSON object")
     _add_measure_options(p)
@@ -248,7 +300,7 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
 
 def _add_analyse(sub: argparse._SubParsersAction) -> None:
     p = _command(sub, "analyse", "one checkpoint's receptive field, gradient flow and scaling")
-    p.add_argument("checkpoint", help="a .ckpt file written by pixelgen run")
+    p.add_argument("checkpoint", type=_checkpoint_file, help="a .ckpt file written by pixelgen run")
     _add_measure_options(p)
     p.set_defaults(command_function="analyse")
 
@@ -266,7 +318,7 @@ def _metrics(text: str) -> tuple[str, ...]:
 
 def _add_score(sub: argparse._SubParsersAction) -> None:
     p = _command(sub, "score", "sample-quality metrics (FID, IS, KID, precision/recall) of a model's samples")
-    p.add_argument("target", metavar="CKPT_OR_RUN_DIR",
+    p.add_argument("target", metavar="CKPT_OR_RUN_DIR", type=_run_or_checkpoint,
                    help="a run folder (figures stored in its archive) or a checkpoint file")
     p.add_argument("--metrics", type=_metrics, default=METRICS, metavar="LIST",
                    help="comma-separated, of fid, is, kid, pr (default: all)")
@@ -295,7 +347,7 @@ def _add_score(sub: argparse._SubParsersAction) -> None:
 
 def _add_quantize(sub: argparse._SubParsersAction) -> None:
     p = _command(sub, "quantize", "write a smaller checkpoint: int8, float16 or bfloat16 weights")
-    p.add_argument("checkpoint", help="a .ckpt file written by pixelgen run")
+    p.add_argument("checkpoint", type=_checkpoint_file, help="a .ckpt file written by pixelgen run")
     p.add_argument("--to", required=True, choices=["int8", "float16", "bfloat16"],
                    help="int8: per-output-channel symmetric weight-only (convolutions and linear maps); "
                         "float16, bfloat16: every weight cast")
@@ -314,7 +366,7 @@ def _add_recipe(sub: argparse._SubParsersAction) -> None:
     show.add_argument("recipe", help="recipe file")
     show.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                       help="override a recipe key (repeatable)")
-    show.set_defaults(command_function="recipe_show")
+    show.set_defaults(command_function="recipe_show", prepare=_load_recipe)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -325,8 +377,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     debug = os.environ.get("PIXELGEN_DEBUG", "0") not in ("", "0")
     previous = signal.signal(signal.SIGTERM, _terminate) if _in_main_thread() else None
     try:
-        command = getattr(importlib.import_module("pixelgen.cli.commands"), f"cmd_{args.command_function}")
-        return command(args)
+        prepare = getattr(args, "prepare", None)
+        if prepare is not None:  # the cheap checks, before the command's module loads anything heavy
+            prepare(args)
+        module = importlib.import_module(f"pixelgen.cli.{COMMAND_MODULES[args.command_function]}")
+        return getattr(module, f"cmd_{args.command_function}")(args)
     except Interrupted as exc:
         return _fail(exc, debug, exc.exit_code)
     except KeyboardInterrupt:
@@ -340,6 +395,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
+
+
+def to_stderr(line: str) -> None:
+    """A progress line on stderr, the commands' ``report`` callback (stdout keeps the results)."""
+    print(line, file=sys.stderr, flush=True)
 
 
 def _in_main_thread() -> bool:

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
-N_LEVELS = 256  # default discrete sub-pixel values 0..255; a model's ``n_levels`` may be fewer
+from pixelgen.nn.hyperparameters import N_LEVELS  # 0..255; a model's ``n_levels`` may be fewer
 
 
 def colour_groups(channels: int, colours: int, stacks: int = 1) -> Tensor:

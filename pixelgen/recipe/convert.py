@@ -5,6 +5,8 @@ becomes one line that starts with the dotted key path the user wrote and quotes 
 as written. Unknown keys are reported first, with a "did you mean".
 """
 
+from __future__ import annotations
+
 import ast
 import difflib
 import re
@@ -28,7 +30,7 @@ def dotted(path: Sequence[Any]) -> str:
     return ".".join(str(p) for p in path)
 
 
-def _takes_none_string(tp: Any) -> bool:
+def takes_none_string(tp: Any) -> bool:
     """TOML has no null: optional non-string fields take the string "none" for unset."""
     members = typing.get_args(tp)
     return type(None) in members and str not in members
@@ -45,7 +47,7 @@ def _number(value: Any, tp: Any) -> Any:
 
 
 def _union(value: Any, tp: Any) -> Any:
-    if _takes_none_string(tp) and isinstance(value, str) and value.lower() == "none":
+    if takes_none_string(tp) and isinstance(value, str) and value.lower() == "none":
         return None
     members = [m for m in typing.get_args(tp) if m is not type(None)]
     return converter.structure(value, members[0]) if len(members) == 1 and value is not None else value
@@ -75,7 +77,7 @@ def _section(cls: type) -> Any:
 def _unstructure_section(cls: type) -> Any:
     """An unset value whose default is set is written "none" (no key would mean the default)."""
     nones = {f.name: cattrs.gen.override(unstruct_hook=lambda x: "none" if x is None else x)
-             for f in attrs.fields(cls) if _takes_none_string(f.type) and f.default is not None}
+             for f in attrs.fields(cls) if takes_none_string(f.type) and f.default is not None}
     return cattrs.gen.make_dict_unstructure_fn(cls, converter, **nones)
 
 
@@ -221,7 +223,13 @@ def recipe_from_dict(data: Mapping[str, Any], source: str | None = None) -> Reci
                 raise Problem((key,), "unknown key", known=list(TOP_TYPES))
         output = structure(data.get("output", {}), OutputSection, ("output",))
         shared = {k: data[k] for k in RUN_KEYS if k in data}
-        runs = _runs(data, shared) if "runs" in data else [_build_run(shared, ())]
+        placed = _runs(data, shared) if "runs" in data else [_build_run(shared, ())]
+        # Every key is checked before any name is looked up: the registry loads the plugins,
+        # and with them torch, which a misspelt key should not wait for.
+        for run, where in placed:
+            with where:
+                _check_registry(run)
+        runs = [_with_eval_batch_size(run) for run, _ in placed]
         description = data.get("description", "")
         return Recipe(runs=tuple(runs), description=description, output=output, source=source)
     except BadValue as exc:  # the description, which Recipe's own validator checks
@@ -243,41 +251,59 @@ def _check_depth(data: Mapping[str, Any]) -> None:
         stack.extend((item, path + (key,)) for key, item in items if isinstance(item, (Mapping, list)))
 
 
-def _runs(data: Mapping[str, Any], shared: Mapping[str, Any]) -> list[RunSpec]:
+def _runs(data: Mapping[str, Any], shared: Mapping[str, Any]) -> list[tuple[RunSpec, _RunErrors]]:
     """The ``[[runs]]`` tables, each deep-merged over the shared ones; names must differ."""
     tables = data["runs"]
     if not isinstance(tables, (list, tuple)) or not tables:
         raise Problem(("runs",), f"expected one or more [[runs]] tables, got {tables!r}")
-    runs: list[RunSpec] = []
+    placed: list[tuple[RunSpec, _RunErrors]] = []
     for i, table in enumerate(tables):
         if not isinstance(table, Mapping):
             raise Problem(("runs", i), f"expected a table, got {table!r}")
-        runs.append(_build_run(deep_merge(shared, table), ("runs", i), shared, table))
+        placed.append(_build_run(deep_merge(shared, table), ("runs", i), shared, table))
+    runs = [run for run, _ in placed]
     for i, run in enumerate(runs):
         first = next(j for j, other in enumerate(runs) if other.name == run.name)
         if first != i:
             raise Problem(("runs", i, "name"), f"duplicate run name {run.name!r} (also run {first}); "
                           "run names name the run folders and must differ")
-    return runs
+    return placed
+
+
+class _RunErrors:
+    """A context in which a Problem becomes a RecipeError naming the table the offending value
+    was written in: the run's own ``[[runs]]`` table, or the shared one it inherited."""
+
+    def __init__(self, prefix: tuple, shared: Mapping[str, Any] | None, own: Mapping[str, Any] | None) -> None:
+        self.prefix, self.shared, self.own = prefix, shared, own
+
+    def inherited(self, path: tuple) -> bool:
+        return (bool(self.prefix) and lookup(self.own, path) is _MISSING
+                and lookup(self.shared, path) is not _MISSING)
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: Any, exc: BaseException | None, tb: Any) -> None:
+        if not isinstance(exc, Problem):
+            return
+        text = exc.render(lambda path: dotted(path if self.inherited(path) else self.prefix + tuple(path)))
+        if self.inherited(exc.path):  # a shared value may be wrong for one run only
+            text += f" (shared value, inherited by {dotted(self.prefix)})"
+        raise RecipeError(text) from None
 
 
 def _build_run(raw: Mapping[str, Any], prefix: tuple, shared: Mapping[str, Any] | None = None,
-               own: Mapping[str, Any] | None = None) -> RunSpec:
-    """Structure one run; errors name the table the offending value was written in."""
+               own: Mapping[str, Any] | None = None) -> tuple[RunSpec, _RunErrors]:
+    """Structure one run (its names not yet looked up), with the context its errors are told in."""
+    where = _RunErrors(prefix, shared, own)
+    with where:
+        return structure(raw, RunSpec), where
 
-    def inherited(path: tuple) -> bool:
-        return bool(prefix) and lookup(own, path) is _MISSING and lookup(shared, path) is not _MISSING
 
-    try:
-        run = structure(raw, RunSpec)
-        _check_registry(run)
-    except Problem as exc:
-        text = exc.render(lambda path: dotted(path if inherited(path) else prefix + tuple(path)))
-        if inherited(exc.path):  # a shared value may be wrong for one run only
-            text += f" (shared value, inherited by {dotted(prefix)})"
-        raise RecipeError(text) from None
+def _with_eval_batch_size(run: RunSpec) -> RunSpec:
     if run.eval.batch_size is None:
-        run = attrs.evolve(run, eval=attrs.evolve(run.eval, batch_size=run.data.batch_size))
+        return attrs.evolve(run, eval=attrs.evolve(run.eval, batch_size=run.data.batch_size))
     return run
 
 

@@ -7,15 +7,16 @@ stop the others from loading (see :func:`plugin_failures`).
 
 from __future__ import annotations
 
+import difflib
 import importlib.metadata
 import inspect
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 import attrs
 import pluggy
 
 from pixelgen.errors import Interrupted, RegistryError, one_line
-from pixelgen.nn.blocks import Hyperparameter
+from pixelgen.nn.hyperparameters import Hyperparameter
 from pixelgen.registry import hookspecs
 
 ENTRY_POINT_GROUP = "pixelgen"
@@ -31,7 +32,7 @@ class ModelSpec:
             below as keyword arguments.
         description: one line shown by ``pixelgen plugins``.
         hyperparameters: ``{name: Hyperparameter(default, help)}``, every keyword the
-            factory takes (see :func:`pixelgen.nn.blocks.stack_hyperparameters`). The core
+            factory takes (see :func:`pixelgen.nn.hyperparameters.stack_hyperparameters`). The core
             fills in ``in_channels`` from the data set where the model declares it.
         paper_bits_per_dim: published test bits/dim by data-set name, shown beside
             measured figures in reports, e.g. ``{"cifar10": 3.00}``.
@@ -73,12 +74,16 @@ class DatasetSpec:
             ``"val"`` for a data set that ships its own validation split (binarized MNIST's
             ``valid`` file), which :func:`pixelgen.data.load_splits` then uses instead of
             cutting one from ``"train"``.
+        downloads: whether the factory's ``download`` option fetches missing files; False
+            for a data set the user places by hand (``pixelgen plugins`` then says "manual
+            download" instead of showing the option).
     """
 
     name: str
     factory: Callable[..., Any]
     description: str = ""
     splits: tuple[str, ...] = ("train", "test")
+    downloads: bool = attrs.field(default=True, validator=attrs.validators.instance_of(bool), kw_only=True)
 
     def options(self) -> dict[str, Any]:
         """Keyword options of the factory with their defaults (root and split excluded)."""
@@ -195,7 +200,7 @@ def _check_hyperparameters(spec: ModelSpec) -> None:
     ):
         raise TypeError(
             f"model {spec.name!r}: hyperparameters must map names to "
-            f"pixelgen.nn.blocks.Hyperparameter(default, help)"
+            f"pixelgen.blocks.Hyperparameter(default, help)"
         )
 
 
@@ -286,8 +291,8 @@ def get_model_spec(name: str) -> ModelSpec:
         raise RegistryError(get_registry().conflicts[name])
     if name not in models:
         raise RegistryError(
-            f"unknown model {name!r}; available models: {', '.join(sorted(models)) or 'none'}"
-            + _failure_hint()
+            f"unknown model {name!r}; {_did_you_mean(name, models)}available models: "
+            f"{', '.join(sorted(models)) or 'none'}" + _failure_hint()
         )
     return models[name][0]
 
@@ -299,7 +304,7 @@ def get_dataset_spec(name: str) -> DatasetSpec:
         raise RegistryError(get_registry().conflicts[name])
     if name not in datasets:
         raise RegistryError(
-            f"unknown data set {name!r}; available data sets: "
+            f"unknown data set {name!r}; {_did_you_mean(name, datasets)}available data sets: "
             f"{', '.join(sorted(datasets)) or 'none'}" + _failure_hint()
         )
     return datasets[name][0]
@@ -312,6 +317,11 @@ def plugin_of(name: str) -> str:
     if entry is None:
         raise RegistryError(f"unknown model or data set {name!r}")
     return entry[1]
+
+
+def _did_you_mean(name: str, known: Iterable[str]) -> str:
+    close = difflib.get_close_matches(name, sorted(known), n=1)
+    return f"did you mean {close[0]!r}? " if close else ""
 
 
 def _failure_hint() -> str:

@@ -86,9 +86,14 @@ class FeatureSpace:
     details: dict[str, Any] = attrs.field(factory=dict)  # e.g. the classifier's test accuracy
 
 
+def metric_name(figure: str) -> str:
+    """A figure's short name, e.g. ``"FID"`` for ``"fid"``."""
+    return _NAMES.get(figure, figure)
+
+
 def metric_label(figure: str, space: str) -> str:
     """A figure's label, e.g. ``"FID (classifier features, not comparable with published FID)"``."""
-    name = _NAMES.get(figure, figure)
+    name = metric_name(figure)
     if space == "classifier":
         published = name if figure in ("fid", "is", "inception_score", "kid") else "figures"
         return f"{name} (classifier features, not comparable with published {published})"

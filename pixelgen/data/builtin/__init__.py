@@ -100,12 +100,15 @@ def pixelgen_datasets() -> list[DatasetSpec]:
             splits=("train", "val", "test"),
         ),
         DatasetSpec(
-            "imagenet32", imagenet32, "Downsampled ImageNet 32x32 (npz release): 1.28M train / 50k val as test"
+            "imagenet32", imagenet32, "Downsampled ImageNet 32x32 (npz release): 1.28M train / 50k val as test",
+            downloads=False,
         ),
         DatasetSpec(
-            "imagenet64", imagenet64, "Downsampled ImageNet 64x64 (npz release): 1.28M train / 50k val as test"
+            "imagenet64", imagenet64, "Downsampled ImageNet 64x64 (npz release): 1.28M train / 50k val as test",
+            downloads=False,
         ),
         DatasetSpec(
-            "image_folder", image_folder, "PNG/JPEG files under root, class per subfolder, 10% test"
+            "image_folder", image_folder, "PNG/JPEG files under root, class per subfolder, 10% test",
+            downloads=False,
         ),
     ]

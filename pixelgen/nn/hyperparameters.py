@@ -1,0 +1,49 @@
+"""What a model declares about its keyword arguments: :class:`Hyperparameter` (a default and a
+line of help) and the table every :class:`~pixelgen.nn.blocks.ResidualStack` model shares.
+
+Torch-free on purpose: the registry and the recipe read these tables (``pixelgen plugins``,
+``pixelgen recipe show``, a recipe's validation) without loading torch; the plugin API
+re-exports them as ``pixelgen.blocks.Hyperparameter`` and ``pixelgen.blocks.stack_hyperparameters``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+N_LEVELS = 256  # values per sub-pixel of 8-bit images; pixelgen.nn.layers re-exports it
+
+
+class Hyperparameter(NamedTuple):
+    """One hyperparameter a model declares on its :class:`pixelgen.ModelSpec`.
+
+    One naming rule carries meaning: an integer hyperparameter named ``*_channels``, other
+    than ``in_channels`` (the colours), is a *width*, the number of features of some map
+    (``hidden_channels``, ``head_channels``). Widths may change how much a model can learn
+    but not which sub-pixels it connects, so ``pixelgen check`` narrows them (see
+    :meth:`pixelgen.ModelSpec.widths`); give any other kind of hyperparameter another name.
+    """
+
+    default: Any
+    help: str
+
+
+def stack_hyperparameters(**defaults: Any) -> dict[str, Hyperparameter]:
+    """The hyperparameters of :class:`~pixelgen.nn.blocks.ResidualStack`, with the paper's CIFAR-10
+    defaults (table 1) unless ``defaults`` overrides them, e.g. ``stack_hyperparameters(n_layers=15)``."""
+    table = {
+        "in_channels": Hyperparameter(3, "colours C of the images (filled in from the data set)"),
+        "hidden_channels": Hyperparameter(128, "h, features per layer; the residual stream has 2h (paper: 128)"),
+        "n_layers": Hyperparameter(12, "residual layers after the 7x7 input convolution (what depth scaling varies)"),
+        "head_channels": Hyperparameter(1024, "width of the output head's hidden 1x1 convolution (paper: 1024)"),
+        "n_classes": Hyperparameter(0, "> 0: class-conditional, a learned per-class bias in every layer"),
+        "residual": Hyperparameter(True, "residual connections around every layer (paper: yes)"),
+        "skip": Hyperparameter(False, "learnable 1x1 skip connections from every layer to the head"),
+        "n_levels": Hyperparameter(
+            N_LEVELS, "values per sub-pixel, 0..n_levels-1: 256 for 8-bit images, 2 for binary data "
+            "(the paper's sigmoid output for binarized MNIST, section 4, as a two-way softmax)"
+        ),
+    }
+    unknown = set(defaults) - set(table)
+    if unknown:
+        raise ValueError(f"not a ResidualStack hyperparameter: {', '.join(sorted(unknown))}")
+    return {name: Hyperparameter(defaults.get(name, hp.default), hp.help) for name, hp in table.items()}
