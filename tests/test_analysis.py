@@ -33,32 +33,42 @@ H, W, PIXEL = 7, 13, (3, 6)  # a wide canvas: room for the triangle and the blin
 CANVAS = {"pixelcnn": (H, W), "row_lstm": (H, W), "diagonal_bilstm": (5, 7)}  # the BiLSTM is slow
 
 
+@pytest.fixture(scope="module")
+def centre_maps():
+    """Each tiny model's map of the centre pixel on its canvas, measured once: the tests
+    below read the same map (each measurement takes a whole Jacobian, seconds on a CPU)."""
+    return {name: analysis.receptive_field_map(tiny_model(name), 1, *CANVAS[name]) for name in BUILT_IN}
+
+
 @pytest.mark.parametrize("name", BUILT_IN)
-def test_receptive_field_map_equals_the_paper_field(name):
+def test_receptive_field_map_equals_the_paper_field(name, centre_maps):
     h, w = CANVAS[name]
-    got = analysis.receptive_field_map(tiny_model(name), 1, h, w)  # default pixel: the centre
+    got = centre_maps[name]  # default pixel: the centre
     assert got.shape == (h, w) and got.dtype == torch.bool
     assert torch.equal(got, expected_map(name, 1, h, w, (h // 2, w // 2)))
 
 
-def test_pixelcnn_map_has_the_blind_spot_above_right():
-    seen = analysis.receptive_field_map(tiny_model("pixelcnn"), 1, H, W)
+def test_pixelcnn_map_has_the_blind_spot_above_right(centre_maps):
+    assert CANVAS["pixelcnn"] == (H, W) and PIXEL == (H // 2, W // 2)
+    seen = centre_maps["pixelcnn"]
     assert seen[2, 9], "one row up, three to the right: inside the 7x7 input convolution"
     assert not seen[2, 10] and not seen[2, 12], "one row up, four or more to the right: blind"
     assert seen[1, 10], "but farther up in the same column it is seen again"
     assert seen[:, 1].any() and not seen[:, 0].any(), "bounded: 3 columns (7x7) + 1 per layer to the left"
 
 
-def test_row_lstm_map_is_a_triangle():
-    seen = analysis.receptive_field_map(tiny_model("row_lstm"), 1, H, W)
+def test_row_lstm_map_is_a_triangle(centre_maps):
+    assert CANVAS["row_lstm"] == (H, W) and PIXEL == (H // 2, W // 2)
+    seen = centre_maps["row_lstm"]
     assert seen[0, :12].all() and not seen[0, 12], "three rows up the triangle spans 6 to the right"
     assert not seen[2, 10] and seen[1, 10], "its right edge widens going up"
     assert not seen[3, 0] and seen[3, 1], "own row: 3 + one pixel per layer to the left"
 
 
-def test_diagonal_bilstm_map_is_the_whole_context():
+def test_diagonal_bilstm_map_is_the_whole_context(centre_maps):
+    assert CANVAS["diagonal_bilstm"] == (5, 7)
     earlier = torch.arange(5 * 7).view(5, 7) < 2 * 7 + 3  # before the centre (2, 3)
-    seen = analysis.receptive_field_map(tiny_model("diagonal_bilstm"), 1, 5, 7)
+    seen = centre_maps["diagonal_bilstm"]
     assert torch.equal(seen, earlier)
 
 

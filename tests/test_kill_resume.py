@@ -5,6 +5,11 @@ The kills are made by ``tests/killpoint.py`` (``os._exit`` just before or just a
 k-th ``os.replace``/``os.rename``, i.e. between any two files written: checkpoints, the
 archive's metrics rows and sample batches, the resolved recipe, metrics.json), and by
 SIGKILL, SIGTERM and SIGINT at moments during training.
+
+The default run takes a sample: two kill points (one before a commit early in the run, one
+after a commit late in it) and SIGTERM. The rest of the sweep (nine points, before and
+after, and SIGKILL and SIGINT) is marked ``slow``: ``python3 -m pytest -m slow``, which CI
+runs after the default suite.
 """
 
 from __future__ import annotations
@@ -25,8 +30,6 @@ from pixelgen import cli
 from pixelgen.recipe import dump_toml
 from pixelgen.store import checkpoint as ckpt_io
 from pixelgen.store.archive import RunArchive
-
-pytestmark = pytest.mark.slow
 
 KILLPOINT = pathlib.Path(__file__).parent / "killpoint.py"
 
@@ -86,8 +89,14 @@ def resume_until_done(recipe: pathlib.Path, out: pathlib.Path, monkeypatch) -> N
     assert cli.main(["run", str(recipe), "--out", str(out), "--resume"]) == 0
 
 
-@pytest.mark.parametrize("when", ["before", "after"])
-@pytest.mark.parametrize("fraction", [0.0, 0.1, 0.2, 0.35, 0.5, 0.65, 0.8, 0.9, 1.0])
+FRACTIONS = [0.0, 0.1, 0.2, 0.35, 0.5, 0.65, 0.8, 0.9, 1.0]
+SAMPLED = {(0.35, "before"), (0.65, "after")}  # the default run's kill points
+
+
+@pytest.mark.parametrize("fraction, when", [
+    pytest.param(fraction, when, marks=() if (fraction, when) in SAMPLED else pytest.mark.slow)
+    for fraction in FRACTIONS for when in ("before", "after")
+])
 def test_a_kill_at_any_commit_then_resume_finishes_identically(setup, tmp_path, monkeypatch, when, fraction):
     base, recipe, commits, env = setup
     k = max(1, round(fraction * commits))
@@ -99,7 +108,11 @@ def test_a_kill_at_any_commit_then_resume_finishes_identically(setup, tmp_path, 
     assert_same(outcome(out), outcome(base / "ref"))
 
 
-@pytest.mark.parametrize("signum, code", [(signal.SIGKILL, -9), (signal.SIGTERM, 143), (signal.SIGINT, 130)])
+@pytest.mark.parametrize("signum, code", [
+    pytest.param(signal.SIGKILL, -9, marks=pytest.mark.slow),
+    (signal.SIGTERM, 143),
+    pytest.param(signal.SIGINT, 130, marks=pytest.mark.slow),
+])
 def test_a_signal_during_training_then_resume_finishes_identically(setup, tmp_path, monkeypatch, signum, code):
     base, recipe, commits, env = setup
     out = tmp_path / "run"

@@ -37,18 +37,20 @@ def recipe(path: str = "r.toml", **train) -> str:
 
 
 def test_a_time_budget_stops_evaluates_samples_and_resumes(folder):
-    assert cli.main(["run", recipe(epochs=100000, max_time=3, early_stopping_patience=0)]) == 0
+    # Budgets of 1 s and 2 s: the budget counts training time only, and each of the many
+    # tiny epochs also validates and commits files, so the wall time is several times more.
+    assert cli.main(["run", recipe(epochs=100000, max_time=1, early_stopping_patience=0)]) == 0
     state = ckpt_io.load_checkpoint(folder / "run" / "last.ckpt")
-    assert 3.0 <= state["train_time_s"] < 60 and state["epoch"] < 100000
+    assert 1.0 <= state["train_time_s"] < 60 and state["epoch"] < 100000
     figures = json.loads((folder / "run" / "metrics.json").read_text())
     assert figures["n_images"] == 6 and figures["bits_per_dim"] < 8.5
     assert len(RunArchive.open(folder / "run" / "archive.zarr").sample_batches()) == 1
     # the same budget: finished; a larger one: training continues from where it stopped
-    assert cli.main(["run", recipe(epochs=100000, max_time=3, early_stopping_patience=0), "--resume"]) == 0
+    assert cli.main(["run", recipe(epochs=100000, max_time=1, early_stopping_patience=0), "--resume"]) == 0
     assert ckpt_io.load_checkpoint(folder / "run" / "last.ckpt")["step"] == state["step"]
-    assert cli.main(["run", recipe(epochs=100000, max_time="00:00:05", early_stopping_patience=0), "--resume"]) == 0
+    assert cli.main(["run", recipe(epochs=100000, max_time="00:00:02", early_stopping_patience=0), "--resume"]) == 0
     resumed = ckpt_io.load_checkpoint(folder / "run" / "last.ckpt")
-    assert resumed["step"] > state["step"] and resumed["train_time_s"] >= 5.0
+    assert resumed["step"] > state["step"] and resumed["train_time_s"] >= 2.0
 
 
 def test_ema_weights_are_kept_beside_the_raw_ones_and_used_by_default(folder, capsys):
