@@ -166,6 +166,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
 def _compare_options(args: argparse.Namespace):
     names = ("field_size", "scaling_sizes", "scaling_depths", "timing_images", "device")
     given = {name: getattr(args, name) for name in names if getattr(args, name) is not None}
+    given["time_reference"] = args.time_reference
     for name in ("scaling_sizes", "scaling_depths"):
         if name in given:
             given[name] = tuple(given[name])
