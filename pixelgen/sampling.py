@@ -30,7 +30,9 @@ from __future__ import annotations
 
 import math
 import os
+import statistics
 import sys
+import time
 import warnings
 from typing import Any
 
@@ -278,6 +280,51 @@ def _sample_pixels(state: SamplingState, x: Tensor, pixels: list[tuple[int, int]
         for c in range(x.shape[1]):
             logits = state.logits(x, i, j)[:, :, c]  # (n, n_levels)
             x[:, c, i, j] = pick(logits).to(torch.uint8)
+
+
+def reference_seconds_per_subpixel(
+    model: nn.Module, n: int, height: int, width: int, *, n_subpixels: int = 8, labels: Tensor | int | None = None
+) -> float:
+    """Seconds the reference sampler (``sample(..., sampler="reference")``) spends on one
+    sub-pixel of ``n`` images of ``height x width``: the median over the pixels that hold
+    the last ``n_subpixels`` sub-pixels (at least one pixel), each generated as
+    :func:`sample` generates it, after one untimed pixel.
+
+    Every sub-pixel costs the reference sampler one full forward pass of the whole
+    ``(n, C, height, width)`` image, whatever the image holds, so this time multiplied by
+    ``C * height * width`` is the time of a whole image (see
+    :func:`pixelgen.study.measure.sampling_seconds`).
+    """
+    _check_settings("reference", 1.0, 1.0, n, height, width)
+    channels = _channels_of(model)
+    device = _device_of(model)
+    labels = _check_labels(model, labels, n, device)
+    generator = seeded_generator(0, device)
+    x = torch.zeros(n, channels, height, width, dtype=torch.uint8, device=device)
+    pixels = [p for row in visiting_order(model, channels, height, width) for p in row]
+    n_pixels = min(len(pixels), max(1, math.ceil(n_subpixels / channels)))
+    timed = pixels[-n_pixels:]
+    warm_up = pixels[-n_pixels - 1] if len(pixels) > n_pixels else timed[0]
+
+    def seconds(pixel: tuple[int, int]) -> float:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        start = time.perf_counter()
+        _sample_pixels(state, x, [pixel], 0, lambda logits: draw(logits, 1.0, 1.0, generator))
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        return time.perf_counter() - start
+
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            state = ReferenceState(model, labels)
+            seconds(warm_up)  # the first pass pays for allocations and kernels
+            per_pixel = statistics.median(seconds(pixel) for pixel in timed)
+    finally:
+        model.train(was_training)
+    return per_pixel / channels
 
 
 _BATCH_STRIDE = 0x9E3779B9  # odd, so batch -> batch * stride is one-to-one modulo 2**32

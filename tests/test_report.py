@@ -84,7 +84,7 @@ def test_pixelgen_run_compares_the_runs_of_a_multi_run_recipe(runs):
 def test_every_table_row_and_figure_is_in_the_report(compared):
     markdown, page = compared["markdown"], compared["html"]
     for key, label, _ in report.TABLE_ROWS:
-        label = label.format(split="test", size="8x8")
+        label = label.format(split="test", size="8x8", reference=", extrapolated from 8 sub-pixels")
         if key == "paper_bits_per_dim":
             assert label not in markdown, "the paper's numbers are for CIFAR-10 only"
         else:
@@ -121,7 +121,7 @@ def test_table_numbers_are_the_archives_numbers(runs, compared):
         model = ckpt_io.model_from_checkpoint(ckpt_io.load_checkpoint(folder / "best.ckpt"))
         assert row["parameters"] == sum(p.numel() for p in model.parameters())
         assert row["paper_bits_per_dim"] is None
-        assert row["reference_extrapolated"] and row["reference_rows_timed"] == 1
+        assert row["reference_subpixels_timed"] == 8, "8 sub-pixels of a grey image: its last 8 pixels"
         assert row["fast_sampling_s_per_image"] > 0 and row["reference_sampling_s_per_image"] > 0
     assert [r["sequential_steps"] for r in rows] == [1, 8]  # PixelCNN; Row LSTM: one step per row
     table = compared["markdown"]
@@ -235,7 +235,7 @@ def test_a_run_row_keeps_its_keys_in_order(compared):
         "epochs", "epoch_time_s", "train_time_s", "images_per_s", "peak_memory_mb", "paper_bits_per_dim",
         "paper_source",
         "image_shape", "sequential_steps", "fast_sampling_s_per_image", "reference_sampling_s_per_image",
-        "reference_extrapolated", "reference_rows_timed",
+        "reference_subpixels_timed",
     ]
 
 
@@ -287,7 +287,7 @@ def test_a_row_without_archive_or_timing_has_every_key_unset():
                            sampling=None)
     json_row = row.to_json()
     assert [k for k, _, _ in report.TABLE_ROWS if k not in json_row] == []
-    assert json_row["epochs"] is None and json_row["reference_rows_timed"] is None
+    assert json_row["epochs"] is None and json_row["reference_subpixels_timed"] is None
 
 
 @pytest.mark.parametrize("module", [measure, render, report])
@@ -296,3 +296,130 @@ def test_no_function_of_the_report_modules_is_long(module):
     long = [(node.name, node.end_lineno - node.lineno + 1) for node in ast.walk(tree)
             if isinstance(node, ast.FunctionDef) and node.end_lineno - node.lineno + 1 > 60]
     assert not long, f"{module.__name__}: split these into steps: {long}"
+
+
+# ------------------------------------------------------------------ the archive's cache of measurements
+
+FAST = options.CompareOptions(field_size=5, scaling_sizes=(4,), scaling_depths=(1,), timing_images=1,
+                              timing_repeats=1, gradient_batch=2, max_train_images=8, max_held_out_images=8)
+
+
+@pytest.fixture
+def counted(monkeypatch):
+    """Counts of the scaling sweeps and sampler timings measured (not read from a cache)."""
+    calls = {"scaling": 0, "sampling": 0}
+    scaling, timing = measure._scaling, measure.sampling_seconds
+
+    def count(name, fn):
+        def counting(*args, **kwargs):
+            calls[name] += 1
+            return fn(*args, **kwargs)
+        return counting
+
+    monkeypatch.setattr(measure, "_scaling", count("scaling", scaling))
+    monkeypatch.setattr(measure, "sampling_seconds", count("sampling", timing))
+    return calls
+
+
+@pytest.fixture
+def run_copy(runs, tmp_path):
+    """A copy of the PixelCNN run folder without the cache the module's comparisons left in it."""
+    import shutil
+
+    folder = tmp_path / "cnn"
+    shutil.copytree(runs["dirs"][0], folder)
+    shutil.rmtree(folder / "archive.zarr" / "cache", ignore_errors=True)
+    return folder
+
+
+def test_a_second_compare_reads_the_scaling_sweep_and_timings_from_the_archive(run_copy, tmp_path, counted):
+    first = report.compare([run_copy], tmp_path / "one", FAST)
+    assert counted == {"scaling": 1, "sampling": 1}
+    lines = []
+    second = report.compare([run_copy], tmp_path / "two", FAST, lines.append)
+    assert counted == {"scaling": 1, "sampling": 1}, "nothing measured again"
+    assert json.dumps(second["scaling"]) == json.dumps(first["scaling"]), "the same numbers (NaN exponents too)"
+    assert second["runs"][0] == first["runs"][0]
+    assert any("scaling read from" in line for line in lines) and any("sampling read from" in line for line in lines)
+    cache = RunArchive.open(run_copy / "archive.zarr")
+    key = measure.scaling_cache_key(measure.read_run(run_copy), 1, FAST)
+    assert cache.cached("scaling@best.ckpt", key)["rows"] == first["scaling"]["cnn"]["rows"]
+
+
+def test_a_changed_checkpoint_or_changed_settings_are_measured_again(run_copy, tmp_path, counted):
+    import os
+
+    report.compare([run_copy], tmp_path / "one", FAST)
+    report.compare([run_copy], tmp_path / "two", attrs.evolve(FAST, scaling_sizes=(4, 6)))
+    assert counted == {"scaling": 2, "sampling": 1}, "new sizes: a new sweep; the timings stand"
+    report.compare([run_copy], tmp_path / "three", attrs.evolve(FAST, scaling_sizes=(4, 6), timing_images=2))
+    assert counted == {"scaling": 2, "sampling": 2}
+    checkpoint = run_copy / "best.ckpt"
+    stat = checkpoint.stat()
+    os.utime(checkpoint, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))  # rewritten, e.g. by a resumed run
+    report.compare([run_copy], tmp_path / "four", attrs.evolve(FAST, scaling_sizes=(4, 6), timing_images=2))
+    assert counted == {"scaling": 3, "sampling": 3}
+
+
+def test_a_damaged_cache_is_measured_again_never_read(run_copy, tmp_path, counted):
+    report.compare([run_copy], tmp_path / "one", FAST)
+    archive = RunArchive.open(run_copy / "archive.zarr", mode="r+")
+    record = measure.read_run(run_copy)
+    key = measure.scaling_cache_key(record, 1, FAST)
+    archive.set_cached("scaling@best.ckpt", key, {"rows": [{"size": 4, "depth": 1, "seconds": "fast"}]})
+    again = report.compare([run_copy], tmp_path / "two", FAST)
+    assert counted["scaling"] == 2 and isinstance(again["scaling"]["cnn"]["rows"][0]["seconds"], float)
+    (run_copy / "archive.zarr" / "cache" / "zarr.json").write_text("{not json")
+    report.compare([run_copy], tmp_path / "three", FAST)
+    assert counted == {"scaling": 3, "sampling": 2}, "an unreadable cache group: both measured again"
+    assert RunArchive.open(run_copy / "archive.zarr").cached("scaling@best.ckpt", key) is not None, "and kept anew"
+    assert RunArchive.open(run_copy / "archive.zarr").test_metrics(), "the rest of the archive untouched"
+
+
+def test_a_compare_of_checkpoint_files_caches_nothing(run_copy, tmp_path, counted):
+    report.compare([run_copy / "best.ckpt"], tmp_path / "one", FAST)
+    report.compare([run_copy / "best.ckpt"], tmp_path / "two", FAST)
+    assert counted == {"scaling": 2, "sampling": 2}
+    assert not (run_copy / "archive.zarr" / "cache").exists()
+
+
+def test_a_run_in_use_is_measured_but_not_cached(run_copy, tmp_path, counted):
+    from pixelgen.store.files import RunLock
+
+    lines = []
+    with RunLock(run_copy):  # another writer holds the run: the comparison does not wait or fail
+        report.compare([run_copy], tmp_path / "one", FAST, lines.append)
+    assert any("scaling not cached" in line and "in use" in line for line in lines)
+    assert not (run_copy / "archive.zarr" / "cache").exists()
+
+
+# ------------------------------------------------------------------ the reference sampler's timing
+
+
+def test_the_reference_time_extrapolated_from_sub_pixels_is_near_the_measured_one():
+    """Each sub-pixel costs the reference sampler one whole forward pass: the time of a few,
+    scaled to the image, is within a factor 2 of timing whole images."""
+    import torch
+
+    from pixelgen.registry import create_model
+
+    torch.manual_seed(0)
+    model = create_model("pixelcnn", hidden_channels=8, n_layers=2, head_channels=16, in_channels=3).eval()
+    shape = (3, 8, 8)
+    extrapolated = measure.sampling_seconds(model, shape, n_images=2, reference_subpixels=6)
+    measured = measure.sampling_seconds(model, shape, n_images=2, time_reference=True)
+    assert extrapolated.reference_subpixels_timed == 6 and measured.reference_subpixels_timed is None
+    ratio = extrapolated.reference_sampling_s_per_image / measured.reference_sampling_s_per_image
+    assert 0.5 < ratio < 2, f"extrapolated / measured = {ratio:.2f}"
+
+
+def test_time_reference_times_whole_images_and_says_so(runs, tmp_path):
+    out = tmp_path / "whole"
+    run_cli("compare", str(runs["dirs"][0]), "--out", str(out), *MEASURE, "--time-reference")
+    row = json.loads((out / "comparison.json").read_text())["runs"][0]
+    assert row["reference_subpixels_timed"] is None and row["reference_sampling_s_per_image"] > 0
+    assert "| reference sampler (s/image, whole images) [2] |" in (out / "report.md").read_text()
+    summary = report.analyse(runs["dirs"][0] / "best.ckpt", tmp_path / "analysis",
+                             attrs.evolve(OPTIONS, time_reference=True))
+    assert summary["sampling"]["reference_subpixels_timed"] is None
+    assert "reference sampler" in (tmp_path / "analysis" / "analysis.md").read_text()

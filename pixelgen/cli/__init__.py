@@ -115,6 +115,9 @@ def _add_measure_options(p: argparse.ArgumentParser) -> None:
                    help=f"layer counts timed (default: {' '.join(map(str, default['scaling_depths']))})")
     p.add_argument("--timing-images", type=int, metavar="N",
                    help=f"images per sampler timing (default: {default['timing_images']})")
+    p.add_argument("--time-reference", action="store_true",
+                   help="time the reference sampler on whole images (minutes per image for an LSTM on a CPU); "
+                        f"by default its time is extrapolated from {default['reference_subpixels']} sub-pixels")
 
 
 EXAMPLES = {

@@ -120,17 +120,62 @@ def dependency_map(
         sub-pixel ``(i, j, c)`` depends on input sub-pixel ``(i2, j2, c2)``.
     """
     generator = torch.Generator().manual_seed(seed)
-    probe = copy.deepcopy(model).double().eval().requires_grad_(False)  # gradients of the input only
-    if perturb:
-        with torch.no_grad():
-            for param in probe.parameters():
-                param.add_(0.1 * torch.randn(param.shape, generator=generator, dtype=param.dtype))
+    probe = _probe(model, perturb, generator)
     support = torch.zeros(channels, height, width, channels, height, width, dtype=torch.bool)
     total = n_inputs * channels * height * width
     with tqdm(total=total, desc="Jacobian", unit="row", file=sys.stderr, leave=False, disable=not progress) as bar:
         for _ in range(n_inputs):
             x = torch.rand(channels, height, width, generator=generator, dtype=torch.float64) * (n_levels_of(model) - 1)
             support |= _jacobian_support(probe, x, labels, bar=bar)
+    return support
+
+
+def _probe(model: nn.Module, perturb: bool, generator: torch.Generator) -> nn.Module:
+    """A float64 copy of ``model`` in eval mode (gradients of the input only), its
+    parameters perturbed if asked."""
+    probe = copy.deepcopy(model).double().eval().requires_grad_(False)
+    if perturb:
+        with torch.no_grad():
+            for param in probe.parameters():
+                param.add_(0.1 * torch.randn(param.shape, generator=generator, dtype=param.dtype))
+    return probe
+
+
+def pixel_dependencies(
+    model: nn.Module,
+    channels: int,
+    height: int,
+    width: int,
+    pixel: tuple[int, int],
+    *,
+    n_inputs: int = 2,
+    perturb: bool = True,
+    seed: int = 0,
+    labels: Tensor | None = None,
+) -> Tensor:
+    """``dependency_map(...)[:, i, j]`` for one output pixel ``(i, j)``, by ``C`` backward
+    passes per image instead of the whole Jacobian (the same images and perturbation).
+
+    Each backward pass differentiates a random projection of the sub-pixel's ``n_levels``
+    logits: zero exactly where its logits do not depend on an input, almost surely
+    non-zero where they do.
+
+    Returns:
+        bool tensor ``(C, C, H, W)``: ``[c, c2, i2, j2]`` is True where output sub-pixel
+        ``(i, j, c)`` depends on input sub-pixel ``(i2, j2, c2)``.
+    """
+    i, j = pixel
+    generator = torch.Generator().manual_seed(seed)
+    probe = _probe(model, perturb, generator)
+    support = torch.zeros(channels, channels, height, width, dtype=torch.bool)
+    for _ in range(n_inputs):
+        x = torch.rand(channels, height, width, generator=generator, dtype=torch.float64) * (n_levels_of(model) - 1)
+        x = x[None].requires_grad_(True)
+        out = (probe(x, labels) if labels is not None else probe(x))[0, :, :, i, j]  # (n_levels, C)
+        weights = torch.randn(out.shape[0], dtype=out.dtype, generator=torch.Generator().manual_seed(0))
+        projected = weights @ out  # (C,)
+        for c in range(channels):
+            support[c] |= torch.autograd.grad(projected[c], x, retain_graph=c + 1 < channels)[0][0] != 0
     return support
 
 

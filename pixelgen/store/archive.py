@@ -16,6 +16,10 @@ On-disk layout (also written into the root attributes as ``attrs["layout"]``)::
       score/                   group, made by the first score (older archives have none);
                                attrs: feature space ("inception", "classifier") -> the
                                sample-quality figures measured in it (pixelgen.study.scoring)
+      cache/                   group, made by the first cached measurement (older archives
+                               have none); attrs: "<measurement>@<checkpoint file>" ->
+                               {"key": what it was measured on and with, "value": the
+                               result}; a reader that finds another key measures again
 
 Crash safety. Every file zarr writes to a local store is replaced atomically, so a crash
 leaves each file either old or new; the archive orders its writes so that any mix is
@@ -63,6 +67,10 @@ LAYOUT = {
     "samples/.tmp-*": "a batch being written or abandoned by a crash; ignore",
     "score": "group (absent before the first score); attrs = feature space -> sample-quality figures "
     "(fid, is, kid, precision, recall, n, sample batch, ...)",
+    "cache": "group (absent before the first cached measurement); attrs = '<measurement>@<checkpoint file>' "
+    "-> {key: the checkpoint's identity and the measurement's settings, value: the result}, e.g. "
+    "'scaling@best.ckpt', 'sampling@best.ckpt' (pixelgen compare's scaling sweep and sampler timings); "
+    "measured again when the key differs",
 }
 INT_COLUMNS = {"epoch": -1}  # column name -> value for rows that did not give it
 _METRIC_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_-]*$")  # no dots: no clash with zarr.json
@@ -300,6 +308,38 @@ class RunArchive:
         if not (self.path / "score" / "zarr.json").exists():
             return {}
         return self._group("score").attrs.asdict()
+
+    # -- cached measurements --------------------------------------------------------------
+
+    @_damage_is_one_line
+    def set_cached(self, name: str, key: dict[str, Any], value: dict[str, Any]) -> None:
+        """Keep ``value``, the result of measurement ``name`` (e.g. ``"scaling@best.ckpt"``),
+        with ``key``, what it was measured on and with (replacing an earlier entry of that
+        name); the ``cache`` group is made on first use, and a damaged one is made anew."""
+        self._check_writable()
+        if not isinstance(name, str) or not name or "/" in name:
+            raise ArchiveError(f"cache: bad measurement name {name!r}")
+        entry = {"key": _jsonable(key, f"cache.{name}.key"), "value": _jsonable(value, f"cache.{name}.value")}
+        try:
+            group = zarr.open_group(self.path, mode="r+").require_group("cache")
+            kept = group.attrs.asdict()
+        except _DAMAGE:  # a cache is only ever a copy of what can be measured again
+            shutil.rmtree(self.path / "cache", ignore_errors=True)
+            group, kept = zarr.open_group(self.path, mode="r+").require_group("cache"), {}
+        group.attrs.put({**kept, name: entry})
+
+    def cached(self, name: str, key: dict[str, Any]) -> dict[str, Any] | None:
+        """The value :meth:`set_cached` kept for ``name`` if it was kept with this same
+        ``key``; None when there is none, its key differs, or the cache is damaged."""
+        if not (self.path / "cache" / "zarr.json").exists():
+            return None
+        try:
+            entry = self._group("cache").attrs.asdict().get(name)
+        except _DAMAGE:
+            return None
+        if not isinstance(entry, dict) or not isinstance(entry.get("value"), dict):
+            return None
+        return entry["value"] if entry.get("key") == _jsonable(key, f"cache.{name}.key") else None
 
     # -- samples -------------------------------------------------------------------------
 

@@ -32,7 +32,7 @@ from torch import Tensor, nn
 
 from pixelgen.nn.blocks import n_levels_of
 from pixelgen.nn.metrics import bits_per_dim
-from pixelgen.registry.causality import dependency_map
+from pixelgen.registry.causality import pixel_dependencies
 
 # ------------------------------------------------------------------ receptive fields
 
@@ -49,8 +49,10 @@ def receptive_field_map(
 ) -> Tensor:
     """Input pixels that output pixel ``pixel`` depends on, any colour to any colour.
 
-    Measured by :func:`pixelgen.registry.causality.dependency_map` (the Jacobian in float64 at
-    perturbed weights, so it shows the architecture's field, not what training did).
+    Measured by :func:`pixelgen.registry.causality.pixel_dependencies`: the gradients of that
+    pixel's logits in float64 at perturbed weights (so it shows the architecture's field, not
+    what training did), the centre pixel's part of
+    :func:`~pixelgen.registry.causality.dependency_map` at the cost of ``C`` backward passes.
 
     Args:
         model: maps ``(B, C, H, W)`` images to logits ``(B, 256, C, H, W)``.
@@ -67,8 +69,8 @@ def receptive_field_map(
     i, j = pixel if pixel is not None else (height // 2, width // 2)
     if not (0 <= i < height and 0 <= j < width):
         raise ValueError(f"pixel {(i, j)} lies outside the {height}x{width} canvas")
-    support = dependency_map(model, channels, height, width, n_inputs=n_inputs, labels=labels)
-    return support[:, i, j].any(dim=0).any(dim=0)  # (H, W): any output, any input colour
+    support = pixel_dependencies(model, channels, height, width, (i, j), n_inputs=n_inputs, labels=labels)
+    return support.any(dim=0).any(dim=0)  # (H, W): any output, any input colour
 
 
 def receptive_field_figure(

@@ -22,8 +22,9 @@ import json
 import math
 import os
 import statistics
+import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,18 +32,21 @@ import attrs
 import numpy as np
 import torch
 from torch import nn
+from tqdm import tqdm
 
 from pixelgen.data import HorizontalFlip, load_data
 from pixelgen.errors import PixelgenError, Report, silent
 from pixelgen.nn.blocks import n_levels_of
 from pixelgen.recipe import Recipe, RunSpec, recipe_from_dict
 from pixelgen.registry import create_model, get_model_spec
-from pixelgen.sampling import sample, sampler_used
+from pixelgen.sampling import reference_seconds_per_subpixel, sample, sampler_used
 from pixelgen.store import checkpoint as ckpt_io
 from pixelgen.store.archive import RunArchive
+from pixelgen.store.files import RunLock
 from pixelgen.store.runs import final_checkpoint
 from pixelgen.study import analysis
 from pixelgen.study.options import CompareOptions
+from pixelgen.training.evaluation import progress_bar_enabled
 
 
 class ReportError(PixelgenError):
@@ -301,8 +305,7 @@ class SamplingTimes:
 
     fast_sampling_s_per_image: float | None  # None: the model has no fast sampler
     reference_sampling_s_per_image: float
-    reference_extrapolated: bool  # timed on the last rows only, scaled to the image
-    reference_rows_timed: int
+    reference_subpixels_timed: int | None  # extrapolated from this many sub-pixels; None: timed on whole images
 
 
 @attrs.frozen(kw_only=True)
@@ -390,23 +393,26 @@ def sampling_seconds(
     shape: tuple[int, int, int],
     *,
     n_images: int = 2,
-    reference_rows: int = 1,
+    reference_subpixels: int = 8,
+    time_reference: bool = False,
     repeats: int = 3,
     labels: torch.Tensor | None = None,
 ) -> SamplingTimes:
     """Seconds per image of the fast and the reference sampler (:func:`pixelgen.sample`).
 
-    The fast sampler generates ``n_images`` whole images. The reference sampler (one full
-    forward pass per sub-pixel, the same cost for every row) generates only the last
-    ``reference_rows`` rows under a given prefix, and its time is scaled by
-    ``height / reference_rows``: ``reference_extrapolated`` says so. Each is the median
-    of ``repeats`` timings after an untimed warm-up. A model without a cached sampling
-    state has no fast sampler: its ``fast_sampling_s_per_image`` is None.
+    The fast sampler generates ``n_images`` whole images, the median of ``repeats``
+    timings after an untimed warm-up. The reference sampler recomputes the whole forward
+    pass for every sub-pixel, so each of its ``C * H * W`` sub-pixels costs the same (the
+    pass does not depend on what the image holds): it is timed on the last
+    ``reference_subpixels`` sub-pixels only
+    (:func:`pixelgen.sampling.reference_seconds_per_subpixel`) and that time is multiplied
+    by ``C * H * W``; ``reference_subpixels_timed`` says so. With ``time_reference`` it
+    generates whole images instead, timed once (a whole image is long enough to time
+    steadily), and ``reference_subpixels_timed`` is None. A model without a cached
+    sampling state has no fast sampler: its ``fast_sampling_s_per_image`` is None.
     """
     channels, height, width = shape
-    rows = max(1, min(reference_rows, height))
     device = next(model.parameters()).device
-    prefix = torch.zeros(n_images, channels, height - rows, width, dtype=torch.uint8, device=device)
 
     def seconds(**kwargs: Any) -> float:
         if device.type == "cuda":
@@ -417,17 +423,19 @@ def sampling_seconds(
             torch.cuda.synchronize(device)
         return time.perf_counter() - start
 
-    has_fast = sampler_used(model, "fast") == "fast"
-    # Warm-up, untimed, on one-row images: the first passes pay for allocations and kernels.
-    for sampler in ("fast", "reference") if has_fast else ("reference",):
-        seconds(height=1, width=width, sampler=sampler)
-    fast = statistics.median(
-        seconds(height=height, width=width, sampler="fast") for _ in range(repeats)) / n_images if has_fast else None
-    reference = statistics.median(
-        seconds(height=height, width=width, sampler="reference", prefix=prefix) for _ in range(repeats)
-    ) / n_images * height / rows
-    return SamplingTimes(fast_sampling_s_per_image=fast, reference_sampling_s_per_image=reference,
-                         reference_extrapolated=rows < height, reference_rows_timed=rows)
+    fast = None
+    if sampler_used(model, "fast") == "fast":
+        seconds(height=1, width=width, sampler="fast")  # warm-up, untimed, on one-row images
+        fast = statistics.median(seconds(height=height, width=width, sampler="fast") for _ in range(repeats)) / n_images
+    if time_reference:
+        seconds(height=1, width=width, sampler="reference")
+        return SamplingTimes(fast_sampling_s_per_image=fast, reference_subpixels_timed=None,
+                             reference_sampling_s_per_image=seconds(height=height, width=width, sampler="reference") / n_images)
+    per_subpixel = reference_seconds_per_subpixel(model, n_images, height, width, n_subpixels=reference_subpixels,
+                                                  labels=labels)
+    timed = min(height * width, max(1, math.ceil(reference_subpixels / channels))) * channels  # whole pixels
+    return SamplingTimes(fast_sampling_s_per_image=fast, reference_subpixels_timed=timed,
+                         reference_sampling_s_per_image=per_subpixel * channels * height * width / n_images)
 
 
 def _conditional(model: nn.Module) -> bool:
@@ -448,13 +456,10 @@ def _with_depth(name: str, hyperparameters: Mapping[str, Any], depth: int) -> nn
 
 
 def _table_row(
-    record: RunRecord, model: nn.Module, shape: tuple[int, int, int], options: CompareOptions, time_samplers: bool
+    record: RunRecord, model: nn.Module, shape: tuple[int, int, int], options: CompareOptions, time_samplers: bool,
+    report: Report = silent,
 ) -> TableRow:
-    sampling = None
-    if time_samplers:
-        labels = torch.zeros(options.timing_images, dtype=torch.long, device=options.device) if _conditional(model) else None
-        sampling = sampling_seconds(model, shape, n_images=options.timing_images, reference_rows=options.reference_rows,
-                                    repeats=options.timing_repeats, labels=labels)
+    sampling = _sampling_times(record, model, shape, options, report) if time_samplers else None
     archive = record.archive
     paper_bits_per_dim, paper_source = run_paper_figure(record)
     return TableRow(
@@ -520,6 +525,143 @@ def _scaling(record: RunRecord, channels: int, options: CompareOptions) -> analy
     )
 
 
+def checkpoint_identity(record: RunRecord) -> dict[str, Any]:
+    """What tells a checkpoint file apart from any other one, for a cache key: its name,
+    size, modification time, epoch and model (name and hyperparameters)."""
+    stat = record.checkpoint.stat()
+    return {"file": record.checkpoint.name, "bytes": stat.st_size, "mtime_ns": stat.st_mtime_ns,
+            "epoch": record.state.get("epoch"), "model": record.model_config}
+
+
+def scaling_cache_key(record: RunRecord, channels: int, options: CompareOptions) -> dict[str, Any]:
+    """What a cached scaling sweep of ``record`` must have been measured on and with: the
+    checkpoint (:func:`checkpoint_identity`) and the sweep's settings (sizes, depths, batch,
+    repeats, channels, device, torch threads)."""
+    return {
+        "checkpoint": checkpoint_identity(record),
+        "sizes": sorted(set(options.scaling_sizes)), "depths": sorted(set(options.scaling_depths)),
+        "batch": options.scaling_batch, "repeats": options.scaling_repeats, "channels": channels,
+        "device": options.device, "threads": torch.get_num_threads(),
+    }
+
+
+def _scaling_from_json(value: Mapping[str, Any], key: Mapping[str, Any]) -> analysis.ScalingResult:
+    """The cached sweep; ValueError unless it holds every point the key's settings measure,
+    with numbers where numbers belong."""
+    sizes, depths = key["sizes"], key["depths"]
+    points = [(s, depths[0]) for s in sizes] + [(sizes[0], d) for d in depths[1:]]
+    rows = [dict(r) for r in value["rows"]]
+    if [(r["size"], r["depth"]) for r in rows] != points:
+        raise ValueError("not the points of these settings")
+    for r in rows:
+        if not all(isinstance(r[k], (int, float)) and r[k] >= 0 for k in ("seconds", "saved_bytes")):
+            raise ValueError("a time or a size that is not a number")
+        if r["peak_bytes"] is not None and not isinstance(r["peak_bytes"], int):
+            raise ValueError("a peak that is not a number")
+    exponents = {str(k): float("nan") if v is None else float(v) for k, v in value["exponents"].items()}
+    return analysis.ScalingResult(rows=rows, exponents=exponents, memory=str(value["memory"]),
+                                  threads=int(value["threads"]))
+
+
+def _scaling_to_json(result: analysis.ScalingResult) -> dict[str, Any]:
+    exponents = {k: None if math.isnan(v) else v for k, v in result.exponents.items()}  # JSON has no NaN
+    return {"rows": result.rows, "exponents": exponents, "memory": result.memory, "threads": result.threads}
+
+
+def sampling_cache_key(record: RunRecord, shape: tuple[int, int, int], options: CompareOptions) -> dict[str, Any]:
+    """What cached sampler timings of ``record`` must have been measured on and with: the
+    checkpoint (:func:`checkpoint_identity`) and the timing's settings."""
+    return {
+        "checkpoint": checkpoint_identity(record), "image_shape": list(shape), "images": options.timing_images,
+        "repeats": options.timing_repeats, "reference_subpixels": options.reference_subpixels,
+        "time_reference": options.time_reference, "device": options.device, "threads": torch.get_num_threads(),
+    }
+
+
+def _sampling_from_json(value: Mapping[str, Any], key: Mapping[str, Any]) -> SamplingTimes:
+    times = SamplingTimes(**value)
+    numbers = [times.reference_sampling_s_per_image] + [times.fast_sampling_s_per_image] * (
+        times.fast_sampling_s_per_image is not None)
+    if not all(isinstance(t, (int, float)) and t > 0 for t in numbers):
+        raise ValueError("a time that is not a positive number")
+    if (times.reference_subpixels_timed is None) != key["time_reference"]:
+        raise ValueError("timed otherwise")
+    return times
+
+
+def cached(
+    record: RunRecord, measurement: str, key: dict[str, Any], measure: Callable[[], Any],
+    to_json: Callable[[Any], dict[str, Any]], from_json: Callable[[Mapping[str, Any], Mapping[str, Any]], Any],
+    report: Report = silent,
+) -> Any:
+    """``measure()``, kept in a run folder's archive (``cache/<measurement>@<checkpoint file>``,
+    :meth:`~pixelgen.store.archive.RunArchive.set_cached`) and read back by the next comparison
+    that asks with the same ``key``; a missing, mismatched or damaged entry (``from_json``
+    raises) is measured again. The archive is written under the run's lock; a run in use by
+    another process, or a checkpoint compared without its run folder, is measured and nothing
+    is kept."""
+    if record.archive is None:
+        return measure()
+    name = f"{measurement}@{record.checkpoint.name}"
+    try:
+        value = RunArchive.open(record.archive.path).cached(name, key)
+        if value is not None:
+            result = from_json(value, key)
+            report(f"  {record.name}: {measurement} read from {record.archive.path}/cache")
+            return result
+    except (PixelgenError, KeyError, TypeError, ValueError, IndexError, AttributeError):
+        pass  # damaged: measured again, and the entry replaced
+    result = measure()
+    try:
+        with RunLock(record.run_dir):
+            RunArchive.open(record.archive.path, mode="r+").set_cached(name, key, to_json(result))
+    except (PixelgenError, OSError) as exc:  # in use, read-only, damaged: the comparison goes on without a cache
+        report(f"  {record.name}: {measurement} not cached ({exc})")
+    return result
+
+
+def cached_scaling(
+    record: RunRecord, channels: int, options: CompareOptions, report: Report = silent
+) -> analysis.ScalingResult | None:
+    """:func:`_scaling`, :func:`cached` in the run's archive as ``scaling@<checkpoint>``."""
+    if "n_layers" not in record.model_config["hyperparameters"]:
+        return None
+    return cached(record, "scaling", scaling_cache_key(record, channels, options),
+                  lambda: _scaling(record, channels, options), _scaling_to_json, _scaling_from_json, report)
+
+
+def _sampling_times(
+    record: RunRecord, model: nn.Module, shape: tuple[int, int, int], options: CompareOptions, report: Report
+) -> SamplingTimes:
+    """:func:`sampling_seconds` with ``options``, :func:`cached` in the run's archive as
+    ``sampling@<checkpoint>``."""
+    labels = torch.zeros(options.timing_images, dtype=torch.long, device=options.device) if _conditional(model) else None
+
+    def measure() -> SamplingTimes:
+        return sampling_seconds(model, shape, n_images=options.timing_images,
+                                reference_subpixels=options.reference_subpixels,
+                                time_reference=options.time_reference, repeats=options.timing_repeats, labels=labels)
+
+    return cached(record, "sampling", sampling_cache_key(record, shape, options), measure, attrs.asdict,
+                  _sampling_from_json, report)
+
+
+class _Steps:
+    """A bar on stderr over one run's measurements (where :func:`progress_bar_enabled`), naming
+    the one under way: sampler timing, receptive field, gradient flow, scaling, statistics."""
+
+    def __init__(self, run: str, n_steps: int) -> None:
+        self.bar = tqdm(total=n_steps, desc=f"  {run}", unit="step", file=sys.stderr, leave=False,
+                        disable=not progress_bar_enabled())
+
+    def __call__(self, label: str, measure: Callable[..., Any], *args: Any) -> Any:
+        self.bar.set_postfix_str(label)
+        try:
+            return measure(*args)
+        finally:
+            self.bar.update()
+
+
 def measure_run(
     record: RunRecord,
     data: Mapping[str, Any] | None,
@@ -528,6 +670,7 @@ def measure_run(
     *,
     time_samplers: bool = True,
     random_images_without_data: bool = False,
+    report: Report = silent,
 ) -> RunMeasurement:
     """Everything measured on one run, by :func:`~pixelgen.study.report.compare` for each run and
     by :func:`~pixelgen.study.report.analyse` for one checkpoint.
@@ -541,22 +684,31 @@ def measure_run(
         time_samplers: time the fast and the reference sampler for the table.
         random_images_without_data: without data, measure the gradient flow on random
             images rather than not at all.
+        report: gets a line where the sampler timings or the scaling sweep are read from,
+            or not kept in, the run's archive (:func:`cached`).
     """
     model = ckpt_io.model_from_checkpoint(record.state).to(options.device).eval()
     shape = image_shape(record, data, model, options)
-    row = _table_row(record, model, shape, options, time_samplers)
-    field = _receptive_field(model, shape, options)
-    flow = _gradient_flow(record, model, data, shape, options, random_images_without_data)
-    samples, sample_stats = _samples(record, images)
-    return RunMeasurement(row=row, field=field, gradient_flow=flow, scaling=_scaling(record, shape[0], options),
-                          samples=samples, sample_statistics=sample_stats)
+    step = _Steps(record.name, 5)
+    try:
+        row = step("sampler timing" if time_samplers else "table", _table_row, record, model, shape, options,
+                   time_samplers, report)
+        field = step("receptive field", _receptive_field, model, shape, options)
+        flow = step("gradient flow", _gradient_flow, record, model, data, shape, options, random_images_without_data)
+        scaling = step("scaling", cached_scaling, record, shape[0], options, report)
+        samples, sample_stats = step("sample statistics", _samples, record, images)
+    finally:
+        step.bar.close()
+    return RunMeasurement(row=row, field=field, gradient_flow=flow, scaling=scaling, samples=samples,
+                          sample_statistics=sample_stats)
 
 
 def measure_runs(
     records: Sequence[RunRecord], options: CompareOptions, report: Report = silent
 ) -> tuple[dict[str, RunMeasurement], np.ndarray | None]:
     """:func:`measure_run` for each run, loading each data set once (the measuring step of
-    :func:`~pixelgen.study.report.compare`; ``report`` gets a line per run).
+    :func:`~pixelgen.study.report.compare`; ``report`` gets a line per run, and a bar on
+    stderr counts the runs where :func:`progress_bar_enabled`).
 
     Returns:
         run name -> its measurement, and the test images of the first data set found
@@ -565,7 +717,7 @@ def measure_runs(
     splits: dict[str, Any] = {}  # per data section: the splits, or None when missing
     images: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # per data section: (train, test)
     measured = {}
-    for record in records:
+    for record in tqdm(records, desc="compare", unit="run", file=sys.stderr, disable=not progress_bar_enabled()):
         report(f"compare: measuring {record.name} ({record.model_config['name']}, {record.checkpoint})")
         key = repr(record.run.data)
         if key not in splits:
@@ -573,6 +725,6 @@ def measure_runs(
             if splits[key] is not None:
                 images[key] = (stack_images(splits[key]["train"], options.max_train_images)[0],
                                stack_images(splits[key]["test"], options.max_held_out_images)[0])
-        measured[record.name] = measure_run(record, splits[key], images.get(key), options)
+        measured[record.name] = measure_run(record, splits[key], images.get(key), options, report=report)
     test_images = [test for _, test in images.values()]
     return measured, test_images[0] if test_images else None

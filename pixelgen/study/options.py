@@ -21,8 +21,11 @@ class CompareOptions:
         scaling_batch, scaling_repeats: images per timed pass, timed passes per point.
         timing_images: images generated to time each sampler.
         timing_repeats: timings of each sampler; the median is reported.
-        reference_rows: image rows the reference sampler generates for its timing; the
-            time per image is extrapolated to the whole image from these rows.
+        reference_subpixels: sub-pixels the reference sampler generates for its timing;
+            its time per image is extrapolated from them (each sub-pixel costs it one full
+            forward pass, the same for every sub-pixel).
+        time_reference: time the reference sampler on whole images instead (minutes per
+            image for the recurrent models on a CPU).
         max_train_images: training images searched for each sample's nearest neighbour.
         max_held_out_images: test images used as the baseline of that search.
         device: where the measurements run ("cpu", "cuda", ...).
@@ -36,7 +39,8 @@ class CompareOptions:
     scaling_repeats: int = 3
     timing_images: int = 2
     timing_repeats: int = 3
-    reference_rows: int = 1
+    reference_subpixels: int = 8
+    time_reference: bool = False
     max_train_images: int = 2000
     max_held_out_images: int = 500
     device: str = "cpu"

@@ -193,7 +193,7 @@ TABLE_ROWS = (
     ("peak_memory_mb", "peak memory in training (MiB) [1]", "{:.0f}"),
     ("sequential_steps", "sequential steps per layer at {size}", "{}"),
     ("fast_sampling_s_per_image", "fast sampler (s/image; - if the model has none)", "{:.3f}"),
-    ("reference_sampling_s_per_image", "reference sampler (s/image) [2]", "{:.3f}"),
+    ("reference_sampling_s_per_image", "reference sampler (s/image{reference}) [2]", "{:.3f}"),
 )
 
 
@@ -235,7 +235,7 @@ def _results_table(c: Mapping[str, Any]) -> Block:
     for key, label, fmt in TABLE_ROWS:
         if key == "paper_bits_per_dim" and all(r[key] is None for r in runs):
             continue  # no published figure for these runs (the models' own are for CIFAR-10)
-        label = label.format(split=split, size=f"{shape[1]}x{shape[2]}")
+        label = label.format(split=split, size=f"{shape[1]}x{shape[2]}", reference=_reference_timed(runs))
         rows.append((label, *(format_value(r.get(key), fmt) for r in runs)))
     for space, name in score_cells(runs):
         figures = [(r.get("scores") or {}).get(space, {}) for r in runs]
@@ -243,17 +243,35 @@ def _results_table(c: Mapping[str, Any]) -> Block:
     return Block("table", header=("", *_names(c)), rows=tuple(rows))
 
 
+def _reference_timed(runs: Sequence[Mapping[str, Any]]) -> str:
+    """How the reference sampler was timed, for its table row: ", extrapolated from 8
+    sub-pixels", ", whole images", or nothing for runs not timed."""
+    if all(r.get("reference_sampling_s_per_image") is None for r in runs):
+        return ""
+    counts = {r.get("reference_subpixels_timed") for r in runs}
+    if "reference_rows_timed" in runs[0]:  # comparison.json written before sub-pixel timing
+        return ", extrapolated from " + "/".join(map(str, sorted({r["reference_rows_timed"] for r in runs}))) + " row(s)"
+    if counts == {None}:
+        return ", whole images"
+    return ", extrapolated from " + "/".join(map(str, sorted(counts - {None}))) + " sub-pixels"
+
+
 def _table_footnotes(c: Mapping[str, Any]) -> Block:
-    rows_timed = "/".join(map(str, sorted({r["reference_rows_timed"] for r in c["runs"]})))
+    if any(r.get("reference_subpixels_timed") is not None or r.get("reference_extrapolated") for r in c["runs"]):
+        reference = ("[2] Extrapolated: the reference sampler recomputes the whole forward pass for every sub-pixel, "
+                     "the same pass whatever the image holds, so every sub-pixel costs it the same; it generated only "
+                     "the last sub-pixels (the count is in the row's label) and its median time per sub-pixel was "
+                     "multiplied by the sub-pixels of an image (pixelgen compare --time-reference times whole images). ")
+    else:
+        reference = "[2] The reference sampler (one full forward pass per sub-pixel) was timed on whole images. "
     return Block("p", (
         "[1] The training loop's peak_memory_mb, the largest over the epochs: "
         "torch.cuda.max_memory_allocated on CUDA; on the CPU the process's peak resident set "
         "size in the epoch (Linux VmHWM, reset at the start of every epoch), which includes the "
-        "process's own baseline (Python, PyTorch, the data set in memory). [2] Extrapolated: the reference sampler (one full forward pass "
-        f"per sub-pixel) generated only the last {rows_timed} row(s) "
-        "of each image and its time was scaled to the whole image; the fast sampler was timed "
-        "on whole images; both are medians of a few timings. Sequential steps: steps one layer takes one after another "
-        "(each model's own sequential_steps: 1 for a convolution, the length of the scan for a recurrence)."))
+        "process's own baseline (Python, PyTorch, the data set in memory). " + reference +
+        "The fast sampler was timed on whole images; timings are medians of a few. Sequential steps: steps one "
+        "layer takes one after another (each model's own sequential_steps: 1 for a convolution, the length of the "
+        "scan for a recurrence)."))
 
 
 def _timing_note(c: Mapping[str, Any]) -> Block:
@@ -431,6 +449,7 @@ def analysis_json(record: RunRecord, measured: RunMeasurement, figures: Mapping[
         "scaling": scaling_json(measured.scaling) if measured.scaling is not None else None,
         "memory_note": analysis.MEMORY_NOTE,
         "notes": ["The run's data was not found: gradient flow on random images."] if flow.random_images else [],
+        **({"sampling": attrs.asdict(row.sampling)} if row.sampling is not None else {}),  # --time-reference only
     }
 
 
@@ -448,6 +467,17 @@ def _scaling_blocks(summary: Mapping[str, Any]) -> list[Block]:
     ]
 
 
+def _sampling_blocks(summary: Mapping[str, Any]) -> list[Block]:
+    """The samplers' seconds per image, where they were timed (``--time-reference``)."""
+    sampling = summary.get("sampling")
+    if sampling is None:
+        return []
+    fast = sampling["fast_sampling_s_per_image"]
+    return [Block("p", "Sampling, seconds per image: reference sampler "
+                       f"{format_value(sampling['reference_sampling_s_per_image'], '{:.3f}')} (whole images), "
+                       f"fast sampler {format_value(fast, '{:.3f}') if fast is not None else 'none'}.")]
+
+
 def analysis_document(summary: Mapping[str, Any], canvas: tuple[int, int]) -> list[Block]:
     """The blocks of analysis.md for the content of analysis.json; ``canvas`` is the
     ``(height, width)`` the receptive field was measured on."""
@@ -459,6 +489,7 @@ def analysis_document(summary: Mapping[str, Any], canvas: tuple[int, int]) -> li
         Block("p", f"Epoch {summary['epoch']}, {summary['parameters']:,} parameters; hyperparameters: "
                    + ", ".join(f"{k}={v!r}" for k, v in summary["hyperparameters"].items()) + "."),
         Block("p", f"Sequential steps per layer on {h}x{w} images: {summary['sequential_steps']}."),
+        *_sampling_blocks(summary),
         Block("h2", "Receptive field"),
         Block("p", f"The centre pixel of a {canvas[0]}x{canvas[1]} canvas sees {summary['receptive_field_seen']} "
                    "pixels (any colour), measured by the Jacobian at perturbed weights."),
@@ -481,8 +512,9 @@ def analyse(
     """One model's receptive field, gradient flow and scaling, with a short analysis.md.
 
     The checkpoint is measured as :func:`compare` measures each run
-    (:func:`~pixelgen.study.measure.measure_run`), without timing its samplers; without the
-    run's data, its gradient flow is measured on random images.
+    (:func:`~pixelgen.study.measure.measure_run`), without timing its samplers unless
+    ``options.time_reference`` asks for their whole-image timings; without the run's data, its
+    gradient flow is measured on random images.
 
     Args:
         checkpoint: a ``.ckpt`` written by ``pixelgen run``.
@@ -499,7 +531,8 @@ def analyse(
     data = load_run_data(record, say)
     name = record.model_config["name"]
     say(f"analyse: measuring {name} (receptive field, gradient flow, scaling)")
-    measured = measure_run(record, data, None, options, time_samplers=False, random_images_without_data=True)
+    measured = measure_run(record, data, None, options, time_samplers=options.time_reference,
+                           random_images_without_data=True)
     figures = _analysis_figures(measured, name, record.checkpoint.name, out_dir)
     summary = analysis_json(record, measured, figures, out_dir)
     _write_json(out_dir / "analysis.json", summary)
