@@ -75,9 +75,14 @@ class DeepLeakPlugin:
 
 
 def test_check_at_narrow_width_finds_a_leak_in_the_last_of_15_layers(capsys):
+    # The initial weights decide which of the leak's paths a narrow model keeps alive (see
+    # the note below on ReLU units): seeded, so that the first violation named is the same
+    # whatever ran before.
+    torch.manual_seed(0)
     registry.register_plugin(DeepLeakPlugin(), name="deep_leak_plugin")
     try:
         model, narrowed = narrow_model("deep_leak", 1)
+        torch.manual_seed(0)
         assert len(model.layers) == 15 and isinstance(model.layers[-1], LastLayerLeaks)
         assert narrowed == {"hidden_channels": 4, "head_channels": 4}
         assert cli.main(["check", "deep_leak", "--channels", "1"]) == 2
