@@ -43,6 +43,7 @@ OBJECTS: list[tuple[str, str, str, str]] = [
     ("argparse.ArgumentParser", "class", "library/argparse.html", "argparse.ArgumentParser"),
     ("argparse.Namespace", "class", "library/argparse.html", "argparse.Namespace"),
     ("collections.abc.Callable", "class", "library/collections.abc.html", "collections.abc.Callable"),
+    ("collections.abc.Iterator", "class", "library/collections.abc.html", "collections.abc.Iterator"),
     ("collections.abc.Mapping", "class", "library/collections.abc.html", "collections.abc.Mapping"),
     ("collections.abc.Sequence", "class", "library/collections.abc.html", "collections.abc.Sequence"),
     ("os.PathLike", "class", "library/os.html", "os.PathLike"),

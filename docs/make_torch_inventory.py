@@ -49,6 +49,7 @@ OBJECTS: list[tuple[str, str, str, tuple[str, ...]]] = [
     ("torch.utils.data.DataLoader", "class", "data.html", ("torch.utils.data.dataloader.DataLoader",)),
     ("torch.utils.data.distributed.DistributedSampler", "class", "data.html", ()),
     ("torch.optim.Adam", "class", "generated/torch.optim.Adam.html", ("torch.optim.adam.Adam",)),
+    ("torch.optim.Optimizer", "class", "optim.html", ("torch.optim.optimizer.Optimizer",)),
     ("torch.optim.lr_scheduler.ReduceLROnPlateau", "class",
      "generated/torch.optim.lr_scheduler.ReduceLROnPlateau.html", ()),
     ("torch.compile", "function", "generated/torch.compile.html", ()),

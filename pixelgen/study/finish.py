@@ -45,8 +45,8 @@ def finish_run(trainer: Trainer) -> dict[str, Any]:
     ``metrics.json`` and the archive's test figures, draw the run's samples and, with
     ``[score]``, score new ones; the figures of ``metrics.json``.
 
-    Called on every rank inside ``fabric.launch`` after :meth:`Trainer.train`, within
-    :meth:`Trainer.holding_the_run`: the evaluation is collective, rank 0 writes.
+    Called on every rank inside ``fabric.launch`` after :meth:`~pixelgen.training.trainer.Trainer.train`, within
+    :meth:`~pixelgen.training.trainer.Trainer.holding_the_run`: the evaluation is collective, rank 0 writes.
     """
     fabric, run, folder = trainer.fabric, trainer.run, trainer.folder
     chosen = final_checkpoint(folder) or folder / LAST

@@ -623,7 +623,7 @@ def cached(
 def cached_scaling(
     record: RunRecord, channels: int, options: CompareOptions, report: Report = silent
 ) -> analysis.ScalingResult | None:
-    """:func:`_scaling`, :func:`cached` in the run's archive as ``scaling@<checkpoint>``."""
+    """``_scaling``, :func:`cached` in the run's archive as ``scaling@<checkpoint>``."""
     if "n_layers" not in record.model_config["hyperparameters"]:
         return None
     return cached(record, "scaling", scaling_cache_key(record, channels, options),
@@ -647,7 +647,7 @@ def _sampling_times(
 
 
 class _Steps:
-    """A bar on stderr over one run's measurements (where :func:`progress_bar_enabled`), naming
+    """A bar on stderr over one run's measurements (where :func:`~pixelgen.errors.progress_bar_enabled`), naming
     the one under way: sampler timing, receptive field, gradient flow, scaling, statistics."""
 
     def __init__(self, run: str, n_steps: int) -> None:
@@ -708,7 +708,7 @@ def measure_runs(
 ) -> tuple[dict[str, RunMeasurement], np.ndarray | None]:
     """:func:`measure_run` for each run, loading each data set once (the measuring step of
     :func:`~pixelgen.study.report.compare`; ``report`` gets a line per run, and a bar on
-    stderr counts the runs where :func:`progress_bar_enabled`).
+    stderr counts the runs where :func:`~pixelgen.errors.progress_bar_enabled`).
 
     Returns:
         run name -> its measurement, and the test images of the first data set found
