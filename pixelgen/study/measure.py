@@ -65,16 +65,16 @@ class ArchiveRecord:
     test: dict[str, Any]  # RunArchive.test_metrics()
     samples: list[tuple[str, dict[str, Any]]]  # RunArchive.sample_batches(): (key, settings)
     scores: dict[str, dict[str, Any]] = attrs.field(factory=dict)  # RunArchive.scores(); {} if never scored
+    last_samples: np.ndarray | None = None  # the images of the newest batch, uint8 (N, C, H, W)
 
     @classmethod
     def read(cls, path: Path) -> ArchiveRecord:
+        """Everything a comparison uses, read before anything is measured: a damaged array
+        fails here, before a measurement or its cache writes anything."""
         archive = RunArchive.open(path)
-        return cls(path=path, metrics=archive.metrics(), test=archive.test_metrics(),
-                   samples=archive.sample_batches(), scores=archive.scores())
-
-    def read_samples(self, key: str) -> np.ndarray:
-        """The images of sample batch ``key``, uint8 ``(N, C, H, W)``."""
-        return RunArchive.open(self.path).read_samples(key)
+        samples = archive.sample_batches()
+        return cls(path=path, metrics=archive.metrics(), test=archive.test_metrics(), samples=samples,
+                   scores=archive.scores(), last_samples=archive.read_samples(samples[-1][0]) if samples else None)
 
 
 @attrs.frozen(kw_only=True)
@@ -233,9 +233,8 @@ def image_shape(
         return tuple(data["train"].shape)
     if record.archive is None:
         return (model.in_channels, options.field_size, options.field_size)
-    if record.archive.samples:
-        key, _ = record.archive.samples[-1]
-        return tuple(record.archive.read_samples(key).shape[1:])
+    if record.archive.last_samples is not None:
+        return tuple(record.archive.last_samples.shape[1:])
     raise ReportError(f"{record.run_dir}: neither its data nor any sample gives the image size")
 
 
@@ -508,7 +507,7 @@ def _samples(
     if record.archive is None or not record.archive.samples:
         return None, None
     key, settings = record.archive.samples[-1]
-    samples = record.archive.read_samples(key)
+    samples = record.archive.last_samples
     if images is None:
         return samples, None
     return samples, SampleStatistics(batch=key, sampler=settings.get("sampler"), temperature=settings.get("temperature"),
