@@ -108,7 +108,7 @@ API_MODULES = [
     "pixelgen.api",
     "pixelgen.cli",
     "pixelgen.cli.plugins",
-    "pixelgen.cli.commands",
+    "pixelgen.cli.check",
     "pixelgen.cli.sample",
     "pixelgen.cli.run",
     "pixelgen.cli.evaluate",

@@ -36,7 +36,7 @@ from pixelgen.study.options import CompareOptions
 
 #: The module under ``pixelgen.cli`` that holds each command's ``cmd_<command>``.
 COMMAND_MODULES = {
-    "plugins": "plugins", "check": "commands", "sample": "sample", "run": "run", "eval": "evaluate",
+    "plugins": "plugins", "check": "check", "sample": "sample", "run": "run", "eval": "evaluate",
     "compare": "report", "analyse": "report", "score": "score", "quantize": "quantize", "recipe_show": "recipe",
 }
 
