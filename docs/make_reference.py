@@ -101,6 +101,7 @@ API_MODULES = [
     "pixelgen.study.scoring",
     "pixelgen.study.analysis",
     "pixelgen.study.options",
+    "pixelgen.study.records",
     "pixelgen.study.measure",
     "pixelgen.study.render",
     "pixelgen.study.figures",

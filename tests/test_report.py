@@ -25,7 +25,7 @@ from pixelgen.errors import DataError
 from pixelgen.recipe import PaperSection, dump_toml
 from pixelgen.store import checkpoint as ckpt_io
 from pixelgen.store.archive import RunArchive
-from pixelgen.study import measure, options, render, report
+from pixelgen.study import measure, options, records, render, report
 
 TINY_MODEL = {"hidden_channels": 6, "n_layers": 1, "head_channels": 16}
 MEASURE = ["--scaling-sizes", "4", "8", "--scaling-depths", "1", "2", "--field-size", "7", "--timing-images", "1"]
@@ -152,19 +152,19 @@ def test_measurements_are_recorded_per_run(compared):
 def test_the_paper_numbers_appear_for_cifar10(compared):
     c = dict(compared["comparison"])
     c["dataset"] = "cifar10"
-    c["runs"] = [{**r, "paper_bits_per_dim": measure.paper_figure(r["model"], "cifar10")} for r in c["runs"]]
+    c["runs"] = [{**r, "paper_bits_per_dim": records.paper_figure(r["model"], "cifar10")} for r in c["runs"]]
     markdown = render.to_markdown(report.comparison_document(c))
     assert "| published bits/dim [4] | 3.14 | 3.07 |" in markdown
     assert "[4] Published figures" in markdown and "rows: the model's published test figure" in markdown
 
 
 def test_a_recipes_paper_table_puts_its_figure_beside_the_run(runs, compared):
-    record = measure.read_run(runs["dirs"][1])  # the Row LSTM, on an image folder: no published figure
-    assert measure.run_paper_figure(record) == (None, "")
+    record = records.read_run(runs["dirs"][1])  # the Row LSTM, on an image folder: no published figure
+    assert records.run_paper_figure(record) == (None, "")
     on_cifar = attrs.evolve(record, run=attrs.evolve(record.run, data=attrs.evolve(record.run.data, name="cifar10")))
-    assert measure.run_paper_figure(on_cifar) == (3.07, "the model's published test figure")  # its ModelSpec's
+    assert records.run_paper_figure(on_cifar) == (3.07, "the model's published test figure")  # its ModelSpec's
     cell = PaperSection(bits_per_dim=3.11, source="Pixel RNN, table 3 (CIFAR-10 validation)")
-    assert measure.run_paper_figure(attrs.evolve(on_cifar, run=attrs.evolve(on_cifar.run, paper=cell))) == (
+    assert records.run_paper_figure(attrs.evolve(on_cifar, run=attrs.evolve(on_cifar.run, paper=cell))) == (
         3.11, "Pixel RNN, table 3 (CIFAR-10 validation)")
     c = dict(compared["comparison"])
     c["runs"] = [c["runs"][0], {**c["runs"][1], "paper_bits_per_dim": 3.11, "paper_source": cell.source}]
@@ -273,10 +273,10 @@ def test_compare_without_data_skips_the_data_measurements(runs, tmp_path, monkey
 
 
 def test_a_checkpoint_read_on_its_own_has_no_archive(runs):
-    alone = measure.read_checkpoint(runs["dirs"][0] / "best.ckpt")
+    alone = records.read_checkpoint(runs["dirs"][0] / "best.ckpt")
     assert alone.archive is None and alone.archive_path is None
     assert alone.checkpoint == runs["dirs"][0] / "best.ckpt" and alone.name == "cnn"
-    record = measure.read_run(runs["dirs"][0])
+    record = records.read_run(runs["dirs"][0])
     assert record.archive_path == runs["dirs"][0] / "archive.zarr" and record.checkpoint == alone.checkpoint
     assert record.archive.metrics.keys() == RunArchive.open(record.archive_path).metrics().keys()
 
@@ -342,7 +342,7 @@ def test_a_second_compare_reads_the_scaling_sweep_and_timings_from_the_archive(r
     assert second["runs"][0] == first["runs"][0]
     assert any("scaling read from" in line for line in lines) and any("sampling read from" in line for line in lines)
     cache = RunArchive.open(run_copy / "archive.zarr")
-    key = measure.scaling_cache_key(measure.read_run(run_copy), 1, FAST)
+    key = measure.scaling_cache_key(records.read_run(run_copy), 1, FAST)
     assert cache.cached("scaling@best.ckpt", key)["rows"] == first["scaling"]["cnn"]["rows"]
 
 
@@ -364,7 +364,7 @@ def test_a_changed_checkpoint_or_changed_settings_are_measured_again(run_copy, t
 def test_a_damaged_cache_is_measured_again_never_read(run_copy, tmp_path, counted):
     report.compare([run_copy], tmp_path / "one", FAST)
     archive = RunArchive.open(run_copy / "archive.zarr", mode="r+")
-    record = measure.read_run(run_copy)
+    record = records.read_run(run_copy)
     key = measure.scaling_cache_key(record, 1, FAST)
     archive.set_cached("scaling@best.ckpt", key, {"rows": [{"size": 4, "depth": 1, "seconds": "fast"}]})
     again = report.compare([run_copy], tmp_path / "two", FAST)

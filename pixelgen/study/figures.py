@@ -16,10 +16,8 @@ import torch
 
 from pixelgen.store.images import to_display
 from pixelgen.study import analysis
-from pixelgen.study.measure import (
-    RunMeasurement,
-    RunRecord,
-)
+from pixelgen.study.measure import RunMeasurement
+from pixelgen.study.records import RunRecord
 from pixelgen.study.scoring import FIGURES, metric_label
 
 # ------------------------------------------------------------------ figures of the runs

@@ -39,21 +39,18 @@ from pixelgen.registry import get_model_spec
 from pixelgen.store.files import atomic_write_json
 from pixelgen.study import analysis
 from pixelgen.study.figures import comparison_figures, score_cells
-from pixelgen.study.measure import (
+from pixelgen.study.measure import RunMeasurement, measure_run, measure_runs, scaling_json
+from pixelgen.study.options import CompareOptions
+from pixelgen.study.records import (
     MODEL_FIGURE_SOURCE,
     ReportError,
-    RunMeasurement,
     RunRecord,
     differing_settings,
     load_run_data,
-    measure_run,
-    measure_runs,
     read_checkpoint,
     read_run,
-    scaling_json,
     unique_names,
 )
-from pixelgen.study.options import CompareOptions
 from pixelgen.study.render import Block, format_value, write_markdown, write_report
 from pixelgen.study.scoring import metric_label
 
