@@ -255,7 +255,7 @@ def test_analyse_measures_as_compare_does(runs, compared, tmp_path):
 
 
 def test_analyse_without_data_measures_gradient_flow_on_random_images(runs, tmp_path, monkeypatch):
-    monkeypatch.setattr(measure, "load_data", no_data)
+    monkeypatch.setattr(records, "load_data", no_data)
     summary = report.analyse(runs["dirs"][0] / "best.ckpt", tmp_path, OPTIONS)
     assert summary["notes"] == [RANDOM_IMAGES_NOTE]
     assert summary["image_shape"] == [1, 7, 7], "no data: the receptive-field canvas"
@@ -264,7 +264,7 @@ def test_analyse_without_data_measures_gradient_flow_on_random_images(runs, tmp_
 
 
 def test_compare_without_data_skips_the_data_measurements(runs, tmp_path, monkeypatch):
-    monkeypatch.setattr(measure, "load_data", no_data)
+    monkeypatch.setattr(records, "load_data", no_data)
     c = report.compare(runs["dirs"], tmp_path, OPTIONS)
     assert c["gradient_flow"] == {} and c["sample_statistics"] == {}, "no random images in a comparison"
     assert set(c["figures"]) == {"learning_curves", "receptive_fields", "scaling", "samples"}
