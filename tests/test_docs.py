@@ -15,6 +15,7 @@ import importlib.util
 import os
 import pkgutil
 import re
+import shutil
 import subprocess
 import sys
 import tomllib
@@ -320,3 +321,15 @@ def test_building_the_docs_writes_nothing_into_docs(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     assert sorted((tmp_path / "out" / ".doctrees" / "figures").iterdir())  # the figures were drawn, outside docs/
     assert snapshot(DOCS) == before
+
+
+@pytest.mark.slow
+def test_the_readme_first_steps_run_as_written(tmp_path):
+    """The README's first Python block, exactly as written, in a folder holding the recipes:
+    it trains, and its run folder holds the figures (benchmarks/readme_first_steps.py times it)."""
+    readme = (DOCS.parent / "README.md").read_text()
+    code = re.search(r"^```python\n(.*?)^```", readme, re.S | re.M).group(1)
+    shutil.copytree(DOCS.parent / "recipes", tmp_path / "recipes")
+    subprocess.run([sys.executable, "-c", code + "\nassert results[0]['bits_per_dim'] > 0\n"], cwd=tmp_path,
+                   check=True, capture_output=True, timeout=600)
+    assert (tmp_path / "runs" / "first" / "metrics.json").is_file()
