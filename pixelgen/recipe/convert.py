@@ -325,3 +325,6 @@ def _check_registry(run: RunSpec) -> None:
             except RegistryError as exc:
                 free = "hyperparameters" if table == "model" else "options"
                 raise Problem((table, free, key), str(exc)) from None
+            expected = spec.hyperparameters[key].refuses(given[key]) if table == "model" else None
+            if expected is not None:  # before anything builds a model of absurd size
+                raise Problem((table, "hyperparameters", key), f"expected {expected}, got {given[key]!r}")
