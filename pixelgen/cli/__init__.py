@@ -31,7 +31,13 @@ from importlib.metadata import PackageNotFoundError, version
 import attrs
 
 from pixelgen.errors import CausalityError, Interrupted, PixelgenError, one_line
-from pixelgen.limits import MAX_BATCH_SIZE, MAX_IMAGE_SIDE, MAX_SAMPLES, MAX_SEED, MIN_SEED
+from pixelgen.limits import (
+    MAX_BATCH_SIZE,
+    MAX_IMAGE_SIDE,
+    MAX_SAMPLES,
+    MAX_SEED,
+    MIN_SEED,
+)
 from pixelgen.recipe import SampleSection, load_recipe
 from pixelgen.study.options import CompareOptions
 

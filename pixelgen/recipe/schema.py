@@ -12,7 +12,20 @@ from collections.abc import Iterator, Mapping
 from typing import Any, Literal
 
 import attrs
-from attrs.validators import and_, deep_iterable, ge, gt, in_, instance_of, le, lt, max_len, min_len, optional, or_
+from attrs.validators import (
+    and_,
+    deep_iterable,
+    ge,
+    gt,
+    in_,
+    instance_of,
+    le,
+    lt,
+    max_len,
+    min_len,
+    optional,
+    or_,
+)
 
 from pixelgen.errors import RecipeError
 from pixelgen.limits import (
