@@ -43,7 +43,12 @@ def _as_written(value: Any, tp: Any) -> Any:
 
 
 def _number(value: Any, tp: Any) -> Any:
-    return float(value) if isinstance(value, int) and not isinstance(value, bool) else value
+    if isinstance(value, int) and not isinstance(value, bool):
+        try:
+            return float(value)
+        except OverflowError:  # beyond any float: left as written for the field's validator to refuse
+            return value
+    return value
 
 
 def _union(value: Any, tp: Any) -> Any:
