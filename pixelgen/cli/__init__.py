@@ -31,6 +31,13 @@ from importlib.metadata import PackageNotFoundError, version
 import attrs
 
 from pixelgen.errors import CausalityError, Interrupted, PixelgenError, one_line
+from pixelgen.limits import (
+    MAX_BATCH_SIZE,
+    MAX_IMAGE_SIDE,
+    MAX_SAMPLES,
+    MAX_SEED,
+    MIN_SEED,
+)
 from pixelgen.recipe import SampleSection, load_recipe
 from pixelgen.study.options import CompareOptions
 
@@ -46,9 +53,6 @@ def _non_negative_int(text: str) -> int:
     if value < 0:
         raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text}")
     return value
-
-
-MAX_SAMPLES = 100_000  # a grid and an archive batch of more images is a typo, not a wish
 
 
 def _bounded_int(low: int, high: int, what: str):
@@ -100,6 +104,8 @@ def _size(text: str) -> tuple[int, int]:
     height, sep, width = text.lower().partition("x")
     if not sep or not height.isdigit() or not width.isdigit() or not int(height) or not int(width):
         raise argparse.ArgumentTypeError(f"expected HEIGHTxWIDTH such as 32x32, got {text!r}")
+    if max(int(height), int(width)) > MAX_IMAGE_SIDE:
+        raise argparse.ArgumentTypeError(f"expected sides of at most {MAX_IMAGE_SIDE}, got {text!r}")
     return int(height), int(width)
 
 
@@ -244,7 +250,7 @@ def _add_sample(sub: argparse._SubParsersAction) -> None:
                    help=f"softmax temperature (default: {default['temperature']})")
     p.add_argument("--top-p", type=float, default=default["top_p"],
                    help=f"nucleus sampling mass; 1 is off (default: {default['top_p']})")
-    p.add_argument("--seed", type=_bounded_int(0, 2**63 - 1, "a seed"),
+    p.add_argument("--seed", type=_bounded_int(MIN_SEED, MAX_SEED, "a seed"),
                    help="seed of the sampling generator (default: random, recorded)")
     p.add_argument("--sampler", choices=["fast", "reference"], default=default["sampler"],
                    help="fast: cached one-pixel steps; reference: a full forward pass per sub-pixel "
@@ -257,7 +263,7 @@ def _add_sample(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--png", metavar="PATH", help="grid file (default: samples-<key>.png next to the checkpoint)")
     p.add_argument("--archive", metavar="PATH", help="archive to append to (default: the run's, next to the checkpoint)")
     p.add_argument("--no-archive", action="store_true", help="do not archive the samples")
-    p.add_argument("--batch-size", type=_bounded_int(1, MAX_SAMPLES, "a batch size"), default=default["batch_size"],
+    p.add_argument("--batch-size", type=_bounded_int(1, MAX_BATCH_SIZE, "a batch size"), default=default["batch_size"],
                    help=f"images generated at once (default: {default['batch_size']})")
     p.add_argument("--device", help="cpu, cuda, ... (default: cuda where available)")
     p.add_argument("--weights", choices=["auto", "ema", "raw"], default="auto",
@@ -336,9 +342,9 @@ def _add_score(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--baseline", choices=["test", "histogram"],
                    help="score data instead of the model: test images (the floor) or the per-position "
                         "histogram model (a ceiling)")
-    p.add_argument("--seed", type=_bounded_int(0, 2**63 - 1, "a seed"), default=0,
+    p.add_argument("--seed", type=_bounded_int(MIN_SEED, MAX_SEED, "a seed"), default=0,
                    help="seed of the scored samples (default: 0)")
-    p.add_argument("--batch-size", type=_bounded_int(1, MAX_SAMPLES, "a batch size"), default=16,
+    p.add_argument("--batch-size", type=_bounded_int(1, MAX_BATCH_SIZE, "a batch size"), default=16,
                    help="images generated at once (default: 16)")
     p.add_argument("--data-root", metavar="DIR", help="data folder in place of the recorded data.root")
     p.add_argument("--device", help="cpu, cuda, ... (default: cuda where available)")

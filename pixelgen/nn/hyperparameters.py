@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
+from pixelgen.limits import MAX_HYPERPARAMETER
+
 N_LEVELS = 256  # values per sub-pixel of 8-bit images; pixelgen.nn.layers re-exports it
 
 
@@ -25,6 +27,21 @@ class Hyperparameter(NamedTuple):
 
     default: Any
     help: str
+
+    def refuses(self, value: Any) -> str | None:
+        """What ``value`` should have been, or None when it passes the one rule every model
+        shares (the core names no model, so the rule reads only the default): a
+        hyperparameter whose default is a positive integer (a width, a depth, a kernel size)
+        takes integers in 1..:data:`~pixelgen.limits.MAX_HYPERPARAMETER`, one whose default
+        is 0 (an off switch such as ``n_classes``) takes 0 too. Anything else is the
+        factory's to check."""
+        default = self.default
+        if not isinstance(default, int) or isinstance(default, bool) or default < 0:
+            return None
+        low = 1 if default > 0 else 0
+        if isinstance(value, int) and not isinstance(value, bool) and low <= value <= MAX_HYPERPARAMETER:
+            return None
+        return f"an integer in {low}..{MAX_HYPERPARAMETER:,}"
 
 
 def stack_hyperparameters(**defaults: Any) -> dict[str, Hyperparameter]:

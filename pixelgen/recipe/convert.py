@@ -43,7 +43,12 @@ def _as_written(value: Any, tp: Any) -> Any:
 
 
 def _number(value: Any, tp: Any) -> Any:
-    return float(value) if isinstance(value, int) and not isinstance(value, bool) else value
+    if isinstance(value, int) and not isinstance(value, bool):
+        try:
+            return float(value)
+        except OverflowError:  # beyond any float: left as written for the field's validator to refuse
+            return value
+    return value
 
 
 def _union(value: Any, tp: Any) -> Any:
@@ -325,3 +330,6 @@ def _check_registry(run: RunSpec) -> None:
             except RegistryError as exc:
                 free = "hyperparameters" if table == "model" else "options"
                 raise Problem((table, free, key), str(exc)) from None
+            expected = spec.hyperparameters[key].refuses(given[key]) if table == "model" else None
+            if expected is not None:  # before anything builds a model of absurd size
+                raise Problem((table, "hyperparameters", key), f"expected {expected}, got {given[key]!r}")

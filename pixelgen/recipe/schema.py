@@ -6,15 +6,40 @@ integer, got 0``) that :mod:`pixelgen.recipe.convert` rewrites with the key path
 recipe wrote.
 """
 
+import math
 import re
 from collections.abc import Iterator, Mapping
 from typing import Any, Literal
 
 import attrs
-from attrs.validators import and_, deep_iterable, ge, gt, in_, instance_of, le, lt, max_len, min_len, optional, or_
+from attrs.validators import (
+    and_,
+    deep_iterable,
+    ge,
+    gt,
+    in_,
+    instance_of,
+    le,
+    lt,
+    max_len,
+    min_len,
+    optional,
+    or_,
+)
 
 from pixelgen.errors import RecipeError
-from pixelgen.limits import MIN_TEMPERATURE
+from pixelgen.limits import (
+    MAX_BATCH_SIZE,
+    MAX_EPOCHS,
+    MAX_IMAGE_SIDE,
+    MAX_IMAGES,
+    MAX_SAMPLES,
+    MAX_SEED,
+    MAX_STEPS,
+    MAX_WORKERS,
+    MIN_SEED,
+    MIN_TEMPERATURE,
+)
 
 #: The sample-quality metrics ``[score]`` and ``pixelgen score`` compute (see pixelgen.study.scoring).
 SCORE_METRICS = ("fid", "is", "kid", "pr")
@@ -88,7 +113,7 @@ def duration_seconds(value: float | str | None) -> float | None:
     if value is None or isinstance(value, bool):
         return None
     if isinstance(value, (int, float)):
-        return float(value) if value > 0 and value != float("inf") else None
+        return float(value) if value > 0 and _finite(value) else None
     if not isinstance(value, str):
         return None
     parts = value.split(":")
@@ -98,13 +123,26 @@ def duration_seconds(value: float | str | None) -> float | None:
     return float(seconds) if seconds > 0 else None
 
 
+def _finite(value: float) -> bool:
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an int beyond any float: no optimizer or clock can use it
+        return False
+
+
 INTEGER = and_(instance_of(int), _not_bool)
-NUMBER = and_(instance_of((int, float)), _not_bool)
-AN_INTEGER = expect("an integer", INTEGER)
+NUMBER = and_(instance_of((int, float)), _not_bool, _predicate(_finite))
+
+
+def integer_in(low: int, high: int) -> Expect:
+    """An integer in ``low..high``; the bounds come from :mod:`pixelgen.limits`."""
+    return expect(f"an integer in {low:,}..{high:,}", INTEGER, ge(low), le(high))
+
+
+SEED = integer_in(MIN_SEED, MAX_SEED)
+BATCH_SIZE = integer_in(1, MAX_BATCH_SIZE)
 A_STRING = expect("a string", instance_of(str))
 TRUE_OR_FALSE = expect("true or false", instance_of(bool))
-POSITIVE_INTEGER = expect("a positive integer", INTEGER, gt(0))
-NON_NEGATIVE_INTEGER = expect("a non-negative integer", INTEGER, ge(0))
 POSITIVE = expect("a positive number", NUMBER, gt(0))
 NON_NEGATIVE = expect("a non-negative number", NUMBER, ge(0))
 FRACTION = expect("a number in [0, 1)", NUMBER, ge(0), lt(1))
@@ -203,27 +241,29 @@ class DataSection:
     root: str | None = _field(
         "Directory holding (or receiving) the data; unset means the user cache directory.", None,
         expect("a string", optional(instance_of(str))))
-    batch_size: int = _field("Training batch size per device.", 16, POSITIVE_INTEGER)
+    batch_size: int = _field("Training batch size per device.", 16, BATCH_SIZE)
     validation_fraction: float = _field(
         "Fraction of the training split held out for validation when the data set has "
         "no validation split of its own.", 0.1, FRACTION)
     flips: bool = _field("Random horizontal flips of training images.", False, TRUE_OR_FALSE)
     num_workers: int = _field("DataLoader worker processes (0 loads in the main process).",
-                              0, NON_NEGATIVE_INTEGER)
+                              0, integer_in(0, MAX_WORKERS))
     image_size: int | None = _field(
         "Resize images to this square size (image folders); unset keeps the stored size.",
-        None, unset_or(POSITIVE_INTEGER))
+        None, unset_or(integer_in(1, MAX_IMAGE_SIDE)))
     options: Mapping[str, Any] = _free_table(
         "Extra keyword options for the data set factory ([data.options]); keys must be "
         "options of that data set.")
     download: bool = _field("Download the data set if it is not found under root.", True, TRUE_OR_FALSE)
     limit_train: int | None = _field(
         "Use only the first N training images (quick runs); unset uses all.", None,
-        unset_or(POSITIVE_INTEGER))
+        unset_or(integer_in(1, MAX_IMAGES)))
     limit_val: int | None = _field(
-        "Use only the first N validation images; unset uses all.", None, unset_or(POSITIVE_INTEGER))
+        "Use only the first N validation images; unset uses all.", None,
+        unset_or(integer_in(1, MAX_IMAGES)))
     limit_test: int | None = _field(
-        "Use only the first N test images; unset uses all.", None, unset_or(POSITIVE_INTEGER))
+        "Use only the first N test images; unset uses all.", None,
+        unset_or(integer_in(1, MAX_IMAGES)))
 
 
 @_schema
@@ -249,7 +289,7 @@ class SchedulerSection:
     factor: float = _field("Multiplier applied to the learning rate on a plateau.", 0.5,
                            expect("a number in (0, 1)", NUMBER, gt(0), lt(1)))
     patience: int = _field(
-        "Validations without improvement before the learning rate is reduced.", 2, NON_NEGATIVE_INTEGER)
+        "Validations without improvement before the learning rate is reduced.", 2, integer_in(0, MAX_EPOCHS))
     min_lr: float = _field("Lower bound on the learning rate.", 0.0, NON_NEGATIVE)
 
 
@@ -257,19 +297,20 @@ class SchedulerSection:
 class TrainSection:
     """``[train]``: the optimisation loop and the hardware it runs on."""
 
-    epochs: int = _field("Maximum number of passes over the training data.", 100, POSITIVE_INTEGER)
+    epochs: int = _field("Maximum number of passes over the training data.", 100,
+                        integer_in(1, MAX_EPOCHS))
     max_steps: int | None = _field(
         "Stop after this many optimizer steps in total; unset means no step limit.", None,
-        unset_or(POSITIVE_INTEGER))
+        unset_or(integer_in(1, MAX_STEPS)))
     optimizer: OptimizerSection = _table(OptimizerSection, "Optimizer settings.")
     scheduler: SchedulerSection = _table(SchedulerSection, "Learning-rate schedule.")
     early_stopping_patience: int = _field(
         "Stop after this many validations without improvement; 0 disables early stopping.",
-        10, NON_NEGATIVE_INTEGER)
+        10, integer_in(0, MAX_EPOCHS))
     gradient_clip_norm: float | None = _field(
         "Clip the global gradient norm to this value; \"none\" disables clipping.", 1.0,
         unset_or(POSITIVE))
-    seed: int = _field("Seed for parameter initialisation, data order and augmentation.", 0, AN_INTEGER)
+    seed: int = _field("Seed for parameter initialisation, data order and augmentation.", 0, SEED)
     precision: Literal[FABRIC_PRECISIONS] = _field(
         "Lightning Fabric precision, any that Fabric accepts, passed to it as written.", "32-true",
         one_of(*FABRIC_PRECISIONS))
@@ -277,11 +318,12 @@ class TrainSection:
                               "auto", A_STRING)
     devices: int | str = _field(
         "Number of devices, or a Fabric device string such as \"auto\" or \"0,1\".", 1,
-        expect("a positive integer or a string", or_(and_(INTEGER, gt(0)), instance_of(str))))
-    num_nodes: int = _field("Number of machines.", 1, POSITIVE_INTEGER)
+        expect(f"an integer in 1..{MAX_WORKERS:,} or a string", or_(and_(INTEGER, gt(0), le(MAX_WORKERS)), instance_of(str))))
+    num_nodes: int = _field("Number of machines.", 1, integer_in(1, MAX_WORKERS))
     strategy: str = _field("Fabric strategy, e.g. \"auto\", \"ddp\".", "auto", A_STRING)
-    log_every_n_steps: int = _field("Log training loss every N optimizer steps.", 50, POSITIVE_INTEGER)
-    val_every_n_epochs: int = _field("Validate every N epochs.", 1, POSITIVE_INTEGER)
+    log_every_n_steps: int = _field("Log training loss every N optimizer steps.", 50,
+                                     integer_in(1, MAX_STEPS))
+    val_every_n_epochs: int = _field("Validate every N epochs.", 1, integer_in(1, MAX_EPOCHS))
     compile: bool = _field("Wrap the model in torch.compile.", False, TRUE_OR_FALSE)
     max_time: float | str | None = _field(
         "Time budget of the training loop, summed over resumes: seconds, or \"HH:MM:SS\" / "
@@ -296,12 +338,13 @@ class TrainSection:
     threads: int | None = _field(
         "torch threads for training, evaluation and sampling in this process; unset: one per "
         "two CPU cores (on a 2-core machine one thread per process measured fastest).", None,
-        unset_or(POSITIVE_INTEGER))
+        unset_or(integer_in(1, MAX_WORKERS)))
     warmup_steps: int = _field(
-        "Raise the learning rate linearly from 0 over this many optimizer steps.", 0, NON_NEGATIVE_INTEGER)
+        "Raise the learning rate linearly from 0 over this many optimizer steps.", 0,
+        integer_in(0, MAX_STEPS))
     accumulate_grad_batches: int = _field(
         "Optimizer step every N batches, gradients summed (Fabric's no_backward_sync under DDP).", 1,
-        POSITIVE_INTEGER)
+        integer_in(1, MAX_STEPS))
 
 
 @_schema
@@ -312,7 +355,7 @@ class EvalSection:
                                                     one_of("test", "val", "train"))
     batch_size: int | None = _field(
         "Evaluation batch size; unset uses data.batch_size (filled in on load).", None,
-        unset_or(POSITIVE_INTEGER))
+        unset_or(BATCH_SIZE))
 
 
 @_schema
@@ -320,7 +363,8 @@ class SampleSection:
     """``[sample]``: images generated at the end of a run."""
 
     n: int = _field("Number of samples generated at the end of the run, stored in the archive "
-                    "and drawn as samples.png beside it (0: none).", 16, NON_NEGATIVE_INTEGER)
+                    "and drawn as samples.png beside it (0: none).", 16,
+                    integer_in(0, MAX_SAMPLES))
     temperature: float = _field(
         "Softmax temperature; below 1 sharpens (at least 1e-6: below it the logits overflow).", 1.0,
         expect(f"a number of at least {MIN_TEMPERATURE!r}", NUMBER, ge(MIN_TEMPERATURE)))
@@ -328,14 +372,14 @@ class SampleSection:
         "Nucleus sampling: keep the smallest set of intensities with this total "
         "probability; 1 samples from the full distribution.", 1.0,
         expect("a number in (0, 1]", NUMBER, gt(0), le(1)))
-    seed: int = _field("Seed of the sampling random generator.", 0, AN_INTEGER)
+    seed: int = _field("Seed of the sampling random generator.", 0, SEED)
     sampler: Literal["fast", "reference"] = _field(
         "\"fast\" uses each model's cached one-step sampler; \"reference\" recomputes the "
         "whole image per sub-pixel (slow, for checking).", "fast", one_of("fast", "reference"))
-    batch_size: int = _field("Samples generated per batch.", 16, POSITIVE_INTEGER)
+    batch_size: int = _field("Samples generated per batch.", 16, BATCH_SIZE)
     tensorboard_n: int = _field(
         "Samples drawn after every epoch and logged to TensorBoard as one grid (0: none).", 4,
-        NON_NEGATIVE_INTEGER)
+        integer_in(0, MAX_SAMPLES))
 
 
 @_schema
@@ -349,7 +393,7 @@ class ScoreSection:
         expect(f"an array whose items are each {one_of(*SCORE_METRICS).words}",
                deep_iterable(in_(SCORE_METRICS), instance_of(tuple))))
     n: int = _field("Samples scored, and training images they are scored against.", 1000,
-                    expect("an integer of at least 10", INTEGER, ge(10)))
+                    integer_in(10, MAX_SAMPLES))
     features: Literal[SCORE_FEATURES] = _field(
         "Feature space: \"inception\" (the standard Inception-v3 weights, read from a local file) or "
         "\"classifier\" (a small classifier pixelgen trains once on the data set's labels; its "
@@ -358,7 +402,7 @@ class ScoreSection:
         "The Inception weights file (torch-fidelity's weights-inception-2015-12-05-6726825d.pth); "
         "unset: $PIXELGEN_INCEPTION_WEIGHTS, then torch's hub cache (<hub>/checkpoints/).", None,
         expect("a string", optional(instance_of(str))))
-    seed: int = _field("Seed of the sampling of the scored images.", 0, AN_INTEGER)
+    seed: int = _field("Seed of the sampling of the scored images.", 0, SEED)
 
 
 @_schema

@@ -16,14 +16,17 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
+from PIL.Image import DecompressionBombError, DecompressionBombWarning
 from torch import Tensor
 from torchvision.utils import make_grid
 
+from pixelgen.limits import MAX_IMAGE_SIDE
 from pixelgen.nn.blocks import N_LEVELS
 from pixelgen.sampling import SamplingError
 from pixelgen.store.files import atomic_writer
@@ -50,13 +53,25 @@ def from_display(images: Tensor, n_levels: int = N_LEVELS) -> Tensor:
 
 def read_image(path: str | os.PathLike, channels: int, n_levels: int = N_LEVELS) -> Tensor:
     """An image file (PNG, JPEG) as uint8 ``(C, H, W)``, converted to grey (``C = 1``) or
-    RGB (``C = 3``) and to a model's ``n_levels`` (see :func:`from_display`)."""
+    RGB (``C = 3``) and to a model's ``n_levels`` (see :func:`from_display`).
+
+    An image with a side over :data:`~pixelgen.limits.MAX_IMAGE_SIDE` (the largest that is
+    sampled), or over PIL's decompression-bomb limit, is refused before it is decoded."""
     modes = {1: "L", 3: "RGB"}
     if channels not in modes:
         raise SamplingError(f"completion needs a grey or RGB model, this one has {channels} colours")
     try:
-        with Image.open(path) as image:
-            pixels = np.asarray(image.convert(modes[channels]), dtype=np.uint8)  # (H, W[, C])
+        with warnings.catch_warnings():
+            # PIL only warns between MAX_IMAGE_PIXELS and twice that; refuse those images too
+            warnings.simplefilter("error", DecompressionBombWarning)
+            with Image.open(path) as image:
+                if max(image.size) > MAX_IMAGE_SIDE:
+                    width, height = image.size
+                    raise SamplingError(f"{path}: the image to complete is {height}x{width}; "
+                                        f"sides of at most {MAX_IMAGE_SIDE} can be sampled")
+                pixels = np.asarray(image.convert(modes[channels]), dtype=np.uint8)  # (H, W[, C])
+    except (DecompressionBombError, DecompressionBombWarning) as exc:
+        raise SamplingError(f"{path}: refused as a decompression bomb: {exc}") from None
     except (OSError, UnidentifiedImageError) as exc:
         raise SamplingError(f"{path}: cannot read the image to complete: {exc}") from None
     image = torch.from_numpy(pixels.reshape(*pixels.shape[:2], channels).copy()).permute(2, 0, 1)  # (C, H, W)

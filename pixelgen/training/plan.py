@@ -30,6 +30,7 @@ from pixelgen.errors import (
     PixelgenError,
     RecipeError,
 )
+from pixelgen.limits import MAX_MODEL_PARAMETERS
 from pixelgen.nn.blocks import N_LEVELS, n_classes_of, n_levels_of
 from pixelgen.recipe import Recipe, RunSpec, recipe_to_dict, run_dir, single_run
 from pixelgen.registry import create_model, get_model_spec
@@ -54,6 +55,7 @@ def build_model(run: RunSpec, shape: tuple[int, int, int], n_classes: int) -> nn
             f"{run.data.name!r} images have {shape[0]}; remove the key to take the data's"
         )
     try:
+        _count_parameters(run.model.name, hyper)  # before any weight is allocated
         model = create_model(run.model.name, **hyper)
     except (ValueError, TypeError) as exc:
         raise RecipeError(f"model.hyperparameters: {run.model.name!r} cannot be built: {exc}") from None
@@ -67,6 +69,22 @@ def build_model(run: RunSpec, shape: tuple[int, int, int], n_classes: int) -> nn
             f"has {n_classes}; use {n_classes} (or 0 for an unconditional model)"
         )
     return model
+
+
+def _count_parameters(name: str, hyper: dict[str, Any]) -> int:
+    """The parameters ``create_model(name, **hyper)`` would hold, counted on the meta device
+    (which allocates no memory); RecipeError above MAX_MODEL_PARAMETERS, before any weight is
+    allocated. A model that cannot be built on the meta device is counted as 0: its real
+    build is the check."""
+    try:
+        with torch.device("meta"):
+            n_parameters = sum(p.numel() for p in create_model(name, **hyper).parameters())
+    except (RuntimeError, NotImplementedError):  # e.g. .item() on a meta tensor while building a mask
+        return 0
+    if n_parameters > MAX_MODEL_PARAMETERS:
+        raise RecipeError(f"model.hyperparameters: {name!r} would have {n_parameters:,} parameters, more than "
+                          f"{MAX_MODEL_PARAMETERS:,}; use fewer or narrower layers")
+    return n_parameters
 
 
 def check_levels(run: RunSpec, data: dict[str, Dataset], model: nn.Module) -> None:
