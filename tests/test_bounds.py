@@ -14,6 +14,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
+import pixelgen
+from pixelgen.cli import main as cli_main
 from pixelgen.errors import RecipeError
 from pixelgen.limits import MAX_HYPERPARAMETER, MAX_IMAGE_SIDE, MAX_SEED
 from pixelgen.recipe import load_recipe, recipe_from_dict
@@ -153,3 +155,12 @@ def test_an_image_to_complete_over_the_limits_is_refused_before_decoding(tmp_pat
         with pytest.raises(SamplingError, match=r"decompression bomb") as caught:
             read_image(tmp_path / f"{side}.png", 1)
         assert "\n" not in str(caught.value)
+
+
+def test_every_route_to_a_model_shares_the_hyperparameter_rule():
+    """pixelgen.create_model (and so `pixelgen check --hp`, Python, a recipe) refuses a
+    width or depth outside the shared rule before anything is built."""
+    for bad in ({"n_layers": 10**8}, {"hidden_channels": -1}, {"head_channels": 0}):
+        with pytest.raises(pixelgen.PixelgenError, match="expected an integer in 1"):
+            pixelgen.create_model("pixelcnn", **bad)
+    assert cli_main(["check", "pixelcnn", "--hp", "n_layers=100000000"]) == 2
