@@ -123,7 +123,7 @@ def test_class_conditional():
 
 @pytest.mark.parametrize("hyper", [dict(kernel_size=4), dict(kernel_size=0), dict(n_layers=0)])
 def test_bad_hyperparameters_fail_loudly(hyper):
-    with pytest.raises((ValueError, pixelgen.PixelgenError), match=next(iter(hyper))):  # the plugin, or the rule every model shares
+    with pytest.raises((ValueError, pixelgen.PixelgenError), match=next(iter(hyper))):  # the plugin, or the size rule
         pixelgen.create_model("gated_pixelcnn", **{**TINY, **hyper})
 
 

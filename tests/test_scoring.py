@@ -374,7 +374,7 @@ def test_a_score_section_with_missing_inception_weights_fails_before_training(tm
 def test_score_recipe_keys_are_checked():
     base = {"model": {"name": "pixelcnn"}}
     assert recipe_from_dict(base).runs[0].score.metrics == ()  # off by default
-    for score, words in (({"metrics": ["fud"]}, "score.metrics"), ({"n": 5}, "at least 10"),
+    for score, words in (({"metrics": ["fud"]}, "score.metrics"), ({"n": 5}, "score.n: expected an integer in 10.."),
                          ({"features": "vgg"}, "score.features")):
         with pytest.raises(Exception, match=words):
             recipe_from_dict({**base, "score": score})
