@@ -75,8 +75,13 @@ class CausalityError(AssertionError):
     """A model output depends on a sub-pixel that the autoregressive order forbids."""
 
 
-class Interrupted(PixelgenError):
-    """SIGINT or SIGTERM stopped a command; ``exit_code`` is 128 + the signal number."""
+class Interrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM stopped a command; ``exit_code`` is 128 + the signal number.
+
+    A :class:`KeyboardInterrupt`, not an :class:`Exception` (nor a :class:`PixelgenError`):
+    raised by a signal handler wherever the process happens to be, it must pass through
+    every ``except Exception`` on its way up (a library's optional import, a checkpoint
+    reader refusing a damaged file) as Ctrl-C does, not become another error or vanish."""
 
     def __init__(self, message: str, signum: int) -> None:
         super().__init__(message)
