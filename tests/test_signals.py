@@ -127,3 +127,20 @@ def test_a_signal_while_sampling_leaves_no_partial_file(run_dir, signum):
     archive = RunArchive.open(run_dir / "archive.zarr")
     assert archive.sample_batches() == batches
     assert all(archive.read_samples(key).shape[0] > 0 for key, _ in batches)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_signal_while_scoring_leaves_no_partial_file(run_dir, signum):
+    before = snapshot(run_dir)
+    batches = RunArchive.open(run_dir / "archive.zarr").sample_batches()
+    data = run_dir.parent / "data"
+    process = start(["score", str(run_dir), "--features", "classifier", "--n", "1000", "--batch-size", "1000"])
+    wait_until(process, torch_loaded)
+    time.sleep(1.5)  # into training the feature classifier or drawing the 1,000 samples
+    process.send_signal(signum)
+    assert_stopped(process, signum)
+    assert snapshot(run_dir) == before
+    archive = RunArchive.open(run_dir / "archive.zarr")
+    assert archive.sample_batches() == batches
+    # a classifier is kept only whole (one trained to the end before the signal may stay)
+    assert not [p.name for p in data.rglob("*") if "tmp" in p.name], "a partial classifier file"
