@@ -8,8 +8,12 @@ and exits non-zero; library callers catch it like any other exception.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import sys
+import threading
+from collections.abc import Iterator
 from typing import Callable
 
 #: Where a long job's progress lines go (``print``, or :func:`silent`).
@@ -71,8 +75,13 @@ class CausalityError(AssertionError):
     """A model output depends on a sub-pixel that the autoregressive order forbids."""
 
 
-class Interrupted(PixelgenError):
-    """SIGINT or SIGTERM stopped a command; ``exit_code`` is 128 + the signal number."""
+class Interrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM stopped a command; ``exit_code`` is 128 + the signal number.
+
+    A :class:`KeyboardInterrupt`, not an :class:`Exception` (nor a :class:`PixelgenError`):
+    raised by a signal handler wherever the process happens to be, it must pass through
+    every ``except Exception`` on its way up (a library's optional import, a checkpoint
+    reader refusing a damaged file) as Ctrl-C does, not become another error or vanish."""
 
     def __init__(self, message: str, signum: int) -> None:
         super().__init__(message)
@@ -82,3 +91,26 @@ class Interrupted(PixelgenError):
 
 class RunLockedError(PixelgenError):
     """Another pixelgen process is writing into the same run folder."""
+
+
+def raise_interrupted(signum: int, frame: object) -> None:
+    """A signal handler: SIGINT or SIGTERM becomes :class:`Interrupted` (exit 130 / 143)."""
+    raise Interrupted(f"{signal.Signals(signum).name}: stopped", signum)
+
+
+@contextlib.contextmanager
+def interrupted_by_signals() -> Iterator[None]:
+    """SIGINT and SIGTERM raise :class:`Interrupted` inside the block, the previous handlers
+    back after it. A signal the process was started ignoring (a shell's background job
+    ignores SIGINT, ``nohup`` SIGHUP) stays ignored; outside the main thread, where Python
+    cannot set handlers, nothing changes."""
+    previous = {}
+    if threading.current_thread() is threading.main_thread():
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            if signal.getsignal(signum) is not signal.SIG_IGN:
+                previous[signum] = signal.signal(signum, raise_interrupted)
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)

@@ -21,16 +21,14 @@ import importlib
 import os
 import pathlib
 import re
-import signal
 import sys
-import threading
 import traceback
 from collections.abc import Sequence
 from importlib.metadata import PackageNotFoundError, version
 
 import attrs
 
-from pixelgen.errors import CausalityError, Interrupted, PixelgenError, one_line
+from pixelgen.errors import CausalityError, Interrupted, PixelgenError, interrupted_by_signals, one_line
 from pixelgen.limits import (
     MAX_BATCH_SIZE,
     MAX_IMAGE_SIDE,
@@ -380,43 +378,35 @@ def _add_recipe(sub: argparse._SubParsersAction) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; user errors are one line on stderr and exit status 2
-    (``PIXELGEN_DEBUG=1`` shows the traceback too), SIGINT/SIGTERM exit 130/143."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    (``PIXELGEN_DEBUG=1`` shows the traceback too), SIGINT/SIGTERM exit 130/143.
+
+    The signal handlers are set first and held until the command returns, so that every
+    command, and each of its phases (parsing, loading its module and torch, the work, the
+    files it writes), stops the same way: one line and 130/143, never the raw signal."""
     debug = os.environ.get("PIXELGEN_DEBUG", "0") not in ("", "0")
-    previous = signal.signal(signal.SIGTERM, _terminate) if _in_main_thread() else None
-    try:
-        prepare = getattr(args, "prepare", None)
-        if prepare is not None:  # the cheap checks, before the command's module loads anything heavy
-            prepare(args)
-        module = importlib.import_module(f"pixelgen.cli.{COMMAND_MODULES[args.command_function]}")
-        return getattr(module, f"cmd_{args.command_function}")(args)
-    except Interrupted as exc:
-        return _fail(exc, debug, exc.exit_code)
-    except KeyboardInterrupt:
-        print("pixelgen: interrupted (SIGINT)", file=sys.stderr)
-        return 130
-    except (PixelgenError, CausalityError) as exc:
-        return _fail(exc, debug, 2)
-    except OSError as exc:  # a full disk, a read-only folder, a path through a file
-        where = f"{exc.filename}: " if exc.filename else ""
-        return _fail(PixelgenError(f"{where}{exc.strerror or exc}; free space or choose another path"), debug, 2)
-    finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+    with interrupted_by_signals():
+        try:
+            args = build_parser().parse_args(argv)
+            prepare = getattr(args, "prepare", None)
+            if prepare is not None:  # the cheap checks, before the command's module loads anything heavy
+                prepare(args)
+            module = importlib.import_module(f"pixelgen.cli.{COMMAND_MODULES[args.command_function]}")
+            return getattr(module, f"cmd_{args.command_function}")(args)
+        except Interrupted as exc:
+            return _fail(exc, debug, exc.exit_code)
+        except KeyboardInterrupt:  # a SIGINT handler of the command's own that re-raises Ctrl-C
+            print("pixelgen: error: SIGINT: stopped", file=sys.stderr)
+            return 130
+        except (PixelgenError, CausalityError) as exc:
+            return _fail(exc, debug, 2)
+        except OSError as exc:  # a full disk, a read-only folder, a path through a file
+            where = f"{exc.filename}: " if exc.filename else ""
+            return _fail(PixelgenError(f"{where}{exc.strerror or exc}; free space or choose another path"), debug, 2)
 
 
 def to_stderr(line: str) -> None:
     """A progress line on stderr, the commands' ``report`` callback (stdout keeps the results)."""
     print(line, file=sys.stderr, flush=True)
-
-
-def _in_main_thread() -> bool:
-    return threading.current_thread() is threading.main_thread()
-
-
-def _terminate(signum: int, frame: object) -> None:
-    raise Interrupted("SIGTERM: stopped", signum)
 
 
 def _fail(exc: BaseException, debug: bool, code: int) -> int:
