@@ -17,10 +17,9 @@ The pages and anchors are those of Python's own inventory (3.11, which the docs 
 
 from __future__ import annotations
 
-import types
 from pathlib import Path
 
-from sphinx.util.inventory import InventoryFile
+from make_torch_inventory import dump_inventory  # the writer both inventories share
 
 BASE_URL = "https://docs.python.org/3/"
 OUTPUT = Path(__file__).resolve().parent / "_inventories" / "python.inv"
@@ -61,27 +60,9 @@ OBJECTS: list[tuple[str, str, str, str]] = [
 ]
 
 
-class _PythonObjects:
-    """The part of a Sphinx domain that :meth:`InventoryFile.dump` reads."""
-
-    name = "py"
-
-    def get_objects(self):
-        for name, objtype, page, anchor in OBJECTS:
-            # (name, display name, type, page, anchor, priority)
-            yield name, name, objtype, page, anchor, 1
-
-
 def write_inventory(path: Path = OUTPUT) -> Path:
     """Write the inventory to ``path`` and return it."""
-    env = types.SimpleNamespace(
-        config=types.SimpleNamespace(project="Python", version="3"),
-        domains=types.SimpleNamespace(sorted=lambda: [_PythonObjects()]),
-    )
-    builder = types.SimpleNamespace(get_target_uri=lambda page: page)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    InventoryFile.dump(path, env, builder)
-    return path
+    return dump_inventory(path, "Python", "3", OBJECTS)
 
 
 if __name__ == "__main__":

@@ -58,28 +58,31 @@ OBJECTS: list[tuple[str, str, str, tuple[str, ...]]] = [
 ]
 
 
-class _PythonObjects:
-    """The part of a Sphinx domain that :meth:`InventoryFile.dump` reads."""
+def dump_inventory(path: Path, project: str, version: str, entries: list[tuple[str, str, str, str]]) -> Path:
+    """Write ``entries``, ``(name, domain object type, page, anchor)``, as a Sphinx inventory
+    of the ``py`` domain at ``path`` (also used by ``make_python_inventory.py``)."""
 
-    name = "py"
+    class PythonObjects:  # the part of a Sphinx domain that InventoryFile.dump reads
+        name = "py"
 
-    def get_objects(self):
-        for name, objtype, page, aliases in OBJECTS:
-            for fullname in (name, *aliases):
-                # (name, display name, type, page, anchor: the public name, priority)
-                yield fullname, fullname, objtype, page, name, 1
+        def get_objects(self):
+            for name, objtype, page, anchor in entries:
+                yield name, name, objtype, page, anchor, 1  # (name, display name, type, page, anchor, priority)
 
-
-def write_inventory(path: Path = OUTPUT) -> Path:
-    """Write the inventory to ``path`` and return it."""
-    env = types.SimpleNamespace(
-        config=types.SimpleNamespace(project="PyTorch", version="stable"),
-        domains=types.SimpleNamespace(sorted=lambda: [_PythonObjects()]),
-    )
+    env = types.SimpleNamespace(config=types.SimpleNamespace(project=project, version=version),
+                                domains=types.SimpleNamespace(sorted=lambda: [PythonObjects()]))
     builder = types.SimpleNamespace(get_target_uri=lambda page: page)
     path.parent.mkdir(parents=True, exist_ok=True)
     InventoryFile.dump(path, env, builder)
     return path
+
+
+def write_inventory(path: Path = OUTPUT) -> Path:
+    """Write the inventory to ``path`` and return it: every name of an object (the public one
+    and the ones autodoc may use) points to the public name's page and anchor."""
+    entries = [(fullname, objtype, page, name) for name, objtype, page, aliases in OBJECTS
+               for fullname in (name, *aliases)]
+    return dump_inventory(path, "PyTorch", "stable", entries)
 
 
 if __name__ == "__main__":
