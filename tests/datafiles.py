@@ -22,6 +22,8 @@ import attrs
 import numpy as np
 from PIL import Image
 
+from pixelgen.recipe import dump_toml
+
 CIFAR10_BATCHES = "cifar-10-batches-py"
 CIFAR10_ARCHIVE = "cifar-10-python.tar.gz"
 CIFAR10_LABEL_NAMES = [
@@ -346,3 +348,20 @@ def write_tiny_imagenet(
                            compressed=compressed)
     write_imagenet_npz(folder / "val_data.npz", val_images, val_labels, compressed=compressed)
     return TinyImagenet(folder, train_images, train_labels, val_images, val_labels)
+
+
+def write_tiny_run_recipe(base: pathlib.Path, out: pathlib.Path, epochs: int, **train) -> pathlib.Path:
+    """``base/tiny.toml``: a tiny PixelCNN on tiny Fashion-MNIST files it writes under
+    ``base/data`` (24 training and 6 test images), seeded, on the CPU, two samples at the end."""
+    write_tiny_mnist(base / "data", n_train=24, n_test=6, seed=5)
+    recipe = base / "tiny.toml"
+    recipe.write_text(dump_toml({
+        "model": {"name": "pixelcnn", "hyperparameters": {"hidden_channels": 4, "n_layers": 1, "head_channels": 8}},
+        "data": {"name": "fashion_mnist", "root": str(base / "data"), "batch_size": 6,
+                 "validation_fraction": 0.25, "download": False},
+        "train": {"epochs": epochs, "accelerator": "cpu", "seed": 0, **train},
+        "sample": {"n": 2},
+        "output": {"dir": str(out)},
+    }))
+    return recipe
+

@@ -24,10 +24,9 @@ import time
 import numpy as np
 import pytest
 import torch
-from datafiles import write_tiny_mnist
+from datafiles import write_tiny_run_recipe
 
 from pixelgen import cli
-from pixelgen.recipe import dump_toml
 from pixelgen.store import checkpoint as ckpt_io
 from pixelgen.store.archive import RunArchive
 
@@ -38,16 +37,7 @@ KILLPOINT = pathlib.Path(__file__).parent / "killpoint.py"
 def setup(tmp_path_factory):
     """Tiny data, a 3-epoch recipe and the uninterrupted reference run."""
     base = tmp_path_factory.mktemp("kill")
-    write_tiny_mnist(base / "data", n_train=24, n_test=6, seed=5)
-    recipe = base / "tiny.toml"
-    recipe.write_text(dump_toml({
-        "model": {"name": "pixelcnn", "hyperparameters": {"hidden_channels": 4, "n_layers": 1, "head_channels": 8}},
-        "data": {"name": "fashion_mnist", "root": str(base / "data"), "batch_size": 6,
-                 "validation_fraction": 0.25, "download": False},
-        "train": {"epochs": 3, "accelerator": "cpu", "seed": 0, "optimizer": {"lr": 0.01}},
-        "sample": {"n": 2},
-        "output": {"dir": str(base / "ref")},
-    }))
+    recipe = write_tiny_run_recipe(base, base / "ref", epochs=3, optimizer={"lr": 0.01})
     env = {**os.environ, "PIXELGEN_PROGRESS": "0", "OMP_NUM_THREADS": "1", "KILL_AT": "0"}
     done = subprocess.run([sys.executable, str(KILLPOINT), "run", str(recipe)], env=env,
                           capture_output=True, text=True, timeout=300)

@@ -19,9 +19,8 @@ import sys
 import time
 
 import pytest
-from datafiles import write_tiny_mnist
+from datafiles import write_tiny_run_recipe
 
-from pixelgen.recipe import dump_toml
 from pixelgen.store.archive import RunArchive
 
 pytestmark = pytest.mark.skipif(not pathlib.Path("/proc/self/status").exists(), reason="needs Linux /proc")
@@ -33,16 +32,7 @@ WAIT_S = 60  # generous: module loading on two busy cores
 def run_dir(tmp_path_factory) -> pathlib.Path:
     """A finished one-epoch run of a tiny PixelCNN, with one sample batch in its archive."""
     base = tmp_path_factory.mktemp("signals")
-    write_tiny_mnist(base / "data", n_train=24, n_test=6, seed=5)
-    recipe = base / "tiny.toml"
-    recipe.write_text(dump_toml({
-        "model": {"name": "pixelcnn", "hyperparameters": {"hidden_channels": 4, "n_layers": 1, "head_channels": 8}},
-        "data": {"name": "fashion_mnist", "root": str(base / "data"), "batch_size": 6,
-                 "validation_fraction": 0.25, "download": False},
-        "train": {"epochs": 1, "accelerator": "cpu", "seed": 0},
-        "sample": {"n": 2},
-        "output": {"dir": str(base / "run")},
-    }))
+    recipe = write_tiny_run_recipe(base, base / "run", epochs=1)
     done = subprocess.run([sys.executable, "-m", "pixelgen", "run", str(recipe)], env=environment(),
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
