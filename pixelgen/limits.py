@@ -12,7 +12,7 @@ MAX_RECIPE_BYTES = 1 << 20
 #: Deeper data is refused before anything walks it, so no walk can overflow the stack.
 MAX_RECIPE_DEPTH = 32
 
-#: Seeds: 0..2**32-1, the range every generator a seed reaches accepts. Lightning's
+#: The seeds accepted, 0..2**32-1, the range every generator a seed reaches accepts. Lightning's
 #: ``seed_everything`` (``train.seed``) raises ValueError outside it because numpy's legacy
 #: ``np.random.seed`` takes only uint32; ``torch.manual_seed`` would take more (up to
 #: 2**64-1) but a seed means the same thing in every section and on the command line.
@@ -23,14 +23,14 @@ MIN_SEED, MAX_SEED = 0, 2**32 - 1
 MAX_SAMPLES = 100_000
 MAX_BATCH_SIZE = MAX_SAMPLES
 
-#: Loop lengths: a million epochs, a billion optimizer steps (or images, for ``data.limit_*``)
-#: is beyond any run these models make; a bigger number is a typo.
+#: The longest loops. A million epochs, a billion optimizer steps (or images, for
+#: ``data.limit_*``) is beyond any run these models make; a bigger number is a typo.
 MAX_EPOCHS = 1_000_000
 MAX_STEPS = 1_000_000_000
 MAX_IMAGES = 1_000_000_000
 
-#: Processes and threads: ``data.num_workers``, ``train.threads``, ``train.devices``,
-#: ``train.num_nodes``; more than this many of each is a typo on any machine that exists.
+#: The most processes or threads (``data.num_workers``, ``train.threads``, ``train.devices``,
+#: ``train.num_nodes``); more than this many of each is a typo on any machine that exists.
 MAX_WORKERS = 1024
 
 #: The largest image side generated or resized to (``pixelgen sample --size``,

@@ -485,8 +485,9 @@ def measure_run(
     by :func:`~pixelgen.study.report.analyse` for one checkpoint.
 
     Args:
-        record: the run (:func:`read_run`, or :func:`read_checkpoint`).
-        data: its splits (:func:`load_run_data`), or None when not found here.
+        record: the run (:func:`~pixelgen.study.records.read_run`, or
+            :func:`~pixelgen.study.records.read_checkpoint`).
+        data: its splits (:func:`~pixelgen.study.records.load_run_data`), or None when not found here.
         images: (training images, test images) of its data set, uint8 ``(N, C, H, W)``:
             the reference of the sample statistics; None to skip them.
         options: how much to measure.
