@@ -35,7 +35,6 @@ ones (which then act as shared defaults)::
     epochs = 10
 """
 
-import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -43,26 +42,11 @@ from typing import Any
 import attrs
 import tomli_w
 
-from pixelgen import registry
-from pixelgen.recipe.convert import converter, dotted, recipe_from_dict, takes_none_string
+from pixelgen.recipe.convert import converter, dotted, recipe_from_dict
 from pixelgen.recipe.overrides import apply_override, load_recipe, parse_value
 from pixelgen.recipe.schema import (
-    SCORE_FEATURES,
-    SCORE_METRICS,
-    DataSection,
-    EvalSection,
-    FrozenTable,
-    ModelSection,
-    OptimizerSection,
-    OutputSection,
-    PaperSection,
-    Recipe,
-    RunSpec,
-    SampleSection,
-    public_fields,
-    SchedulerSection,
-    ScoreSection,
-    TrainSection,
+    SCORE_FEATURES, SCORE_METRICS, DataSection, EvalSection, FrozenTable, ModelSection, OptimizerSection,
+    OutputSection, PaperSection, Recipe, RunSpec, SampleSection, SchedulerSection, ScoreSection, TrainSection,
     duration_seconds,
 )
 
@@ -72,7 +56,7 @@ __all__ = [
     "OutputSection", "PaperSection", "Recipe", "RunSpec", "SampleSection", "SchedulerSection",
     "ScoreSection", "TrainSection",
     "apply_override", "dump_toml", "duration_seconds", "load_recipe", "parse_value",
-    "recipe_from_dict", "recipe_to_dict", "recipe_to_toml", "run_dir", "single_run",
+    "recipe_from_dict", "recipe_to_dict", "run_dir", "single_run",
 ]
 
 
@@ -115,60 +99,6 @@ def dump_toml(data: Mapping[str, Any]) -> str:
     """Write ``data`` as TOML: tables, arrays of tables, strings, numbers, booleans and
     arrays of those. ``None`` values are left out (TOML has no null)."""
     return tomli_w.dumps(_toml_ready(data, ()))
-
-
-_UNSET = "\ue000"  # marks an unset value in recipe_to_toml's TOML, followed by its comment's number
-
-
-def recipe_to_toml(recipe: Recipe) -> str:
-    """``recipe`` as TOML with every default shown, for ``pixelgen recipe show``.
-
-    Beyond :func:`recipe_to_dict`: each model's hyperparameters with the registry's defaults
-    (``in_channels`` as a comment: it is filled in from the data set), and every unset value
-    written as ``"none"`` where the schema reads "none" as unset, else as a comment naming the
-    key and its help (TOML has no null). :func:`~pixelgen.recipe.overrides.load_recipe` of
-    the text gives ``recipe`` back.
-    """
-    data = recipe_to_dict(recipe)
-    comments: list[str] = []
-    for table, run in zip(data["runs"] if "runs" in data else [data], recipe.runs):
-        _mark_unset(table, RunSpec, comments)
-        table["model"]["hyperparameters"] = _hyperparameters(run, comments)
-    _mark_unset(data["output"], OutputSection, comments)
-    text = dump_toml(data)
-    return re.sub(rf'^(\s*)(\S+) = "{_UNSET}(\d+)"$', lambda m: f"{m[1]}# {m[2]} {comments[int(m[3])]}",
-                  text, flags=re.M)
-
-
-def _unset(comments: list[str], comment: str) -> str:
-    comments.append(comment)
-    return f"{_UNSET}{len(comments) - 1}"
-
-
-def _mark_unset(table: dict[str, Any], cls: type, comments: list[str]) -> None:
-    """Write the unset values of ``table`` (the unstructured ``cls``) in place: "none" or a mark."""
-    for field in public_fields(cls):
-        value = table.get(field.name)
-        if value is None and field.name in table:
-            help_text = " ".join(field.metadata.get("help", "").split())
-            table[field.name] = "none" if takes_none_string(field.type) else _unset(comments, f"= unset: {help_text}")
-        elif isinstance(value, dict) and attrs.has(field.type):
-            _mark_unset(value, field.type, comments)
-
-
-def _hyperparameters(run: RunSpec, comments: list[str]) -> dict[str, Any]:
-    """The run's hyperparameters over the model's declared defaults, in declaration order."""
-    given = dict(run.model.hyperparameters)
-    out: dict[str, Any] = {}
-    for name, hp in registry.get_model_spec(run.model.name).hyperparameters.items():
-        value = given.pop(name, hp.default)
-        if name == "in_channels" and name not in run.model.hyperparameters:
-            out[name] = _unset(comments, f"= {hp.default!r} unless the data set says otherwise: {hp.help}")
-        elif value is None:
-            out[name] = _unset(comments, f"= unset: {hp.help}")
-        else:
-            out[name] = value
-    return {**out, **given}
 
 
 def single_run(recipe: Recipe, run: RunSpec) -> Recipe:
