@@ -30,7 +30,7 @@ _UNSET = "\ue000"  # marks an unset value in recipe_to_toml's TOML, followed by 
 def recipe_to_toml(recipe: Recipe) -> str:
     """``recipe`` as TOML with every default shown, for ``pixelgen recipe show``.
 
-    Beyond :func:`recipe_to_dict`: each model's hyperparameters with the registry's defaults
+    Beyond :func:`~pixelgen.recipe.recipe_to_dict`: each model's hyperparameters with the registry's defaults
     (``in_channels`` as a comment: it is filled in from the data set), and every unset value
     written as ``"none"`` where the schema reads "none" as unset, else as a comment naming the
     key and its help (TOML has no null). :func:`~pixelgen.recipe.overrides.load_recipe` of
