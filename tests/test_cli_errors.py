@@ -7,6 +7,7 @@ once per module and copied into each test that needs a finished run folder.
 
 from __future__ import annotations
 
+import os
 import pathlib
 import shutil
 import subprocess
@@ -285,3 +286,17 @@ def test_subprocess_prints_one_line_and_no_traceback(tmp_path, argv, needle):
     assert "Traceback" not in done.stderr
     assert done.stderr.strip().count("\n") == 0 and needle in done.stderr
     assert done.stdout == ""
+
+
+def test_a_reader_that_goes_away_ends_the_command_quietly():
+    """`pixelgen plugins | head -1`: the closed pipe is no error to report (exit 141, as a
+    shell reports SIGPIPE), not "Broken pipe; free space or choose another path"."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader is gone before the first line is written
+    try:
+        done = subprocess.run([sys.executable, "-m", "pixelgen", "plugins"], stdout=write_end,
+                              stderr=subprocess.PIPE, text=True, timeout=120)
+    finally:
+        os.close(write_end)
+    assert done.returncode == 141, done.stderr
+    assert done.stderr == ""

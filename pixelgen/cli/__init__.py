@@ -399,6 +399,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 130
         except (PixelgenError, CausalityError) as exc:
             return _fail(exc, debug, 2)
+        except BrokenPipeError:  # the reader went away (`pixelgen ... | head`): nothing to say to it
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+            return 141  # 128 + SIGPIPE, as a shell reports a command its pipe's reader closed
         except OSError as exc:  # a full disk, a read-only folder, a path through a file
             where = f"{exc.filename}: " if exc.filename else ""
             return _fail(PixelgenError(f"{where}{exc.strerror or exc}; free space or choose another path"), debug, 2)
