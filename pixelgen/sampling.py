@@ -158,7 +158,7 @@ def _check_prefix(prefix: Tensor | None, n: int, channels: int, height: int, wid
     if prefix.numel() and int(prefix.max()) >= n_levels:
         raise SamplingError(
             f"prefix holds the value {int(prefix.max())}, but the model predicts 0..{n_levels - 1}; "
-            f"map the image to those levels first (pixelgen.study.inference.from_display)"
+            f"map the image to those levels first (pixelgen.store.images.from_display)"
         )
     return prefix.shape[2]
 

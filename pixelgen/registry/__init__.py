@@ -286,28 +286,25 @@ def list_datasets() -> list[str]:
 
 def get_model_spec(name: str) -> ModelSpec:
     """The :class:`ModelSpec` registered as ``name``; :class:`~pixelgen.errors.RegistryError` if none."""
-    models = get_registry().models
-    if name in get_registry().conflicts:
-        raise RegistryError(get_registry().conflicts[name])
-    if name not in models:
-        raise RegistryError(
-            f"unknown model {name!r}; {_did_you_mean(name, models)}available models: "
-            f"{', '.join(sorted(models)) or 'none'}" + _failure_hint()
-        )
-    return models[name][0]
+    return _spec(get_registry().models, "model", name)
 
 
 def get_dataset_spec(name: str) -> DatasetSpec:
     """The :class:`DatasetSpec` registered as ``name``; :class:`~pixelgen.errors.RegistryError` if none."""
-    datasets = get_registry().datasets
-    if name in get_registry().conflicts:
-        raise RegistryError(get_registry().conflicts[name])
-    if name not in datasets:
+    return _spec(get_registry().datasets, "data set", name)
+
+
+def _spec(table: dict[str, tuple[Any, str]], kind: str, name: str) -> Any:
+    """``name``'s spec in one of the registry's name tables, or a RegistryError saying why not."""
+    conflicts = get_registry().conflicts
+    if name in conflicts:
+        raise RegistryError(conflicts[name])
+    if name not in table:
         raise RegistryError(
-            f"unknown data set {name!r}; {_did_you_mean(name, datasets)}available data sets: "
-            f"{', '.join(sorted(datasets)) or 'none'}" + _failure_hint()
+            f"unknown {kind} {name!r}; {_did_you_mean(name, table)}available {kind}s: "
+            f"{', '.join(sorted(table)) or 'none'}" + _failure_hint()
         )
-    return datasets[name][0]
+    return table[name][0]
 
 
 def plugin_of(name: str) -> str:
