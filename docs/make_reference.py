@@ -83,6 +83,7 @@ API_MODULES = [
     "pixelgen.store",
     "pixelgen.store.files",
     "pixelgen.store.checkpoint",
+    "pixelgen.store.checkpoint_schema",
     "pixelgen.store.quantization",
     "pixelgen.store.archive",
     "pixelgen.store.images",

@@ -160,7 +160,7 @@ def test_the_digest_covers_the_stored_int8_values_and_scales(trained, tmp_path):
     tampered = {**state, "quantization": {**state["quantization"], "scales": {
         **state["quantization"]["scales"], name: state["quantization"]["scales"][name] * 2}}}
     torch.save(tampered, tmp_path / "edited.ckpt")  # the old digest kept
-    with pytest.raises(CheckpointError, match="do not match their recorded digest"):
+    with pytest.raises(CheckpointError, match="its 'quantization' entry does not match its recorded digest"):
         ckpt_io.load_checkpoint(tmp_path / "edited.ckpt")
     tampered["quantization"]["scales"][name] = torch.full_like(tampered["quantization"]["scales"][name], float("nan"))
     ckpt_io.save_checkpoint(tmp_path / "nan.ckpt", {k: v for k, v in tampered.items() if k not in ("format", "format_version")})

@@ -15,6 +15,20 @@ file from elsewhere can never run code on load. Its top-level keys::
     rng                      one entry per process rank: torch, cuda, numpy and python
                              random states, as tensors (see :func:`rng_state`)
     metrics                  the epoch's metrics row
+    model_digest             SHA-256 of the weights (:func:`weights_digest`): their identity
+    digest_version, digests  2, and every other entry's SHA-256 (:func:`entry_digests`)
+
+The checkpoint is checked whole: :func:`load_checkpoint` refuses, in one line naming the
+entry, a file whose entries (weights, averaged weights, optimizer moments and step,
+scheduler, random states, counters, data order, recipe, metrics) do not match their
+digests, or an entry missing or added. Before a resume, :func:`check_resumable` checks the
+structure of everything the trainer reads (keys, types, dtypes, shapes against the
+model's parameters, ranges; :mod:`pixelgen.store.checkpoint_schema`), and
+:func:`model_from_checkpoint` the weights it loads. Older checkpoints keep working:
+digest version 1 (a ``model_digest`` and no ``digest_version`` key: every checkpoint written
+before the whole one was digested) covers the weights only, which are checked; the
+checkpoints of pixelgen 0.1.0 (version 0) have no digest. Both evaluate and sample
+as before, and resume when their structure passes the same checks.
 
 A quantized checkpoint (:func:`quantized_checkpoint`, ``pixelgen quantize``) keeps
 ``model``, ``recipe``, ``epoch``, ``step`` and ``metrics``, stores ``model_state`` in its
@@ -43,6 +57,7 @@ from torch import nn
 
 from pixelgen.errors import CheckpointError
 from pixelgen.registry import create_model
+from pixelgen.store.checkpoint_schema import quantization_problem, resume_problem, weights_problem
 from pixelgen.store.files import atomic_writer, write_failure
 from pixelgen.store.quantization import (
     SCHEMES,
@@ -53,6 +68,12 @@ from pixelgen.store.quantization import (
 
 FORMAT = "pixelgen-checkpoint"
 FORMAT_VERSION = 1
+#: What a checkpoint's digest covers. 2: every entry (``digests``: entry -> SHA-256 of
+#: :func:`canonical_digest`); 1 (no ``digest_version`` key, a ``model_digest``): the
+#: weights only; none (pixelgen 0.1.0): no digest.
+DIGEST_VERSION = 2
+#: The entries of a checkpoint that describe it rather than hold its contents.
+_DIGEST_KEYS = ("digests",)
 
 
 # --------------------------------------------------------------------------- random state
@@ -119,9 +140,10 @@ def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> pathlib.P
     ``weights_only=True``: tensors, dicts, lists, tuples, numbers, strings, None.
     """
     path = pathlib.Path(path)
-    state = {"format": FORMAT, "format_version": FORMAT_VERSION, **state}
+    state = {"format": FORMAT, "format_version": FORMAT_VERSION, **state, "digest_version": DIGEST_VERSION}
     if "model_state" in state:
         state["model_digest"] = weights_digest(_all_weights(state))
+    state["digests"] = entry_digests(state)
     try:
         with atomic_writer(path) as handle:
             torch.save(state, handle)
@@ -154,11 +176,78 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
             f"{path}: checkpoint format_version {version!r} is newer than this pixelgen reads "
             f"({FORMAT_VERSION}); upgrade pixelgen"
         )
+    _check_digests(path, state)
     missing = [key for key in ("model", "model_state", "recipe", "epoch") if key not in state]
     if missing:
         raise CheckpointError(_not_ours(path, f"missing {', '.join(missing)}"))
     _check_contents(path, state)
     return state
+
+
+def canonical_digest(value: Any) -> str:
+    """SHA-256 of ``value`` serialised canonically: mapping keys sorted, every tensor as its
+    dtype, shape and bytes, floats exactly (``float.hex``), each item tagged with its kind,
+    so equal contents give equal digests on any machine and any change gives another."""
+    digest = hashlib.sha256()
+    _feed(digest, value)
+    return digest.hexdigest()
+
+
+def _feed(digest: Any, value: Any) -> None:
+    if isinstance(value, torch.Tensor):
+        tensor = value.detach().cpu().contiguous()
+        digest.update(f"T{tensor.dtype}{tuple(tensor.shape)}|".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    elif isinstance(value, dict):
+        digest.update(f"D{len(value)}|".encode())
+        for key in sorted(value, key=repr):  # repr: 0 and "0" sort (and hash) apart
+            _feed(digest, key)
+            _feed(digest, value[key])
+    elif isinstance(value, (list, tuple)):  # a round trip may turn one into the other
+        digest.update(f"L{len(value)}|".encode())
+        for item in value:
+            _feed(digest, item)
+    elif isinstance(value, float):
+        digest.update(f"F{value.hex()}|".encode())
+    elif isinstance(value, str):
+        digest.update(f"S{len(value)}|{value}".encode())
+    else:  # None, bool, int, and what else torch's weights-only reader allows (dtypes, sizes)
+        digest.update(f"O{type(value).__qualname__}|{value!r}|".encode())
+
+
+def entry_digests(state: dict[str, Any]) -> dict[str, str]:
+    """Every entry's :func:`canonical_digest` (digest version 2), by entry name."""
+    return {key: canonical_digest(value) for key, value in state.items() if key not in _DIGEST_KEYS}
+
+
+def digest_version(state: dict[str, Any]) -> int:
+    """What ``state``'s digest covers (see :data:`DIGEST_VERSION`): 2, 1 or 0 (none)."""
+    if "digest_version" in state or "digests" in state:
+        return state.get("digest_version")  # a damaged one is refused by _check_digests
+    return 1 if "model_digest" in state else 0
+
+
+def _check_digests(path: pathlib.Path, state: dict[str, Any]) -> None:
+    """Version 2: every entry matches its digest, none is missing or added."""
+    version = digest_version(state)
+    if version in (0, 1):
+        return
+    if version is not None and (not isinstance(version, int) or isinstance(version, bool) or version > DIGEST_VERSION):
+        raise CheckpointError(f"{path}: checkpoint digest_version {version!r} is not one this pixelgen reads "
+                              f"(up to {DIGEST_VERSION}); upgrade pixelgen, or use another checkpoint")
+    recorded = state.get("digests")
+    if not (isinstance(recorded, dict) and all(isinstance(v, str) for v in recorded.values())):
+        raise CheckpointError(f"{path}: its 'digests' entry is damaged; {_TAKE_ANOTHER}")
+    actual = entry_digests(state)
+    for key in sorted(set(recorded) | set(actual), key=str):
+        if recorded.get(key) != actual.get(key):
+            what = ("is missing" if key not in actual else "is not covered by its digest" if key not in recorded
+                    else "does not match its recorded digest")
+            raise CheckpointError(f"{path}: its {key!r} entry {what} (the file was damaged or edited); "
+                                  f"{_TAKE_ANOTHER}")
+
+
+_TAKE_ANOTHER = "use another checkpoint (last.ckpt / best.ckpt) or train again"
 
 
 def _all_weights(state: dict[str, Any]) -> dict[str, torch.Tensor]:
@@ -192,11 +281,17 @@ def _check_contents(path: pathlib.Path, state: dict[str, Any]) -> None:
         raise CheckpointError(_not_ours(path, "its 'model_state' entry is not a dict of tensors"))
     if not isinstance(state["epoch"], int) or not isinstance(state["recipe"], dict):
         raise CheckpointError(_not_ours(path, "its 'epoch' or 'recipe' entry has the wrong type"))
+    ema = state.get("ema_state")
+    if ema is not None and not (isinstance(ema, dict) and all(isinstance(v, torch.Tensor) for v in ema.values())):
+        raise CheckpointError(_not_ours(path, "its 'ema_state' entry is not a dict of tensors"))
+    problem = quantization_problem(state)
+    if problem:
+        raise CheckpointError(f"{path}: {problem}; quantize the original checkpoint again")
     recorded = state.get("model_digest")
     if recorded is not None and recorded != weights_digest(_all_weights(state)):
         raise CheckpointError(
             f"{path}: the weights do not match their recorded digest (the file was damaged or "
-            f"edited); use another checkpoint (last.ckpt / best.ckpt) or train again"
+            f"edited); {_TAKE_ANOTHER}"
         )
     bad = [name for name, v in _all_weights(state).items() if v.is_floating_point() and not torch.isfinite(v).all()]
     if bad:
@@ -228,6 +323,20 @@ def _not_ours(path: pathlib.Path, reason: str) -> str:
     )
 
 
+def check_resumable(path: str | os.PathLike, state: dict[str, Any], model: nn.Module) -> None:
+    """Refuse, in one line naming the entry, a checkpoint ``state`` (read from ``path``) that
+    the trainer cannot resume ``model`` from: every entry a resume reads is checked
+    (:func:`pixelgen.store.checkpoint_schema.resume_problem`) before any is used.
+
+    Raises:
+        CheckpointError: ``path: key.path: what is wrong; what to do``.
+    """
+    problem = resume_problem(state, model)
+    if problem:
+        raise CheckpointError(f"{path}: {problem}; this checkpoint cannot be resumed: resume from another "
+                              f"one (last.ckpt / best.ckpt), or pass --out DIR to train afresh")
+
+
 WEIGHTS = ("auto", "ema", "raw")
 
 
@@ -242,6 +351,7 @@ def model_from_checkpoint(state: dict[str, Any], weights: str = "auto") -> nn.Mo
     """
     if weights not in WEIGHTS:
         raise CheckpointError(f"weights {weights!r}: choose one of {', '.join(WEIGHTS)}")
+    entry, prefix = "model_state", ""
     if state.get("quantization") is not None:
         chosen = _dequantized(state, weights)
     else:
@@ -249,11 +359,16 @@ def model_from_checkpoint(state: dict[str, Any], weights: str = "auto") -> nn.Mo
         if weights == "ema" and not has_ema:
             raise CheckpointError("--weights ema: this run kept no average of its weights (train.ema_decay = 0); "
                                   "use --weights raw")
-        chosen = ema_weights(state["ema_state"]) if has_ema and weights != "raw" else state["model_state"]
+        if has_ema and weights != "raw":
+            entry, prefix = "ema_state", "module."
+        chosen = state[entry]
     config = state["model"]
     try:
         model = create_model(config["name"], **config["hyperparameters"])
-        model.load_state_dict(chosen)
+        problem = weights_problem(entry, chosen, model, prefix)
+        if problem:
+            raise ValueError(problem)
+        model.load_state_dict(ema_weights(chosen) if prefix else chosen)
     except (KeyError, TypeError, ValueError, RuntimeError) as exc:
         reason = " ".join(str(exc).split())[:160]
         raise CheckpointError(

@@ -198,9 +198,9 @@ def plan_runs(
         folder = run_dir(recipe, run)
         if folder.exists() and not folder.is_dir():
             raise PixelgenError(f"{folder}: exists and is not a folder; pass --out DIR to write elsewhere")
-        state, action = _resume_point(folder, run, resume)
+        state, resumed_from = _resume_point(folder, resume)
         if state is not None:
-            _check_same_data(folder / LAST, state["recipe"], recipe, run)
+            _check_same_data(resumed_from, state["recipe"], recipe, run)
         archive_path = folder / recipe.output.archive
         RunArchive.check_reusable(archive_path)  # a foreign folder fails here, before any training
         key = repr((run.data, run.train.seed))
@@ -217,8 +217,11 @@ def plan_runs(
             torch.manual_seed(run.train.seed)
             model = build_model(run, tuple(train_set.shape), train_set.n_classes)
         check_levels(run, data, model)
+        action = "train"
         if state is not None:
-            _check_same_model(folder / LAST, state["model"], model.pixelgen_config)
+            _check_same_model(resumed_from, state["model"], model.pixelgen_config)
+            ckpt_io.check_resumable(resumed_from, state, model)  # every entry, before any is used
+            action = _action(folder, run, state)
         loggers = [
             TensorBoardLogger(root_dir=str(folder), name="tensorboard", default_hp_metric=False),
             CSVLogger(root_dir=str(folder), name="csv", flush_logs_every_n_steps=1),
@@ -228,9 +231,8 @@ def plan_runs(
     return plans
 
 
-def _resume_point(folder: pathlib.Path, run: RunSpec, resume: bool) -> tuple[dict[str, Any] | None, str]:
-    """The checkpoint a run continues from and its action: ``train``, ``resume``,
-    ``evaluate`` (trained, not yet evaluated) or ``skip`` (finished)."""
+def _resume_point(folder: pathlib.Path, resume: bool) -> tuple[dict[str, Any] | None, pathlib.Path | None]:
+    """The checkpoint a run continues from and its file (None, None: a fresh start)."""
     held = [name for name in (LAST, BEST) if (folder / name).exists()]
     if held and not resume:
         raise PixelgenError(
@@ -238,8 +240,9 @@ def _resume_point(folder: pathlib.Path, run: RunSpec, resume: bool) -> tuple[dic
             f"to continue it, or --out DIR to train into another folder"
         )
     if not held:
-        return None, "train"
-    state = ckpt_io.load_checkpoint(folder / (LAST if LAST in held else BEST))
+        return None, None
+    path = folder / (LAST if LAST in held else BEST)
+    state = ckpt_io.load_checkpoint(path)
     if state.get("quantization") is not None:
         raise CheckpointError(f"{folder}: its checkpoint is quantized ({state['quantization'].get('to')}) and "
                               f"keeps no optimizer state; resume from the original, or pass --out DIR")
@@ -248,10 +251,16 @@ def _resume_point(folder: pathlib.Path, run: RunSpec, resume: bool) -> tuple[dic
         if best["epoch"] > state["epoch"]:
             raise CheckpointError(f"{folder / BEST}: epoch {best['epoch']} is newer than last.ckpt's "
                                   f"{state['epoch']}: the folder mixes two runs; pass --out DIR")
+    return state, path
+
+
+def _action(folder: pathlib.Path, run: RunSpec, state: dict[str, Any]) -> str:
+    """What a run with checkpoint ``state`` (checked resumable) does: ``resume``,
+    ``evaluate`` (trained, not yet evaluated) or ``skip`` (finished)."""
     if not finished(state["epoch"], state["step"], state["early_stopping"]["stopped"], run,
                     state.get("train_time_s", 0.0)):
-        return state, "resume"
-    return state, "skip" if _finished_figures(folder) else "evaluate"
+        return "resume"
+    return "skip" if _finished_figures(folder) else "evaluate"
 
 
 def _finished_figures(folder: pathlib.Path) -> dict[str, Any] | None:
