@@ -279,8 +279,10 @@ def _check_contents(path: pathlib.Path, state: dict[str, Any]) -> None:
         raise CheckpointError(_not_ours(path, "its 'model' entry is not {name, hyperparameters}"))
     if not (isinstance(weights, dict) and all(isinstance(v, torch.Tensor) for v in weights.values())):
         raise CheckpointError(_not_ours(path, "its 'model_state' entry is not a dict of tensors"))
-    if not isinstance(state["epoch"], int) or not isinstance(state["recipe"], dict):
-        raise CheckpointError(_not_ours(path, "its 'epoch' or 'recipe' entry has the wrong type"))
+    if not isinstance(state["epoch"], int) or isinstance(state["epoch"], bool) or state["epoch"] < 0:
+        raise CheckpointError(_not_ours(path, "its 'epoch' entry is not an integer >= 0"))
+    if not isinstance(state["recipe"], dict):
+        raise CheckpointError(_not_ours(path, "its 'recipe' entry is not a dict"))
     ema = state.get("ema_state")
     if ema is not None and not (isinstance(ema, dict) and all(isinstance(v, torch.Tensor) for v in ema.values())):
         raise CheckpointError(_not_ours(path, "its 'ema_state' entry is not a dict of tensors"))

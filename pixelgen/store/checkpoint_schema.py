@@ -72,9 +72,15 @@ def _fields(key: str, value: Any, fields: dict[str, tuple[Callable[[Any], bool],
 
 
 def _short(value: Any) -> str:
+    """``value`` in a few words on one line: a tensor's dtype and shape, a container's size."""
     if isinstance(value, torch.Tensor):
         return f"a {value.dtype} tensor of shape {tuple(value.shape)}"
-    text = repr(value)
+    if isinstance(value, dict):
+        keys = ", ".join(map(str, list(value)[:4]))
+        return f"a dict of {len(value)} ({keys}{', ...' if len(value) > 4 else ''})"
+    if isinstance(value, (list, tuple)):
+        return f"a {type(value).__name__} of {len(value)}"
+    text = " ".join(repr(value).split())
     return f"{type(value).__name__} {text[:40]}{'...' if len(text) > 40 else ''}"
 
 
@@ -113,9 +119,12 @@ def weights_problem(key: str, saved: Any, model: nn.Module, prefix: str = "") ->
 
 
 def _ema_problem(state: dict[str, Any], model: nn.Module) -> str | None:
+    """The weights' average, which a run that kept one (``train.ema_decay > 0`` in its
+    recipe) must have: the model's tensors under ``module.``, a count and its decay."""
     ema = state.get("ema_state")
     if ema is None:
-        return None
+        kept = _at(state, "recipe", "train", "ema_decay")
+        return "ema_state: missing (the run kept an average of its weights)" if _is_number(kept) and kept > 0 else None
     if not isinstance(ema, dict) or set(ema) - {"n_averaged"} - {k for k in ema if str(k).startswith("module.")}:
         return "ema_state: expected the model's tensors as module.* and n_averaged"
     problem = weights_problem("ema_state", ema, model, prefix="module.")
@@ -158,15 +167,18 @@ def _fresh_adam_group() -> dict[str, Any]:
 def _moments_problem(key: str, entry: Any, shape: tuple[int, ...] | None) -> str | None:
     """One parameter's Adam state: ``step`` a count, the moments float32 tensors of the
     parameter's ``shape`` (None: unchecked), the second ones >= 0."""
-    if not isinstance(entry, dict) or not {"step", "exp_avg", "exp_avg_sq"} <= set(entry):
-        return f"{key}: expected step, exp_avg and exp_avg_sq, got {_short(entry)}"
+    if not isinstance(entry, dict):
+        return f"{key}: expected a dict of step, exp_avg and exp_avg_sq, got {_short(entry)}"
+    missing = [name for name in ("step", "exp_avg", "exp_avg_sq") if name not in entry]
+    if missing:
+        return f"{key}.{missing[0]}: missing"
     extra = sorted(map(str, set(entry) - {"step", *_ADAM_MOMENTS}))
     if extra:
         return f"{key}.{extra[0]}: not an entry of Adam's state"
     step = entry["step"]
-    if not (isinstance(step, torch.Tensor) and step.dim() == 0 and step.is_floating_point()
+    if not (isinstance(step, torch.Tensor) and step.dim() == 0 and step.dtype == torch.float32
             and math.isfinite(step.item()) and step.item() >= 0 and step.item() == int(step.item())):
-        return f"{key}.step: expected a whole number >= 0 as a float tensor, got {_short(step)}"
+        return f"{key}.step: expected a whole number >= 0 as a torch.float32 tensor, got {_short(step)}"
     for name in _ADAM_MOMENTS:
         moment = entry.get(name)
         if moment is None and name == "max_exp_avg_sq":
@@ -192,11 +204,13 @@ def optimizer_problem(saved: Any, model: nn.Module) -> str | None:
         if problem:
             return problem
     indices = [i for group in saved["param_groups"] for i in group["params"]]
+    if sorted(indices) != list(range(len(indices))):  # torch numbers the parameters 0..n-1
+        return f"optimizer.param_groups.{len(saved['param_groups']) - 1}.params: expected the indices 0..{len(indices) - 1}"
     shapes = [tuple(p.shape) for p in model.parameters()]
     same_model = len(indices) == len(shapes)
     for index, entry in saved["state"].items():
         if index not in indices:
-            return f"optimizer.state.{index}: not a parameter of its param_groups"
+            return f"optimizer.param_groups: no parameter {index!r} for optimizer.state.{index}"
         problem = _moments_problem(f"optimizer.state.{index}", entry, shapes[index] if same_model else None)
         if problem:
             return problem
@@ -206,12 +220,15 @@ def optimizer_problem(saved: Any, model: nn.Module) -> str | None:
 # --------------------------------------------------------------------------- the rest
 
 
-def _scheduler_problem(saved: Any) -> str | None:
-    """Empty (no scheduler) or a ReduceLROnPlateau's entries, each of the fresh one's kind."""
+def _scheduler_problem(saved: Any, n_groups: int) -> str | None:
+    """Empty (no scheduler) or a ReduceLROnPlateau's entries, each of the fresh one's kind,
+    its lists one number per parameter group (``n_groups``)."""
     if saved == {}:
         return None
     fresh = torch.optim.lr_scheduler.ReduceLROnPlateau(torch.optim.SGD([torch.zeros(1, requires_grad=True)])).state_dict()
-    return _fields("scheduler", saved, {name: _same_kind(value) for name, value in fresh.items()})
+    problem = _fields("scheduler", saved, {name: _same_kind(value) for name, value in fresh.items()})
+    short = [name for name, value in fresh.items() if isinstance(value, list) and len(saved[name]) != n_groups]
+    return problem or (f"scheduler.{short[0]}: expected one number per parameter group ({n_groups})" if short else None)
 
 
 def _same_kind(template: Any) -> tuple[Callable[[Any], bool], str]:
@@ -309,6 +326,17 @@ _EARLY_STOPPING = {
 _SAMPLER = {"seed": (_is_int, "an integer seed"), "epoch": (_count, "an epoch number >= 0")}
 
 
+_SCALARS = {
+    "epoch": (_count, "an integer >= 0"),
+    "step": (_count, "an integer >= 0"),
+    "world_size": (lambda v: _count(v, 1), "an integer >= 1"),
+    "train_time_s": (lambda v: _finite_at_least(v, 0), "a number of seconds >= 0"),
+    "precision": (lambda v: isinstance(v, dict) and all(isinstance(k, str) and _is_number(x) for k, x in v.items()),
+                  "a dict of numbers (the grad scaler's state)"),
+    "scheduler": (lambda v: isinstance(v, dict), "a dict"),
+}
+
+
 def _at(value: Any, *keys: str) -> Any:
     """``value[k1][k2]...``, or None where an entry is missing or not a dict."""
     for key in keys:
@@ -320,18 +348,10 @@ def resume_problem(state: dict[str, Any], model: nn.Module) -> str | None:
     """The first problem, as ``key.path: what is wrong``, of ``state`` as a checkpoint the
     trainer resumes ``model`` from (:meth:`pixelgen.training.trainer.Trainer.restore`
     reads exactly these entries); None when it fits."""
-    for name in ("epoch", "step", "optimizer", "early_stopping", "sampler", "rng"):
+    for name in ("epoch", "step", "optimizer", "scheduler", "precision", "early_stopping", "sampler", "rng"):
         if name not in state:
             return f"{name}: missing"
-    optional = {
-        "world_size": (lambda v: _count(v, 1), "an integer >= 1"),
-        "train_time_s": (lambda v: _finite_at_least(v, 0), "a number of seconds >= 0"),
-        "precision": (lambda v: isinstance(v, dict) and all(_is_number(x) for x in v.values()),
-                      "a dict of numbers (the grad scaler's state)"),
-        "scheduler": (lambda v: isinstance(v, dict), "a dict"),
-    }
-    for name, (test, want) in {"epoch": (_count, "an integer >= 0"), "step": (_count, "an integer >= 0"),
-                               **optional}.items():
+    for name, (test, want) in _SCALARS.items():  # world_size and train_time_s may be absent (older runs)
         if name in state and not test(state[name]):
             return f"{name}: expected {want}, got {_short(state[name])}"
     lr = _at(state, "recipe", "train", "optimizer", "lr")
@@ -340,7 +360,7 @@ def resume_problem(state: dict[str, Any], model: nn.Module) -> str | None:
         lambda: weights_problem("model_state", state["model_state"], model),
         lambda: _ema_problem(state, model),
         lambda: optimizer_problem(state["optimizer"], model),
-        lambda: _scheduler_problem(state.get("scheduler", {})),
+        lambda: _scheduler_problem(state["scheduler"], len(state["optimizer"]["param_groups"])),
         lambda: _fields("early_stopping", state["early_stopping"], _EARLY_STOPPING, optional=("patience",)),
         lambda: _fields("sampler", state["sampler"], _SAMPLER),
         lambda: _rng_problem(state["rng"]),
