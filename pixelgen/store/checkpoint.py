@@ -68,9 +68,9 @@ from pixelgen.store.quantization import (
 
 FORMAT = "pixelgen-checkpoint"
 FORMAT_VERSION = 1
-#: What a checkpoint's digest covers. 2: every entry (``digests``: entry -> SHA-256 of
-#: :func:`canonical_digest`); 1 (no ``digest_version`` key, a ``model_digest``): the
-#: weights only; none (pixelgen 0.1.0): no digest.
+#: The digest version written now, which covers every entry (``digests`` maps each
+#: entry to the SHA-256 of :func:`canonical_digest`). Version 1 (a ``model_digest``, no
+#: ``digest_version`` key) covers the weights only, and pixelgen 0.1.0 wrote none.
 DIGEST_VERSION = 2
 #: The entries of a checkpoint that describe it rather than hold its contents.
 _DIGEST_KEYS = ("digests",)

@@ -26,7 +26,8 @@ from torch import nn
 
 from pixelgen.store.quantization import SCHEMES
 
-#: What each entry of one process's random state is: dtype and shape (None: any 1-D length).
+#: The dtype and shape of each entry of one process's random state (a shape of None
+#: means any 1-D length).
 RNG_LAYOUT: dict[str, tuple[torch.dtype, tuple[int, ...] | None]] = {
     "torch": (torch.uint8, None),  # the size is the CPU generator's, checked on a throwaway one
     "cuda": (torch.uint8, None),  # empty without CUDA
@@ -97,8 +98,8 @@ def _tensor(key: str, value: Any, dtype: torch.dtype, shape: tuple[int, ...] | N
 
 
 def weights_problem(key: str, saved: Any, model: nn.Module, prefix: str = "") -> str | None:
-    """Whether ``saved`` (a state dict, entry ``key``; only its keys starting with ``prefix``)
-    is ``model``'s: every tensor of the model's dtype and shape, none unknown, and any the
+    """The first problem of ``saved`` (a state dict, entry ``key``; only its keys starting
+    with ``prefix``) as ``model``'s weights, or None: every tensor of the model's dtype and shape, none unknown, and any the
     checkpoint lacks filled by the model's own upgrade of older state dicts."""
     if not isinstance(saved, dict):
         return f"{key}: expected a dict of tensors, got {type(saved).__name__}"
