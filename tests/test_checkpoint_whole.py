@@ -153,8 +153,10 @@ def test_every_leaf_of_a_checkpoint_is_covered_by_its_digest(trained, tmp_path):
         assert one_line(message) and any(f"'{e}'" in message or f"{e} " in message for e in entries), \
             (dotted(path), how, message)
         tried[how] += 1
-    assert sum(tried.values()) == n_leaves and min(tried.values()) > 20
-    assert not every or tried["value"] == tried["type"] == tried["remove"] == n_leaves
+    if every:
+        assert tried["value"] == tried["type"] == tried["remove"] == n_leaves and tried["dtype"] > 100
+    else:
+        assert sum(tried.values()) == n_leaves and min(tried.values()) > 20
 
 
 def test_the_digest_is_canonical(trained):
