@@ -277,7 +277,8 @@ def _check_model(model: nn.Module, header: dict[str, Any]) -> None:
         raise CodecError(f"coded with {', '.join(differ)}: decode it where these match")
     if header["weights_sha256"] != weights_digest(model.state_dict()):
         raise CodecError(f"coded with another model: {header['model']} with weights "
-                         f"{header['weights_sha256'][:12]}..., not these ({_model_name(model)}); use the same checkpoint")
+                         f"{header['weights_sha256'][:12]}..., not this {_model_name(model)} with weights "
+                         f"{weights_digest(model.state_dict())[:12]}...; use the checkpoint that compressed it")
     if header["shape"][0] != _channels_of(model) or header["n_levels"] != n_levels_of(model):
         raise CodecError("the file's colours or levels do not fit this model")
 
