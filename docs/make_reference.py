@@ -96,6 +96,7 @@ API_MODULES = [
     "pixelgen.study",
     "pixelgen.study.inference",
     "pixelgen.study.from_checkpoint",
+    "pixelgen.study.codec",
     "pixelgen.study.finish",
     "pixelgen.study.classifier",
     "pixelgen.study.scoring",
@@ -116,6 +117,7 @@ API_MODULES = [
     "pixelgen.cli.report",
     "pixelgen.cli.score",
     "pixelgen.cli.quantize",
+    "pixelgen.cli.compress",
     "pixelgen.cli.recipe",
 ]
 

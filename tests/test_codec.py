@@ -4,9 +4,13 @@ that refuses every damage, another model and another library version with one li
 
 from __future__ import annotations
 
+import doctest
 import hashlib
 import json
 import math
+import pathlib
+import re
+import shlex
 import subprocess
 import sys
 import zlib
@@ -16,6 +20,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from hypothesis import given, settings
+from datafiles import write_tiny_mnist
 from hypothesis import strategies as st
 
 import pixelgen
@@ -284,3 +289,55 @@ def test_png_values_a_binary_model_cannot_keep_are_refused(tmp_path):
     images = codec.read_images([tmp_path / "bw.png"], 1, 2)
     assert images.tolist() == [[[[0, 1], [1, 0]]]]
     assert torch.equal(decompress(model, compress(model, images)), images)
+
+
+# ------------------------------------------------------------------------ the tutorial and the reference
+
+DOCS = pathlib.Path(__file__).resolve().parents[1] / "docs"
+FENCE = re.compile(r"^```(?P<info>[^`\n]*)\n(?P<body>.*?)^```$", re.M | re.S)
+FASHION_MNIST = "/usr/share/datasets/fashion-mnist"
+
+
+def test_the_codec_tutorial_runs_as_written(tmp_path, monkeypatch):
+    """docs/tutorials/codec.md: its doctest blocks in order in one namespace, from the setup
+    of docs/conf.py (exception messages compared in full), then its commands in a fresh
+    folder. Two stand-ins keep it fast: ``pixelgen run`` writes a tiny untrained checkpoint
+    where the quickstart's best.ckpt goes, and Fashion-MNIST is a tiny folder written here."""
+    blocks = [(m["info"].strip(), m["body"]) for m in FENCE.finditer((DOCS / "tutorials" / "codec.md").read_text())]
+    namespace: dict = {}
+    exec("import torch\nimport pixelgen\ntorch.manual_seed(0)", namespace)
+    runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS | doctest.DONT_ACCEPT_TRUE_FOR_1)
+    doctests = [body for info, body in blocks if info.startswith("{doctest}")]
+    runner.run(doctest.DocTestParser().get_doctest("\n".join(doctests), namespace, "codec.md", None, 0))
+    assert runner.summarize(verbose=False).failed == 0 and len(doctests) == 3
+    monkeypatch.chdir(tmp_path)
+    data_root = tmp_path / "fashion-mnist"
+    write_tiny_mnist(data_root, n_test=32)
+    commands = [line for info, body in blocks if info == "bash" for line in body.splitlines() if line.strip()]
+    assert [shlex.split(line)[:2] for line in commands] == [
+        ["pixelgen", "run"], ["python3", "-c"], ["pixelgen", "compress"], ["pixelgen", "decompress"]]
+    for line in commands:
+        argv = shlex.split(line)
+        if argv[:2] == ["pixelgen", "run"]:
+            (tmp_path / "runs" / "quickstart").mkdir(parents=True)
+            write_checkpoint(tmp_path / "runs" / "quickstart" / "best.ckpt", tiny_model("pixelcnn", 1))
+        elif argv[0] == "python3":
+            exec(argv[2].replace(FASHION_MNIST, str(data_root)), {})
+        else:
+            assert main(argv[1:]) == 0, line
+    from PIL import Image
+
+    coded = np.load(tmp_path / "test32.npy")
+    assert coded.shape == (32, 1, 28, 28)
+    decoded = np.stack([np.asarray(Image.open(tmp_path / "decoded" / f"{k:06d}.png")) for k in range(32)])
+    assert np.array_equal(decoded, coded[:, 0])
+
+
+def test_the_reference_lists_every_header_entry(coded):
+    """docs/reference/compressed-files.md names exactly the header's keys, and the magic."""
+    page = (DOCS / "reference" / "compressed-files.md").read_text()
+    table = page[page.index("| key | meaning |"):]
+    documented = re.findall(r"^\| `(\w+)` \|", table, re.M)
+    header, _ = read_container(coded[2])
+    assert sorted(documented) == sorted(header) and len(documented) == len(set(documented))
+    assert " ".join(f"{b:02X}" for b in codec.MAGIC) in page
