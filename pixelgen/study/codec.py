@@ -11,7 +11,7 @@ and the model is the codec (Pixel RNN, section 1: the likelihood is a code lengt
 
 Encoder and decoder must compute the very same probabilities, bit for bit: one rounding
 difference gives the range coder a different table and every later pixel comes out wrong.
-So both run one function, :func:`_code_batches`, which walks the sub-pixels exactly as
+So both run one function, ``_code_batches``, which walks the sub-pixels exactly as
 :func:`pixelgen.sample` does (the model's own cached state, its generation order) over a
 buffer that starts at zero and receives each sub-pixel once it is coded: the encoder writes
 the true value there, the decoder the value it decoded, so the model sees the same inputs
@@ -75,7 +75,7 @@ MAGIC = b"\x89PGZ\r\n\x1a\n"
 FORMAT_VERSION = 1
 _PREFIX = struct.Struct("<8sHI")  # magic, format version, header length
 _CRC = struct.Struct("<I")
-#: Images coded together by default: one batch of the cached sampler per step.
+#: Images coded together by default (one batch of the cached sampler).
 DEFAULT_BATCH_SIZE = 16
 #: Header keys that must equal the decoding side's own values.
 _ENVIRONMENT = ("pixelgen", "torch", "constriction", "device", "dtype")
@@ -284,7 +284,7 @@ def _check_model(model: nn.Module, header: dict[str, Any]) -> None:
 
 
 def decompress(model: nn.Module, data: bytes, *, progress: bool = False) -> Tensor:
-    """The images :func:`compress` coded into ``data``, bit for bit: uint8 ``(N, C, H, W)``.
+    """The images :func:`~pixelgen.study.codec.compress` coded into ``data``, bit for bit: uint8 ``(N, C, H, W)``.
 
     Raises:
         CodecError: another model or library version, a damaged or truncated file, or
