@@ -25,6 +25,7 @@ from hypothesis import strategies as st
 
 import pixelgen
 from pixelgen.cli import main
+from pixelgen.errors import PixelgenError
 from pixelgen.recipe import recipe_from_dict, recipe_to_dict
 from pixelgen.store.checkpoint import plain, save_checkpoint
 from pixelgen.study import codec
@@ -142,8 +143,27 @@ def test_images_the_model_cannot_code_are_refused():
     with pytest.raises(CodecError, match="batch_size"):
         compress(model, random_images(2, 3, 4, 4, 2), batch_size=0)
     conditional = pixelgen.create_model("pixelcnn", in_channels=1, n_classes=2, **TINY)
-    with pytest.raises(CodecError, match="class-conditional"):
+    with pytest.raises(PixelgenError, match="class-conditional .2 classes.: pass labels"):
         compress(conditional, random_images(1, 1, 2, 2))
+    with pytest.raises(PixelgenError, match="labels must lie in 0..1"):
+        compress(conditional, random_images(1, 1, 2, 2), labels=2)
+
+
+def test_a_class_conditional_model_codes_with_the_labels_stored_in_the_file():
+    torch.manual_seed(0)
+    model = pixelgen.create_model("row_lstm", in_channels=3, n_classes=3, **TINY)
+    with torch.no_grad():  # class biases start at zero: make the classes differ
+        for name, parameter in model.named_parameters():
+            if "embedding" in name:
+                parameter.normal_()
+    images = random_images(5, 3, 4, 5)
+    labels = torch.tensor([0, 2, 1, 1, 0])
+    data = compress(model, images, labels=labels, batch_size=2)
+    assert read_container(data)[0]["labels"] == [0, 2, 1, 1, 0]
+    assert torch.equal(decompress(model, data), images)
+    assert compress(model, images, labels=labels.flip(0), batch_size=2) != data  # the labels condition the code
+    with pytest.raises(CodecError, match="do not match the recorded checksum"):
+        decompress(model, with_header(data, labels=[0, 2, 1, 1, 1]))
 
 
 @pytest.fixture(scope="module")
@@ -191,7 +211,8 @@ def test_a_newer_format_and_a_header_without_its_entries_are_refused(coded):
         decompress(model, newer)
     header, words = read_container(data)
     for broken in ({k: v for k, v in header.items() if k != "count"}, {**header, "count": 0},
-                   {**header, "shape": [1, 3]}, {**header, "count": True}):
+                   {**header, "shape": [1, 3]}, {**header, "count": True}, {**header, "labels": [0]},
+                   {k: v for k, v in header.items() if k != "labels"}):
         text = json.dumps(broken).encode()
         body = codec._PREFIX.pack(codec.MAGIC, 1, len(text)) + text + words.tobytes()
         with pytest.raises(CodecError, match="header lacks entries or holds wrong types"):
@@ -341,3 +362,17 @@ def test_the_reference_lists_every_header_entry(coded):
     header, _ = read_container(coded[2])
     assert sorted(documented) == sorted(header) and len(documented) == len(set(documented))
     assert " ".join(f"{b:02X}" for b in codec.MAGIC) in page
+
+
+def test_cli_codes_a_class_conditional_checkpoints_images_with_one_label(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    torch.manual_seed(0)
+    write_checkpoint(tmp_path / "model.ckpt", pixelgen.create_model("pixelcnn", in_channels=1, n_classes=2, **TINY))
+    images = random_images(3, 1, 4, 4)
+    np.save(tmp_path / "x.npy", images.numpy())
+    assert main(["compress", "model.ckpt", "x.npy", "-o", "x.pgz"]) == 2
+    assert "pass labels" in capsys.readouterr().err
+    assert main(["compress", "model.ckpt", "x.npy", "-o", "x.pgz", "--label", "1"]) == 0
+    assert read_container((tmp_path / "x.pgz").read_bytes())[0]["labels"] == [1, 1, 1]
+    assert main(["decompress", "model.ckpt", "x.pgz", "-o", "y.npy"]) == 0
+    assert np.array_equal(np.load(tmp_path / "y.npy"), images.numpy())

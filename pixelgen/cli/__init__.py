@@ -381,6 +381,7 @@ def _add_compress(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-o", "--out", required=True, metavar="FILE", help="the compressed file, e.g. images.pgz")
     p.add_argument("--batch-size", type=_bounded_int(1, MAX_BATCH_SIZE, "a batch size"), default=16,
                    help="images coded together (default: 16; recorded in the file)")
+    p.add_argument("--label", type=int, help="class of every image (class-conditional models; recorded in the file)")
     p.add_argument("--weights", choices=["auto", "ema", "raw"], default="auto",
                    help="ema: the run's average of its weights; raw: the trained weights (default: ema where kept)")
     p.add_argument("--force", action="store_true", help="replace --out if it exists")

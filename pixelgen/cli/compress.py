@@ -10,7 +10,7 @@ from pixelgen.study.codec import compress_files, decompress_file
 
 def cmd_compress(args: argparse.Namespace) -> int:
     result = compress_files(args.checkpoint, args.images, args.out, batch_size=args.batch_size,
-                            weights=args.weights, force=args.force, progress=progress_bar_enabled())
+                            label=args.label, weights=args.weights, force=args.force, progress=progress_bar_enabled())
     bits = 8 * result["bytes"] / result["raw_bytes"]
     print(f"{result['out']}: {result['count']} images {result['shape']}, {result['bytes']:,} bytes "
           f"({bits:.3f} bits/dim with the header; raw {result['raw_bytes']:,} bytes)")

@@ -36,7 +36,8 @@ The header holds what must match on the decoding machine and what the images are
 ``pixelgen``, ``torch`` and ``constriction`` (the versions that coded it), ``device``
 ("cpu"), ``dtype`` (of the weights), ``model`` (its registered name), ``weights_sha256``
 (:func:`pixelgen.store.checkpoint.weights_digest` of the model's state dict),
-``shape`` (C, H, W), ``n_levels``, ``count`` (N), ``batch_size`` and ``pixels_sha256``
+``shape`` (C, H, W), ``n_levels``, ``count`` (N), ``batch_size``, ``labels`` (a
+class-conditional model's classes of the images, else null) and ``pixels_sha256``
 (SHA-256 of the uint8 images, checked after decoding). A file from another model, another
 version of any of the three libraries, or a damaged or truncated file is refused with one
 line (:class:`CodecError`): never wrong pixels.
@@ -64,8 +65,8 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from pixelgen.errors import PixelgenError
-from pixelgen.nn.blocks import n_classes_of, n_levels_of
-from pixelgen.sampling import _channels_of, _state, visiting_order
+from pixelgen.nn.blocks import n_levels_of
+from pixelgen.sampling import _channels_of, _check_labels, _state, visiting_order
 from pixelgen.store import checkpoint as ckpt_io
 from pixelgen.store.checkpoint import weights_digest
 from pixelgen.store.files import atomic_writer
@@ -131,11 +132,12 @@ def _deterministic(model: nn.Module) -> Iterator[None]:
 Code = Callable[[np.ndarray, int, int, int, int], Tensor]  # (probabilities, start, c, i, j) -> values (n,)
 
 
-def _code_batches(model: nn.Module, shape: tuple[int, int, int], count: int, batch_size: int, code: Code,
-                  progress: bool) -> Tensor:
+def _code_batches(model: nn.Module, shape: tuple[int, int, int], count: int, batch_size: int,
+                  labels: Tensor | None, code: Code, progress: bool) -> Tensor:
     """Walk every sub-pixel of ``count`` images of ``shape`` (C, H, W) in batches, in the
     model's generation order, asking ``code`` for each sub-pixel's values given its
-    probabilities; the encoder's and the decoder's one loop.
+    probabilities; the encoder's and the decoder's one loop. ``labels`` ``(count,)``: the
+    classes of a class-conditional model's images, else None.
 
     Returns:
         uint8 ``(count, C, H, W)``: the values ``code`` gave.
@@ -149,7 +151,7 @@ def _code_batches(model: nn.Module, shape: tuple[int, int, int], count: int, bat
         for start in range(0, count, batch_size):
             n = min(batch_size, count - start)
             x = torch.zeros(n, channels, height, width, dtype=torch.uint8)  # what the decoder knows so far
-            state = _state(model, "fast", n, height, width, None)
+            state = _state(model, "fast", n, height, width, None if labels is None else labels[start:start + n])
             for pixels in order:
                 for i, j in pixels:
                     for c in range(channels):
@@ -162,8 +164,6 @@ def _code_batches(model: nn.Module, shape: tuple[int, int, int], count: int, bat
 
 def _check_images(model: nn.Module, images: Tensor) -> None:
     channels, n_levels = _channels_of(model), n_levels_of(model)
-    if n_classes_of(model):
-        raise CodecError("class-conditional models cannot code images yet (the labels are not stored)")
     if not isinstance(images, Tensor) or images.dtype != torch.uint8 or images.dim() != 4:
         raise CodecError(f"images must be a uint8 tensor (N, C, H, W), got "
                          f"{getattr(images, 'dtype', type(images).__name__)} of shape {tuple(getattr(images, 'shape', ()))}")
@@ -183,13 +183,15 @@ def _model_on_cpu(model: nn.Module) -> nn.Module:
     return model
 
 
-def compress(model: nn.Module, images: Tensor, *, batch_size: int = DEFAULT_BATCH_SIZE,
-             progress: bool = False) -> bytes:
+def compress(model: nn.Module, images: Tensor, *, labels: Tensor | int | None = None,
+             batch_size: int = DEFAULT_BATCH_SIZE, progress: bool = False) -> bytes:
     """Code ``images`` losslessly with ``model``'s likelihood.
 
     Args:
-        model: a pixelgen model on the CPU (unconditional).
+        model: a pixelgen model on the CPU.
         images: uint8 ``(N, C, H, W)``, values 0..n_levels-1 (the model's levels).
+        labels: ``(N,)`` classes, or one for all, for a class-conditional model (stored
+            in the file, so the decoder needs only the model and the bytes).
         batch_size: images coded together (the decoder uses the same, from the file).
         progress: a progress bar over rows on stderr.
 
@@ -202,6 +204,7 @@ def compress(model: nn.Module, images: Tensor, *, batch_size: int = DEFAULT_BATC
     if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
         raise CodecError(f"batch_size must be a positive integer, got {batch_size!r}")
     images = images.cpu().contiguous()
+    labels = _check_labels(model, labels, len(images), torch.device("cpu"))
     encoder, family = constriction.stream.queue.RangeEncoder(), constriction.stream.model.Categorical(perfect=False)
 
     def encode(probabilities: np.ndarray, start: int, c: int, i: int, j: int) -> Tensor:
@@ -209,10 +212,10 @@ def compress(model: nn.Module, images: Tensor, *, batch_size: int = DEFAULT_BATC
         encoder.encode(values.numpy().astype(np.int32), family, probabilities)
         return values
 
-    _code_batches(model, tuple(images.shape[1:]), len(images), batch_size, encode, progress)
+    _code_batches(model, tuple(images.shape[1:]), len(images), batch_size, labels, encode, progress)
     header = {**_environment(model), "model": _model_name(model), "weights_sha256": weights_digest(model.state_dict()),
               "shape": list(images.shape[1:]), "n_levels": n_levels_of(model), "count": len(images),
-              "batch_size": batch_size, "pixels_sha256": hashlib.sha256(images.numpy().tobytes()).hexdigest()}
+              "batch_size": batch_size, "labels": None if labels is None else labels.tolist(), "pixels_sha256": hashlib.sha256(images.numpy().tobytes()).hexdigest()}
     return _container(header, encoder.get_compressed())
 
 
@@ -260,9 +263,15 @@ def _check_header(header: Any) -> None:
     valid = (isinstance(header, dict) and all(isinstance(header.get(k), str) for k in texts)
              and all(_positive_int(header.get(k)) for k in numbers)
              and isinstance(header.get("shape"), list) and len(header["shape"]) == 3
-             and all(_positive_int(side) for side in header["shape"]))
+             and all(_positive_int(side) for side in header["shape"])
+             and (header.get("labels", False) is None or _int_list(header.get("labels"), header["count"])))
     if not valid:
         raise CodecError("the compressed file's header lacks entries or holds wrong types")
+
+
+def _int_list(value: Any, length: int) -> bool:
+    return (isinstance(value, list) and len(value) == length
+            and all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in value))
 
 
 def _positive_int(value: Any) -> bool:
@@ -303,7 +312,8 @@ def decompress(model: nn.Module, data: bytes, *, progress: bool = False) -> Tens
         return torch.from_numpy(values.astype(np.uint8))
 
     shape = tuple(header["shape"])
-    images = _code_batches(model, shape, header["count"], header["batch_size"], decode, progress)
+    labels = _check_labels(model, header["labels"], header["count"], torch.device("cpu"))
+    images = _code_batches(model, shape, header["count"], header["batch_size"], labels, decode, progress)
     if hashlib.sha256(images.numpy().tobytes()).hexdigest() != header["pixels_sha256"]:
         raise CodecError("the decoded pixels do not match the recorded checksum (the model or its arithmetic "
                          "differs from the coding side's)")
@@ -354,9 +364,10 @@ def _refuse_existing(path: Path, force: bool) -> None:
 
 
 def compress_files(checkpoint: str | os.PathLike, inputs: Sequence[str | os.PathLike], out: str | os.PathLike, *,
-                   batch_size: int = DEFAULT_BATCH_SIZE, weights: str = "auto", force: bool = False,
-                   progress: bool = False) -> dict[str, Any]:
-    """What ``pixelgen compress`` does: code image files with a checkpoint's model into ``out``.
+                   batch_size: int = DEFAULT_BATCH_SIZE, label: int | None = None, weights: str = "auto",
+                   force: bool = False, progress: bool = False) -> dict[str, Any]:
+    """What ``pixelgen compress`` does: code image files with a checkpoint's model into ``out``
+    (``label``: the class of every image, for a class-conditional model).
 
     Returns:
         ``{"out", "count", "shape", "bytes", "raw_bytes"}`` (raw: one byte per sub-pixel).
@@ -365,7 +376,7 @@ def compress_files(checkpoint: str | os.PathLike, inputs: Sequence[str | os.Path
     _refuse_existing(out, force)
     model = ckpt_io.model_from_checkpoint(ckpt_io.load_checkpoint(checkpoint), weights)
     images = read_images(inputs, _channels_of(model), n_levels_of(model))
-    data = compress(model, images, batch_size=batch_size, progress=progress)
+    data = compress(model, images, labels=label, batch_size=batch_size, progress=progress)
     with atomic_writer(out) as handle:
         handle.write(data)
     return {"out": str(out), "count": len(images), "shape": tuple(images.shape[1:]), "bytes": len(data),
