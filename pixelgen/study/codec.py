@@ -116,7 +116,9 @@ def _environment(model: nn.Module) -> dict[str, str]:
 @contextlib.contextmanager
 def _deterministic(model: nn.Module) -> Iterator[None]:
     """One torch thread, deterministic algorithms, eval mode, no gradients; restored after."""
-    threads, strict, was_training = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled(), model.training
+    threads, was_training = torch.get_num_threads(), model.training
+    strict = torch.are_deterministic_algorithms_enabled()
+    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
     torch.set_num_threads(1)  # a reduction split over threads may round differently
     torch.use_deterministic_algorithms(True)
     model.eval()
@@ -125,7 +127,7 @@ def _deterministic(model: nn.Module) -> Iterator[None]:
             yield
     finally:
         torch.set_num_threads(threads)
-        torch.use_deterministic_algorithms(strict)
+        torch.use_deterministic_algorithms(strict, warn_only=warn_only)
         model.train(was_training)
 
 
@@ -165,8 +167,9 @@ def _code_batches(model: nn.Module, shape: tuple[int, int, int], count: int, bat
 def _check_images(model: nn.Module, images: Tensor) -> None:
     channels, n_levels = _channels_of(model), n_levels_of(model)
     if not isinstance(images, Tensor) or images.dtype != torch.uint8 or images.dim() != 4:
-        raise CodecError(f"images must be a uint8 tensor (N, C, H, W), got "
-                         f"{getattr(images, 'dtype', type(images).__name__)} of shape {tuple(getattr(images, 'shape', ()))}")
+        what = getattr(images, "dtype", type(images).__name__)
+        raise CodecError(f"images must be a uint8 tensor (N, C, H, W), got {what} of shape "
+                         f"{tuple(getattr(images, 'shape', ()))}")
     if images.shape[1] != channels:
         raise CodecError(f"the images have {images.shape[1]} colours, the model {channels}")
     if 0 in images.shape:
@@ -205,7 +208,8 @@ def compress(model: nn.Module, images: Tensor, *, labels: Tensor | int | None = 
         raise CodecError(f"batch_size must be a positive integer, got {batch_size!r}")
     images = images.cpu().contiguous()
     labels = _check_labels(model, labels, len(images), torch.device("cpu"))
-    encoder, family = constriction.stream.queue.RangeEncoder(), constriction.stream.model.Categorical(perfect=False)
+    encoder = constriction.stream.queue.RangeEncoder()
+    family = constriction.stream.model.Categorical(perfect=False)  # fast quantization, never a zero frequency
 
     def encode(probabilities: np.ndarray, start: int, c: int, i: int, j: int) -> Tensor:
         values = images[start:start + len(probabilities), c, i, j]  # (n,)
@@ -215,8 +219,14 @@ def compress(model: nn.Module, images: Tensor, *, labels: Tensor | int | None = 
     _code_batches(model, tuple(images.shape[1:]), len(images), batch_size, labels, encode, progress)
     header = {**_environment(model), "model": _model_name(model), "weights_sha256": weights_digest(model.state_dict()),
               "shape": list(images.shape[1:]), "n_levels": n_levels_of(model), "count": len(images),
-              "batch_size": batch_size, "labels": None if labels is None else labels.tolist(), "pixels_sha256": hashlib.sha256(images.numpy().tobytes()).hexdigest()}
+              "batch_size": batch_size, "labels": None if labels is None else labels.tolist(),
+              "pixels_sha256": _pixels_digest(images)}
     return _container(header, encoder.get_compressed())
+
+
+def _pixels_digest(images: Tensor) -> str:
+    """SHA-256 of uint8 images ``(N, C, H, W)`` as contiguous bytes."""
+    return hashlib.sha256(images.contiguous().numpy().tobytes()).hexdigest()
 
 
 def _model_name(model: nn.Module) -> str:
@@ -302,7 +312,8 @@ def decompress(model: nn.Module, data: bytes, *, progress: bool = False) -> Tens
     model = _model_on_cpu(model)
     header, words = read_container(data)
     _check_model(model, header)
-    decoder, family = constriction.stream.queue.RangeDecoder(words), constriction.stream.model.Categorical(perfect=False)
+    decoder = constriction.stream.queue.RangeDecoder(words)
+    family = constriction.stream.model.Categorical(perfect=False)
 
     def decode(probabilities: np.ndarray, start: int, c: int, i: int, j: int) -> Tensor:
         try:
@@ -314,7 +325,7 @@ def decompress(model: nn.Module, data: bytes, *, progress: bool = False) -> Tens
     shape = tuple(header["shape"])
     labels = _check_labels(model, header["labels"], header["count"], torch.device("cpu"))
     images = _code_batches(model, shape, header["count"], header["batch_size"], labels, decode, progress)
-    if hashlib.sha256(images.numpy().tobytes()).hexdigest() != header["pixels_sha256"]:
+    if _pixels_digest(images) != header["pixels_sha256"]:
         raise CodecError("the decoded pixels do not match the recorded checksum (the model or its arithmetic "
                          "differs from the coding side's)")
     return images
