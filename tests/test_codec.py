@@ -299,13 +299,18 @@ def test_cli_refusals_are_one_line_and_leave_files_alone(tmp_path, monkeypatch, 
     assert np.load(tmp_path / "x.npy").shape == (2, 1, 3, 3)
 
 
-def test_png_values_a_binary_model_cannot_keep_are_refused(tmp_path):
+def test_png_values_or_colours_the_model_cannot_keep_are_refused(tmp_path):
     from PIL import Image
 
     model = tiny_model("pixelcnn", 1, n_levels=2)
     Image.fromarray(np.array([[0, 255], [100, 0]], dtype=np.uint8)).save(tmp_path / "grey.png")
     with pytest.raises(CodecError, match="cannot keep"):
         codec.read_images([tmp_path / "grey.png"], 1, 2)
+    Image.fromarray(np.zeros((2, 2, 3), dtype=np.uint8)).save(tmp_path / "rgb.png")
+    with pytest.raises(CodecError, match="rgb.png: PIL mode RGB; this model codes grey .L. images"):
+        codec.read_images([tmp_path / "rgb.png"], 1, 2)
+    with pytest.raises(CodecError, match="grey.png: PIL mode L; this model codes RGB images"):
+        codec.read_images([tmp_path / "grey.png"], 3, 256)
     Image.fromarray(np.array([[0, 255], [255, 0]], dtype=np.uint8)).save(tmp_path / "bw.png")
     images = codec.read_images([tmp_path / "bw.png"], 1, 2)
     assert images.tolist() == [[[[0, 1], [1, 0]]]]

@@ -346,6 +346,7 @@ def read_images(paths: Sequence[str | os.PathLike], channels: int, n_levels: int
         return _read_npy(Path(paths[0]), channels)
     images = []
     for path in paths:
+        _check_mode(path, channels)
         image = read_image(path, channels, n_levels)  # (C, H, W)
         if images and image.shape != images[0].shape:
             raise CodecError(f"{path}: {tuple(image.shape[1:])}, but {paths[0]} is {tuple(images[0].shape[1:])}; "
@@ -355,6 +356,24 @@ def read_images(paths: Sequence[str | os.PathLike], channels: int, n_levels: int
                              f"losslessly with this model")
         images.append(image)
     return torch.stack(images)
+
+
+#: The image modes (PIL's) a grey and an RGB model code without converting colours.
+LOSSLESS_MODES = {1: ("L", "1"), 3: ("RGB",)}
+
+
+def _check_mode(path: str | os.PathLike, channels: int) -> None:
+    """Refuse an image file whose colours the model would have to convert (an RGB photo
+    for a grey model, a grey one or one with alpha for an RGB model): that is not lossless."""
+    try:
+        with Image.open(path) as image:
+            mode = image.mode
+    except OSError as exc:
+        raise CodecError(f"{path}: cannot read the image ({exc})") from None
+    if mode not in LOSSLESS_MODES.get(channels, ()):
+        wanted = {1: "grey (L)", 3: "RGB"}.get(channels, f"{channels}-colour")
+        raise CodecError(f"{path}: PIL mode {mode}; this model codes {wanted} images, and converting "
+                         f"would not be lossless: convert it first, or pass a .npy")
 
 
 def _read_npy(path: Path, channels: int) -> Tensor:
