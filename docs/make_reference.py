@@ -97,6 +97,7 @@ API_MODULES = [
     "pixelgen.study",
     "pixelgen.study.inference",
     "pixelgen.study.from_checkpoint",
+    "pixelgen.study.codec",
     "pixelgen.study.finish",
     "pixelgen.study.classifier",
     "pixelgen.study.scoring",
@@ -117,6 +118,7 @@ API_MODULES = [
     "pixelgen.cli.report",
     "pixelgen.cli.score",
     "pixelgen.cli.quantize",
+    "pixelgen.cli.compress",
     "pixelgen.cli.recipe",
 ]
 

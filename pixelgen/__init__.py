@@ -8,6 +8,8 @@ Public API::
     logits = model(x)                           # x: (B, C, H, W) ints 0..255 -> (B, 256, C, H, W)
     pixelgen.bits_per_dim(logits, x)
     images = pixelgen.sample(model, 16, 32, 32, seed=0)   # uint8 (16, 3, 32, 32)
+    data = pixelgen.compress(model, images)               # bytes: about the NLL in bits / 8
+    assert (pixelgen.decompress(model, data) == images).all()
 """
 
 import importlib
@@ -23,8 +25,10 @@ _EXPORTS = {
     "ModelSpec": "pixelgen.registry",
     "PixelgenError": "pixelgen.errors",
     "bits_per_dim": "pixelgen.nn.metrics",
+    "compress": "pixelgen.study.codec",
     "create_dataset": "pixelgen.registry",
     "create_model": "pixelgen.registry",
+    "decompress": "pixelgen.study.codec",
     "hookimpl": "pixelgen.registry.hookspecs",
     "list_datasets": "pixelgen.registry",
     "list_models": "pixelgen.registry",
@@ -53,8 +57,10 @@ __all__ = [
     "ModelSpec",
     "PixelgenError",
     "bits_per_dim",
+    "compress",
     "create_dataset",
     "create_model",
+    "decompress",
     "hookimpl",
     "list_datasets",
     "list_models",

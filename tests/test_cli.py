@@ -22,7 +22,7 @@ def test_version(capsys):
 
 
 @pytest.mark.parametrize("argv", [[], ["plugins"], ["check"], ["sample"], ["run"], ["eval"], ["compare"],
-                                  ["analyse"], ["recipe", "show"]])
+                                  ["analyse"], ["recipe", "show"], ["compress"], ["decompress"]])
 def test_every_help_ends_with_examples(argv, capsys):
     with pytest.raises(SystemExit):
         cli.main([*argv, "--help"])

@@ -43,6 +43,7 @@ from pixelgen.study.options import CompareOptions
 COMMAND_MODULES = {
     "plugins": "plugins", "check": "check", "sample": "sample", "run": "run", "eval": "evaluate",
     "compare": "report", "analyse": "report", "score": "score", "quantize": "quantize", "recipe_show": "recipe",
+    "compress": "compress", "decompress": "compress",
 }
 
 
@@ -158,6 +159,12 @@ EXAMPLES = {
     "quantize": """examples:
   pixelgen quantize runs/quickstart/best.ckpt --to int8                  writes runs/quickstart/best-int8.ckpt
   pixelgen quantize runs/quickstart/best.ckpt --to bfloat16 --out small.ckpt && pixelgen eval small.ckpt""",
+    "compress": """examples:
+  pixelgen compress runs/quickstart/best.ckpt images.npy -o images.pgz     a uint8 array (N, C, H, W) or (N, H, W)
+  pixelgen compress runs/quickstart/best.ckpt shirt.png boot.png -o two.pgz""",
+    "decompress": """examples:
+  pixelgen decompress runs/quickstart/best.ckpt images.pgz -o decoded/     000000.png, 000001.png, ...
+  pixelgen decompress runs/quickstart/best.ckpt images.pgz -o images.npy""",
     "analyse": """examples:
   pixelgen analyse runs/quickstart/best.ckpt --out analysis/""",
     "recipe": """examples:
@@ -200,6 +207,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_analyse(sub)
     _add_score(sub)
     _add_quantize(sub)
+    _add_compress(sub)
+    _add_decompress(sub)
     _add_recipe(sub)
     return parser
 
@@ -362,6 +371,33 @@ def _add_quantize(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--weights", choices=["auto", "ema", "raw"], default="auto",
                    help="which weights to keep (default: the run's average where it kept one)")
     p.set_defaults(command_function="quantize")
+
+
+def _add_compress(sub: argparse._SubParsersAction) -> None:
+    p = _command(sub, "compress", "code images losslessly with a checkpoint's model (about its NLL in bits)")
+    p.add_argument("checkpoint", type=_checkpoint_file, help="a .ckpt file written by pixelgen run")
+    p.add_argument("images", nargs="+", metavar="IMAGE",
+                   help="image files of one size (PNG, ...), or one .npy of the model's values")
+    p.add_argument("-o", "--out", required=True, metavar="FILE", help="the compressed file, e.g. images.pgz")
+    p.add_argument("--batch-size", type=_bounded_int(1, MAX_BATCH_SIZE, "a batch size"), default=16,
+                   help="images coded together (default: 16; recorded in the file)")
+    p.add_argument("--label", type=int, help="class of every image (class-conditional models; recorded in the file)")
+    p.add_argument("--weights", choices=["auto", "ema", "raw"], default="auto",
+                   help="ema: the run's average of its weights; raw: the trained weights (default: ema where kept)")
+    p.add_argument("--force", action="store_true", help="replace --out if it exists")
+    p.set_defaults(command_function="compress")
+
+
+def _add_decompress(sub: argparse._SubParsersAction) -> None:
+    p = _command(sub, "decompress", "decode a file of pixelgen compress with the same checkpoint, bit for bit")
+    p.add_argument("checkpoint", type=_checkpoint_file, help="the checkpoint the file was compressed with")
+    p.add_argument("compressed", metavar="FILE", help="a file written by pixelgen compress")
+    p.add_argument("-o", "--out", required=True, metavar="DIR_OR_NPY",
+                   help="a folder for PNGs (000000.png, ...) or a .npy file of the model's values")
+    p.add_argument("--weights", choices=["auto", "ema", "raw"], default="auto",
+                   help="the weights the file was compressed with (default: ema where kept)")
+    p.add_argument("--force", action="store_true", help="replace output files that exist")
+    p.set_defaults(command_function="decompress")
 
 
 def _add_recipe(sub: argparse._SubParsersAction) -> None:

@@ -1,0 +1,450 @@
+"""Lossless image coding with any pixelgen model: the model's likelihood drives an entropy coder.
+
+An autoregressive model gives, for every sub-pixel in its generation order, a probability
+for each of its ``n_levels`` values given the sub-pixels before it. A range coder
+(``constriction.stream.queue``, over ``constriction.stream.model.Categorical``) spends
+about ``-log2 p`` bits on the value that occurs, so an image costs about its NLL in bits,
+and the model is the codec (Pixel RNN, section 1: the likelihood is a code length)::
+
+    compress(model, images) -> bytes       uint8 (N, C, H, W), values 0..n_levels-1
+    decompress(model, data) -> images      the same tensor, bit for bit
+
+Encoder and decoder must compute the very same probabilities, bit for bit: one rounding
+difference gives the range coder a different table and every later pixel comes out wrong.
+So both run one function, ``_code_batches``, which walks the sub-pixels exactly as
+:func:`pixelgen.sample` does (the model's own cached state, its generation order) over a
+buffer that starts at zero and receives each sub-pixel once it is coded: the encoder writes
+the true value there, the decoder the value it decoded, so the model sees the same inputs
+on both sides. The images go through in batches of the same size (recorded in the file),
+with one torch thread and torch's deterministic algorithms, on the CPU, with the model's
+weights as stored (float32). The probabilities are the float64 softmax of the model's
+logits (:func:`subpixel_probabilities`, the one place they are computed);
+constriction turns each table into integer frequencies the same way on both sides and
+gives every value a frequency of at least one, so a value the model deems impossible is
+still coded (at a high price), never refused.
+
+The container (``.pgz``), little-endian::
+
+    magic            8 bytes   b"\\x89PGZ\\r\\n\\x1a\\n"
+    format version   uint16    1
+    header length    uint32    L
+    header           L bytes   UTF-8 JSON (see below)
+    payload          4k bytes  the range coder's 32-bit words
+    crc32            uint32    zlib.crc32 of everything before it
+
+The header holds what must match on the decoding machine and what the images are:
+``pixelgen``, ``torch`` and ``constriction`` (the versions that coded it), ``device``
+("cpu"), ``dtype`` (of the weights), ``model`` (its registered name), ``weights_sha256``
+(:func:`pixelgen.store.checkpoint.weights_digest` of the model's state dict),
+``shape`` (C, H, W), ``n_levels``, ``count`` (N), ``batch_size``, ``labels`` (a
+class-conditional model's classes of the images, else null) and ``pixels_sha256``
+(SHA-256 of the uint8 images, checked after decoding). A file from another model, another
+version of any of the three libraries, or a damaged or truncated file is refused with one
+line (:class:`CodecError`): never wrong pixels.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import struct
+import sys
+import zlib
+from collections.abc import Callable, Iterator, Sequence
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+import constriction
+import numpy as np
+import torch
+from PIL import Image
+from torch import Tensor, nn
+from tqdm import tqdm
+
+from pixelgen.errors import PixelgenError
+from pixelgen.nn.blocks import n_levels_of
+from pixelgen.sampling import _channels_of, _check_labels, _state, visiting_order
+from pixelgen.store import checkpoint as ckpt_io
+from pixelgen.store.checkpoint import weights_digest
+from pixelgen.store.files import atomic_writer
+from pixelgen.store.images import read_image, to_display
+
+MAGIC = b"\x89PGZ\r\n\x1a\n"
+FORMAT_VERSION = 1
+_PREFIX = struct.Struct("<8sHI")  # magic, format version, header length
+_CRC = struct.Struct("<I")
+#: Images coded together by default (one batch of the cached sampler).
+DEFAULT_BATCH_SIZE = 16
+#: Header keys that must equal the decoding side's own values.
+_ENVIRONMENT = ("pixelgen", "torch", "constriction", "device", "dtype")
+
+
+class CodecError(PixelgenError):
+    """Images that cannot be coded, or a compressed file that cannot be decoded exactly."""
+
+
+def subpixel_probabilities(outputs: Tensor, x_pixel: Tensor, c: int) -> np.ndarray:
+    """The probabilities of colour ``c``'s values at one pixel: float64 ``(n, n_levels)``.
+
+    Args:
+        outputs: the model's outputs at the pixel, ``(n, n_levels, C)`` (logits).
+        x_pixel: the pixel's values ``(n, C)`` so far: colours before ``c`` are known
+            (unused by a softmax; a likelihood with colour-dependent means reads them).
+        c: the colour.
+    """
+    return torch.softmax(outputs[:, :, c].to(torch.float64), dim=-1).numpy()
+
+
+def _library_version(name: str) -> str:
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def _environment(model: nn.Module) -> dict[str, str]:
+    """What must be the same where a file is decoded as where it was coded."""
+    parameter = next(model.parameters(), None)
+    return {"pixelgen": _library_version("pixelgen"), "torch": torch.__version__,
+            "constriction": _library_version("constriction"), "device": "cpu",
+            "dtype": str(parameter.dtype).removeprefix("torch.") if parameter is not None else "none"}
+
+
+@contextlib.contextmanager
+def _deterministic(model: nn.Module) -> Iterator[None]:
+    """One torch thread, deterministic algorithms, eval mode, no gradients; restored after."""
+    threads, was_training = torch.get_num_threads(), model.training
+    strict = torch.are_deterministic_algorithms_enabled()
+    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    torch.set_num_threads(1)  # a reduction split over threads may round differently
+    torch.use_deterministic_algorithms(True)
+    model.eval()
+    try:
+        with torch.no_grad():
+            yield
+    finally:
+        torch.set_num_threads(threads)
+        torch.use_deterministic_algorithms(strict, warn_only=warn_only)
+        model.train(was_training)
+
+
+Code = Callable[[np.ndarray, int, int, int, int], Tensor]  # (probabilities, start, c, i, j) -> values (n,)
+
+
+def _code_batches(model: nn.Module, shape: tuple[int, int, int], count: int, batch_size: int,
+                  labels: Tensor | None, code: Code, progress: bool) -> Tensor:
+    """Walk every sub-pixel of ``count`` images of ``shape`` (C, H, W) in batches, in the
+    model's generation order, asking ``code`` for each sub-pixel's values given its
+    probabilities; the encoder's and the decoder's one loop. ``labels`` ``(count,)``: the
+    classes of a class-conditional model's images, else None.
+
+    Returns:
+        uint8 ``(count, C, H, W)``: the values ``code`` gave.
+    """
+    channels, height, width = shape
+    order = visiting_order(model, channels, height, width)
+    bar = tqdm(total=count * height, unit="row", file=sys.stderr, disable=not progress,
+               desc=f"coding {count}x{channels}x{height}x{width}")
+    batches = []
+    with _deterministic(model), bar:
+        for start in range(0, count, batch_size):
+            n = min(batch_size, count - start)
+            x = torch.zeros(n, channels, height, width, dtype=torch.uint8)  # what the decoder knows so far
+            state = _state(model, "fast", n, height, width, None if labels is None else labels[start:start + n])
+            for pixels in order:
+                for i, j in pixels:
+                    for c in range(channels):
+                        probabilities = subpixel_probabilities(state.logits(x, i, j), x[:, :, i, j], c)
+                        x[:, c, i, j] = code(probabilities, start, c, i, j)
+                bar.update(n)
+            batches.append(x)
+    return torch.cat(batches)
+
+
+def _check_images(model: nn.Module, images: Tensor) -> None:
+    channels, n_levels = _channels_of(model), n_levels_of(model)
+    if not isinstance(images, Tensor) or images.dtype != torch.uint8 or images.dim() != 4:
+        what = getattr(images, "dtype", type(images).__name__)
+        raise CodecError(f"images must be a uint8 tensor (N, C, H, W), got {what} of shape "
+                         f"{tuple(getattr(images, 'shape', ()))}")
+    if images.shape[1] != channels:
+        raise CodecError(f"the images have {images.shape[1]} colours, the model {channels}")
+    if 0 in images.shape:
+        raise CodecError(f"no images to code: shape {tuple(images.shape)}")
+    if int(images.max()) >= n_levels:
+        raise CodecError(f"the images hold the value {int(images.max())}, but the model codes 0..{n_levels - 1}; "
+                         f"map them to its levels first (pixelgen.store.images.from_display)")
+
+
+def _model_on_cpu(model: nn.Module) -> nn.Module:
+    parameter = next(model.parameters(), None)
+    if parameter is not None and parameter.device.type != "cpu":
+        raise CodecError("the codec runs on the CPU (the same arithmetic on both ends); pass model.cpu()")
+    return model
+
+
+def compress(model: nn.Module, images: Tensor, *, labels: Tensor | int | None = None,
+             batch_size: int = DEFAULT_BATCH_SIZE, progress: bool = False) -> bytes:
+    """Code ``images`` losslessly with ``model``'s likelihood.
+
+    Args:
+        model: a pixelgen model on the CPU.
+        images: uint8 ``(N, C, H, W)``, values 0..n_levels-1 (the model's levels).
+        labels: ``(N,)`` classes, or one for all, for a class-conditional model (stored
+            in the file, so the decoder needs only the model and the bytes).
+        batch_size: images coded together (the decoder uses the same, from the file).
+        progress: a progress bar over rows on stderr.
+
+    Returns:
+        the container: a header (see the module docstring) and the range coder's words;
+        its payload is about the images' NLL in bits / 8.
+    """
+    model = _model_on_cpu(model)
+    _check_images(model, images)
+    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+        raise CodecError(f"batch_size must be a positive integer, got {batch_size!r}")
+    images = images.cpu().contiguous()
+    labels = _check_labels(model, labels, len(images), torch.device("cpu"))
+    encoder = constriction.stream.queue.RangeEncoder()
+    family = constriction.stream.model.Categorical(perfect=False)  # fast quantization, never a zero frequency
+
+    def encode(probabilities: np.ndarray, start: int, c: int, i: int, j: int) -> Tensor:
+        values = images[start:start + len(probabilities), c, i, j]  # (n,)
+        encoder.encode(values.numpy().astype(np.int32), family, probabilities)
+        return values
+
+    _code_batches(model, tuple(images.shape[1:]), len(images), batch_size, labels, encode, progress)
+    header = {**_environment(model), "model": _model_name(model), "weights_sha256": weights_digest(model.state_dict()),
+              "shape": list(images.shape[1:]), "n_levels": n_levels_of(model), "count": len(images),
+              "batch_size": batch_size, "labels": None if labels is None else labels.tolist(),
+              "pixels_sha256": _pixels_digest(images)}
+    return _container(header, encoder.get_compressed())
+
+
+def _pixels_digest(images: Tensor) -> str:
+    """SHA-256 of uint8 images ``(N, C, H, W)`` as contiguous bytes."""
+    return hashlib.sha256(images.contiguous().numpy().tobytes()).hexdigest()
+
+
+def _model_name(model: nn.Module) -> str:
+    config = getattr(model, "pixelgen_config", None)
+    return config["name"] if isinstance(config, dict) and "name" in config else type(model).__name__
+
+
+def _container(header: dict[str, Any], words: np.ndarray) -> bytes:
+    text = json.dumps(header, sort_keys=True).encode()
+    body = _PREFIX.pack(MAGIC, FORMAT_VERSION, len(text)) + text + words.astype("<u4").tobytes()
+    return body + _CRC.pack(zlib.crc32(body))
+
+
+def read_container(data: bytes) -> tuple[dict[str, Any], np.ndarray]:
+    """The header and the words of a ``.pgz`` container, checked whole (magic, format
+    version, crc32, header entries); :class:`CodecError` names what is wrong."""
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise CodecError(f"compressed data must be bytes, got {type(data).__name__}")
+    data = bytes(data)
+    if len(data) < len(MAGIC) or data[:len(MAGIC)] != MAGIC:
+        raise CodecError("not a pixelgen compressed file (no .pgz magic number)")
+    if len(data) < _PREFIX.size + _CRC.size:
+        raise CodecError(f"the compressed file is truncated ({len(data)} bytes)")
+    _, file_version, header_length = _PREFIX.unpack_from(data)
+    if file_version != FORMAT_VERSION:
+        raise CodecError(f"compressed file format version {file_version}; this pixelgen reads version {FORMAT_VERSION}")
+    if _CRC.unpack_from(data, len(data) - _CRC.size)[0] != zlib.crc32(data[:-_CRC.size]):
+        raise CodecError("the compressed file is damaged or truncated (its crc32 does not match)")
+    payload = len(data) - _PREFIX.size - header_length - _CRC.size
+    if payload < 0 or payload % 4:
+        raise CodecError("the compressed file is damaged (its header length does not fit the file)")
+    try:
+        header = json.loads(data[_PREFIX.size:_PREFIX.size + header_length])
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise CodecError("the compressed file is damaged (its header is not JSON)") from None
+    _check_header(header)
+    words = np.frombuffer(data, dtype="<u4", count=payload // 4, offset=_PREFIX.size + header_length)
+    return header, words.astype(np.uint32)
+
+
+def _check_header(header: Any) -> None:
+    texts = (*_ENVIRONMENT, "model", "weights_sha256", "pixels_sha256")
+    numbers = ("n_levels", "count", "batch_size")
+    valid = (isinstance(header, dict) and all(isinstance(header.get(k), str) for k in texts)
+             and all(_positive_int(header.get(k)) for k in numbers)
+             and isinstance(header.get("shape"), list) and len(header["shape"]) == 3
+             and all(_positive_int(side) for side in header["shape"])
+             and (header.get("labels", False) is None or _int_list(header.get("labels"), header["count"])))
+    if not valid:
+        raise CodecError("the compressed file's header lacks entries or holds wrong types")
+
+
+def _int_list(value: Any, length: int) -> bool:
+    return (isinstance(value, list) and len(value) == length
+            and all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in value))
+
+
+def _positive_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
+def _check_model(model: nn.Module, header: dict[str, Any]) -> None:
+    """Refuse to decode with anything but the model and libraries that coded the file."""
+    here = _environment(model)
+    differ = [f"{key} {header[key]} (here {here[key]})" for key in _ENVIRONMENT if header[key] != here[key]]
+    if differ:
+        raise CodecError(f"coded with {', '.join(differ)}: decode it where these match")
+    if header["weights_sha256"] != weights_digest(model.state_dict()):
+        raise CodecError(f"coded with another model: {header['model']} with weights "
+                         f"{header['weights_sha256'][:12]}..., not this {_model_name(model)} with weights "
+                         f"{weights_digest(model.state_dict())[:12]}...; use the checkpoint that compressed it")
+    if header["shape"][0] != _channels_of(model) or header["n_levels"] != n_levels_of(model):
+        raise CodecError("the file's colours or levels do not fit this model")
+
+
+def decompress(model: nn.Module, data: bytes, *, progress: bool = False) -> Tensor:
+    """The images :func:`~pixelgen.study.codec.compress` coded into ``data``, bit for bit: uint8 ``(N, C, H, W)``.
+
+    Raises:
+        CodecError: another model or library version, a damaged or truncated file, or
+            pixels whose SHA-256 differs from the recorded one.
+    """
+    model = _model_on_cpu(model)
+    header, words = read_container(data)
+    _check_model(model, header)
+    decoder = constriction.stream.queue.RangeDecoder(words)
+    family = constriction.stream.model.Categorical(perfect=False)
+
+    def decode(probabilities: np.ndarray, start: int, c: int, i: int, j: int) -> Tensor:
+        try:
+            values = decoder.decode(family, probabilities)
+        except (ValueError, RuntimeError, AssertionError) as exc:
+            raise CodecError(f"the compressed words cannot be decoded ({exc})") from None
+        return torch.from_numpy(values.astype(np.uint8))
+
+    shape = tuple(header["shape"])
+    labels = _check_labels(model, header["labels"], header["count"], torch.device("cpu"))
+    images = _code_batches(model, shape, header["count"], header["batch_size"], labels, decode, progress)
+    if _pixels_digest(images) != header["pixels_sha256"]:
+        raise CodecError("the decoded pixels do not match the recorded checksum (the model or its arithmetic "
+                         "differs from the coding side's)")
+    return images
+
+
+# --------------------------------------------------------------------------- files
+
+
+def read_images(paths: Sequence[str | os.PathLike], channels: int, n_levels: int) -> Tensor:
+    """Images to code, from PNG files of one size or one ``.npy`` array, as uint8
+    ``(N, C, H, W)`` in the model's levels.
+
+    A ``.npy`` holds the model's values (0..n_levels-1, as archives store samples),
+    ``(N, C, H, W)``, or ``(N, H, W)`` for grey. Image files hold 0..255 and are mapped to
+    the levels (:func:`~pixelgen.store.images.from_display`), which must lose nothing.
+    """
+    if len(paths) == 1 and Path(paths[0]).suffix == ".npy":
+        return _read_npy(Path(paths[0]), channels)
+    images = []
+    for path in paths:
+        _check_mode(path, channels)
+        image = read_image(path, channels, n_levels)  # (C, H, W)
+        if images and image.shape != images[0].shape:
+            raise CodecError(f"{path}: {tuple(image.shape[1:])}, but {paths[0]} is {tuple(images[0].shape[1:])}; "
+                             f"images coded together must have one size")
+        if not torch.equal(to_display(image, n_levels), read_image(path, channels, 256)):
+            raise CodecError(f"{path}: holds values the model's {n_levels} levels cannot keep; it cannot be coded "
+                             f"losslessly with this model")
+        images.append(image)
+    return torch.stack(images)
+
+
+#: The image modes (PIL's) a grey and an RGB model code without converting colours.
+LOSSLESS_MODES = {1: ("L", "1"), 3: ("RGB",)}
+
+
+def _check_mode(path: str | os.PathLike, channels: int) -> None:
+    """Refuse an image file whose colours the model would have to convert (an RGB photo
+    for a grey model, a grey one or one with alpha for an RGB model): that is not lossless."""
+    try:
+        with Image.open(path) as image:
+            mode = image.mode
+    except OSError as exc:
+        raise CodecError(f"{path}: cannot read the image ({exc})") from None
+    if mode not in LOSSLESS_MODES.get(channels, ()):
+        wanted = {1: "grey (L)", 3: "RGB"}.get(channels, f"{channels}-colour")
+        raise CodecError(f"{path}: PIL mode {mode}; this model codes {wanted} images, and converting "
+                         f"would not be lossless: convert it first, or pass a .npy")
+
+
+def _read_npy(path: Path, channels: int) -> Tensor:
+    try:
+        array = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise CodecError(f"{path}: cannot read it as a .npy array ({exc})") from None
+    if array.ndim == 3 and channels == 1:
+        array = array[:, None]
+    if array.dtype != np.uint8 or array.ndim != 4:
+        raise CodecError(f"{path}: expected a uint8 array (N, C, H, W), got {array.dtype} {array.shape}")
+    return torch.from_numpy(np.ascontiguousarray(array))
+
+
+def _refuse_existing(path: Path, force: bool) -> None:
+    if path.exists() and not force:
+        raise CodecError(f"{path}: exists; choose another name or pass --force to replace it")
+
+
+def compress_files(checkpoint: str | os.PathLike, inputs: Sequence[str | os.PathLike], out: str | os.PathLike, *,
+                   batch_size: int = DEFAULT_BATCH_SIZE, label: int | None = None, weights: str = "auto",
+                   force: bool = False, progress: bool = False) -> dict[str, Any]:
+    """What ``pixelgen compress`` does: code image files with a checkpoint's model into ``out``
+    (``label``: the class of every image, for a class-conditional model).
+
+    Returns:
+        ``{"out", "count", "shape", "bytes", "raw_bytes"}`` (raw: one byte per sub-pixel).
+    """
+    out = Path(out)
+    _refuse_existing(out, force)
+    model = ckpt_io.model_from_checkpoint(ckpt_io.load_checkpoint(checkpoint), weights)
+    images = read_images(inputs, _channels_of(model), n_levels_of(model))
+    data = compress(model, images, labels=label, batch_size=batch_size, progress=progress)
+    with atomic_writer(out) as handle:
+        handle.write(data)
+    return {"out": str(out), "count": len(images), "shape": tuple(images.shape[1:]), "bytes": len(data),
+            "raw_bytes": images.numel()}
+
+
+def decompress_file(checkpoint: str | os.PathLike, path: str | os.PathLike, out: str | os.PathLike, *,
+                    weights: str = "auto", force: bool = False, progress: bool = False) -> dict[str, Any]:
+    """What ``pixelgen decompress`` does: decode ``path`` with a checkpoint's model into
+    ``out``: a ``.npy`` file (the model's values) or a folder of PNGs ``000000.png``, ...
+
+    Returns:
+        ``{"out", "count", "shape", "files"}``.
+    """
+    out = Path(out)
+    if out.suffix == ".npy":
+        _refuse_existing(out, force)
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise CodecError(f"{path}: cannot read it ({exc.strerror or exc})") from None
+    model = ckpt_io.model_from_checkpoint(ckpt_io.load_checkpoint(checkpoint), weights)
+    header, _ = read_container(data)  # refused before the slow part
+    names = [out / f"{k:06d}.png" for k in range(header["count"])] if out.suffix != ".npy" else [out]
+    for name in names:
+        _refuse_existing(name, force)
+    images = decompress(model, data, progress=progress)
+    if out.suffix == ".npy":
+        with atomic_writer(out) as handle:
+            np.save(handle, images.numpy())
+    else:
+        _write_pngs(images, names, n_levels_of(model))
+    return {"out": str(out), "count": len(images), "shape": tuple(images.shape[1:]), "files": len(names)}
+
+
+def _write_pngs(images: Tensor, names: list[Path], n_levels: int) -> None:
+    names[0].parent.mkdir(parents=True, exist_ok=True)
+    for image, name in zip(to_display(images, n_levels), names):
+        pixels = image[0] if image.shape[0] == 1 else image.permute(1, 2, 0)  # (H, W) or (H, W, C)
+        with atomic_writer(name) as handle:
+            Image.fromarray(pixels.numpy()).save(handle, format="PNG")
