@@ -39,6 +39,7 @@ from pixelgen.registry import (
     unregister_plugin,
 )
 from pixelgen.registry.hookspecs import hookimpl
+from pixelgen.store.files import read_regular
 from pixelgen.store.runs import METRICS_JSON
 from pixelgen.study.finish import finish_run
 from pixelgen.study.scoring import inception_weights
@@ -70,7 +71,7 @@ def fit(plan: RunPlan, report: Report | None = None) -> dict[str, Any] | None:
     """
     report = report or silent
     if plan.action == "skip":
-        figures = json.loads((plan.run_dir / METRICS_JSON).read_text())
+        figures = json.loads(read_regular(plan.run_dir / METRICS_JSON))
         report(
             f"run {plan.run.name!r} in {plan.run_dir} already finished (epoch "
             f"{plan.checkpoint['epoch']}, {figures.get('split')} bits/dim "

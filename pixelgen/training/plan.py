@@ -36,6 +36,7 @@ from pixelgen.recipe import Recipe, RunSpec, recipe_to_dict, run_dir, single_run
 from pixelgen.registry import create_model, get_model_spec
 from pixelgen.store import checkpoint as ckpt_io
 from pixelgen.store.archive import RunArchive
+from pixelgen.store.files import FileReadError, read_regular
 from pixelgen.store.runs import BEST, LAST, METRICS_JSON
 from pixelgen.training.trainer import TrainingError, finished
 
@@ -257,8 +258,8 @@ def _resume_point(folder: pathlib.Path, run: RunSpec, resume: bool) -> tuple[dic
 def _finished_figures(folder: pathlib.Path) -> dict[str, Any] | None:
     """The run's ``metrics.json`` if it is whole, else None (evaluate again)."""
     try:
-        figures = json.loads((folder / METRICS_JSON).read_text())
-    except (OSError, ValueError):
+        figures = json.loads(read_regular(folder / METRICS_JSON))
+    except (OSError, ValueError, FileReadError):
         return None
     return figures if isinstance(figures, dict) and "bits_per_dim" in figures else None
 
