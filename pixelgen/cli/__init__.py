@@ -74,15 +74,22 @@ def _checkpoint_file(text: str) -> str:
     """A checkpoint argument, checked to be a file before anything loads torch."""
     path = pathlib.Path(text)
     if not path.is_file():
-        what = "is a directory, not a checkpoint file" if path.is_dir() else "no such checkpoint file"
-        raise argparse.ArgumentTypeError(f"{text}: {what}")
+        raise argparse.ArgumentTypeError(f"{text}: {_not_a_file(path, 'checkpoint file')}")
     return text
+
+
+def _not_a_file(path: pathlib.Path, what: str) -> str:
+    """Why ``path``, not a regular file, is no ``what``."""
+    if path.is_dir():
+        return f"is a directory, not a {what}"
+    return f"not a regular file (a FIFO, a device or a socket), not a {what}" if path.exists() else f"no such {what}"
 
 
 def _run_or_checkpoint(text: str) -> str:
     """A run folder or a checkpoint file, checked to exist before anything loads torch."""
-    if not pathlib.Path(text).exists():
-        raise argparse.ArgumentTypeError(f"{text}: no such run folder or checkpoint file")
+    path = pathlib.Path(text)
+    if not (path.is_dir() or path.is_file()):
+        raise argparse.ArgumentTypeError(f"{text}: {_not_a_file(path, 'run folder or checkpoint file')}")
     return text
 
 

@@ -29,7 +29,7 @@ import attrs
 
 from pixelgen.errors import PixelgenError
 from pixelgen.recipe import OutputSection, Recipe, RunSpec, dump_toml, recipe_to_dict, single_run
-from pixelgen.store.files import LOCK_NAME, RunLock, atomic_write_text, refuse_link
+from pixelgen.store.files import LOCK_NAME, RunLock, atomic_write_text, check_tree, refuse_link
 
 RECIPE_TOML = "recipe.toml"
 LAST = "last.ckpt"
@@ -97,12 +97,12 @@ def check_output_folder(
     path: str | os.PathLike, marker: str, *, force: bool = False, flag: str = "--out"
 ) -> pathlib.Path:
     """``path`` as a folder a report may be written into: not a run folder or anything in
-    one, not a link, not a file, and, unless ``force``, either new, empty, or an earlier
-    report of the same command (holding its ``marker`` file, e.g. comparison.json), whose
-    files it rewrites.
+    one, not a link, not a file, holding no link or special file, and, unless ``force``,
+    either new, empty, or an earlier report of the same command (holding its ``marker``
+    file, e.g. comparison.json), whose files it rewrites.
 
     Raises:
-        OutputError, FileWriteError: one line naming ``flag``, the folder and the fix.
+        OutputError, FileWriteError, FileReadError: one line naming the folder and the fix.
     """
     path = pathlib.Path(path)
     _refuse_run_file(path, flag)
@@ -114,6 +114,8 @@ def check_output_folder(
     if path.is_dir() and not force and not (path / marker).is_file() and any(path.iterdir()):
         raise OutputError(f"{flag} {path}: holds other files and no {marker} (not a report of this command); "
                           f"pass --force to write into it, or {flag} another folder")
+    if path.is_dir():
+        check_tree(path)  # no report file written through a link, none read from a FIFO
     return path
 
 
