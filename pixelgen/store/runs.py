@@ -9,6 +9,8 @@
       metrics.json       the final figures; written last, it marks the run finished (METRICS_JSON)
       samples.png        the end-of-run samples (SAMPLES_PNG)
       archive.zarr       metrics, samples and scores (pixelgen.store.archive)
+      tensorboard/       TensorBoard's event files (TENSORBOARD)
+      csv/               the metrics as CSV (CSV_LOGS)
       .pixelgen.lock     the run lock: one writer at a time (pixelgen.store.files.RunLock)
 
 These are the run's own files: only ``pixelgen run`` writes them, and no other command's
@@ -37,9 +39,11 @@ BEST = "best.ckpt"
 METRICS_JSON = "metrics.json"
 SAMPLES_PNG = "samples.png"
 ARCHIVE = attrs.fields(OutputSection).archive.default
+TENSORBOARD = "tensorboard"
+CSV_LOGS = "csv"
 
 #: A run folder's own files: no command but ``pixelgen run`` writes one.
-RUN_FILES = (RECIPE_TOML, LAST, BEST, METRICS_JSON, SAMPLES_PNG, ARCHIVE, LOCK_NAME)
+RUN_FILES = (RECIPE_TOML, LAST, BEST, METRICS_JSON, SAMPLES_PNG, ARCHIVE, TENSORBOARD, CSV_LOGS, LOCK_NAME)
 #: The files only ``pixelgen run`` makes, which mark a folder as a run folder (a recipe.toml
 #: or a samples.png alone may be anyone's).
 _RUN_MARKS = (LAST, BEST, METRICS_JSON, ARCHIVE, LOCK_NAME)

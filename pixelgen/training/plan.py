@@ -37,7 +37,7 @@ from pixelgen.registry import create_model, get_model_spec
 from pixelgen.store import checkpoint as ckpt_io
 from pixelgen.store.archive import RunArchive
 from pixelgen.store.files import FileReadError, read_regular
-from pixelgen.store.runs import BEST, LAST, METRICS_JSON
+from pixelgen.store.runs import BEST, CSV_LOGS, LAST, METRICS_JSON, TENSORBOARD
 from pixelgen.training.trainer import TrainingError, finished
 
 __all__ = ["RunPlan", "TrainingError", "build_model", "check_levels", "make_fabric", "plan_runs"]
@@ -221,8 +221,8 @@ def plan_runs(
         if state is not None:
             _check_same_model(folder / LAST, state["model"], model.pixelgen_config)
         loggers = [
-            TensorBoardLogger(root_dir=str(folder), name="tensorboard", default_hp_metric=False),
-            CSVLogger(root_dir=str(folder), name="csv", flush_logs_every_n_steps=1),
+            TensorBoardLogger(root_dir=str(folder), name=TENSORBOARD, default_hp_metric=False),
+            CSVLogger(root_dir=str(folder), name=CSV_LOGS, flush_logs_every_n_steps=1),
         ]
         fabric = make_fabric(run.train, loggers)
         plans.append(RunPlan(single_run(recipe, run), run, folder, data, model, fabric, action, state))
