@@ -47,6 +47,7 @@ MAX_HYPERPARAMETER = 16_384
 #: state triple it); counted on the meta device before any weight is allocated.
 MAX_MODEL_PARAMETERS = 1_000_000_000
 
-#: The largest small file read whole (an image to complete, a run's metrics.json): a few MiB
-#: is plenty, so a wrong path to a huge file (or a device that never ends) exhausts no memory.
+#: The largest small file read whole, such as an image to complete or a run's metrics.json. A
+#: few MiB is plenty, so a wrong path to a huge file (or a device that never ends) exhausts no
+#: memory.
 MAX_SMALL_FILE_BYTES = 64 << 20

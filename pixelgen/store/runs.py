@@ -42,7 +42,7 @@ ARCHIVE = attrs.fields(OutputSection).archive.default
 TENSORBOARD = "tensorboard"
 CSV_LOGS = "csv"
 
-#: A run folder's own files: no command but ``pixelgen run`` writes one.
+#: A run folder's own files, which no command but ``pixelgen run`` writes.
 RUN_FILES = (RECIPE_TOML, LAST, BEST, METRICS_JSON, SAMPLES_PNG, ARCHIVE, TENSORBOARD, CSV_LOGS, LOCK_NAME)
 #: The files only ``pixelgen run`` makes, which mark a folder as a run folder (a recipe.toml
 #: or a samples.png alone may be anyone's).
