@@ -34,10 +34,10 @@ import pytest
 
 from pixelgen import cli
 from pixelgen.errors import PixelgenError
+from pixelgen.recipe import SampleSection
 from pixelgen.store.files import LOCK_NAME, RunLock
 from pixelgen.store.runs import RUN_FILES
 from pixelgen.study.from_checkpoint import quantize_checkpoint, sample_checkpoint
-from pixelgen.recipe import SampleSection
 
 FIXTURE = pathlib.Path(__file__).parent / "fixtures" / "legacy_v0_1"
 RUN = "runs/pixelcnn"

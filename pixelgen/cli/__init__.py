@@ -284,7 +284,7 @@ def _add_sample(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--rows", type=int, help="rows of --complete to keep")
     p.add_argument("--size", type=_size, metavar="HxW",
                    help="image size (default: the --complete image's, else the run's data set's)")
-    p.add_argument("--png", metavar="PATH", help="grid file, a new one (default: samples-<key>.png next to the checkpoint)")
+    p.add_argument("--png", metavar="PATH", help="a new grid file (default: samples-<key>.png beside the checkpoint)")
     p.add_argument("--archive", metavar="PATH", help="archive to append to (default: the run's, next to the checkpoint)")
     p.add_argument("--no-archive", action="store_true", help="do not archive the samples")
     p.add_argument("--batch-size", type=_bounded_int(1, MAX_BATCH_SIZE, "a batch size"), default=default["batch_size"],

@@ -146,7 +146,7 @@ def sample_checkpoint(
     if archive is True:
         archive = archive_of(checkpoint, state)  # refused before anything slow
     if png not in (True, False):
-        png = check_image_path(check_output_file(png, force=force, flag="--png"))
+        png = check_image_path(check_output_file(png, force=force, flag="--png", reading=checkpoint))
     prefix, height, width = _completion(complete, rows, size, settings.n, _channels_of(model), n_levels_of(model))
     if prefix is None:
         height, width = size or _image_size_of_run(state)
