@@ -23,15 +23,13 @@ from __future__ import annotations
 
 import json
 import os
-import tomllib
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 from torch import nn
 
 from pixelgen.errors import RecipeError, Report, silent
-from pixelgen.recipe import Recipe, recipe_from_dict, recipe_to_dict
+from pixelgen.recipe import Recipe, read_recipe_data, recipe_from_dict, recipe_to_dict
 from pixelgen.registry import (
     ModelSpec,
     get_registry,
@@ -140,13 +138,7 @@ def _as_dict(recipe: str | os.PathLike | Mapping[str, Any] | Recipe) -> dict[str
         return recipe_to_dict(recipe)
     if isinstance(recipe, Mapping):
         return _plain(recipe)
-    path = Path(recipe)
-    try:
-        return tomllib.loads(path.read_text())
-    except OSError as exc:
-        raise RecipeError(f"{path}: cannot read the recipe ({exc.strerror})") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise RecipeError(f"{path}: not valid TOML ({exc})") from None
+    return read_recipe_data(recipe)  # a regular file of a recipe's size, as pixelgen run reads it
 
 
 def _plain(value: Any) -> Any:

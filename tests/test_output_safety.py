@@ -32,6 +32,7 @@ import types
 
 import pytest
 
+import pixelgen
 from pixelgen import cli
 from pixelgen.errors import PixelgenError
 from pixelgen.recipe import SampleSection
@@ -297,3 +298,8 @@ def test_each_class_through_a_subprocess(work, case):
         done = pixelgen_process(work, *argv)
     assert_refused(done, needle)
     assert check()
+
+
+def test_a_fifo_recipe_given_to_pixelgen_train_is_refused_not_read(work):
+    with pytest.raises(PixelgenError, match="not a regular file"):
+        pixelgen.train(work / fifo(work, "fifo.toml"))
