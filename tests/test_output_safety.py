@@ -32,8 +32,8 @@ import types
 
 import pytest
 
-import pixelgen
 from pixelgen import cli
+from pixelgen.api import train
 from pixelgen.errors import PixelgenError
 from pixelgen.recipe import SampleSection
 from pixelgen.store.files import LOCK_NAME, RunLock
@@ -302,4 +302,4 @@ def test_each_class_through_a_subprocess(work, case):
 
 def test_a_fifo_recipe_given_to_pixelgen_train_is_refused_not_read(work):
     with pytest.raises(PixelgenError, match="not a regular file"):
-        pixelgen.train(work / fifo(work, "fifo.toml"))
+        train(work / fifo(work, "fifo.toml"))  # pixelgen.train
