@@ -39,8 +39,8 @@ def load_recipe(path: str | Path, overrides: Sequence[str] = ()) -> Recipe:
 
 
 def read_recipe_data(path: str | Path) -> dict[str, Any]:
-    """A recipe file's TOML as plain data, not yet validated (see :func:`_read_recipe_text`
-    for which files are read).
+    """A recipe file's TOML as plain data, not yet validated. Only a regular file (not a FIFO
+    or a device, which could block or never end) of at most MAX_RECIPE_BYTES is read.
 
     Raises:
         RecipeError: one line naming the file, for a file that cannot be read or is not TOML.
