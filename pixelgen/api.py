@@ -23,15 +23,13 @@ from __future__ import annotations
 
 import json
 import os
-import tomllib
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 from torch import nn
 
 from pixelgen.errors import RecipeError, Report, silent
-from pixelgen.recipe import Recipe, recipe_from_dict, recipe_to_dict
+from pixelgen.recipe import Recipe, read_recipe_data, recipe_from_dict, recipe_to_dict
 from pixelgen.registry import (
     ModelSpec,
     get_registry,
@@ -39,6 +37,7 @@ from pixelgen.registry import (
     unregister_plugin,
 )
 from pixelgen.registry.hookspecs import hookimpl
+from pixelgen.store.files import read_regular
 from pixelgen.store.runs import METRICS_JSON
 from pixelgen.study.finish import finish_run
 from pixelgen.study.scoring import inception_weights
@@ -70,7 +69,7 @@ def fit(plan: RunPlan, report: Report | None = None) -> dict[str, Any] | None:
     """
     report = report or silent
     if plan.action == "skip":
-        figures = json.loads((plan.run_dir / METRICS_JSON).read_text())
+        figures = json.loads(read_regular(plan.run_dir / METRICS_JSON))
         report(
             f"run {plan.run.name!r} in {plan.run_dir} already finished (epoch "
             f"{plan.checkpoint['epoch']}, {figures.get('split')} bits/dim "
@@ -139,13 +138,7 @@ def _as_dict(recipe: str | os.PathLike | Mapping[str, Any] | Recipe) -> dict[str
         return recipe_to_dict(recipe)
     if isinstance(recipe, Mapping):
         return _plain(recipe)
-    path = Path(recipe)
-    try:
-        return tomllib.loads(path.read_text())
-    except OSError as exc:
-        raise RecipeError(f"{path}: cannot read the recipe ({exc.strerror})") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise RecipeError(f"{path}: not valid TOML ({exc})") from None
+    return read_recipe_data(recipe)  # a regular file of a recipe's size, as pixelgen run reads it
 
 
 def _plain(value: Any) -> Any:

@@ -46,3 +46,8 @@ MAX_HYPERPARAMETER = 16_384
 #: The most parameters a model may have (4 GiB of float32 weights, before gradients and Adam's
 #: state triple it); counted on the meta device before any weight is allocated.
 MAX_MODEL_PARAMETERS = 1_000_000_000
+
+#: The largest small file read whole, such as an image to complete or a run's metrics.json. A
+#: few MiB is plenty, so a wrong path to a huge file (or a device that never ends) exhausts no
+#: memory.
+MAX_SMALL_FILE_BYTES = 64 << 20

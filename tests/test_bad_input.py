@@ -223,7 +223,7 @@ CASES = [
     ("score-run-without-checkpoint", a_folder("runs/empty"), ["score", "runs/empty"], ["no best.ckpt"]),
     ("quantize-unknown-format", nothing, ["quantize", CKPT, "--to", "int4"], ["int4"]),
     ("quantize-out-is-a-folder", nothing, ["quantize", CKPT, "--to", "int8", "--out", RUN], ["folder"]),
-    ("quantize-over-itself", nothing, ["quantize", CKPT, "--to", "int8", "--out", CKPT], ["being quantized"]),
+    ("quantize-over-itself", nothing, ["quantize", CKPT, "--to", "int8", "--out", CKPT], ["being read"]),
     ("quantize-missing-checkpoint", nothing, ["quantize", "x.ckpt", "--to", "int8"], ["no such checkpoint"]),
     ("quantize-damaged-checkpoint", garbage(CKPT), ["quantize", CKPT, "--to", "int8"], ["not a pixelgen checkpoint"]),
     # data files

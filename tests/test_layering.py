@@ -149,9 +149,16 @@ def test_every_subpackage_is_packaged():
     assert subpackages <= listed, sorted(subpackages - listed)
 
 
+#: The storage modules that load torch, zarr or PIL. The parser uses the light ones, the file
+#: rules (pixelgen.store.files, pixelgen.store.runs: the standard library and the recipe), to
+#: refuse an output path before anything heavy loads.
+STORE_HEAVY = ["pixelgen.store.archive", "pixelgen.store.checkpoint", "pixelgen.store.images",
+               "pixelgen.store.quantization"]
+
+
 def loaded_after(code: str) -> list[str]:
-    heavy = ["pixelgen.training", "pixelgen.store", "pixelgen.study", "pixelgen.recipe", "pixelgen.registry",
-             "pixelgen.sampling", "zarr", "PIL", "lightning_fabric", "pluggy", "matplotlib", "torch"]
+    heavy = ["pixelgen.training", "pixelgen.store", *STORE_HEAVY, "pixelgen.study", "pixelgen.recipe",
+             "pixelgen.registry", "pixelgen.sampling", "zarr", "PIL", "lightning_fabric", "pluggy", "matplotlib", "torch"]
     probe = f"import sys; {code}; print([m for m in {heavy!r} if m in sys.modules])"
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
     return eval(out)  # a list of names printed by the probe
@@ -198,4 +205,13 @@ def test_listing_the_plugins_loads_no_training_storage_or_study():
     loaded = loaded_after("import contextlib, io, pixelgen.cli; "
                           "contextlib.redirect_stdout(io.StringIO()).__enter__(); pixelgen.cli.main(['plugins']); "
                           "sys.stdout = sys.__stdout__")
-    assert not {"pixelgen.training", "pixelgen.store", "zarr", "lightning_fabric", "matplotlib"} & set(loaded), loaded
+    assert not {"pixelgen.training", *STORE_HEAVY, "zarr", "lightning_fabric", "matplotlib"} & set(loaded), loaded
+
+
+def test_an_output_on_a_run_file_answers_without_torch(tmp_path):
+    (tmp_path / "last.ckpt").write_bytes(b"a run's own checkpoint")
+    code = (f"import pixelgen.cli\ntry: pixelgen.cli.main(['quantize', 'tests/fixtures/legacy_v0_1/runs/pixelcnn/best.ckpt', "
+            f"'--to', 'int8', '--out', {str(tmp_path / 'last.ckpt')!r}, '--force'])\nexcept SystemExit: pass")
+    loaded = loaded_after(f"exec({code!r})")
+    assert not {"torch", "zarr", "lightning_fabric", "matplotlib", "PIL", "pixelgen.training"} & set(loaded), loaded
+    assert (tmp_path / "last.ckpt").read_bytes() == b"a run's own checkpoint"

@@ -81,8 +81,8 @@ def test_int8_quantizes_every_convolution_weight_and_the_bare_state_to_state_mat
 
 
 def quantize(trained, to: str, *extra: str) -> tuple[dict, str]:
-    out = trained / f"run/best-{to}.ckpt"
-    printed = run_cli("quantize", str(trained / "run/best.ckpt"), "--to", to, "--out", str(out), *extra)
+    out = trained / f"run/best-{to}.ckpt"  # written by several tests of the module's one run: --force
+    printed = run_cli("quantize", str(trained / "run/best.ckpt"), "--to", to, "--out", str(out), "--force", *extra)
     return ckpt_io.load_checkpoint(out), printed
 
 

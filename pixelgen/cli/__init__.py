@@ -9,6 +9,10 @@ stack. The command itself is ``cmd_<command>`` in its own module, ``pixelgen.cli
 of :data:`COMMAND_MODULES`, loaded when it runs (the one deliberately lazy import in
 pixelgen): each module imports at its top what that command needs and nothing more.
 
+Output paths are checked here too, by the functions the library checks them with
+(:mod:`pixelgen.store.runs`): no command writes onto a run's own file, and none replaces an
+existing file unless ``--force`` is given.
+
 Every user error is a :class:`pixelgen.errors.PixelgenError`; :func:`main` prints it as one
 line on stderr and exits with status 2, never with a traceback (``PIXELGEN_DEBUG=1`` shows it).
 """
@@ -37,7 +41,8 @@ from pixelgen.limits import (
     MIN_SEED,
 )
 from pixelgen.recipe import SampleSection, load_recipe
-from pixelgen.study.options import CompareOptions
+from pixelgen.store.runs import check_output_file, check_output_folder, quantized_path
+from pixelgen.study.options import ANALYSIS_JSON, COMPARISON_JSON, CompareOptions
 
 #: The module under ``pixelgen.cli`` that holds each command's ``cmd_<command>``.
 COMMAND_MODULES = {
@@ -70,15 +75,22 @@ def _checkpoint_file(text: str) -> str:
     """A checkpoint argument, checked to be a file before anything loads torch."""
     path = pathlib.Path(text)
     if not path.is_file():
-        what = "is a directory, not a checkpoint file" if path.is_dir() else "no such checkpoint file"
-        raise argparse.ArgumentTypeError(f"{text}: {what}")
+        raise argparse.ArgumentTypeError(f"{text}: {_not_a_file(path, 'checkpoint file')}")
     return text
+
+
+def _not_a_file(path: pathlib.Path, what: str) -> str:
+    """Why ``path``, not a regular file, is no ``what``."""
+    if path.is_dir():
+        return f"is a directory, not a {what}"
+    return f"not a regular file (a FIFO, a device or a socket), not a {what}" if path.exists() else f"no such {what}"
 
 
 def _run_or_checkpoint(text: str) -> str:
     """A run folder or a checkpoint file, checked to exist before anything loads torch."""
-    if not pathlib.Path(text).exists():
-        raise argparse.ArgumentTypeError(f"{text}: no such run folder or checkpoint file")
+    path = pathlib.Path(text)
+    if not (path.is_dir() or path.is_file()):
+        raise argparse.ArgumentTypeError(f"{text}: {_not_a_file(path, 'run folder or checkpoint file')}")
     return text
 
 
@@ -108,9 +120,23 @@ def _size(text: str) -> tuple[int, int]:
     return int(height), int(width)
 
 
-def _add_measure_options(p: argparse.ArgumentParser) -> None:
+def _add_force(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument("--force", action="store_true", help=f"replace {what} (never a run's own file)")
+
+
+def _check_report_folder(marker: str):
+    """The ``prepare`` of a report command: its ``--out`` checked before torch loads."""
+    def prepare(args: argparse.Namespace) -> None:
+        if args.out is not None:
+            check_output_folder(args.out, marker, force=args.force)
+    return prepare
+
+
+def _add_measure_options(p: argparse.ArgumentParser, marker: str) -> None:
     default = {f.name: f.default for f in attrs.fields(CompareOptions)}
-    p.add_argument("--out", metavar="DIR", help="output folder")
+    p.add_argument("--out", metavar="DIR", help=f"output folder (new, empty, or an earlier report: its {marker})")
+    _add_force(p, "write into an --out folder of other files")
+    p.set_defaults(prepare=_check_report_folder(marker))
     p.add_argument("--device", help=f"where to measure: cpu, cuda, ... (default: {default['device']})")
     p.add_argument("--field-size", type=int, metavar="N",
                    help=f"receptive-field canvas side (default: {default['field_size']})")
@@ -267,7 +293,7 @@ def _add_sample(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--rows", type=int, help="rows of --complete to keep")
     p.add_argument("--size", type=_size, metavar="HxW",
                    help="image size (default: the --complete image's, else the run's data set's)")
-    p.add_argument("--png", metavar="PATH", help="grid file (default: samples-<key>.png next to the checkpoint)")
+    p.add_argument("--png", metavar="PATH", help="a new grid file (default: samples-<key>.png beside the checkpoint)")
     p.add_argument("--archive", metavar="PATH", help="archive to append to (default: the run's, next to the checkpoint)")
     p.add_argument("--no-archive", action="store_true", help="do not archive the samples")
     p.add_argument("--batch-size", type=_bounded_int(1, MAX_BATCH_SIZE, "a batch size"), default=default["batch_size"],
@@ -275,7 +301,13 @@ def _add_sample(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", help="cpu, cuda, ... (default: cuda where available)")
     p.add_argument("--weights", choices=["auto", "ema", "raw"], default="auto",
                    help="ema: the run's average of its weights; raw: the trained weights (default: ema where kept)")
-    p.set_defaults(command_function="sample")
+    _add_force(p, "an existing --png file")
+    p.set_defaults(command_function="sample", prepare=_check_png)
+
+
+def _check_png(args: argparse.Namespace) -> None:
+    if args.png is not None:
+        check_output_file(args.png, force=args.force, flag="--png", reading=args.checkpoint)
 
 
 def _add_run(sub: argparse._SubParsersAction) -> None:
@@ -310,14 +342,14 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
     p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", type=_run_or_checkpoint,
                    help="run folders written by pixelgen run, or checkpoint files (e.g. quantized copies)")
     p.add_argument("--json", action="store_true", help="print the table numbers as one JSON object")
-    _add_measure_options(p)
+    _add_measure_options(p, COMPARISON_JSON)
     p.set_defaults(command_function="compare")
 
 
 def _add_analyse(sub: argparse._SubParsersAction) -> None:
     p = _command(sub, "analyse", "one checkpoint's receptive field, gradient flow and scaling")
     p.add_argument("checkpoint", type=_checkpoint_file, help="a .ckpt file written by pixelgen run")
-    _add_measure_options(p)
+    _add_measure_options(p, ANALYSIS_JSON)
     p.set_defaults(command_function="analyse")
 
 
@@ -370,7 +402,13 @@ def _add_quantize(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", metavar="FILE", help="the new checkpoint (default: <name>-<to>.ckpt beside it)")
     p.add_argument("--weights", choices=["auto", "ema", "raw"], default="auto",
                    help="which weights to keep (default: the run's average where it kept one)")
-    p.set_defaults(command_function="quantize")
+    _add_force(p, "an existing --out file")
+    p.set_defaults(command_function="quantize", prepare=_check_quantized)
+
+
+def _check_quantized(args: argparse.Namespace) -> None:
+    out = args.out if args.out is not None else quantized_path(args.checkpoint, args.to)
+    check_output_file(out, force=args.force, reading=args.checkpoint)
 
 
 def _add_compress(sub: argparse._SubParsersAction) -> None:

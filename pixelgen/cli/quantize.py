@@ -8,7 +8,7 @@ from pixelgen.study.from_checkpoint import quantize_checkpoint
 
 
 def cmd_quantize(args: argparse.Namespace) -> int:
-    result = quantize_checkpoint(args.checkpoint, args.to, args.out, weights=args.weights)
+    result = quantize_checkpoint(args.checkpoint, args.to, args.out, weights=args.weights, force=args.force)
     ratio = result["bytes_after"] / result["bytes_before"]
     print(f"{result['out']}: {result['to']}, {result['bytes_after']:,} bytes = {ratio:.1%} of "
           f"{result['checkpoint']} ({result['bytes_before']:,} bytes)")

@@ -21,7 +21,7 @@ def _compare_options(args: argparse.Namespace) -> CompareOptions:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    comparison = report.compare(args.run_dirs, args.out, _compare_options(args), report=to_stderr)
+    comparison = report.compare(args.run_dirs, args.out, _compare_options(args), report=to_stderr, force=args.force)
     if args.json:
         print(json.dumps({"out": comparison["out"], "dataset": comparison["dataset"], "runs": comparison["runs"]}))
     else:
@@ -30,6 +30,6 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_analyse(args: argparse.Namespace) -> int:
-    summary = report.analyse(args.checkpoint, args.out, _compare_options(args), report=to_stderr)
+    summary = report.analyse(args.checkpoint, args.out, _compare_options(args), report=to_stderr, force=args.force)
     print(f"analysis: {summary['out']}/analysis.md")
     return 0

@@ -32,7 +32,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     result = sample_checkpoint(
         args.checkpoint, _sample_settings(args), size=args.size, label=args.label, complete=args.complete,
         rows=args.rows, archive=False if args.no_archive else (args.archive or True), png=args.png or True,
-        device=args.device, progress=progress_bar_enabled(), weights=args.weights,
+        device=args.device, progress=progress_bar_enabled(), weights=args.weights, force=args.force,
     )
     images = result["images"]
     print(f"{len(images)} samples {tuple(images.shape[1:])}, seed {result['seed']}, "

@@ -43,7 +43,7 @@ import attrs
 import tomli_w
 
 from pixelgen.recipe.convert import converter, dotted, recipe_from_dict
-from pixelgen.recipe.overrides import apply_override, load_recipe, parse_value
+from pixelgen.recipe.overrides import apply_override, load_recipe, parse_value, read_recipe_data
 from pixelgen.recipe.schema import (
     SCORE_FEATURES, SCORE_METRICS, DataSection, EvalSection, FrozenTable, ModelSection, OptimizerSection,
     OutputSection, PaperSection, Recipe, RunSpec, SampleSection, SchedulerSection, ScoreSection, TrainSection,
@@ -55,7 +55,7 @@ __all__ = [
     "DataSection", "EvalSection", "FrozenTable", "ModelSection", "OptimizerSection",
     "OutputSection", "PaperSection", "Recipe", "RunSpec", "SampleSection", "SchedulerSection",
     "ScoreSection", "TrainSection",
-    "apply_override", "dump_toml", "duration_seconds", "load_recipe", "parse_value",
+    "apply_override", "dump_toml", "duration_seconds", "load_recipe", "parse_value", "read_recipe_data",
     "recipe_from_dict", "recipe_to_dict", "run_dir", "single_run",
 ]
 

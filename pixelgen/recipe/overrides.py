@@ -32,17 +32,27 @@ def load_recipe(path: str | Path, overrides: Sequence[str] = ()) -> Recipe:
     """
     if isinstance(overrides, str):
         raise TypeError("overrides must be a sequence of 'key=value' strings, not a string")
+    data = read_recipe_data(path)
+    for override in overrides:
+        apply_override(data, override)
+    return recipe_from_dict(data, source=str(path))
+
+
+def read_recipe_data(path: str | Path) -> dict[str, Any]:
+    """A recipe file's TOML as plain data, not yet validated. Only a regular file (not a FIFO
+    or a device, which could block or never end) of at most MAX_RECIPE_BYTES is read.
+
+    Raises:
+        RecipeError: one line naming the file, for a file that cannot be read or is not TOML.
+    """
     path = Path(path)
     text = _read_recipe_text(path)
     try:
-        data = tomllib.loads(text)
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise RecipeError(f"{path}: invalid TOML: {' '.join(str(exc).split())}") from None
     except RecursionError:
         raise RecipeError(f"{path}: nested too deeply; a recipe nests at most {MAX_RECIPE_DEPTH} levels") from None
-    for override in overrides:
-        apply_override(data, override)
-    return recipe_from_dict(data, source=str(path))
 
 
 def _read_recipe_text(path: Path) -> str:

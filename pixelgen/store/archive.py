@@ -52,6 +52,7 @@ import numpy as np
 import zarr
 
 from pixelgen.errors import PixelgenError
+from pixelgen.store.files import check_tree, refuse_link
 
 FORMAT = "pixelgen-archive"
 FORMAT_VERSION = 1
@@ -130,6 +131,17 @@ def _damage_is_one_line(method: Callable[..., Any]) -> Callable[..., Any]:
     return checked
 
 
+def _check_plain(path: Path) -> None:
+    """ArchiveError unless the archive at ``path`` and everything in it are plain folders and
+    regular files: zarr follows links (a write would land outside the run folder) and
+    blocks on a FIFO."""
+    try:
+        refuse_link(path)
+        check_tree(path)
+    except PixelgenError as exc:
+        raise ArchiveError(f"{exc}; move the archive aside and run again") from None
+
+
 class RunArchive:
     """A run's metrics, test figures and generated samples in a local zarr v3 group."""
 
@@ -169,8 +181,9 @@ class RunArchive:
     def check_reusable(path: Path) -> None:
         """ArchiveError unless ``path`` is free, a run archive, or one whose creation a kill
         interrupted (nothing but zarr's own files in it); writes nothing."""
-        if not path.exists():
+        if not os.path.lexists(path):
             return
+        _check_plain(path)
         if not path.is_dir():
             raise ArchiveError(f"{path}: exists and is not a run archive (a file); move it aside or pass --out DIR")
         entries = [p.name for p in path.iterdir() if not _ZARR_PARTIAL.search(p.name)]
@@ -188,6 +201,7 @@ class RunArchive:
         path = Path(path)
         if mode not in ("r", "r+"):
             raise ArchiveError(f"{path}: mode must be 'r' or 'r+', got {mode!r}")
+        _check_plain(path)
         try:
             root = zarr.open_group(path, mode=mode, zarr_format=3)
         except _NOT_A_GROUP:

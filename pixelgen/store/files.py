@@ -5,6 +5,11 @@ bytes go to a temporary file beside the target (``.NAME.XXXX.tmp``), are flushed
 and replace the target in one ``os.replace``. A reader sees the old file or the new one,
 never half of one. A kill leaves at most a temporary file, which
 :func:`remove_temporary_files` clears on the next start.
+
+Nothing is written through a symbolic link: a target that is a link is refused
+(:func:`refuse_link`), the temporary file is created exclusively (``O_EXCL`` never follows a
+link) and the lock is opened with ``O_NOFOLLOW``. Files read whole (:func:`read_regular`) are
+regular files of a bounded size: a FIFO, a device or a socket is refused before it is read.
 """
 
 from __future__ import annotations
@@ -14,16 +19,62 @@ import fcntl
 import json
 import os
 import pathlib
+import stat
 import tempfile
 from typing import IO, Any, Iterator
 
 from pixelgen.errors import PixelgenError, RunLockedError
+from pixelgen.limits import MAX_SMALL_FILE_BYTES
 
 TEMPORARY_SUFFIX = ".tmp"
 
 
 class FileWriteError(PixelgenError):
     """A file could not be written: a full disk, a read-only folder, a path that is a file."""
+
+
+class FileReadError(PixelgenError):
+    """A file to read is not a regular file (a FIFO, a device, a socket), or is too big."""
+
+
+def refuse_link(path: str | os.PathLike) -> None:
+    """FileWriteError if ``path`` is a symbolic link: pixelgen writes through none, so no
+    output lands outside the folder it names."""
+    if os.path.islink(path):
+        raise FileWriteError(f"{path}: is a symbolic link; pixelgen writes through no link; "
+                             f"name the file itself or another path")
+
+
+def read_regular(path: str | os.PathLike, max_bytes: int = MAX_SMALL_FILE_BYTES) -> bytes:
+    """The bytes of ``path``, a regular file of at most ``max_bytes``; a FIFO, a device or a
+    socket is refused without blocking (opened ``O_NONBLOCK``, checked by ``fstat``).
+
+    Raises:
+        FileReadError: one line, for anything but a regular file of that size.
+        OSError: a missing or unreadable file (the caller names what it is).
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    with os.fdopen(fd, "rb") as handle:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise FileReadError(f"{path}: not a regular file (a FIFO, a device or a socket); name a file")
+        if info.st_size > max_bytes:
+            raise FileReadError(f"{path}: {info.st_size:,} bytes; at most {max_bytes:,} are read")
+        data = handle.read(max_bytes + 1)
+    if len(data) > max_bytes:  # it grew while being read
+        raise FileReadError(f"{path}: over {max_bytes:,} bytes; at most that many are read")
+    return data
+
+
+def check_tree(folder: str | os.PathLike) -> None:
+    """FileReadError unless every entry under ``folder`` (a zarr store) is a plain folder or a
+    regular file: a link could carry a write out of the folder, a FIFO could block a read."""
+    for root, folders, files in os.walk(folder):
+        for name in folders + files:
+            mode = os.lstat(os.path.join(root, name)).st_mode
+            if not (stat.S_ISDIR(mode) or stat.S_ISREG(mode)):
+                raise FileReadError(f"{os.path.join(root, name)}: not a plain file or folder (a link, a FIFO, "
+                                    f"a device); pixelgen reads and writes no such entry in {folder}")
 
 
 def _umask() -> int:
@@ -47,9 +98,11 @@ def atomic_writer(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO[Any]
 
     On any exception (or a kill) ``path`` keeps its old content. The new file gets the
     permissions an ordinary ``open`` would give it (0666 less the umask). An ``OSError``
-    (disk full, read-only folder) becomes a one-line :class:`FileWriteError`.
+    (disk full, read-only folder) becomes a one-line :class:`FileWriteError`; a ``path``
+    that is a symbolic link is refused (:func:`refuse_link`).
     """
     path = pathlib.Path(path)
+    refuse_link(path)
     try:
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TEMPORARY_SUFFIX)
     except OSError as exc:
@@ -109,10 +162,15 @@ class RunLock:
 
     def __enter__(self) -> RunLock:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            handle = open(self.path, "a+")
+        refuse_link(self.path)
+        try:  # O_NOFOLLOW: a link put there since is refused too (ELOOP), never followed
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK, 0o666)
         except OSError as exc:
             raise write_failure(self.path, exc) from None
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise FileWriteError(f"{self.path}: not a regular file; remove it, it is the run folder's lock")
+        handle = os.fdopen(fd, "r+")
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -120,8 +178,8 @@ class RunLock:
             holder = handle.read().strip() or "unknown"
             handle.close()
             raise RunLockedError(
-                f"{self.path.parent} is in use by pixelgen process {holder}; wait for it to "
-                f"finish (or stop it), or pass --out DIR to write elsewhere"
+                f"run folder {self.path.parent} is in use by pixelgen process {holder}; wait for "
+                f"it to finish (or stop it), or pass --out DIR to write elsewhere"
             ) from None
         handle.seek(0)
         handle.truncate()

@@ -14,6 +14,7 @@ stored in archives as those values (a binary model's samples are 0/1); image fil
 
 from __future__ import annotations
 
+import io
 import math
 import os
 import warnings
@@ -29,7 +30,7 @@ from torchvision.utils import make_grid
 from pixelgen.limits import MAX_IMAGE_SIDE
 from pixelgen.nn.blocks import N_LEVELS
 from pixelgen.sampling import SamplingError
-from pixelgen.store.files import atomic_writer
+from pixelgen.store.files import atomic_writer, read_regular
 
 #: Grids of small images are upscaled by a whole factor so that each image is at least this wide.
 MIN_GRID_IMAGE_PX = 112
@@ -56,7 +57,8 @@ def read_image(path: str | os.PathLike, channels: int, n_levels: int = N_LEVELS)
     RGB (``C = 3``) and to a model's ``n_levels`` (see :func:`from_display`).
 
     An image with a side over :data:`~pixelgen.limits.MAX_IMAGE_SIDE` (the largest that is
-    sampled), or over PIL's decompression-bomb limit, is refused before it is decoded."""
+    sampled), or over PIL's decompression-bomb limit, is refused before it is decoded; so is
+    anything but a regular file (a FIFO, a device: :func:`~pixelgen.store.files.read_regular`)."""
     modes = {1: "L", 3: "RGB"}
     if channels not in modes:
         raise SamplingError(f"completion needs a grey or RGB model, this one has {channels} colours")
@@ -64,7 +66,7 @@ def read_image(path: str | os.PathLike, channels: int, n_levels: int = N_LEVELS)
         with warnings.catch_warnings():
             # PIL only warns between MAX_IMAGE_PIXELS and twice that; refuse those images too
             warnings.simplefilter("error", DecompressionBombWarning)
-            with Image.open(path) as image:
+            with Image.open(io.BytesIO(read_regular(path))) as image:
                 if max(image.size) > MAX_IMAGE_SIDE:
                     width, height = image.size
                     raise SamplingError(f"{path}: the image to complete is {height}x{width}; "

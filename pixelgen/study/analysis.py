@@ -33,6 +33,7 @@ from torch import Tensor, nn
 from pixelgen.nn.blocks import n_levels_of
 from pixelgen.nn.metrics import bits_per_dim
 from pixelgen.registry.causality import pixel_dependencies
+from pixelgen.store.files import atomic_writer
 
 # ------------------------------------------------------------------ receptive fields
 
@@ -540,5 +541,6 @@ def save_figure(fig: Any, path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
-    fig.savefig(path, dpi=110, bbox_inches="tight")  # never clip a title or a label
+    with atomic_writer(path) as handle:  # through no link, whole or not at all
+        fig.savefig(handle, format="png", dpi=110, bbox_inches="tight")  # never clip a title or a label
     return path

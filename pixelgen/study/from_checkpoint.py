@@ -22,9 +22,8 @@ from pixelgen.recipe import SCORE_METRICS, RunSpec, SampleSection, recipe_from_d
 from pixelgen.sampling import SamplingError, _channels_of, sample_batched, sampler_used
 from pixelgen.store import checkpoint as ckpt_io
 from pixelgen.store.archive import RunArchive
-from pixelgen.store.files import RunLock
 from pixelgen.store.images import check_image_path, read_image, save_grid
-from pixelgen.store.runs import final_checkpoint
+from pixelgen.store.runs import check_output_file, final_checkpoint, fresh_path, quantized_path, writing_into
 from pixelgen.study.inference import (
     archived_score_batch,
     class_labels,
@@ -111,6 +110,7 @@ def sample_checkpoint(
     progress: bool = False,
     weights: str = "auto",
     source: str | None = None,
+    force: bool = False,
 ) -> dict[str, Any]:
     """What ``pixelgen sample`` does: load a checkpoint, sample, archive, write a PNG grid.
 
@@ -124,11 +124,17 @@ def sample_checkpoint(
         complete, rows: keep the top ``rows`` rows of this image file in every sample.
         archive: ``True``: the run's archive next to the checkpoint (the recipe's
             ``output.archive``, ``archive.zarr``); a path; ``False``: none.
-        png: ``True``: ``samples-<key>.png`` next to the checkpoint (``samples.png``
-            without an archive); a path; ``False``: none.
+        png: ``True``: ``samples-<key>.png`` next to the checkpoint (``samples-seed<seed>.png``
+            without an archive; ``-2``, ``-3``, ... added to a name taken: it replaces no
+            file); a path (never a run's own file, nor an existing file unless ``force``:
+            :func:`~pixelgen.store.runs.check_output_file`); ``False``: none.
         device: ``"cpu"``, ``"cuda"``, ...; default: CUDA where available.
         progress: a progress bar on stderr.
         source: recorded with the archived batch (``"score"`` for :func:`score_checkpoint`'s).
+        force: replace an existing ``png`` file.
+
+    The archive's and the PNG's run folders are locked while the samples are drawn and
+    written (:func:`~pixelgen.store.runs.writing_into`).
 
     Returns:
         ``{"images", "seed", "seconds_per_image", "archive", "key", "png", "sampler"}`` (paths or None).
@@ -140,19 +146,22 @@ def sample_checkpoint(
     if archive is True:
         archive = archive_of(checkpoint, state)  # refused before anything slow
     if png not in (True, False):
-        png = check_image_path(png)
+        png = check_image_path(check_output_file(png, force=force, flag="--png", reading=checkpoint))
     prefix, height, width = _completion(complete, rows, size, settings.n, _channels_of(model), n_levels_of(model))
     if prefix is None:
         height, width = size or _image_size_of_run(state)
     labels = class_labels(model, settings.n, label)
     result: dict[str, Any] = {"seed": settings.seed, "png": None, "sampler": sampler_used(model, settings.sampler)}
     result["archive"] = Path(archive) if archive is not False else None
-    images, result["key"], result["seconds_per_image"] = _draw(
-        model, result["archive"], checkpoint, state, settings, height, width, labels=labels, prefix=prefix,
-        progress=progress, source=source)
-    if png is not False:
-        default = f"samples-{result['key']}.png" if result["key"] is not None else "samples.png"
-        result["png"] = save_grid(images, checkpoint.parent / default if png is True else png, n_levels_of(model))
+    archive_folders = [result["archive"].parent] if result["archive"] is not None else []
+    with writing_into(checkpoint if png is True else png or None, folders=archive_folders):
+        images, result["key"], result["seconds_per_image"] = _draw(
+            model, result["archive"], checkpoint, state, settings, height, width, labels=labels, prefix=prefix,
+            progress=progress, source=source)
+        if png is not False:
+            stem = f"samples-{result['key']}" if result["key"] is not None else f"samples-seed{settings.seed}"
+            result["png"] = save_grid(images, fresh_path(checkpoint.parent, stem, ".png") if png is True else png,
+                                      n_levels_of(model))
     result["images"] = images
     return result
 
@@ -161,12 +170,11 @@ def _draw(
     model: torch.nn.Module, archive: Path | None, checkpoint: Path, state: dict[str, Any], settings: SampleSection,
     height: int, width: int, **options: Any,
 ) -> tuple[torch.Tensor, str | None, float]:
-    """The samples of :func:`sample_checkpoint`, appended to ``archive`` (the one writer of its
-    run folder) unless it is None; their key there, and the seconds per image."""
+    """The samples of :func:`sample_checkpoint`, appended to ``archive`` (whose run folder the
+    caller holds locked) unless it is None; their key there, and the seconds per image."""
     start = time.perf_counter()
     if archive is not None:
-        with RunLock(archive.parent):
-            images, key = draw_from_checkpoint(model, archive, checkpoint, state, settings, height, width, **options)
+        images, key = draw_from_checkpoint(model, archive, checkpoint, state, settings, height, width, **options)
     else:
         options.pop("source")
         images, key = sample_batched(model, settings.n, height, width, batch_size=settings.batch_size,
@@ -293,7 +301,7 @@ def score_checkpoint(
     figures = scoring.score(samples, metrics, _device(device).type)
     figures.update(checkpoint=str(checkpoint), epoch=state["epoch"], source=baseline or "model", sample_batch=key)
     if archive is not None:
-        with RunLock(archive.parent):
+        with writing_into(folders=[archive.parent]):
             RunArchive.create_or_open(archive).set_score(features, figures)
     return {**figures, "archive": str(archive) if archive is not None else None}
 
@@ -334,11 +342,16 @@ def _scored_samples(
 
 
 def quantize_checkpoint(
-    path: str | os.PathLike, to: str, out: str | os.PathLike | None = None, *, weights: str = "auto"
+    path: str | os.PathLike, to: str, out: str | os.PathLike | None = None, *, weights: str = "auto",
+    force: bool = False,
 ) -> dict[str, Any]:
     """What ``pixelgen quantize`` does: write the checkpoint's model with its weights in
     format ``to`` (:data:`pixelgen.store.quantization.SCHEMES`) to ``out`` (default
     ``<stem>-<to>.ckpt`` beside it), then read the new file back as any command would.
+
+    ``out`` is never a run's own file, nor an existing file unless ``force``
+    (:func:`~pixelgen.store.runs.check_output_file`); a run folder it lies in is locked
+    while it is written.
 
     Returns:
         ``{"checkpoint", "out", "to", "scheme", "weights", "bytes_before", "bytes_after"}``.
@@ -346,12 +359,9 @@ def quantize_checkpoint(
     path = Path(path)
     state = ckpt_io.load_checkpoint(path)
     quantized = ckpt_io.quantized_checkpoint(state, to, weights)
-    out = Path(out) if out is not None else path.with_name(f"{path.stem}-{to}.ckpt")
-    if out.is_dir():
-        raise CheckpointError(f"--out {out}: is a folder; name a file, e.g. {out / f'{path.stem}-{to}.ckpt'}")
-    if out.exists() and out.resolve() == path.resolve():
-        raise CheckpointError(f"--out {out}: is the checkpoint being quantized; name another file")
-    ckpt_io.save_checkpoint(out, quantized)
+    out = check_output_file(out if out is not None else quantized_path(path, to), force=force, reading=path)
+    with writing_into(out):
+        ckpt_io.save_checkpoint(out, quantized)
     ckpt_io.model_from_checkpoint(ckpt_io.load_checkpoint(out))  # loads like any other checkpoint
     record = quantized["quantization"]
     return {"checkpoint": str(path), "out": str(out), "to": to, "scheme": record["scheme"],

@@ -1,11 +1,17 @@
 """How much measuring a comparison or an analysis does (:class:`CompareOptions`), in a
 module that loads nothing heavy: the command line reads the defaults from here to show them
-in its help without loading torch.
+in its help without loading torch, and the names of the files that mark a report's folder.
 """
 
 from __future__ import annotations
 
 import attrs
+
+#: The file that marks a folder as a comparison's report, rewritten by the next comparison into
+#: it (:func:`pixelgen.store.runs.check_output_folder`).
+COMPARISON_JSON = "comparison.json"
+#: The file that marks a folder as an analysis's report.
+ANALYSIS_JSON = "analysis.json"
 
 
 @attrs.frozen(kw_only=True)

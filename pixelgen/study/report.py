@@ -37,10 +37,11 @@ from pixelgen.errors import PixelgenError, Report, silent
 from pixelgen.recipe import run_dir
 from pixelgen.registry import get_model_spec
 from pixelgen.store.files import atomic_write_json
+from pixelgen.store.runs import check_output_folder
 from pixelgen.study import analysis
 from pixelgen.study.figures import comparison_figures, score_cells
 from pixelgen.study.measure import RunMeasurement, measure_run, measure_runs, scaling_json
-from pixelgen.study.options import CompareOptions
+from pixelgen.study.options import ANALYSIS_JSON, COMPARISON_JSON, CompareOptions
 from pixelgen.study.records import (
     MODEL_FIGURE_SOURCE,
     ReportError,
@@ -55,6 +56,7 @@ from pixelgen.study.render import Block, format_value, write_markdown, write_rep
 from pixelgen.study.scoring import metric_label
 
 # ------------------------------------------------------------------ compare
+
 
 
 def _write_json(path: Path, data: Any) -> None:
@@ -118,13 +120,16 @@ def compare(
     out: str | os.PathLike | None = None,
     options: CompareOptions | None = None,
     report: Report | None = None,
+    force: bool = False,
 ) -> dict[str, Any]:
     """Compare trained runs: write report.md, report.html, comparison.json and figures.
 
     Args:
         run_dirs: run folders written by ``pixelgen run``, or checkpoint files (measured
             without an archive: no training figures, samples or scores).
-        out: output folder; default :func:`default_compare_dir`.
+        out: output folder; default :func:`default_compare_dir`. Never a run folder; a
+            folder of other files only with ``force``
+            (:func:`~pixelgen.store.runs.check_output_folder`).
         options: how much to measure (:class:`~pixelgen.study.measure.CompareOptions`).
         report: called with one line per step (progress), e.g. ``print``.
 
@@ -137,7 +142,8 @@ def compare(
         raise ReportError("compare: pass at least one run folder")
     options = options or CompareOptions()
     say = report or silent
-    out_dir = Path(out) if out is not None else default_compare_dir(run_dirs)
+    out_dir = check_output_folder(out if out is not None else default_compare_dir(run_dirs), COMPARISON_JSON,
+                                  force=force)
     out_dir.mkdir(parents=True, exist_ok=True)
     records = unique_names([read_checkpoint(d) if Path(d).is_file() else read_run(d) for d in run_dirs])
     timing = _timing(options)
@@ -146,7 +152,7 @@ def compare(
     say(f"compare: writing figures and the report to {out_dir}")
     figures = comparison_figures(records, measured, test_images, out_dir)
     comparison = comparison_json(records, measured, figures, out_dir, timing)
-    _write_json(out_dir / "comparison.json", comparison)
+    _write_json(out_dir / COMPARISON_JSON, comparison)
     title = "pixelgen comparison: " + ", ".join(r.name for r in records)
     write_report(out_dir, comparison_document(comparison), title)
     return comparison
@@ -505,6 +511,7 @@ def analyse(
     out: str | os.PathLike | None = None,
     options: CompareOptions | None = None,
     report: Report | None = None,
+    force: bool = False,
 ) -> dict[str, Any]:
     """One model's receptive field, gradient flow and scaling, with a short analysis.md.
 
@@ -515,7 +522,8 @@ def analyse(
 
     Args:
         checkpoint: a ``.ckpt`` written by ``pixelgen run``.
-        out: output folder; default ``analysis/`` beside the checkpoint.
+        out: output folder; default ``analysis/`` beside the checkpoint. Never a run
+            folder; a folder of other files only with ``force``.
 
     Returns:
         the content of analysis.json (figures, sequential steps, gradient flow, scaling).
@@ -523,7 +531,8 @@ def analyse(
     options = options or CompareOptions()
     say = report or silent
     record = read_checkpoint(checkpoint)
-    out_dir = Path(out) if out is not None else record.checkpoint.resolve().parent / "analysis"
+    out_dir = check_output_folder(out if out is not None else record.checkpoint.resolve().parent / "analysis",
+                                  ANALYSIS_JSON, force=force)
     out_dir.mkdir(parents=True, exist_ok=True)
     data = load_run_data(record, say)
     name = record.model_config["name"]
@@ -532,6 +541,6 @@ def analyse(
                            random_images_without_data=True)
     figures = _analysis_figures(measured, name, record.checkpoint.name, out_dir)
     summary = analysis_json(record, measured, figures, out_dir)
-    _write_json(out_dir / "analysis.json", summary)
+    _write_json(out_dir / ANALYSIS_JSON, summary)
     write_markdown(out_dir / "analysis.md", analysis_document(summary, tuple(measured.field.shape)))
     return summary

@@ -36,7 +36,8 @@ from pixelgen.recipe import Recipe, RunSpec, recipe_to_dict, run_dir, single_run
 from pixelgen.registry import create_model, get_model_spec
 from pixelgen.store import checkpoint as ckpt_io
 from pixelgen.store.archive import RunArchive
-from pixelgen.store.runs import BEST, LAST, METRICS_JSON
+from pixelgen.store.files import FileReadError, read_regular
+from pixelgen.store.runs import BEST, CSV_LOGS, LAST, METRICS_JSON, TENSORBOARD
 from pixelgen.training.trainer import TrainingError, finished
 
 __all__ = ["RunPlan", "TrainingError", "build_model", "check_levels", "make_fabric", "plan_runs"]
@@ -223,8 +224,8 @@ def plan_runs(
             ckpt_io.check_resumable(resumed_from, state, model)  # every entry, before any is used
             action = _action(folder, run, state)
         loggers = [
-            TensorBoardLogger(root_dir=str(folder), name="tensorboard", default_hp_metric=False),
-            CSVLogger(root_dir=str(folder), name="csv", flush_logs_every_n_steps=1),
+            TensorBoardLogger(root_dir=str(folder), name=TENSORBOARD, default_hp_metric=False),
+            CSVLogger(root_dir=str(folder), name=CSV_LOGS, flush_logs_every_n_steps=1),
         ]
         fabric = make_fabric(run.train, loggers)
         plans.append(RunPlan(single_run(recipe, run), run, folder, data, model, fabric, action, state))
@@ -266,8 +267,8 @@ def _action(folder: pathlib.Path, run: RunSpec, state: dict[str, Any]) -> str:
 def _finished_figures(folder: pathlib.Path) -> dict[str, Any] | None:
     """The run's ``metrics.json`` if it is whole, else None (evaluate again)."""
     try:
-        figures = json.loads((folder / METRICS_JSON).read_text())
-    except (OSError, ValueError):
+        figures = json.loads(read_regular(folder / METRICS_JSON))
+    except (OSError, ValueError, FileReadError):
         return None
     return figures if isinstance(figures, dict) and "bits_per_dim" in figures else None
 
