@@ -51,3 +51,6 @@ MAX_MODEL_PARAMETERS = 1_000_000_000
 #: few MiB is plenty, so a wrong path to a huge file (or a device that never ends) exhausts no
 #: memory.
 MAX_SMALL_FILE_BYTES = 64 << 20
+
+#: The largest compressed file (``.pgz``) ``pixelgen decompress`` reads: 1 GiB.
+MAX_COMPRESSED_BYTES = 1 << 30

@@ -282,10 +282,10 @@ def test_cli_refusals_are_one_line_and_leave_files_alone(tmp_path, monkeypatch, 
     assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
     assert done.stderr.startswith("pixelgen: error: coded with another model: pixelcnn with weights ")
     cases = [
-        (["compress", "model.ckpt", "x.npy", "-o", "x.pgz"], "x.pgz: exists; choose another name or pass --force"),
+        (["compress", "model.ckpt", "x.npy", "-o", "x.pgz"], "-o x.pgz: already exists; pass --force"),
         (["decompress", "model.ckpt", "cut.pgz", "-o", "out"], "damaged or truncated"),
         (["decompress", "model.ckpt", "model.ckpt", "-o", "out"], "not a pixelgen compressed file"),
-        (["decompress", "model.ckpt", "x.pgz", "-o", "x.npy"], "x.npy: exists"),
+        (["decompress", "model.ckpt", "x.pgz", "-o", "x.npy"], "-o x.npy: already exists"),
     ]
     capsys.readouterr()
     for argv, message in cases:

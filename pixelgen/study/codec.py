@@ -65,12 +65,14 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from pixelgen.errors import PixelgenError
+from pixelgen.limits import MAX_COMPRESSED_BYTES
 from pixelgen.nn.blocks import n_levels_of
 from pixelgen.sampling import _channels_of, _check_labels, _state, visiting_order
 from pixelgen.store import checkpoint as ckpt_io
 from pixelgen.store.checkpoint import weights_digest
-from pixelgen.store.files import atomic_writer
+from pixelgen.store.files import atomic_writer, read_regular
 from pixelgen.store.images import read_image, to_display
+from pixelgen.store.runs import check_output_file
 
 MAGIC = b"\x89PGZ\r\n\x1a\n"
 FORMAT_VERSION = 1
@@ -388,11 +390,6 @@ def _read_npy(path: Path, channels: int) -> Tensor:
     return torch.from_numpy(np.ascontiguousarray(array))
 
 
-def _refuse_existing(path: Path, force: bool) -> None:
-    if path.exists() and not force:
-        raise CodecError(f"{path}: exists; choose another name or pass --force to replace it")
-
-
 def compress_files(checkpoint: str | os.PathLike, inputs: Sequence[str | os.PathLike], out: str | os.PathLike, *,
                    batch_size: int = DEFAULT_BATCH_SIZE, label: int | None = None, weights: str = "auto",
                    force: bool = False, progress: bool = False) -> dict[str, Any]:
@@ -403,7 +400,7 @@ def compress_files(checkpoint: str | os.PathLike, inputs: Sequence[str | os.Path
         ``{"out", "count", "shape", "bytes", "raw_bytes"}`` (raw: one byte per sub-pixel).
     """
     out = Path(out)
-    _refuse_existing(out, force)
+    check_output_file(out, force=force, flag="-o")
     model = ckpt_io.model_from_checkpoint(ckpt_io.load_checkpoint(checkpoint), weights)
     images = read_images(inputs, _channels_of(model), n_levels_of(model))
     data = compress(model, images, labels=label, batch_size=batch_size, progress=progress)
@@ -423,16 +420,16 @@ def decompress_file(checkpoint: str | os.PathLike, path: str | os.PathLike, out:
     """
     out = Path(out)
     if out.suffix == ".npy":
-        _refuse_existing(out, force)
+        check_output_file(out, force=force, flag="-o")
     try:
-        data = Path(path).read_bytes()
+        data = read_regular(path, MAX_COMPRESSED_BYTES)
     except OSError as exc:
         raise CodecError(f"{path}: cannot read it ({exc.strerror or exc})") from None
     model = ckpt_io.model_from_checkpoint(ckpt_io.load_checkpoint(checkpoint), weights)
     header, _ = read_container(data)  # refused before the slow part
     names = [out / f"{k:06d}.png" for k in range(header["count"])] if out.suffix != ".npy" else [out]
     for name in names:
-        _refuse_existing(name, force)
+        check_output_file(name, force=force, flag="-o")
     images = decompress(model, data, progress=progress)
     if out.suffix == ".npy":
         with atomic_writer(out) as handle:
