@@ -57,7 +57,7 @@ SAMPLERS = ("fast", "reference")
 #: A batch of at most this many images is sampled on the CPU with one torch thread. Each step
 #: of the sampler is a handful of small operations, too small to share out: on a busy
 #: 2-core machine, 4 images of 8x8 from a Diagonal BiLSTM took 2 s with one thread and
-#: 60 to 77 s with two (the threads wait on each other; benchmarks/sampling_threads.py).
+#: 60 to 77 s with two (the threads wait on each other; benchmarks/getting_started.py).
 ONE_THREAD_BATCH = 16
 
 
