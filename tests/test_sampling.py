@@ -344,6 +344,7 @@ def test_cli_sample_runs_with_the_threads_of_the_recipe(tmp_path, monkeypatch, t
                            "recipe": recipe_to_dict(recipe), "epoch": 1})
     set_to = []
     monkeypatch.setattr(torch, "set_num_threads", set_to.append)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)  # as if torch kept its default of two
     monkeypatch.setattr(os, "cpu_count", lambda: 8)
     assert main(["sample", str(path), "-n", "1", "--size", "2x2", "--no-archive", "--device", "cpu"]) == 0
     assert set_to == [threads or 4, 1], "the process's threads, then one while drawing a small batch"
