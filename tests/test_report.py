@@ -338,7 +338,8 @@ def test_without_scaling_asked_for_no_sweep_runs_and_the_report_says_so(run_copy
     c = report.compare([run_copy], tmp_path / "plain", attrs.evolve(FAST, scaling=False))
     assert counted == {"scaling": 0, "sampling": 1}
     assert c["scaling"] == {} and "scaling" not in c["figures"] and c["notes"] == [report.SCALING_SKIPPED]
-    assert report.SCALING_SKIPPED in (tmp_path / "plain" / "report.md").read_text()
+    markdown = (tmp_path / "plain" / "report.md").read_text()
+    assert report.SCALING_SKIPPED in markdown and "Sampling was timed on cpu" in markdown
     summary = report.analyse(run_copy / "best.ckpt", tmp_path / "alone", attrs.evolve(FAST, scaling=False))
     assert summary["scaling"] is None and "scaling" not in summary["figures"]
     assert summary["notes"][-1] == report.SCALING_SKIPPED and counted["scaling"] == 0

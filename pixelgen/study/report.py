@@ -290,7 +290,8 @@ def _timing_note(c: Mapping[str, Any]) -> Block:
     t = c["timing"]
     load = t["load_average_1min"]
     return Block("p", (
-        f"Sampling and scaling were timed on {t['device']} with {t['torch_threads']} torch threads"
+        f"Sampling{' and scaling were' if c['scaling'] else ' was'} timed on {t['device']} "
+        f"with {t['torch_threads']} torch threads"
         + (f", at a load average of {load:.1f} when measuring began" if load is not None else "")
         + "; timings on a machine shared with other work vary from run to run (training "
         "times are the training loop's own, measured while it ran)."))
