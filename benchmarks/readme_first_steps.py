@@ -10,6 +10,7 @@ checkout; ``python -c "import torch"`` is timed in the same run. Run from the ch
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import shutil
 import statistics
@@ -29,10 +30,14 @@ def first_python_block(readme: Path) -> str:
     return match.group(1)
 
 
-def wall_seconds(argv: list[str], cwd: Path) -> float:
+def seconds(argv: list[str], cwd: Path) -> tuple[float, float]:
+    """``(wall s, user + sys CPU s)`` of one child process (its own rusage, from ``os.wait4``)."""
     start = time.perf_counter()
-    subprocess.run(argv, cwd=cwd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    return time.perf_counter() - start
+    child = subprocess.Popen(argv, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    _, status, usage = os.wait4(child.pid, 0)
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"{argv[:2]} failed in {cwd}")
+    return time.perf_counter() - start, usage.ru_utime + usage.ru_stime
 
 
 def main() -> None:
@@ -44,10 +49,14 @@ def main() -> None:
     for _ in range(args.repeats):
         with tempfile.TemporaryDirectory() as folder:
             shutil.copytree(ROOT / "recipes", Path(folder) / "recipes")
-            torch_import.append(wall_seconds([sys.executable, "-c", "import torch"], Path(folder)))
-            snippet.append(wall_seconds([sys.executable, "-c", code], Path(folder)))
-    s, t = statistics.median(snippet), statistics.median(torch_import)
-    print(f"README first steps: {s:.1f} s (median of {args.repeats}); import torch: {t:.1f} s; ratio {s / t:.1f}x")
+            torch_import.append(seconds([sys.executable, "-c", "import torch"], Path(folder)))
+            snippet.append(seconds([sys.executable, "-c", code], Path(folder)))
+    for what, k in (("wall", 0), ("CPU (user + sys)", 1)):
+        s, t = statistics.median(r[k] for r in snippet), statistics.median(r[k] for r in torch_import)
+        print(f"README first steps, {what}: {s:.1f} s (median of {args.repeats}); import torch: {t:.1f} s; "
+              f"ratio {s / t:.1f}x")
+    load = os.getloadavg()[0]
+    print(f"load average (1 min) at the end: {load:.1f} on {os.cpu_count()} CPUs")
 
 
 if __name__ == "__main__":

@@ -28,12 +28,14 @@ cumulative distribution can, rarely, go the other way).
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import statistics
 import sys
 import time
 import warnings
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -51,6 +53,47 @@ from pixelgen.nn.blocks import (
 )
 
 SAMPLERS = ("fast", "reference")
+
+#: A batch of at most this many images is sampled on the CPU with one torch thread. Each step
+#: of the sampler is a handful of small operations, too small to share out: on a busy
+#: 2-core machine, 4 images of 8x8 from a Diagonal BiLSTM took 2 s with one thread and
+#: 60 to 77 s with two (the threads wait on each other; benchmarks/getting_started.py).
+ONE_THREAD_BATCH = 16
+
+
+def default_threads() -> int:
+    """torch threads for a pixelgen process: one per two CPU cores (on a 2-core machine one
+    thread per process measured several times faster than two, since the data loading and
+    Python overhead want the other core)."""
+    return max(1, (os.cpu_count() or 2) // 2)
+
+
+def set_threads(threads: int | None) -> int:
+    """Set torch's intra-op threads: ``threads``, or by default :func:`default_threads`.
+    Returns the number set."""
+    n = threads or default_threads()
+    torch.set_num_threads(n)
+    return n
+
+
+@contextlib.contextmanager
+def torch_threads(threads: int | None) -> Iterator[None]:
+    """torch's intra-op threads set to ``threads`` inside the block and the caller's number
+    put back after it (None: left as they are)."""
+    before = torch.get_num_threads()
+    if threads is not None and threads != before:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        if torch.get_num_threads() != before:
+            torch.set_num_threads(before)
+
+
+def sampling_threads(n: int, device: torch.device) -> int | None:
+    """The torch threads :func:`sample` draws ``n`` images with on ``device``: one for a small
+    batch on the CPU (:data:`ONE_THREAD_BATCH`), else None (the caller's setting)."""
+    return 1 if device.type == "cpu" and n <= ONE_THREAD_BATCH else None
 
 
 class SamplingError(PixelgenError):
@@ -195,6 +238,9 @@ def sample(
             given pixel after some it generates: those do not see it).
         progress: a progress bar over rows on stderr.
 
+    On the CPU a batch of at most :data:`ONE_THREAD_BATCH` images is drawn with one torch
+    thread (:func:`sampling_threads`); the caller's thread count is put back afterwards.
+
     Returns:
         uint8 tensor ``(n, C, height, width)`` on the model's device, values
         0..n_levels-1 (0/1 for a binary model).
@@ -213,7 +259,7 @@ def sample(
     was_training = model.training
     model.eval()
     try:
-        with torch.no_grad():
+        with torch.no_grad(), torch_threads(sampling_threads(n, device)):
             state = _state_warning_on_fallback(model, sampler, n, height, width, labels)
             rows = tqdm(visiting_order(model, channels, height, width), unit="row", file=sys.stderr,
                         desc=f"sampling {n}x{channels}x{height}x{width}", disable=not progress)

@@ -18,9 +18,11 @@ import math
 import attrs
 import numpy as np
 import pytest
+import torch
 from datafiles import write_tiny_image_folder
 
-from pixelgen import cli
+from pixelgen import cli, sampling
+from pixelgen.cli import report as cli_report
 from pixelgen.errors import DataError
 from pixelgen.recipe import PaperSection, dump_toml
 from pixelgen.store import checkpoint as ckpt_io
@@ -214,7 +216,7 @@ def test_training_figures_skip_epochs_without_validation():
 
 # ------------------------------------------------------------------ one measurement, typed records
 
-OPTIONS = options.CompareOptions(field_size=7, scaling_sizes=(4, 8), scaling_depths=(1, 2), timing_images=1)
+OPTIONS = options.CompareOptions(scaling=True, field_size=7, scaling_sizes=(4, 8), scaling_depths=(1, 2), timing_images=1)
 RANDOM_IMAGES_NOTE = "The run's data was not found: gradient flow on random images."
 
 
@@ -300,7 +302,7 @@ def test_no_function_of_the_report_modules_is_long(module):
 
 # ------------------------------------------------------------------ the archive's cache of measurements
 
-FAST = options.CompareOptions(field_size=5, scaling_sizes=(4,), scaling_depths=(1,), timing_images=1,
+FAST = options.CompareOptions(scaling=True, field_size=5, scaling_sizes=(4,), scaling_depths=(1,), timing_images=1,
                               timing_repeats=1, gradient_batch=2, max_train_images=8, max_held_out_images=8)
 
 
@@ -330,6 +332,42 @@ def run_copy(runs, tmp_path):
     shutil.copytree(runs["dirs"][0], folder)
     shutil.rmtree(folder / "archive.zarr" / "cache", ignore_errors=True)
     return folder
+
+
+def test_without_scaling_asked_for_no_sweep_runs_and_the_report_says_so(run_copy, tmp_path, counted):
+    c = report.compare([run_copy], tmp_path / "plain", attrs.evolve(FAST, scaling=False))
+    assert counted == {"scaling": 0, "sampling": 1}
+    assert c["scaling"] == {} and "scaling" not in c["figures"] and c["notes"] == [report.SCALING_SKIPPED]
+    markdown = (tmp_path / "plain" / "report.md").read_text()
+    assert report.SCALING_SKIPPED in markdown and "Sampling was timed on cpu" in markdown
+    summary = report.analyse(run_copy / "best.ckpt", tmp_path / "alone", attrs.evolve(FAST, scaling=False))
+    assert summary["scaling"] is None and "scaling" not in summary["figures"]
+    assert summary["notes"][-1] == report.SCALING_SKIPPED and counted["scaling"] == 0
+
+
+def test_the_command_line_asks_for_scaling_with_a_flag_or_its_sizes(run_copy):
+    parse = cli.build_parser().parse_args
+    assert cli_report._compare_options(parse(["compare", str(run_copy), "--out", "o"])).scaling is False
+    assert cli_report._compare_options(parse(["compare", str(run_copy), "--scaling"])).scaling is True
+    ckpt = str(run_copy / "best.ckpt")
+    assert cli_report._compare_options(parse(["analyse", ckpt, "--scaling-depths", "1", "2"])).scaling is True
+
+
+def test_measuring_runs_with_the_default_threads_and_puts_the_callers_back(run_copy, tmp_path, monkeypatch):
+    seen = []
+    monkeypatch.setattr(report, "measure_runs", lambda *a: seen.append(torch.get_num_threads()) or ({}, None))
+    monkeypatch.setattr(report, "comparison_figures", lambda *a: {})
+    monkeypatch.setattr(report, "comparison_json", lambda *a: {"runs": []})
+    monkeypatch.setattr(report, "comparison_document", lambda c: [])
+    monkeypatch.setattr(report, "write_report", lambda *a: None)
+    before = torch.get_num_threads()
+    torch.set_num_threads(3)
+    try:
+        report.compare([run_copy], tmp_path, FAST)
+        report.compare([run_copy], tmp_path, attrs.evolve(FAST, threads=2))
+        assert seen == [sampling.default_threads(), 2] and torch.get_num_threads() == 3
+    finally:
+        torch.set_num_threads(before)
 
 
 def test_a_second_compare_reads_the_scaling_sweep_and_timings_from_the_archive(run_copy, tmp_path, counted):

@@ -344,9 +344,10 @@ def test_cli_sample_runs_with_the_threads_of_the_recipe(tmp_path, monkeypatch, t
                            "recipe": recipe_to_dict(recipe), "epoch": 1})
     set_to = []
     monkeypatch.setattr(torch, "set_num_threads", set_to.append)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)  # as if torch kept its default of two
     monkeypatch.setattr(os, "cpu_count", lambda: 8)
     assert main(["sample", str(path), "-n", "1", "--size", "2x2", "--no-archive", "--device", "cpu"]) == 0
-    assert set_to == [threads or 4]
+    assert set_to == [threads or 4, 1], "the process's threads, then one while drawing a small batch"
 
 
 def test_cli_completes_an_image_keeping_its_top_rows(checkpoint, tmp_path):
@@ -426,3 +427,29 @@ def test_the_archive_records_the_sampler_that_ran(tmp_path):
     with pytest.warns(UserWarning, match="falls back"):
         _, key = sample_to_archive(slow, tmp_path / "a.zarr", 1, 2, 2, sampler="fast")
     assert dict(RunArchive.open(tmp_path / "a.zarr").sample_batches())[key]["sampler"] == "reference"
+
+
+@pytest.mark.parametrize("n, threads_inside", [(2, 1), (pixelgen.sampling.ONE_THREAD_BATCH, 1),
+                                              (pixelgen.sampling.ONE_THREAD_BATCH + 1, 3)])
+def test_a_small_batch_is_sampled_with_one_thread_and_the_callers_count_comes_back(n, threads_inside):
+    model = pixelgen.create_model("pixelcnn", in_channels=1, hidden_channels=4, n_layers=1, head_channels=8)
+    seen = []
+    model.register_forward_pre_hook(lambda module, args: seen.append(torch.get_num_threads()))
+    before = torch.get_num_threads()
+    torch.set_num_threads(3)
+    try:
+        sample(model, n, 1, 2, seed=0, sampler="reference")
+        assert set(seen) == {threads_inside} and torch.get_num_threads() == 3
+        with pytest.raises(SamplingError):
+            sample(model, n, 1, 2, temperature=-1.0)
+        assert torch.get_num_threads() == 3, "and after a refusal"
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_torch_threads_puts_the_count_back_after_an_error():
+    before = torch.get_num_threads()
+    with pytest.raises(KeyError), pixelgen.sampling.torch_threads(before + 1):
+        assert torch.get_num_threads() == before + 1
+        raise KeyError
+    assert torch.get_num_threads() == before

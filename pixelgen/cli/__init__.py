@@ -140,10 +140,16 @@ def _add_measure_options(p: argparse.ArgumentParser, marker: str) -> None:
     p.add_argument("--device", help=f"where to measure: cpu, cuda, ... (default: {default['device']})")
     p.add_argument("--field-size", type=int, metavar="N",
                    help=f"receptive-field canvas side (default: {default['field_size']})")
+    p.add_argument("--scaling", action="store_true",
+                   help="measure the scaling sweep: forward + backward time and activation memory against image "
+                        "size and depth, on random images (off by default: it measures the architecture, not "
+                        "the trained weights, and takes longer than the rest)")
     p.add_argument("--scaling-sizes", type=int, nargs="+", metavar="N",
-                   help=f"image sizes timed (default: {' '.join(map(str, default['scaling_sizes']))})")
+                   help="image sizes of the scaling sweep; implies --scaling "
+                        f"(default: {' '.join(map(str, default['scaling_sizes']))})")
     p.add_argument("--scaling-depths", type=int, nargs="+", metavar="N",
-                   help=f"layer counts timed (default: {' '.join(map(str, default['scaling_depths']))})")
+                   help="layer counts of the scaling sweep; implies --scaling "
+                        f"(default: {' '.join(map(str, default['scaling_depths']))})")
     p.add_argument("--timing-images", type=int, metavar="N",
                    help=f"images per sampler timing (default: {default['timing_images']})")
     p.add_argument("--time-reference", action="store_true",
@@ -192,7 +198,8 @@ EXAMPLES = {
   pixelgen decompress runs/quickstart/best.ckpt images.pgz -o decoded/     000000.png, 000001.png, ...
   pixelgen decompress runs/quickstart/best.ckpt images.pgz -o images.npy""",
     "analyse": """examples:
-  pixelgen analyse runs/quickstart/best.ckpt --out analysis/""",
+  pixelgen analyse runs/quickstart/best.ckpt --out analysis/
+  pixelgen analyse runs/quickstart/best.ckpt --scaling     with the scaling sweep""",
     "recipe": """examples:
   pixelgen recipe show recipes/quickstart.toml                       every key, defaults included
   pixelgen recipe show recipes/quickstart.toml --set train.epochs=5 > mine.toml && pixelgen run mine.toml""",
@@ -347,7 +354,7 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_analyse(sub: argparse._SubParsersAction) -> None:
-    p = _command(sub, "analyse", "one checkpoint's receptive field, gradient flow and scaling")
+    p = _command(sub, "analyse", "one checkpoint's receptive field, gradient flow and (--scaling) scaling")
     p.add_argument("checkpoint", type=_checkpoint_file, help="a .ckpt file written by pixelgen run")
     _add_measure_options(p, ANALYSIS_JSON)
     p.set_defaults(command_function="analyse")

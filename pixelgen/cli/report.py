@@ -14,6 +14,7 @@ def _compare_options(args: argparse.Namespace) -> CompareOptions:
     names = ("field_size", "scaling_sizes", "scaling_depths", "timing_images", "device")
     given = {name: getattr(args, name) for name in names if getattr(args, name) is not None}
     given["time_reference"] = args.time_reference
+    given["scaling"] = args.scaling or "scaling_sizes" in given or "scaling_depths" in given
     for name in ("scaling_sizes", "scaling_depths"):
         if name in given:
             given[name] = tuple(given[name])

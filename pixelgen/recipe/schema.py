@@ -336,8 +336,9 @@ class TrainSection:
         "openai/pixel-cnn and PixelSNAIL use 0.9995 on long runs; short runs want less "
         "(the average covers about 1 / (1 - decay) steps).", 0.0, FRACTION)
     threads: int | None = _field(
-        "torch threads for training, evaluation and sampling in this process; unset: one per "
-        "two CPU cores (on a 2-core machine one thread per process measured fastest).", None,
+        "torch threads for training, evaluation and sampling in this process (a batch of at most "
+        "16 images is sampled on the CPU with one); unset: one per two CPU cores (on a 2-core "
+        "machine one thread per process measured fastest).", None,
         unset_or(integer_in(1, MAX_WORKERS)))
     warmup_steps: int = _field(
         "Raise the learning rate linearly from 0 over this many optimizer steps.", 0,

@@ -25,7 +25,6 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from PIL.Image import DecompressionBombError, DecompressionBombWarning
 from torch import Tensor
-from torchvision.utils import make_grid
 
 from pixelgen.limits import MAX_IMAGE_SIDE
 from pixelgen.nn.blocks import N_LEVELS
@@ -98,6 +97,8 @@ def save_grid(images: Tensor, path: str | os.PathLike, n_levels: int = N_LEVELS)
     Small images are upscaled by a whole factor (nearest neighbour) so that each is at
     least :data:`MIN_GRID_IMAGE_PX` pixels wide; grey stays grey.
     """
+    from torchvision.utils import make_grid  # here: importing torchvision costs about a second
+
     path = check_image_path(path)
     images = to_display(images, n_levels)
     scale = max(1, math.ceil(MIN_GRID_IMAGE_PX / images.shape[-1]))

@@ -30,7 +30,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from pixelgen.errors import PixelgenError, Report, silent
+from pixelgen.errors import PixelgenError, Report, progress_bar_enabled, silent
 from pixelgen.nn.blocks import n_levels_of
 from pixelgen.registry import create_model
 from pixelgen.sampling import reference_seconds_per_subpixel, sample, sampler_used
@@ -46,7 +46,7 @@ from pixelgen.study.records import (
     run_paper_figure,
     stack_images,
 )
-from pixelgen.training.evaluation import progress_bar_enabled
+
 
 # ------------------------------------------------------------------ the records
 
@@ -189,7 +189,7 @@ class RunMeasurement:
     row: TableRow
     field: torch.Tensor  # receptive field of the centre pixel, bool (H, W) on the canvas
     gradient_flow: GradientFlow | None  # None: no data to measure it on
-    scaling: analysis.ScalingResult | None  # None: the model has no n_layers
+    scaling: analysis.ScalingResult | None  # None: not asked for (options.scaling), or the model has no n_layers
     samples: np.ndarray | None  # the archive's last sample batch, uint8 (N, C, H, W)
     sample_statistics: SampleStatistics | None  # None: no samples, or no data to compare with
 
@@ -499,13 +499,13 @@ def measure_run(
     """
     model = ckpt_io.model_from_checkpoint(record.state).to(options.device).eval()
     shape = image_shape(record, data, model, options)
-    step = _Steps(record.name, 5)
+    step = _Steps(record.name, 4 + options.scaling)
     try:
         row = step("sampler timing" if time_samplers else "table", _table_row, record, model, shape, options,
                    time_samplers, report)
         field = step("receptive field", _receptive_field, model, shape, options)
         flow = step("gradient flow", _gradient_flow, record, model, data, shape, options, random_images_without_data)
-        scaling = step("scaling", cached_scaling, record, shape[0], options, report)
+        scaling = step("scaling", cached_scaling, record, shape[0], options, report) if options.scaling else None
         samples, sample_stats = step("sample statistics", _samples, record, images)
     finally:
         step.bar.close()

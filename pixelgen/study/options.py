@@ -23,6 +23,10 @@ class CompareOptions:
         field_size: side of the canvas the receptive fields are measured on (capped at
             the image size).
         gradient_batch: training images in the batch of the gradient-flow measurement.
+        scaling: measure the scaling sweep (forward + backward time and activation memory
+            against image size and depth). Off by default: it measures the architecture on
+            random images, not the trained weights, takes longer than everything else a
+            small run's comparison measures, and is asked for where it is the question.
         scaling_sizes, scaling_depths: image sizes and numbers of layers timed.
         scaling_batch, scaling_repeats: images per timed pass, timed passes per point.
         timing_images: images generated to time each sampler.
@@ -35,10 +39,13 @@ class CompareOptions:
         max_train_images: training images searched for each sample's nearest neighbour.
         max_held_out_images: test images used as the baseline of that search.
         device: where the measurements run ("cpu", "cuda", ...).
+        threads: torch threads while measuring; None: one per two CPU cores
+            (:func:`pixelgen.sampling.default_threads`), the caller's number put back after.
     """
 
     field_size: int = 15
     gradient_batch: int = 8
+    scaling: bool = False
     scaling_sizes: tuple[int, ...] = (8, 16, 32)
     scaling_depths: tuple[int, ...] = (1, 2, 4)
     scaling_batch: int = 4
@@ -50,3 +57,4 @@ class CompareOptions:
     max_train_images: int = 2000
     max_held_out_images: int = 500
     device: str = "cpu"
+    threads: int | None = None

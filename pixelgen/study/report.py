@@ -36,6 +36,7 @@ import torch
 from pixelgen.errors import PixelgenError, Report, silent
 from pixelgen.recipe import run_dir
 from pixelgen.registry import get_model_spec
+from pixelgen.sampling import default_threads, torch_threads
 from pixelgen.store.files import atomic_write_json
 from pixelgen.store.runs import check_output_folder
 from pixelgen.study import analysis
@@ -95,8 +96,10 @@ def comparison_json(
     figures: Mapping[str, str],
     out_dir: Path,
     timing: Mapping[str, Any],
+    scaling_asked: bool = True,
 ) -> dict[str, Any]:
-    """The content of comparison.json (see :func:`compare`)."""
+    """The content of comparison.json (see :func:`compare`); ``scaling_asked``: whether the
+    scaling sweep was asked for (:attr:`~pixelgen.study.options.CompareOptions.scaling`)."""
     return {
         "out": str(out_dir),
         "dataset": _one_or_all({r.run.data.name for r in records}),
@@ -110,9 +113,20 @@ def comparison_json(
         "scaling": {n: scaling_json(m.scaling) for n, m in measured.items() if m.scaling is not None},
         "memory_note": analysis.MEMORY_NOTE,
         "timing": dict(timing),
-        "notes": [f"{n}: the model has no n_layers hyperparameter; no depth scaling"
-                  for n, m in measured.items() if m.scaling is None],
+        "notes": _scaling_notes(measured, scaling_asked),
     }
+
+
+def _scaling_notes(measured: Mapping[str, RunMeasurement], scaling_asked: bool) -> list[str]:
+    if not scaling_asked:
+        return [SCALING_SKIPPED]
+    return [f"{n}: the model has no n_layers hyperparameter; no depth scaling"
+            for n, m in measured.items() if m.scaling is None]
+
+
+#: The report's note where the scaling sweep was not asked for.
+SCALING_SKIPPED = ("Scaling (time and activation memory against image size and depth) was not measured; "
+                   "pixelgen compare --scaling (or analyse --scaling) measures it.")
 
 
 def compare(
@@ -146,12 +160,13 @@ def compare(
                                   force=force)
     out_dir.mkdir(parents=True, exist_ok=True)
     records = unique_names([read_checkpoint(d) if Path(d).is_file() else read_run(d) for d in run_dirs])
-    timing = _timing(options)
-    measured, test_images = measure_runs(records, options, say)
+    with torch_threads(options.threads or default_threads()):
+        timing = _timing(options)
+        measured, test_images = measure_runs(records, options, say)
 
     say(f"compare: writing figures and the report to {out_dir}")
     figures = comparison_figures(records, measured, test_images, out_dir)
-    comparison = comparison_json(records, measured, figures, out_dir, timing)
+    comparison = comparison_json(records, measured, figures, out_dir, timing, options.scaling)
     _write_json(out_dir / COMPARISON_JSON, comparison)
     title = "pixelgen comparison: " + ", ".join(r.name for r in records)
     write_report(out_dir, comparison_document(comparison), title)
@@ -281,7 +296,8 @@ def _timing_note(c: Mapping[str, Any]) -> Block:
     t = c["timing"]
     load = t["load_average_1min"]
     return Block("p", (
-        f"Sampling and scaling were timed on {t['device']} with {t['torch_threads']} torch threads"
+        f"Sampling{' and scaling were' if c['scaling'] else ' was'} timed on {t['device']} "
+        f"with {t['torch_threads']} torch threads"
         + (f", at a load average of {load:.1f} when measuring began" if load is not None else "")
         + "; timings on a machine shared with other work vary from run to run (training "
         "times are the training loop's own, measured while it ran)."))
@@ -440,9 +456,12 @@ def _analysis_figures(measured: RunMeasurement, name: str, checkpoint: str, out_
     return figures
 
 
-def analysis_json(record: RunRecord, measured: RunMeasurement, figures: Mapping[str, str], out_dir: Path) -> dict[str, Any]:
-    """The content of analysis.json (see :func:`analyse`)."""
+def analysis_json(
+    record: RunRecord, measured: RunMeasurement, figures: Mapping[str, str], out_dir: Path, scaling_asked: bool = True
+) -> dict[str, Any]:
+    """The content of analysis.json (see :func:`analyse`); ``scaling_asked`` as for :func:`comparison_json`."""
     row, flow = measured.row, measured.gradient_flow
+    notes = ["The run's data was not found: gradient flow on random images."] if flow.random_images else []
     return {
         "out": str(out_dir), "checkpoint": str(record.checkpoint), "model": row.model,
         "hyperparameters": dict(record.model_config["hyperparameters"]), "epoch": record.state["epoch"],
@@ -451,7 +470,7 @@ def analysis_json(record: RunRecord, measured: RunMeasurement, figures: Mapping[
         "gradient_flow": {k: [list(p) for p in v] for k, v in flow.panels(record.checkpoint.name).items()},
         "scaling": scaling_json(measured.scaling) if measured.scaling is not None else None,
         "memory_note": analysis.MEMORY_NOTE,
-        "notes": ["The run's data was not found: gradient flow on random images."] if flow.random_images else [],
+        "notes": notes + ([] if scaling_asked else [SCALING_SKIPPED]),
         **({"sampling": attrs.asdict(row.sampling)} if row.sampling is not None else {}),  # --time-reference only
     }
 
@@ -513,7 +532,7 @@ def analyse(
     report: Report | None = None,
     force: bool = False,
 ) -> dict[str, Any]:
-    """One model's receptive field, gradient flow and scaling, with a short analysis.md.
+    """One model's receptive field, gradient flow and (``options.scaling``) scaling, with a short analysis.md.
 
     The checkpoint is measured as :func:`compare` measures each run
     (:func:`~pixelgen.study.measure.measure_run`), without timing its samplers unless
@@ -536,11 +555,12 @@ def analyse(
     out_dir.mkdir(parents=True, exist_ok=True)
     data = load_run_data(record, say)
     name = record.model_config["name"]
-    say(f"analyse: measuring {name} (receptive field, gradient flow, scaling)")
-    measured = measure_run(record, data, None, options, time_samplers=options.time_reference,
-                           random_images_without_data=True)
+    say(f"analyse: measuring {name} (receptive field, gradient flow{', scaling' if options.scaling else ''})")
+    with torch_threads(options.threads or default_threads()):
+        measured = measure_run(record, data, None, options, time_samplers=options.time_reference,
+                               random_images_without_data=True)
     figures = _analysis_figures(measured, name, record.checkpoint.name, out_dir)
-    summary = analysis_json(record, measured, figures, out_dir)
+    summary = analysis_json(record, measured, figures, out_dir, options.scaling)
     _write_json(out_dir / ANALYSIS_JSON, summary)
     write_markdown(out_dir / "analysis.md", analysis_document(summary, tuple(measured.field.shape)))
     return summary

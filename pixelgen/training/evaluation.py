@@ -4,7 +4,7 @@
 
     evaluate(model, dataset, batch_size, fabric)    NLL in nats/image and bits/dim, overall
                                                     and per colour (pixelgen.nn.metrics)
-    set_threads(threads)                            torch's intra-op threads
+    set_threads(threads)                            torch's intra-op threads (from pixelgen.sampling)
     progress_bar_enabled()                          bars on a terminal only (from pixelgen.errors)
     bare_module(model)                              the user's module inside Fabric's wrapper
 """
@@ -12,7 +12,6 @@
 from __future__ import annotations
 
 import contextlib
-import os
 import sys
 from typing import Any
 
@@ -25,6 +24,7 @@ from tqdm import tqdm
 from pixelgen.errors import DataError, progress_bar_enabled
 from pixelgen.nn.blocks import call_model, n_classes_of
 from pixelgen.nn.metrics import nats_to_bits_per_dim, nll_nats
+from pixelgen.sampling import set_threads  # noqa: F401  (its home before sampling.py; re-exported)
 
 
 def bare_module(model: nn.Module) -> nn.Module:
@@ -32,15 +32,6 @@ def bare_module(model: nn.Module) -> nn.Module:
     while isinstance(model, _FabricModule) or hasattr(model, "_orig_mod"):
         model = model.module if isinstance(model, _FabricModule) else model._orig_mod
     return model
-
-
-def set_threads(threads: int | None) -> int:
-    """Set torch's intra-op threads: ``threads``, or by default one per two CPU cores (on a
-    2-core machine one thread per process measured several times faster than two, since
-    the data loading and Python overhead want the other core). Returns the number set."""
-    n = threads or max(1, (os.cpu_count() or 2) // 2)
-    torch.set_num_threads(n)
-    return n
 
 
 def evaluate(

@@ -14,7 +14,6 @@ import torch
 from lightning_fabric.loggers import TensorBoardLogger
 from torch import nn
 from torch.utils.data import DataLoader
-from torchvision.utils import make_grid
 from tqdm import tqdm
 
 from pixelgen.errors import Report
@@ -95,6 +94,8 @@ def log_sample_grid(fabric: Any, model: nn.Module, shape: tuple[int, int, int], 
     an epoch, as one TensorBoard image of images of ``shape`` ``(C, H, W)``, drawn with the
     ``[sample]`` ``settings`` and their own seeded generator: the training's random streams
     are untouched."""
+    from torchvision.utils import make_grid  # here: importing torchvision costs about a second
+
     loggers = [lg for lg in fabric.loggers if isinstance(lg, TensorBoardLogger)]
     if not loggers:
         return

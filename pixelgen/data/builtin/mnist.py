@@ -92,19 +92,31 @@ def _find_idx_pair(root: pathlib.Path, torchvision_folder: str, stems: Sequence[
     return None
 
 
+def _torchvision_class(name: str) -> type:
+    """``torchvision.datasets.<name>``, imported only to download or to name a mirror: the files
+    are read here, and importing torchvision costs about a second."""
+    from torchvision import datasets
+
+    return getattr(datasets, name)
+
+
+def _mirror(torchvision_name: str) -> str:
+    return _torchvision_class(torchvision_name).mirrors[0]
+
+
 def _read_mnist_like(
-    dataset_name: str, title: str, torchvision_class: type, root: str, split: str, download: bool
+    dataset_name: str, title: str, torchvision_name: str, root: str, split: str, download: bool
 ) -> TensorImages:
     train = check_split(dataset_name, split)
     root_path = pathlib.Path(root)
     stems = _IDX_STEMS[split]
-    folder_name = torchvision_class.__name__  # torchvision's raw folder: root/<Class>/raw
+    folder_name = torchvision_name  # torchvision's raw folder: root/<Class>/raw
     files = _find_idx_pair(root_path, folder_name, stems)
     if files is None:
         why = "download=False"
         if download:
             reason = try_download(
-                lambda: torchvision_class(str(root_path), train=train, download=True),
+                lambda: _torchvision_class(torchvision_name)(str(root_path), train=train, download=True),
                 root_path / folder_name / "raw",
             )
             files = _find_idx_pair(root_path, folder_name, stems)
@@ -113,22 +125,24 @@ def _read_mnist_like(
             names = " and ".join(f"{stem}.gz" for stem in stems)
             raise DataError(
                 f"{dataset_name}: no {title} {split} files under {root_path} and {why}; "
-                f"put {names} from {torchvision_class.mirrors[0]} into {root_path}"
+                f"put {names} from {_mirror(torchvision_name)} into {root_path}"
             )
     images_path, labels_path = files
     images, labels = read_idx(images_path), read_idx(labels_path)
-    fix = f"replace it with the original from {torchvision_class.mirrors[0]}"
+    def fix() -> str:
+        return f"replace it with the original from {_mirror(torchvision_name)}"
+
     if images.ndim != 3 or tuple(images.shape[1:]) != (28, 28):
         raise DataError(
-            f"{images_path}: expected 28x28 images, found shape {tuple(images.shape)}; {fix}"
+            f"{images_path}: expected 28x28 images, found shape {tuple(images.shape)}; {fix()}"
         )
     if labels.ndim != 1 or len(labels) != len(images):
         raise DataError(
             f"{labels_path}: expected {len(images)} labels for {images_path.name}, "
-            f"found shape {tuple(labels.shape)}; {fix}"
+            f"found shape {tuple(labels.shape)}; {fix()}"
         )
     if len(labels) and int(labels.max()) > 9:
-        raise DataError(f"{labels_path}: labels must be 0..9, found {int(labels.max())}; {fix}")
+        raise DataError(f"{labels_path}: labels must be 0..9, found {int(labels.max())}; {fix()}")
     return TensorImages(images.unsqueeze(1), labels.tolist(), n_classes=10)  # (N, 1, 28, 28)
 
 
@@ -153,9 +167,7 @@ def mnist(root: str, split: str, *, download: bool = True, binarize: bool = Fals
     ``binarize`` the pixels are 0/1, thresholded at :data:`BINARIZE_THRESHOLD` (128), for
     a two-level model; every split the same way.
     """
-    from torchvision.datasets import MNIST
-
-    images = _read_mnist_like("mnist", "MNIST", MNIST, root, split, download)
+    images = _read_mnist_like("mnist", "MNIST", "MNIST", root, split, download)
     return binarized(images) if binarize else images
 
 
@@ -165,9 +177,7 @@ def fashion_mnist(root: str, split: str, *, download: bool = True, binarize: boo
     Reads the IDX files from ``root`` or torchvision's ``root/FashionMNIST/raw``.
     ``binarize``: pixels 0/1, thresholded at 128, as for :func:`mnist`.
     """
-    from torchvision.datasets import FashionMNIST
-
-    images = _read_mnist_like("fashion_mnist", "Fashion-MNIST", FashionMNIST, root, split, download)
+    images = _read_mnist_like("fashion_mnist", "Fashion-MNIST", "FashionMNIST", root, split, download)
     return binarized(images) if binarize else images
 
 
