@@ -363,8 +363,8 @@ def test_measuring_runs_with_the_default_threads_and_puts_the_callers_back(run_c
     before = torch.get_num_threads()
     torch.set_num_threads(3)
     try:
-        report.compare([run_copy], tmp_path, FAST)
-        report.compare([run_copy], tmp_path, attrs.evolve(FAST, threads=2))
+        report.compare([run_copy], tmp_path / "report", FAST)
+        report.compare([run_copy], tmp_path / "report", attrs.evolve(FAST, threads=2))
         assert seen == [sampling.default_threads(), 2] and torch.get_num_threads() == 3
     finally:
         torch.set_num_threads(before)
