@@ -38,12 +38,11 @@ from torch import Tensor, nn
 
 import pixelgen
 from pixelgen.blocks import (
-    ConvStep,
     LayerStep,
     MaskedConv2d,
     ResidualStack,
     diagonal_bilstm_scan,
-    lstm_update,
+    lstm_update_,
     stack_hyperparameters,
 )
 
@@ -93,37 +92,53 @@ class DiagonalBiLSTMLayer(nn.Module):
         step. The right-to-left direction is the same recurrence mirrored,
         from ``h(i-1, j)`` and ``h(i, j+1)``; its row ``i - 1`` is what pixel ``(i, j)``
         reads, so it is run over a whole row once that row is complete.
+
+        Each pixel keeps the operands of both directions in one column of a cache
+        (channels first, images last), pixel ``(i, j)`` at ``[i, j + 1]``::
+
+            [ hb(i, j+1) | hb(i-1, j) | x(i, j) | hf(i-1, j) | hf(i, j-1) ]   (6h, n)
+              right-to-left: [0, 4h)   left-to-right: [2h, 6h)
+
+        so that either direction's gates are one matrix product; a new state is written
+        where the pixels below and beside read it.
         """
         h = self.hidden_channels
-        input_to_state = ConvStep(self.input_to_state, n, height, width)  # 1x1: no cache
-        forward_weight, backward_weight = (w.t() for w in self.state_to_state)  # (2h, 4h) each
-        backward_in = forward_weight.new_zeros(n, 4 * h, height, width)  # right-to-left gate inputs
-        # Padded maps: forward_hidden[i + 1, j + 1] = h(i, j), forward_cell[i, j + 1] = c(i, j),
-        # backward_hidden[i + 1, j] = h(i, j); the extra row and column hold the initial state.
-        (forward_h0, backward_h0), (forward_c0, backward_c0) = self.initial_hidden, self.initial_cell  # (h,)
-        forward_hidden = forward_h0[None, :, None, None].repeat(n, 1, height + 1, width + 1)
-        forward_cell = forward_c0[None, :, None, None].repeat(n, 1, height, width + 1)
-        backward_hidden = backward_h0[None, :, None, None].repeat(n, 1, height + 1, width + 1)
+        w_in = self.input_to_state.masked_weight().view(2, 4 * h, 2 * h)  # per direction
+        above_b, beside_b = self.state_to_state[1].split(h, dim=1)  # (4h, h) each
+        forward_weight = torch.cat([w_in[0], self.state_to_state[0]], dim=1)  # (4h, 4h): x, above, left
+        backward_weight = torch.cat([beside_b, above_b, w_in[1]], dim=1)  # (4h, 4h): beside, above, x
+        forward_bias, backward_bias = self.input_to_state.bias.view(2, 4 * h, 1)
+        (forward_h0, backward_h0), (forward_c0, backward_c0) = self.initial_hidden[..., None], self.initial_cell[..., None]
+        operands = forward_weight.new_zeros(height + 1, width + 2, 6 * h, n)  # row H, columns 0, W+1: spill
+        operands[0, :, h : 2 * h] = backward_h0  # hb above row 0: also what row 0's pixels add
+        operands[:, width, :h] = backward_h0  # hb right of every row
+        operands[0, :, 4 * h : 5 * h] = forward_h0  # hf above row 0
+        operands[:, 1, 5 * h :] = forward_h0  # hf left of every row
+        forward_cell = forward_weight.new_empty(height, width + 1, h, n)  # [i, j + 1]: c(i, j)
+        forward_cell[:, 0] = forward_c0
+        backward_cell = forward_weight.new_empty(width + 1, h, n)  # [j]: c(r, j) of the row being run
+        backward_cell[width] = backward_c0
         rows_done = 0  # rows whose right-to-left pass has run
 
         def right_to_left(r: int) -> None:
-            cell = backward_c0.expand(n, h)
             for j in reversed(range(width)):
-                previous = torch.cat([backward_hidden[:, :, r, j], backward_hidden[:, :, r + 1, j + 1]], dim=1)
-                hidden, cell = lstm_update(torch.addmm(backward_in[:, :, r, j], previous, backward_weight), cell)
-                backward_hidden[:, :, r + 1, j] = hidden  # (n, h)
+                gates = torch.addmm(backward_bias, backward_weight, operands[r, j + 1, : 4 * h])  # (4h, n)
+                hidden = operands[r + 1, j + 1, h : 2 * h]  # hb(r, j): above (r + 1, j)
+                lstm_update_(gates, backward_cell[j + 1], backward_cell[j], hidden)
+                operands[r, j, :h] = hidden  # beside (r, j - 1)
 
         def step(v: Tensor, i: int, j: int) -> Tensor:
             nonlocal rows_done
-            gates_in = input_to_state(v, i, j)  # (n, 8h): both directions
-            forward_in, backward_in[:, :, i, j] = gates_in.chunk(2, dim=1)  # (n, 4h) each
             while rows_done < i:  # row i - 1 is complete
                 right_to_left(rows_done)
                 rows_done += 1
-            previous = torch.cat([forward_hidden[:, :, i, j + 1], forward_hidden[:, :, i + 1, j]], dim=1)
-            hidden, cell = lstm_update(torch.addmm(forward_in, previous, forward_weight), forward_cell[:, :, i, j])
-            forward_hidden[:, :, i + 1, j + 1], forward_cell[:, :, i, j + 1] = hidden, cell
-            return hidden + backward_hidden[:, :, i, j]  # + right-to-left h(i - 1, j), its initial state for row 0
+            column = operands[i, j + 1]  # (6h, n)
+            column[2 * h : 4 * h] = v.t()
+            gates = torch.addmm(forward_bias, forward_weight, column[2 * h :])  # (4h, n)
+            hidden = operands[i + 1, j + 1, 4 * h : 5 * h]  # hf(i, j): above (i + 1, j)
+            lstm_update_(gates, forward_cell[i, j], forward_cell[i, j + 1], hidden)
+            operands[i, j + 2, 5 * h :] = hidden  # left of (i, j + 1)
+            return (hidden + column[h : 2 * h]).t()  # + right-to-left h(i - 1, j), its initial state for row 0
 
         return step
 
