@@ -8,6 +8,7 @@ Public API::
     logits = model(x)                           # x: (B, C, H, W) ints 0..255 -> (B, 256, C, H, W)
     pixelgen.bits_per_dim(logits, x)
     images = pixelgen.sample(model, 16, 32, 32, seed=0)   # uint8 (16, 3, 32, 32)
+    model = pixelgen.load_model("runs/quickstart")        # a trained run's model, in eval mode
 """
 
 import importlib
@@ -28,6 +29,7 @@ _EXPORTS = {
     "hookimpl": "pixelgen.registry.hookspecs",
     "list_datasets": "pixelgen.registry",
     "list_models": "pixelgen.registry",
+    "load_model": "pixelgen.study.from_checkpoint",
     "nll_nats": "pixelgen.nn.metrics",
     "plugin_failures": "pixelgen.registry",
     "register_plugin": "pixelgen.registry",
@@ -58,6 +60,7 @@ __all__ = [
     "hookimpl",
     "list_datasets",
     "list_models",
+    "load_model",
     "nll_nats",
     "plugin_failures",
     "register_plugin",
