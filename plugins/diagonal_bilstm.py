@@ -44,6 +44,7 @@ from pixelgen.blocks import (
     diagonal_bilstm_scan,
     lstm_update_,
     stack_hyperparameters,
+    torch_lstm,
 )
 
 
@@ -89,56 +90,51 @@ class DiagonalBiLSTMLayer(nn.Module):
             gates(i, j) = K_is x(i, j) + K_ss [h(i-1, j); h(i, j-1)],  cell from c(i, j-1)
 
         (the initial state above row 0 and left of every row), so it advances one pixel per
-        step. The right-to-left direction is the same recurrence mirrored,
-        from ``h(i-1, j)`` and ``h(i, j+1)``; its row ``i - 1`` is what pixel ``(i, j)``
-        reads, so it is run over a whole row once that row is complete.
+        step: one matrix product of ``[K_is | K_ss]`` with the pixel's operands and the cell
+        update in place. The right-to-left direction is the same recurrence mirrored, from
+        ``h(i-1, j)`` and ``h(i, j+1)``; its row ``i - 1`` is what pixel ``(i, j)`` reads,
+        so it runs over a whole row once that row is complete, as one call of
+        :class:`torch.nn.LSTM` over the row read right to left (:func:`torch_lstm`).
 
         Each pixel keeps the operands of both directions in one column of a cache
         (channels first, images last), pixel ``(i, j)`` at ``[i, j + 1]``::
 
-            [ hb(i, j+1) | hb(i-1, j) | x(i, j) | hf(i-1, j) | hf(i, j-1) ]   (6h, n)
-              right-to-left: [0, 4h)   left-to-right: [2h, 6h)
-
-        so that either direction's gates are one matrix product; a new state is written
-        where the pixels below and beside read it.
+            [ hb(i-1, j) | x(i, j) | hf(i-1, j) | hf(i, j-1) ]      (5h, n)
+              right-to-left: [0, 3h)   left-to-right: [h, 5h)
         """
         h = self.hidden_channels
         w_in = self.input_to_state.masked_weight().view(2, 4 * h, 2 * h)  # per direction
-        above_b, beside_b = self.state_to_state[1].split(h, dim=1)  # (4h, h) each
         forward_weight = torch.cat([w_in[0], self.state_to_state[0]], dim=1)  # (4h, 4h): x, above, left
-        backward_weight = torch.cat([beside_b, above_b, w_in[1]], dim=1)  # (4h, 4h): beside, above, x
-        forward_bias, backward_bias = self.input_to_state.bias.view(2, 4 * h, 1)
-        (forward_h0, backward_h0), (forward_c0, backward_c0) = self.initial_hidden[..., None], self.initial_cell[..., None]
-        operands = forward_weight.new_zeros(height + 1, width + 2, 6 * h, n)  # row H, columns 0, W+1: spill
-        operands[0, :, h : 2 * h] = backward_h0  # hb above row 0: also what row 0's pixels add
-        operands[:, width, :h] = backward_h0  # hb right of every row
-        operands[0, :, 4 * h : 5 * h] = forward_h0  # hf above row 0
-        operands[:, 1, 5 * h :] = forward_h0  # hf left of every row
+        forward_bias, backward_bias = self.input_to_state.bias.view(2, 4 * h)
+        above_b, beside_b = self.state_to_state[1].split(h, dim=1)  # (4h, h) each
+        backward = torch_lstm(torch.cat([above_b, w_in[1]], dim=1), beside_b, backward_bias)  # above, x
+        (forward_h0, backward_h0), (forward_c0, backward_c0) = self.initial_hidden, self.initial_cell  # (h,)
+        backward_state = (backward_h0.expand(1, n, h), backward_c0.expand(1, n, h))  # right of every row
+        operands = forward_weight.new_zeros(height + 1, width + 2, 5 * h, n)  # row H, columns 0, W+1: spill
+        operands[0, :, :h] = backward_h0[:, None]  # hb above row 0: also what row 0's pixels add
+        operands[0, :, 3 * h : 4 * h] = forward_h0[:, None]  # hf above row 0
+        operands[:, 1, 4 * h :] = forward_h0[:, None]  # hf left of every row
         forward_cell = forward_weight.new_empty(height, width + 1, h, n)  # [i, j + 1]: c(i, j)
-        forward_cell[:, 0] = forward_c0
-        backward_cell = forward_weight.new_empty(width + 1, h, n)  # [j]: c(r, j) of the row being run
-        backward_cell[width] = backward_c0
+        forward_cell[:, 0] = forward_c0[:, None]
         rows_done = 0  # rows whose right-to-left pass has run
 
         def right_to_left(r: int) -> None:
-            for j in reversed(range(width)):
-                gates = torch.addmm(backward_bias, backward_weight, operands[r, j + 1, : 4 * h])  # (4h, n)
-                hidden = operands[r + 1, j + 1, h : 2 * h]  # hb(r, j): above (r + 1, j)
-                lstm_update_(gates, backward_cell[j + 1], backward_cell[j], hidden)
-                operands[r, j, :h] = hidden  # beside (r, j - 1)
+            row = operands[r, 1 : width + 1, : 3 * h].flip(0).permute(0, 2, 1)  # (W, n, 3h), right to left
+            hidden, _ = backward(row, backward_state)  # (W, n, h)
+            operands[r + 1, 1 : width + 1, :h] = hidden.flip(0).permute(0, 2, 1)  # above row r + 1
 
         def step(v: Tensor, i: int, j: int) -> Tensor:
             nonlocal rows_done
             while rows_done < i:  # row i - 1 is complete
                 right_to_left(rows_done)
                 rows_done += 1
-            column = operands[i, j + 1]  # (6h, n)
-            column[2 * h : 4 * h] = v.t()
-            gates = torch.addmm(forward_bias, forward_weight, column[2 * h :])  # (4h, n)
-            hidden = operands[i + 1, j + 1, 4 * h : 5 * h]  # hf(i, j): above (i + 1, j)
+            column = operands[i, j + 1]  # (5h, n)
+            column[h : 3 * h] = v.t()
+            gates = torch.addmm(forward_bias[:, None], forward_weight, column[h:])  # (4h, n)
+            hidden = operands[i + 1, j + 1, 3 * h : 4 * h]  # hf(i, j): above (i + 1, j)
             lstm_update_(gates, forward_cell[i, j], forward_cell[i, j + 1], hidden)
-            operands[i, j + 2, 5 * h :] = hidden  # left of (i, j + 1)
-            return (hidden + column[h : 2 * h]).t()  # + right-to-left h(i - 1, j), its initial state for row 0
+            operands[i, j + 2, 4 * h :] = hidden  # left of (i, j + 1)
+            return (hidden + column[:h]).t()  # + right-to-left h(i - 1, j), its initial state for row 0
 
         return step
 

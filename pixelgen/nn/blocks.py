@@ -55,6 +55,7 @@ from pixelgen.nn.layers import (
     lstm_update_,
     scale_input,
     skew,
+    torch_lstm,
     unskew,
 )
 from pixelgen.nn.scans import diagonal_bilstm_scan, row_lstm_scan
@@ -88,6 +89,7 @@ __all__ = [
     "scale_input",
     "skew",
     "stack_hyperparameters",
+    "torch_lstm",
     "unskew",
 ]
 

@@ -44,7 +44,9 @@ ZOO_PREFIX = "zoo:"
 
 
 def load_model(source: str | os.PathLike, weights: str = "auto") -> torch.nn.Module:
-    """The trained model of a run folder, a checkpoint or a zoo name, in eval mode, on the CPU::
+    """The trained model of a run folder, a checkpoint or a zoo name, in eval mode, on the CPU.
+
+    For example::
 
         model = pixelgen.load_model("runs/quickstart")              # best.ckpt, else last.ckpt
         model = pixelgen.load_model("runs/quickstart/last-int8.ckpt", weights="raw")
