@@ -109,7 +109,7 @@ class DiagonalBiLSTMLayer(nn.Module):
         above_b, beside_b = self.state_to_state[1].split(h, dim=1)  # (4h, h) each
         backward = torch_lstm(torch.cat([above_b, w_in[1]], dim=1), beside_b, backward_bias)  # above, x
         (forward_h0, backward_h0), (forward_c0, backward_c0) = self.initial_hidden, self.initial_cell  # (h,)
-        backward_state = (backward_h0.expand(1, n, h), backward_c0.expand(1, n, h))  # right of every row
+        backward_state = tuple(v.expand(1, n, h).contiguous() for v in (backward_h0, backward_c0))  # right of a row
         operands = forward_weight.new_zeros(height + 1, width + 2, 5 * h, n)  # row H, columns 0, W+1: spill
         operands[0, :, :h] = backward_h0[:, None]  # hb above row 0: also what row 0's pixels add
         operands[0, :, 3 * h : 4 * h] = forward_h0[:, None]  # hf above row 0
