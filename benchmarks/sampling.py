@@ -3,12 +3,19 @@
     python benchmarks/sampling.py                      # CPU-recipe size: h=32, 4 layers, head 128
     python benchmarks/sampling.py --paper              # the paper's: h=128, 15/12/12 layers, head 1024
     python benchmarks/sampling.py --models pixelcnn --sizes 32x32x3 --batch-sizes 16
+    python benchmarks/sampling.py --equal-size         # the three models at ~286k parameters each
 
 The fast sampler is timed generating whole images with :func:`pixelgen.sample`. The
 reference sampler costs one full forward pass per sub-pixel (3072 for 32x32x3), so by
 default it is timed on ``--reference-subpixels`` sub-pixels spread over the image (one
 forward pass and one draw each) and extrapolated to the whole image; the table says so.
 ``--full-reference`` times it generating whole images instead.
+
+``--equal-size`` compares the fast samplers of the three models at equal parameters and
+depth (28x28x1, batch 16, 5 layers, head 32: PixelCNN h=64, Row LSTM h=38, Diagonal
+BiLSTM h=40, about 286k parameters each) with one and with two threads: seconds and
+images per second per model and the ratio to the PixelCNN's time per image, the best of
+``--rounds`` rounds that take the models in turn, so that every ratio comes from one run.
 """
 
 from __future__ import annotations
@@ -23,6 +30,8 @@ import pixelgen
 from pixelgen.sampling import ReferenceState, draw
 
 PAPER_LAYERS = {"pixelcnn": 15, "row_lstm": 12, "diagonal_bilstm": 12}
+EQUAL_SIZE_HIDDEN = {"pixelcnn": 64, "row_lstm": 38, "diagonal_bilstm": 40}  # ~286k parameters each
+EQUAL_SIZE = dict(in_channels=1, n_layers=5, head_channels=32)
 
 
 def parse_size(text: str) -> tuple[int, int, int]:
@@ -71,6 +80,34 @@ def time_reference(model, n: int, channels: int, height: int, width: int, device
     return (time.perf_counter() - start) / len(positions) * total / n
 
 
+def equal_size(threads: list[int], rounds: int, n: int = 16, height: int = 28, width: int = 28) -> None:
+    """Print the fast samplers' seconds and images/s per model at equal size, and the ratio
+    to the PixelCNN, the best of ``rounds`` rounds over the models in turn, per thread count."""
+    models = {}
+    for name, hidden in EQUAL_SIZE_HIDDEN.items():
+        torch.manual_seed(0)
+        models[name] = pixelgen.create_model(name, hidden_channels=hidden, **EQUAL_SIZE).eval()
+    print(f"equal size: {height}x{width}x1, batch {n}, {EQUAL_SIZE['n_layers']} layers, head "
+          f"{EQUAL_SIZE['head_channels']}, float32, fast sampler, best of {rounds} rounds")
+    header = f"{'threads':<9}{'model':<17}{'h':>4}{'parameters':>12}{'s/img':>9}{'img/s':>8}{'x PixelCNN':>12}"
+    print(header)
+    print("-" * len(header))
+    for count in threads:
+        torch.set_num_threads(count)
+        best = dict.fromkeys(models, float("inf"))
+        for model in models.values():
+            pixelgen.sample(model, n, 1, width, seed=0)  # warm-up: allocations, kernels
+        for _ in range(rounds):
+            for name, model in models.items():
+                start = time.perf_counter()
+                pixelgen.sample(model, n, height, width, seed=0)
+                best[name] = min(best[name], (time.perf_counter() - start) / n)
+        for name, model in models.items():
+            parameters = sum(p.numel() for p in model.parameters())
+            print(f"{count:<9}{name:<17}{EQUAL_SIZE_HIDDEN[name]:>4}{parameters:>12,}{best[name]:>9.4f}"
+                  f"{1 / best[name]:>8.1f}{best[name] / best['pixelcnn']:>11.2f}x", flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=["pixelcnn", "row_lstm", "diagonal_bilstm"])
@@ -85,7 +122,15 @@ def main(argv: list[str] | None = None) -> int:
                         help="sub-pixels the reference is timed on, then extrapolated (default 12)")
     parser.add_argument("--full-reference", action="store_true", help="time the reference on whole images")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
+    parser.add_argument("--equal-size", action="store_true",
+                        help="compare the three models' fast samplers at ~286k parameters, 1 and 2 threads")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of --equal-size, the best kept (default 3)")
     args = parser.parse_args(argv)
+    if args.equal_size:
+        print("command: python " + " ".join(sys.argv))
+        print(f"torch {torch.__version__}")
+        equal_size([args.threads] if args.threads else [1, 2], args.rounds)
+        return 0
     if args.threads:
         torch.set_num_threads(args.threads)
     devices = args.devices or ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])

@@ -10,6 +10,7 @@ Public API::
     images = pixelgen.sample(model, 16, 32, 32, seed=0)   # uint8 (16, 3, 32, 32)
     data = pixelgen.compress(model, images)               # bytes: about the NLL in bits / 8
     assert (pixelgen.decompress(model, data) == images).all()
+    model = pixelgen.load_model("runs/quickstart")        # a trained run's model, in eval mode
 """
 
 import importlib
@@ -32,6 +33,7 @@ _EXPORTS = {
     "hookimpl": "pixelgen.registry.hookspecs",
     "list_datasets": "pixelgen.registry",
     "list_models": "pixelgen.registry",
+    "load_model": "pixelgen.study.from_checkpoint",
     "nll_nats": "pixelgen.nn.metrics",
     "plugin_failures": "pixelgen.registry",
     "register_plugin": "pixelgen.registry",
@@ -64,6 +66,7 @@ __all__ = [
     "hookimpl",
     "list_datasets",
     "list_models",
+    "load_model",
     "nll_nats",
     "plugin_failures",
     "register_plugin",

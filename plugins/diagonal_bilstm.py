@@ -38,13 +38,13 @@ from torch import Tensor, nn
 
 import pixelgen
 from pixelgen.blocks import (
-    ConvStep,
     LayerStep,
     MaskedConv2d,
     ResidualStack,
     diagonal_bilstm_scan,
-    lstm_update,
+    lstm_update_,
     stack_hyperparameters,
+    torch_lstm,
 )
 
 
@@ -90,40 +90,51 @@ class DiagonalBiLSTMLayer(nn.Module):
             gates(i, j) = K_is x(i, j) + K_ss [h(i-1, j); h(i, j-1)],  cell from c(i, j-1)
 
         (the initial state above row 0 and left of every row), so it advances one pixel per
-        step. The right-to-left direction is the same recurrence mirrored,
-        from ``h(i-1, j)`` and ``h(i, j+1)``; its row ``i - 1`` is what pixel ``(i, j)``
-        reads, so it is run over a whole row once that row is complete.
+        step: one matrix product of ``[K_is | K_ss]`` with the pixel's operands and the cell
+        update in place. The right-to-left direction is the same recurrence mirrored, from
+        ``h(i-1, j)`` and ``h(i, j+1)``; its row ``i - 1`` is what pixel ``(i, j)`` reads,
+        so it runs over a whole row once that row is complete, as one call of
+        :class:`torch.nn.LSTM` over the row read right to left (:func:`torch_lstm`).
+
+        Each pixel keeps the operands of both directions in one column of a cache
+        (channels first, images last), pixel ``(i, j)`` at ``[i, j + 1]``::
+
+            [ hb(i-1, j) | x(i, j) | hf(i-1, j) | hf(i, j-1) ]      (5h, n)
+              right-to-left: [0, 3h)   left-to-right: [h, 5h)
         """
         h = self.hidden_channels
-        input_to_state = ConvStep(self.input_to_state, n, height, width)  # 1x1: no cache
-        forward_weight, backward_weight = (w.t() for w in self.state_to_state)  # (2h, 4h) each
-        backward_in = forward_weight.new_zeros(n, 4 * h, height, width)  # right-to-left gate inputs
-        # Padded maps: forward_hidden[i + 1, j + 1] = h(i, j), forward_cell[i, j + 1] = c(i, j),
-        # backward_hidden[i + 1, j] = h(i, j); the extra row and column hold the initial state.
+        w_in = self.input_to_state.masked_weight().view(2, 4 * h, 2 * h)  # per direction
+        forward_weight = torch.cat([w_in[0], self.state_to_state[0]], dim=1)  # (4h, 4h): x, above, left
+        forward_bias, backward_bias = self.input_to_state.bias.view(2, 4 * h)
+        above_b, beside_b = self.state_to_state[1].split(h, dim=1)  # (4h, h) each
+        backward = torch_lstm(torch.cat([above_b, w_in[1]], dim=1), beside_b, backward_bias)  # above, x
         (forward_h0, backward_h0), (forward_c0, backward_c0) = self.initial_hidden, self.initial_cell  # (h,)
-        forward_hidden = forward_h0[None, :, None, None].repeat(n, 1, height + 1, width + 1)
-        forward_cell = forward_c0[None, :, None, None].repeat(n, 1, height, width + 1)
-        backward_hidden = backward_h0[None, :, None, None].repeat(n, 1, height + 1, width + 1)
+        backward_state = tuple(v.expand(1, n, h).contiguous() for v in (backward_h0, backward_c0))  # right of a row
+        operands = forward_weight.new_zeros(height + 1, width + 2, 5 * h, n)  # row H, columns 0, W+1: spill
+        operands[0, :, :h] = backward_h0[:, None]  # hb above row 0: also what row 0's pixels add
+        operands[0, :, 3 * h : 4 * h] = forward_h0[:, None]  # hf above row 0
+        operands[:, 1, 4 * h :] = forward_h0[:, None]  # hf left of every row
+        forward_cell = forward_weight.new_empty(height, width + 1, h, n)  # [i, j + 1]: c(i, j)
+        forward_cell[:, 0] = forward_c0[:, None]
         rows_done = 0  # rows whose right-to-left pass has run
 
         def right_to_left(r: int) -> None:
-            cell = backward_c0.expand(n, h)
-            for j in reversed(range(width)):
-                previous = torch.cat([backward_hidden[:, :, r, j], backward_hidden[:, :, r + 1, j + 1]], dim=1)
-                hidden, cell = lstm_update(torch.addmm(backward_in[:, :, r, j], previous, backward_weight), cell)
-                backward_hidden[:, :, r + 1, j] = hidden  # (n, h)
+            row = operands[r, 1 : width + 1, : 3 * h].flip(0).permute(0, 2, 1)  # (W, n, 3h), right to left
+            hidden, _ = backward(row, backward_state)  # (W, n, h)
+            operands[r + 1, 1 : width + 1, :h] = hidden.flip(0).permute(0, 2, 1)  # above row r + 1
 
         def step(v: Tensor, i: int, j: int) -> Tensor:
             nonlocal rows_done
-            gates_in = input_to_state(v, i, j)  # (n, 8h): both directions
-            forward_in, backward_in[:, :, i, j] = gates_in.chunk(2, dim=1)  # (n, 4h) each
             while rows_done < i:  # row i - 1 is complete
                 right_to_left(rows_done)
                 rows_done += 1
-            previous = torch.cat([forward_hidden[:, :, i, j + 1], forward_hidden[:, :, i + 1, j]], dim=1)
-            hidden, cell = lstm_update(torch.addmm(forward_in, previous, forward_weight), forward_cell[:, :, i, j])
-            forward_hidden[:, :, i + 1, j + 1], forward_cell[:, :, i, j + 1] = hidden, cell
-            return hidden + backward_hidden[:, :, i, j]  # + right-to-left h(i - 1, j), its initial state for row 0
+            column = operands[i, j + 1]  # (5h, n)
+            column[h : 3 * h] = v.t()
+            gates = torch.addmm(forward_bias[:, None], forward_weight, column[h:])  # (4h, n)
+            hidden = operands[i + 1, j + 1, 3 * h : 4 * h]  # hf(i, j): above (i + 1, j)
+            lstm_update_(gates, forward_cell[i, j], forward_cell[i, j + 1], hidden)
+            operands[i, j + 2, 4 * h :] = hidden  # left of (i, j + 1)
+            return (hidden + column[:h]).t()  # + right-to-left h(i - 1, j), its initial state for row 0
 
         return step
 

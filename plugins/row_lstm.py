@@ -29,11 +29,10 @@ from torch import Tensor, nn
 
 import pixelgen
 from pixelgen.blocks import (
-    ConvStep,
     LayerStep,
     MaskedConv2d,
     ResidualStack,
-    lstm_update,
+    lstm_update_,
     row_lstm_scan,
     stack_hyperparameters,
 )
@@ -61,25 +60,33 @@ class RowLSTMLayer(nn.Module):
     def sampling_step(self, n: int, height: int, width: int) -> LayerStep:
         """``forward`` at one pixel: ``(n, 2h)`` at ``(i, j)`` -> ``(n, h)``.
 
-        The states of every row are kept, row ``i`` of the padded maps holding row
-        ``i - 1`` of the image, so that pixel ``(i, j)`` reads ``h(i-1, j-1..j+1)`` and
-        ``c(i-1, j)`` and writes its own.
+        Both convolutions are one matrix product over three columns of a cache of operands,
+        each column ``[x(i, j'); h(i-1, j')]`` (channels first, images last), so a pixel's
+        step is one copy, one product and the cell update in place::
+
+            operands[i, j + 1] = [x(i, j) (2h); h(i-1, j) (h)]     (3h, n)
+            gates(i, j) = [K_is | K_ss] @ operands[i, j : j + 3]     taps j-1, j, j+1
+
+        Tap ``j+1`` of ``K_is`` is masked to zero, so the not yet written ``x(i, j+1)``
+        does not count; the pad columns are zero (the convolutions' padding), and row 0
+        holds the initial state.
         """
         h = self.hidden_channels
-        input_to_state = ConvStep(self.input_to_state, n, height, width)
-        weight = self.state_to_state.weight.flatten(1).t()  # (h * 3, 4h): columns j-1, j, j+1
-        bias = self.state_to_state.bias
-        hidden = weight.new_zeros(n, h, height + 1, width + 2)  # zero columns: conv1d's padding
-        hidden[:, :, 0, 1:-1] = self.initial_hidden[:, None]
-        cell = weight.new_zeros(n, h, height + 1, width)
-        cell[:, :, 0] = self.initial_cell[:, None]
+        w_in = self.input_to_state.masked_weight()[:, :, 0]  # (4h, 2h, 3): taps j-1, j, j+1
+        weight = torch.cat([w_in, self.state_to_state.weight], dim=1)  # (4h, 3h, 3)
+        weight = weight.permute(0, 2, 1).reshape(4 * h, 9 * h)  # (4h, 3 columns x 3h): the cache's order
+        bias = (self.input_to_state.bias + self.state_to_state.bias)[:, None]  # (4h, 1)
+        operands = weight.new_zeros(height + 1, width + 2, 3 * h, n)  # row i + 1 holds h(i, :)
+        operands[0, 1:-1, 2 * h :] = self.initial_hidden[:, None]
+        cell = weight.new_empty(height + 1, width, h, n)  # row i + 1 holds c(i, :)
+        cell[0] = self.initial_cell[:, None]
 
         def step(v: Tensor, i: int, j: int) -> Tensor:
-            above = hidden[:, :, i, j : j + 3].reshape(n, -1)  # (n, h * 3)
-            gates = input_to_state(v, i, j) + torch.addmm(bias, above, weight)  # (n, 4h)
-            new_hidden, new_cell = lstm_update(gates, cell[:, :, i, j])  # (n, h) each
-            hidden[:, :, i + 1, j + 1], cell[:, :, i + 1, j] = new_hidden, new_cell
-            return new_hidden
+            operands[i, j + 1, : 2 * h] = v.t()  # (2h, n)
+            gates = torch.addmm(bias, weight, operands[i, j : j + 3].flatten(0, 1))  # (4h, n)
+            hidden = operands[i + 1, j + 1, 2 * h :]  # (h, n)
+            lstm_update_(gates, cell[i, j], cell[i + 1, j], hidden)
+            return hidden.t()  # (n, h)
 
         return step
 

@@ -59,6 +59,25 @@ def test_fast_logits_equal_reference_at_every_step(name, channels, size):
                     x[:, c, i, j] = target[:, c, i, j]
 
 
+@pytest.mark.parametrize("name", ["row_lstm", "diagonal_bilstm"])
+@pytest.mark.parametrize("size", [(1, 1), (1, 4), (4, 1), (2, 3)])
+def test_fast_recurrent_samplers_equal_reference_at_edge_sizes_and_in_float32(name, size):
+    """One row, one column (a right-to-left pass of one pixel), and float32, where torch's
+    LSTM may run its own kernels: the images of both samplers are the same."""
+    height, width = size
+    model = tiny_model(name, 3, n_classes=2)
+    assert torch.equal(sample(model, 2, height, width, seed=3, labels=1),
+                       sample(model, 2, height, width, seed=3, labels=1, sampler="reference"))
+    model = model.float()
+    target = torch.randint(0, 256, (2, 3, height, width), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
+    fast, reference = model.sampling_state(2, height, width, torch.tensor([0, 1])), ReferenceState(model, torch.tensor([0, 1]))
+    with torch.no_grad():
+        for i in range(height):
+            for j in range(width):
+                got, want = fast.logits(target, i, j), reference.logits(target, i, j)
+                torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4, msg=f"pixel ({i}, {j})")
+
+
 @pytest.mark.parametrize("name", MODELS)
 @pytest.mark.parametrize("channels", [1, 3])
 def test_fast_logits_equal_reference_for_a_two_level_model(name, channels):

@@ -21,7 +21,7 @@ from pixelgen_plugins.row_lstm import RowLSTMLayer
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from pixelgen.nn.layers import diagonal_order, lstm_update
+from pixelgen.nn.layers import diagonal_order, lstm_update, lstm_update_, torch_lstm
 from pixelgen.nn.scans import matmul
 
 SIZES = [(5, 6), (4, 7), (7, 4), (1, 5), (5, 1), (3, 3)]
@@ -186,3 +186,25 @@ def test_under_autocast_the_scan_runs_in_float32(name):
         got.sum().backward()
     assert got.dtype == torch.float32 and x.grad.dtype == torch.bfloat16
     torch.testing.assert_close(got, want)
+
+
+def test_the_sampling_cells_compute_lstm_update():
+    """lstm_update_ (in place, channels first) and torch_lstm (torch's LSTM over a sequence,
+    gates reordered) compute exactly the steps of lstm_update, in pixelgen's gate order."""
+    h, n, k, steps = 3, 2, 5, 4
+    generator = torch.Generator().manual_seed(0)
+    w_input, w_hidden, bias = (torch.randn(*shape, generator=generator, dtype=torch.float64)
+                               for shape in ((4 * h, k), (4 * h, h), (4 * h,)))
+    inputs = torch.randn(steps, n, k, generator=generator, dtype=torch.float64)
+    hidden0, cell0 = torch.randn(2, 1, n, h, generator=generator, dtype=torch.float64)
+    hidden, cell, expected = hidden0[0], cell0[0], []
+    for t in range(steps):
+        gates = inputs[t] @ w_input.t() + hidden @ w_hidden.t() + bias  # (n, 4h)
+        in_place = torch.empty(2, h, n, dtype=torch.float64)
+        lstm_update_(gates.t().contiguous(), cell.t(), in_place[0], in_place[1])
+        hidden, cell = lstm_update(gates, cell)
+        torch.testing.assert_close(in_place, torch.stack([cell.t(), hidden.t()]), rtol=1e-14, atol=1e-14)
+        expected.append(hidden)
+    with torch.no_grad():
+        got, _ = torch_lstm(w_input, w_hidden, bias)(inputs, (hidden0, cell0))  # (steps, n, h)
+    torch.testing.assert_close(got, torch.stack(expected), rtol=1e-13, atol=1e-13)

@@ -52,8 +52,10 @@ from pixelgen.nn.layers import (
     conv_mask,
     diagonal_order,
     lstm_update,
+    lstm_update_,
     scale_input,
     skew,
+    torch_lstm,
     unskew,
 )
 from pixelgen.nn.scans import diagonal_bilstm_scan, row_lstm_scan
@@ -79,6 +81,7 @@ __all__ = [
     "diagonal_order",
     "generation_order_of",
     "lstm_update",
+    "lstm_update_",
     "n_classes_of",
     "row_lstm_scan",
     "n_levels_of",
@@ -86,6 +89,7 @@ __all__ = [
     "scale_input",
     "skew",
     "stack_hyperparameters",
+    "torch_lstm",
     "unskew",
 ]
 

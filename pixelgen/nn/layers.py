@@ -194,6 +194,48 @@ def lstm_update(gates: Tensor, cell: Tensor) -> tuple[Tensor, Tensor]:
     return hidden, cell
 
 
+def lstm_update_(gates: Tensor, cell_prev: Tensor, cell: Tensor, hidden: Tensor) -> None:
+    """:func:`lstm_update` in place for one position of ``n`` images, channels first: few
+    operations, as fast sampling takes one such step per pixel and layer.
+
+    Args:
+        gates: ``(4h, n)`` contiguous pre-activations (input, forget, output, content);
+            overwritten with the activations.
+        cell_prev: ``(h, n)`` previous cell state.
+        cell, hidden: ``(h, n)``, written (views into a cache, typically).
+    """
+    h = gates.shape[0] // 4
+    gates[: 3 * h].sigmoid_()
+    i, f, o, g = gates.view(4, h, -1).unbind(0)  # (h, n) each
+    g.tanh_()
+    torch.mul(f, cell_prev, out=cell).addcmul_(i, g)
+    torch.tanh(cell, out=hidden).mul_(o)
+
+
+def torch_lstm(w_input: Tensor, w_hidden: Tensor, bias: Tensor) -> nn.LSTM:
+    """A one-layer :class:`torch.nn.LSTM` holding these weights (a snapshot), so that a whole
+    sequence of steps is one call into torch's own LSTM rather than a step per call.
+
+    Args:
+        w_input: ``(4h, in)`` input-to-state weight, w_hidden ``(4h, h)`` state-to-state
+            weight, bias ``(4h,)``, the gates in pixelgen's order (input, forget, output,
+            content: :func:`lstm_update`); torch's order (input, forget, content, output) is
+            taken care of here.
+
+    Returns:
+        the module: ``(L, n, in)`` and ``(h0, c0)`` ``(1, n, h)`` each -> ``(L, n, h)``
+        hidden states and the last state.
+    """
+    h = w_hidden.shape[1]
+    order = torch.cat([torch.arange(2 * h), torch.arange(3 * h, 4 * h), torch.arange(2 * h, 3 * h)])
+    lstm = nn.LSTM(w_input.shape[1], h, dtype=w_input.dtype, device=w_input.device)
+    with torch.no_grad():
+        for name, value in (("weight_ih_l0", w_input), ("weight_hh_l0", w_hidden), ("bias_ih_l0", bias)):
+            getattr(lstm, name).copy_(value[order.to(value.device)])
+        lstm.bias_hh_l0.zero_()
+    return lstm.requires_grad_(False)
+
+
 class ClassBias(nn.Module):
     """A learned per-class bias added to a layer (conditional PixelCNN, van den Oord 2016).
 

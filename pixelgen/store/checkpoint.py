@@ -359,8 +359,8 @@ def model_from_checkpoint(state: dict[str, Any], weights: str = "auto") -> nn.Mo
     else:
         has_ema = bool(state.get("ema_state"))
         if weights == "ema" and not has_ema:
-            raise CheckpointError("--weights ema: this run kept no average of its weights (train.ema_decay = 0); "
-                                  "use --weights raw")
+            raise CheckpointError("weights ema: this run kept no average of its weights (train.ema_decay = 0); "
+                                  "use raw (--weights raw)")
         if has_ema and weights != "raw":
             entry, prefix = "ema_state", "module."
         chosen = state[entry]
@@ -396,8 +396,8 @@ def _dequantized(state: dict[str, Any], weights: str) -> dict[str, torch.Tensor]
     """The float32 state dict of a quantized checkpoint; ``weights`` must fit the set it holds."""
     held = weights_used(state)
     if weights not in ("auto", held):
-        raise CheckpointError(f"--weights {weights}: this quantized checkpoint holds the {held} weights only; "
-                              f"use --weights auto")
+        raise CheckpointError(f"weights {weights}: this quantized checkpoint holds the {held} weights only; "
+                              f"use auto or {held} (--weights auto)")
     try:
         return dequantize_state(state["model_state"], state["quantization"])
     except (QuantizationError, KeyError, TypeError, RuntimeError) as exc:

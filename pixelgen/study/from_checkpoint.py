@@ -1,5 +1,5 @@
 """What the command line does with a checkpoint: evaluate it, sample from it, score its
-samples, quantize it.
+samples, quantize it; and :func:`load_model`, the model they use, for Python.
 
 Each needs only the checkpoint file: the model, its hyperparameters and the run's recipe
 are stored in it (:mod:`pixelgen.store.checkpoint`).
@@ -38,6 +38,49 @@ from pixelgen.study.scoring import (
 )
 from pixelgen.training.evaluation import evaluate, set_threads
 from pixelgen.training.plan import make_fabric
+
+ZOO_PREFIX = "zoo:"
+
+
+def load_model(source: str | os.PathLike, weights: str = "auto") -> torch.nn.Module:
+    """The trained model of a run folder, a checkpoint or a zoo name, in eval mode, on the CPU.
+
+    For example::
+
+        model = pixelgen.load_model("runs/quickstart")              # best.ckpt, else last.ckpt
+        model = pixelgen.load_model("runs/quickstart/last-int8.ckpt", weights="raw")
+
+    Args:
+        source: a run folder written by ``pixelgen run`` (its ``best.ckpt``, else
+            ``last.ckpt``: the checkpoint ``pixelgen score`` judges it by), a checkpoint
+            file (float or quantized, dequantized to float32) or ``zoo:NAME``
+            (:func:`zoo_checkpoint`).
+        weights: ``"ema"`` the run's average of its weights, ``"raw"`` the trained
+            weights, ``"auto"`` the average where the run kept one: the weights
+            ``pixelgen evaluate`` uses with the same ``--weights``.
+
+    Raises:
+        CheckpointError: one line, for a missing path, a folder without a checkpoint, a
+            damaged or foreign file, weights the checkpoint does not hold, or an unknown
+            ``weights``.
+    """
+    if isinstance(source, str) and source.startswith(ZOO_PREFIX):
+        path = zoo_checkpoint(source[len(ZOO_PREFIX) :])
+    else:
+        path = Path(source)
+        if not path.exists():
+            raise CheckpointError(f"{path}: no such run folder or checkpoint file")
+        path, _ = _checkpoint_of(path)
+    return ckpt_io.model_from_checkpoint(ckpt_io.load_checkpoint(path), weights).eval()
+
+
+def zoo_checkpoint(name: str) -> Path:
+    """The checkpoint file of the zoo model ``name``: where every ``zoo:NAME`` is resolved.
+
+    Raises:
+        CheckpointError: always, for now: no zoo model is published yet.
+    """
+    raise CheckpointError(f"no zoo model {name!r}; `pixelgen zoo` lists them")
 
 
 def evaluate_checkpoint(
@@ -281,7 +324,7 @@ def score_checkpoint(
     """
     if baseline not in (None, *BASELINES):
         raise ScoreError(f"--baseline {baseline!r}: choose one of {', '.join(BASELINES)}")
-    checkpoint, in_run_folder = _score_target(Path(target))
+    checkpoint, in_run_folder = _checkpoint_of(Path(target))
     state = ckpt_io.load_checkpoint(checkpoint)
     run = stored_run(state, checkpoint)
     data = attrs.evolve(run.data, root=data_root) if data_root is not None else run.data
@@ -306,8 +349,9 @@ def score_checkpoint(
     return {**figures, "archive": str(archive) if archive is not None else None}
 
 
-def _score_target(target: Path) -> tuple[Path, bool]:
-    """The checkpoint to score and whether it was named by its run folder."""
+def _checkpoint_of(target: Path) -> tuple[Path, bool]:
+    """The checkpoint a run folder is judged by (or ``target`` itself, not a folder) and
+    whether it was named by its run folder."""
     if not target.is_dir():
         return target, False
     chosen = final_checkpoint(target)
