@@ -228,7 +228,8 @@ def torch_lstm(w_input: Tensor, w_hidden: Tensor, bias: Tensor) -> nn.LSTM:
     """
     h = w_hidden.shape[1]
     order = torch.cat([torch.arange(2 * h), torch.arange(3 * h, 4 * h), torch.arange(2 * h, 3 * h)])
-    lstm = nn.LSTM(w_input.shape[1], h, dtype=w_input.dtype, device=w_input.device)
+    # built on the meta device: no random initialisation, so sampling leaves the global generator alone
+    lstm = nn.LSTM(w_input.shape[1], h, dtype=w_input.dtype, device="meta").to_empty(device=w_input.device)
     with torch.no_grad():
         for name, value in (("weight_ih_l0", w_input), ("weight_hh_l0", w_hidden), ("bias_ih_l0", bias)):
             getattr(lstm, name).copy_(value[order.to(value.device)])
