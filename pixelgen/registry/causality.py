@@ -115,9 +115,10 @@ def dependency_map(
         n_inputs: draws whose Jacobian supports are united, each a random image and a
             fresh perturbation of the weights: a ReLU unit that is off for one draw can
             hide a dependency that another draw shows.
-        perturb: add Gaussian noise to a copy of every parameter, afresh for each draw,
-            so that weights initialised to zero (biases, initial states) hide no
-            dependency, nor do the same few ReLU units stay off in every draw.
+        perturb: flip the signs of a copy of every parameter at random and add
+            Gaussian noise, afresh for each draw, so that weights initialised to zero
+            (biases, initial states) hide no dependency, nor do the same few ReLU units
+            stay off in every draw.
         seed: seed of the images and the perturbations.
         labels: ``(1,)`` class label for class-conditional models.
         progress: a bar on stderr over the output sub-pixels probed.
@@ -155,12 +156,16 @@ def _draws(
 
 def _probe(model: nn.Module, perturb: bool, generator: torch.Generator) -> nn.Module:
     """A float64 copy of ``model`` in eval mode (gradients of the input only), its
-    parameters perturbed if asked."""
+    parameters perturbed if asked: every entry's sign flipped at random, then Gaussian
+    noise added. The random signs make the draws' weights independent where noise alone
+    would keep them close to the model's (a unit that some large input keeps off in one
+    draw is then off in every draw)."""
     probe = copy.deepcopy(model).double().eval().requires_grad_(False)
     if perturb:
         with torch.no_grad():
             for param in probe.parameters():
-                param.add_(0.1 * torch.randn(param.shape, generator=generator, dtype=param.dtype))
+                signs = torch.randint(0, 2, param.shape, generator=generator, dtype=param.dtype) * 2 - 1
+                param.mul_(signs).add_(0.1 * torch.randn(param.shape, generator=generator, dtype=param.dtype))
     return probe
 
 
@@ -263,12 +268,13 @@ def narrow_model(
     and with few channels per group all of a group's units can be off at one position
     (with one channel per group a one-channel output head then hides everything). Four
     per group give each path alternatives, and :func:`dependency_map` unites
-    :data:`N_DRAWS` draws, each with its own random image and its own perturbation of the
-    weights, so that a group switched off in one draw is on in another. Measured: the
+    :data:`N_DRAWS` draws, each with its own random image and its own random weights (the
+    model's, signs flipped at random, plus noise), so that a group switched off in one
+    draw is on in another. Measured (at six seeds of the initial weights): the
     narrowed models see exactly the dependencies their declared widths see, for every
     built-in model, C = 1 and 3, at the defaults on ``pixelgen check``'s 6x7 image and at
     two layers on 4x6 (``tests/test_check_narrow.py``); one perturbation for all draws,
-    as before, missed up to 475 of them.
+    as before, missed up to 475 of them, and fresh noise without the random signs 712.
 
     Returns:
         ``(model, narrowed)``: the model and ``{width: value}`` of the widths narrowed
