@@ -262,7 +262,9 @@ def _add_check(sub: argparse._SubParsersAction) -> None:
         "on an input exactly when a path joins them through that graph (its shape set by the "
         "kernels, the masks and the depth, not by how many channels a group holds), and at "
         "random, perturbed weights a path contributes unless a ReLU switches a unit on it off "
-        "for every input, which a few channels per group make unlikely (docs/models.md). "
+        "for every input, which a few channels per group and four draws, each with its own "
+        "random weights, prevent: the narrowed check sees what the declared widths see "
+        "(docs/models.md). "
         "--full-width checks at the declared widths instead (slow: minutes)."
     )
     p.add_argument("model", help="a registered model name (see pixelgen plugins)")
