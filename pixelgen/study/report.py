@@ -138,8 +138,8 @@ def compare(
     options = options or CompareOptions()
     say = report or silent
     out_dir = Path(out) if out is not None else default_compare_dir(run_dirs)
-    out_dir.mkdir(parents=True, exist_ok=True)
     records = unique_names([read_checkpoint(d) if Path(d).is_file() else read_run(d) for d in run_dirs])
+    out_dir.mkdir(parents=True, exist_ok=True)  # once the runs read, before anything is measured
     timing = _timing(options)
     measured, test_images = measure_runs(records, options, say)
 
