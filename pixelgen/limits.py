@@ -46,3 +46,12 @@ MAX_HYPERPARAMETER = 16_384
 #: The most parameters a model may have (4 GiB of float32 weights, before gradients and Adam's
 #: state triple it); counted on the meta device before any weight is allocated.
 MAX_MODEL_PARAMETERS = 1_000_000_000
+
+#: The largest canvas side ``pixelgen compare`` and ``pixelgen analyse`` measure on
+#: (``--field-size``, ``--scaling-sizes``): the receptive field is a Jacobian over the canvas
+#: and each scaling point times passes over whole images, so a side past the largest image
+#: the papers model (64) by this much is a typo.
+MAX_MEASURE_SIDE = 256
+
+#: The most points one scaling sweep times (``--scaling-sizes``, ``--scaling-depths``).
+MAX_SCALING_POINTS = 16

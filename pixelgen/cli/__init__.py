@@ -31,8 +31,11 @@ import attrs
 from pixelgen.errors import CausalityError, Interrupted, PixelgenError, interrupted_by_signals, one_line
 from pixelgen.limits import (
     MAX_BATCH_SIZE,
+    MAX_HYPERPARAMETER,
     MAX_IMAGE_SIDE,
+    MAX_MEASURE_SIDE,
     MAX_SAMPLES,
+    MAX_SCALING_POINTS,
     MAX_SEED,
     MIN_SEED,
 )
@@ -111,14 +114,27 @@ def _add_measure_options(p: argparse.ArgumentParser) -> None:
     default = {f.name: f.default for f in attrs.fields(CompareOptions)}
     p.add_argument("--out", metavar="DIR", help="output folder")
     p.add_argument("--device", help=f"where to measure: cpu, cuda, ... (default: {default['device']})")
-    p.add_argument("--field-size", type=int, metavar="N",
+    side, depth = _bounded_int(1, MAX_MEASURE_SIDE, "a side"), _bounded_int(1, MAX_HYPERPARAMETER, "a depth")
+    p.add_argument("--field-size", type=side, metavar="N",
                    help=f"receptive-field canvas side (default: {default['field_size']})")
-    p.add_argument("--scaling-sizes", type=int, nargs="+", metavar="N",
-                   help=f"image sizes timed (default: {' '.join(map(str, default['scaling_sizes']))})")
-    p.add_argument("--scaling-depths", type=int, nargs="+", metavar="N",
-                   help=f"layer counts timed (default: {' '.join(map(str, default['scaling_depths']))})")
-    p.add_argument("--timing-images", type=int, metavar="N",
+    p.add_argument("--scaling-sizes", type=side, nargs="+", metavar="N",
+                   help=f"image sizes timed, at most {MAX_SCALING_POINTS} "
+                        f"(default: {' '.join(map(str, default['scaling_sizes']))})")
+    p.add_argument("--scaling-depths", type=depth, nargs="+", metavar="N",
+                   help=f"layer counts timed, at most {MAX_SCALING_POINTS} "
+                        f"(default: {' '.join(map(str, default['scaling_depths']))})")
+    p.add_argument("--timing-images", type=_bounded_int(1, MAX_SAMPLES, "a number of images"), metavar="N",
                    help=f"images per sampler timing (default: {default['timing_images']})")
+    p.set_defaults(prepare=_check_sweeps)
+
+
+def _check_sweeps(args: argparse.Namespace) -> None:
+    """At most MAX_SCALING_POINTS points per scaling sweep, before anything is measured."""
+    for option in ("scaling_sizes", "scaling_depths"):
+        given = getattr(args, option) or ()
+        if len(given) > MAX_SCALING_POINTS:
+            raise PixelgenError(f"--{option.replace('_', '-')}: {len(given)} values; a sweep times at most "
+                                f"{MAX_SCALING_POINTS}")
     p.add_argument("--time-reference", action="store_true",
                    help="time the reference sampler on whole images (minutes per image for an LSTM on a CPU); "
                         f"by default its time is extrapolated from {default['reference_subpixels']} sub-pixels")
@@ -253,9 +269,10 @@ def _add_sample(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--sampler", choices=["fast", "reference"], default=default["sampler"],
                    help="fast: cached one-pixel steps; reference: a full forward pass per sub-pixel "
                         f"(default: {default['sampler']})")
-    p.add_argument("--label", type=int, help="class of every image (conditional models; default: 0, 1, ... in turn)")
+    p.add_argument("--label", type=_bounded_int(0, MAX_HYPERPARAMETER - 1, "a class"),
+                   help="class of every image (conditional models; default: 0, 1, ... in turn)")
     p.add_argument("--complete", metavar="IMAGE", help="image file whose top --rows rows every sample keeps")
-    p.add_argument("--rows", type=int, help="rows of --complete to keep")
+    p.add_argument("--rows", type=_bounded_int(1, MAX_IMAGE_SIDE, "a number of rows"), help="rows of --complete to keep")
     p.add_argument("--size", type=_size, metavar="HxW",
                    help="image size (default: the --complete image's, else the run's data set's)")
     p.add_argument("--png", metavar="PATH", help="grid file (default: samples-<key>.png next to the checkpoint)")
