@@ -125,6 +125,9 @@ def _add_measure_options(p: argparse.ArgumentParser) -> None:
                         f"(default: {' '.join(map(str, default['scaling_depths']))})")
     p.add_argument("--timing-images", type=_bounded_int(1, MAX_SAMPLES, "a number of images"), metavar="N",
                    help=f"images per sampler timing (default: {default['timing_images']})")
+    p.add_argument("--time-reference", action="store_true",
+                   help="time the reference sampler on whole images (minutes per image for an LSTM on a CPU); "
+                        f"by default its time is extrapolated from {default['reference_subpixels']} sub-pixels")
     p.set_defaults(prepare=_check_sweeps)
 
 
@@ -135,9 +138,6 @@ def _check_sweeps(args: argparse.Namespace) -> None:
         if len(given) > MAX_SCALING_POINTS:
             raise PixelgenError(f"--{option.replace('_', '-')}: {len(given)} values; a sweep times at most "
                                 f"{MAX_SCALING_POINTS}")
-    p.add_argument("--time-reference", action="store_true",
-                   help="time the reference sampler on whole images (minutes per image for an LSTM on a CPU); "
-                        f"by default its time is extrapolated from {default['reference_subpixels']} sub-pixels")
 
 
 EXAMPLES = {
