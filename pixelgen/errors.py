@@ -54,7 +54,7 @@ def one_line(error: BaseException | str, limit: int | None = None) -> str:
 class PixelgenError(Exception):
     """An error caused by input the user can fix; the message says what and how, on one
     line: a message that quotes the user's text (a path, a key, a ``--set``) with a line
-    break in it is made one line here (:func:`one_line`), once for every error."""
+    break in it is made one line here (:func:`~pixelgen.errors.one_line`), once for every error."""
 
     def __init__(self, *args: object) -> None:
         super().__init__(*(one_line(a) if isinstance(a, str) else a for a in args))
