@@ -68,6 +68,11 @@ class RegistryError(PixelgenError):
     """An unknown model or data set name, or an unknown hyperparameter."""
 
 
+class HyperparameterError(RegistryError, ValueError):
+    """A model refuses a hyperparameter's value: the rule every model shares, or the model's
+    own check. A :class:`ValueError` too, as a model's constructor raises one."""
+
+
 class DataError(PixelgenError):
     """Data files are missing, incomplete or fail their checksum."""
 

@@ -15,7 +15,7 @@ from typing import Any, Callable, Iterable, Mapping
 import attrs
 import pluggy
 
-from pixelgen.errors import Interrupted, RegistryError, one_line
+from pixelgen.errors import HyperparameterError, Interrupted, RegistryError, one_line
 from pixelgen.nn.hyperparameters import Hyperparameter
 from pixelgen.registry import hookspecs
 
@@ -353,12 +353,12 @@ def create_model(name: str, **hyperparameters: Any):
         declared = spec.hyperparameters.get(key)  # None: a factory's keyword without a declaration
         expected = declared.refuses(value) if declared is not None else None
         if expected is not None:
-            raise RegistryError(f"model {name!r}: hyperparameter {key}: expected {expected}, got {value!r}")
+            raise HyperparameterError(f"model {name!r}: hyperparameter {key}: expected {expected}, got {value!r}")
     resolved = {**known, **hyperparameters}
     try:
         model = spec.factory(**resolved)
     except (ValueError, TypeError) as exc:  # a factory's own check of its hyperparameters (odd kernels, ...)
-        raise RegistryError(f"model {name!r}: {exc}") from exc
+        raise HyperparameterError(f"model {name!r}: {exc}") from exc
     model.pixelgen_config = {"name": name, "hyperparameters": resolved}
     return model
 
