@@ -52,7 +52,12 @@ def one_line(error: BaseException | str, limit: int | None = None) -> str:
 
 
 class PixelgenError(Exception):
-    """An error caused by input the user can fix; the message says what and how."""
+    """An error caused by input the user can fix; the message says what and how, on one
+    line: a message that quotes the user's text (a path, a key, a ``--set``) with a line
+    break in it is made one line here (:func:`~pixelgen.errors.one_line`), once for every error."""
+
+    def __init__(self, *args: object) -> None:
+        super().__init__(*(one_line(a) if isinstance(a, str) else a for a in args))
 
 
 class RecipeError(PixelgenError):
@@ -61,6 +66,11 @@ class RecipeError(PixelgenError):
 
 class RegistryError(PixelgenError):
     """An unknown model or data set name, or an unknown hyperparameter."""
+
+
+class HyperparameterError(RegistryError, ValueError):
+    """A model refuses a hyperparameter's value: the rule every model shares, or the model's
+    own check. A :class:`ValueError` too, as a model's constructor raises one."""
 
 
 class DataError(PixelgenError):

@@ -54,3 +54,12 @@ MAX_SMALL_FILE_BYTES = 64 << 20
 
 #: The largest compressed file (``.pgz``) ``pixelgen decompress`` reads: 1 GiB.
 MAX_COMPRESSED_BYTES = 1 << 30
+
+#: The largest canvas side ``pixelgen compare`` and ``pixelgen analyse`` measure on
+#: (``--field-size``, ``--scaling-sizes``): the receptive field is a Jacobian over the canvas
+#: and each scaling point times passes over whole images, so a side past the largest image
+#: the papers model (64) by this much is a typo.
+MAX_MEASURE_SIDE = 256
+
+#: The most points one scaling sweep times (``--scaling-sizes``, ``--scaling-depths``).
+MAX_SCALING_POINTS = 16

@@ -15,9 +15,12 @@ from hypothesis import strategies as st
 from PIL import Image
 
 import pixelgen
+from pixelgen.cli import build_parser
 from pixelgen.cli import main as cli_main
 from pixelgen.errors import RecipeError
-from pixelgen.limits import MAX_HYPERPARAMETER, MAX_IMAGE_SIDE, MAX_SEED
+from pixelgen.limits import (
+    MAX_HYPERPARAMETER, MAX_IMAGE_SIDE, MAX_MEASURE_SIDE, MAX_SAMPLES, MAX_SCALING_POINTS, MAX_SEED,
+)
 from pixelgen.recipe import load_recipe, recipe_from_dict
 from pixelgen.recipe.schema import RunSpec
 from pixelgen.registry import get_model_spec
@@ -164,3 +167,42 @@ def test_every_route_to_a_model_shares_the_hyperparameter_rule():
         with pytest.raises(pixelgen.PixelgenError, match="expected an integer in 1"):
             pixelgen.create_model("pixelcnn", **bad)
     assert cli_main(["check", "pixelcnn", "--hp", "n_layers=100000000"]) == 2
+
+
+MEASURE_AND_SAMPLE_BOUNDS = [  # (command, option, low, high)
+    ("compare", "--field-size", 1, MAX_MEASURE_SIDE),
+    ("compare", "--scaling-sizes", 1, MAX_MEASURE_SIDE),
+    ("analyse", "--scaling-depths", 1, MAX_HYPERPARAMETER),
+    ("analyse", "--timing-images", 1, MAX_SAMPLES),
+    ("sample", "--label", 0, MAX_HYPERPARAMETER - 1),
+    ("sample", "--rows", 1, MAX_IMAGE_SIDE),
+]
+
+
+@pytest.mark.parametrize("command, option, low, high", MEASURE_AND_SAMPLE_BOUNDS)
+def test_measurement_and_sample_options_have_ranges(tmp_path, capsys, command, option, low, high):
+    """Each bound itself parses; one past either end is one line naming the option and its
+    range, before anything is read or measured."""
+    target = str(tmp_path / "run" / "best.ckpt")
+    pathlib.Path(target).parent.mkdir()
+    pathlib.Path(target).write_bytes(b"")
+    first = [command, target if command != "compare" else str(tmp_path / "run")]
+    for value in (low, high):
+        assert getattr(build_parser().parse_args([*first, option, str(value)]), option[2:].replace("-", "_")) in (
+            value, [value])
+    for value in (low - 1, high + 1):
+        with pytest.raises(SystemExit) as usage:  # argparse's usage error
+            cli_main([*first, option, str(value)])
+        assert usage.value.code == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and f"argument {option}: expected" in err and f"{low}..{high:,}" in err, err
+
+
+@pytest.mark.parametrize("option", ["--scaling-sizes", "--scaling-depths"])
+def test_a_scaling_sweep_has_at_most_its_points(tmp_path, capsys, option):
+    run = tmp_path / "run"
+    run.mkdir()
+    assert cli_main(["compare", str(run), option, *["2"] * (MAX_SCALING_POINTS + 1)]) == 2
+    err = capsys.readouterr().err
+    assert err == f"pixelgen: error: {option}: {MAX_SCALING_POINTS + 1} values; a sweep times at most {MAX_SCALING_POINTS}\n"
+    assert list(run.iterdir()) == [] and not (tmp_path / "report").exists()

@@ -71,10 +71,15 @@ def test_every_builtin_model_declares_n_levels_with_256_by_default(name):
     assert model.pixelgen_config["hyperparameters"]["n_levels"] == 2
 
 
-@pytest.mark.parametrize("n_levels", [1, 257, 2.0, True])
-def test_n_levels_outside_2_to_256_is_refused(n_levels):
-    with pytest.raises(ValueError, match="n_levels must be an integer in 2..256"):
+@pytest.mark.parametrize("n_levels, needle", [
+    (1, "n_levels must be an integer in 2..256"), (257, "n_levels must be an integer in 2..256"),
+    (2.0, "n_levels: expected an integer in 1..16,384, got 2.0"),  # the rule every model shares, as in a recipe
+    (True, "n_levels: expected an integer in 1..16,384, got True"),
+])
+def test_n_levels_outside_2_to_256_is_refused(n_levels, needle):
+    with pytest.raises(ValueError, match=needle) as refused:  # a ValueError, and one line for the command line
         pixelgen.create_model("pixelcnn", n_levels=n_levels, **TINY)
+    assert isinstance(refused.value, pixelgen.PixelgenError)
 
 
 @pytest.mark.parametrize("name", BUILTIN)

@@ -35,8 +35,11 @@ import attrs
 from pixelgen.errors import CausalityError, Interrupted, PixelgenError, interrupted_by_signals, one_line
 from pixelgen.limits import (
     MAX_BATCH_SIZE,
+    MAX_HYPERPARAMETER,
     MAX_IMAGE_SIDE,
+    MAX_MEASURE_SIDE,
     MAX_SAMPLES,
+    MAX_SCALING_POINTS,
     MAX_SEED,
     MIN_SEED,
 )
@@ -125,8 +128,9 @@ def _add_force(p: argparse.ArgumentParser, what: str) -> None:
 
 
 def _check_report_folder(marker: str):
-    """The ``prepare`` of a report command: its ``--out`` checked before torch loads."""
+    """The ``prepare`` of a report command: its sweeps and ``--out`` checked before torch loads."""
     def prepare(args: argparse.Namespace) -> None:
+        _check_sweeps(args)
         if args.out is not None:
             check_output_folder(args.out, marker, force=args.force)
     return prepare
@@ -138,23 +142,33 @@ def _add_measure_options(p: argparse.ArgumentParser, marker: str) -> None:
     _add_force(p, "write into an --out folder of other files")
     p.set_defaults(prepare=_check_report_folder(marker))
     p.add_argument("--device", help=f"where to measure: cpu, cuda, ... (default: {default['device']})")
-    p.add_argument("--field-size", type=int, metavar="N",
+    side, depth = _bounded_int(1, MAX_MEASURE_SIDE, "a side"), _bounded_int(1, MAX_HYPERPARAMETER, "a depth")
+    p.add_argument("--field-size", type=side, metavar="N",
                    help=f"receptive-field canvas side (default: {default['field_size']})")
     p.add_argument("--scaling", action="store_true",
                    help="measure the scaling sweep: forward + backward time and activation memory against image "
                         "size and depth, on random images (off by default: it measures the architecture, not "
                         "the trained weights, and takes longer than the rest)")
-    p.add_argument("--scaling-sizes", type=int, nargs="+", metavar="N",
-                   help="image sizes of the scaling sweep; implies --scaling "
+    p.add_argument("--scaling-sizes", type=side, nargs="+", metavar="N",
+                   help=f"image sizes of the scaling sweep, at most {MAX_SCALING_POINTS}; implies --scaling "
                         f"(default: {' '.join(map(str, default['scaling_sizes']))})")
-    p.add_argument("--scaling-depths", type=int, nargs="+", metavar="N",
-                   help="layer counts of the scaling sweep; implies --scaling "
+    p.add_argument("--scaling-depths", type=depth, nargs="+", metavar="N",
+                   help=f"layer counts of the scaling sweep, at most {MAX_SCALING_POINTS}; implies --scaling "
                         f"(default: {' '.join(map(str, default['scaling_depths']))})")
-    p.add_argument("--timing-images", type=int, metavar="N",
+    p.add_argument("--timing-images", type=_bounded_int(1, MAX_SAMPLES, "a number of images"), metavar="N",
                    help=f"images per sampler timing (default: {default['timing_images']})")
     p.add_argument("--time-reference", action="store_true",
                    help="time the reference sampler on whole images (minutes per image for an LSTM on a CPU); "
                         f"by default its time is extrapolated from {default['reference_subpixels']} sub-pixels")
+
+
+def _check_sweeps(args: argparse.Namespace) -> None:
+    """At most MAX_SCALING_POINTS points per scaling sweep, before anything is measured."""
+    for option in ("scaling_sizes", "scaling_depths"):
+        given = getattr(args, option) or ()
+        if len(given) > MAX_SCALING_POINTS:
+            raise PixelgenError(f"--{option.replace('_', '-')}: {len(given)} values; a sweep times at most "
+                                f"{MAX_SCALING_POINTS}")
 
 
 EXAMPLES = {
@@ -297,9 +311,10 @@ def _add_sample(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--sampler", choices=["fast", "reference"], default=default["sampler"],
                    help="fast: cached one-pixel steps; reference: a full forward pass per sub-pixel "
                         f"(default: {default['sampler']})")
-    p.add_argument("--label", type=int, help="class of every image (conditional models; default: 0, 1, ... in turn)")
+    p.add_argument("--label", type=_bounded_int(0, MAX_HYPERPARAMETER - 1, "a class"),
+                   help="class of every image (conditional models; default: 0, 1, ... in turn)")
     p.add_argument("--complete", metavar="IMAGE", help="image file whose top --rows rows every sample keeps")
-    p.add_argument("--rows", type=int, help="rows of --complete to keep")
+    p.add_argument("--rows", type=_bounded_int(1, MAX_IMAGE_SIDE, "a number of rows"), help="rows of --complete to keep")
     p.add_argument("--size", type=_size, metavar="HxW",
                    help="image size (default: the --complete image's, else the run's data set's)")
     p.add_argument("--png", metavar="PATH", help="a new grid file (default: samples-<key>.png beside the checkpoint)")

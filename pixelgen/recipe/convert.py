@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ast
 import difflib
+import json
 import re
 import types
 import typing
@@ -26,8 +27,13 @@ from pixelgen.recipe.schema import BadValue, FrozenTable, OutputSection, Recipe,
 _MISSING = object()
 
 
+_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")  # TOML's bare keys; any other key is written quoted
+
+
 def dotted(path: Sequence[Any]) -> str:
-    return ".".join(str(p) for p in path)
+    """A key path as TOML writes it, ``runs.0.train.epochs``; a key that is not bare is
+    quoted with its escapes (``model."a b\\n"``), so that a message stays on one line."""
+    return ".".join(json.dumps(p) if isinstance(p, str) and not _BARE_KEY.fullmatch(p) else str(p) for p in path)
 
 
 def takes_none_string(tp: Any) -> bool:

@@ -15,7 +15,7 @@ from typing import Any, Callable, Iterable, Mapping
 import attrs
 import pluggy
 
-from pixelgen.errors import Interrupted, RegistryError, one_line
+from pixelgen.errors import HyperparameterError, Interrupted, RegistryError, one_line
 from pixelgen.nn.hyperparameters import Hyperparameter
 from pixelgen.registry import hookspecs
 
@@ -349,14 +349,16 @@ def create_model(name: str, **hyperparameters: Any):
     spec = get_model_spec(name)
     known = spec.defaults()
     check_options("model", name, hyperparameters, known)
-    for key, value in hyperparameters.items():  # sizes by the rule every model shares, before any allocation
+    for key, value in hyperparameters.items():  # the rule every model shares (as a recipe's), before any allocation
         declared = spec.hyperparameters.get(key)  # None: a factory's keyword without a declaration
-        sized = isinstance(value, int) and not isinstance(value, bool)  # other types: the factory says more
-        expected = declared.refuses(value) if declared is not None and sized else None
+        expected = declared.refuses(value) if declared is not None else None
         if expected is not None:
-            raise RegistryError(f"model {name!r}: hyperparameter {key}: expected {expected}, got {value!r}")
+            raise HyperparameterError(f"model {name!r}: hyperparameter {key}: expected {expected}, got {value!r}")
     resolved = {**known, **hyperparameters}
-    model = spec.factory(**resolved)
+    try:
+        model = spec.factory(**resolved)
+    except (ValueError, TypeError) as exc:  # a factory's own check of its hyperparameters (odd kernels, ...)
+        raise HyperparameterError(f"model {name!r}: {exc}") from exc
     model.pixelgen_config = {"name": name, "hyperparameters": resolved}
     return model
 

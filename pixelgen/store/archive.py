@@ -33,11 +33,24 @@ consistent:
 
 :meth:`RunArchive.create_or_open` tidies what a crash left behind (trailing rows, stray
 columns, temporary batches, zarr's own ``*.partial`` files); readers never need it.
+
+Damage. zarr reads a missing chunk as the array's fill value, so a chunk lost or deleted
+would read as "no value" (``epoch`` -1, NaN, black images) rather than fail. Every array is
+therefore written with all its chunks stored (``write_empty_chunks``), and every group or
+array whose attributes a reader trusts carries ``attrs[".sha256"]``: ``{"attrs": the SHA-256
+of its other attributes, "data": the SHA-256 of its committed values}`` (for ``metrics``,
+one per column), written in the same metadata write as what it guards. Every read goes
+through one helper that checks the array's dtype and shape, that every chunk the read needs
+exists, and both digests, and refuses a damaged or partial archive with one line naming the
+array. Archives written before the digests existed are read without them.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import hashlib
+import itertools
 import json
 import os
 import re
@@ -46,6 +59,7 @@ import uuid
 from datetime import datetime, timezone
 from numbers import Real
 from pathlib import Path
+from collections.abc import Iterator
 from typing import Any, Callable
 
 import numpy as np
@@ -55,7 +69,7 @@ from pixelgen.errors import PixelgenError
 from pixelgen.store.files import check_tree, refuse_link
 
 FORMAT = "pixelgen-archive"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: every chunk stored, digests in attrs[".sha256"]; 1 is read too
 #: Path -> description of what it holds, for every path of an archive (also ``attrs["layout"]``).
 LAYOUT = {
     "metrics": "group; attrs n_epochs = committed rows, columns = names in order",
@@ -82,6 +96,8 @@ _NOT_A_GROUP = (
     zarr.errors.GroupNotFoundError, zarr.errors.ContainsArrayError,
 )
 _ZARR_PARTIAL = re.compile(r"\.[0-9a-f]{32}\.partial$")  # zarr's own temporary files
+_CHECK = ".sha256"  # the reserved attribute holding a group's or array's digests
+_ALL_CHUNKS = {"array.write_empty_chunks": True}  # so that a missing chunk is always damage
 
 
 class ArchiveError(PixelgenError):
@@ -109,24 +125,97 @@ def _jsonable(value: Any, where: str) -> Any:
 _DAMAGE = (ValueError, KeyError, TypeError, RuntimeError, IndexError, zarr.errors.BaseZarrError)
 
 
+def _damaged(where: os.PathLike | str, detail: str) -> ArchiveError:
+    """The one-line refusal of a damaged archive; ``where`` names the group or array."""
+    return ArchiveError(
+        f"{where}: the run archive is damaged ({detail}); move it aside to keep what it holds "
+        f"(the checkpoints are separate and intact) and run again"
+    )
+
+
+@contextlib.contextmanager
+def _reading(where: os.PathLike | str) -> Iterator[None]:
+    """zarr's, numpy's or JSON's error on a damaged file, as the refusal naming ``where``."""
+    try:
+        yield
+    except PixelgenError:
+        raise
+    except _DAMAGE as exc:
+        detail = " ".join(str(exc).split())[:120] or type(exc).__name__
+        raise _damaged(where, f"{type(exc).__name__}: {detail}") from None
+
+
+def _sha256_json(value: Any) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True, allow_nan=True).encode()).hexdigest()
+
+
+def _sha256_array(values: np.ndarray) -> str:
+    """Digest of an array's dtype, shape and values (C order)."""
+    head = f"{values.dtype.str}{values.shape}".encode()
+    return hashlib.sha256(head + np.ascontiguousarray(values).tobytes()).hexdigest()
+
+
+def _with_check(attrs: dict[str, Any], data: Any = None) -> dict[str, Any]:
+    """``attrs`` with its digests added: of the attributes themselves and of ``data`` (a
+    digest, or a dict of them, of the values the attributes describe)."""
+    plain = {k: v for k, v in attrs.items() if k != _CHECK}
+    return {**plain, _CHECK: {"attrs": _sha256_json(plain), "data": data}}
+
+
+def _checked_attrs(node: zarr.Group | zarr.Array, where: Path, required: bool) -> tuple[dict[str, Any], Any]:
+    """A group's or array's attributes without the digests, and its data digest (None for
+    an archive written before digests); a mismatch, or no digests where ``required``, is damage."""
+    with _reading(where):
+        attrs = node.attrs.asdict()
+    check = attrs.pop(_CHECK, None)
+    if check is None:
+        if required:
+            raise _damaged(where, "its attributes lack their SHA-256")
+        return attrs, None
+    if not isinstance(check, dict) or check.get("attrs") != _sha256_json(attrs):
+        raise _damaged(where, "its attributes do not match their SHA-256")
+    return attrs, check.get("data")
+
+
+def _read_array(group: zarr.Group, name: str, where: Path, dtype: str, ndim: int, rows: int | None,
+                digest: str | None) -> np.ndarray:
+    """The first ``rows`` entries (None: all) of array ``name`` of ``group``, refused as damage
+    unless its dtype and number of dimensions are as written, it holds those rows, every
+    chunk they lie in is stored (zarr would read a missing one as its fill value), and the
+    values match ``digest`` (None: an archive written before digests)."""
+    with _reading(where):
+        return _read_checked(group[name], where, dtype, ndim, rows, digest)
+
+
+def _read_checked(array: zarr.Array | zarr.Group, where: Path, dtype: str, ndim: int, rows: int | None,
+                  digest: str | None) -> np.ndarray:
+    if not isinstance(array, zarr.Array) or array.dtype != np.dtype(dtype) or array.ndim != ndim:
+        raise _damaged(where, f"expected a {dtype} array of {ndim} dimensions")
+    rows = array.shape[0] if rows is None else rows
+    if array.shape[0] < rows:
+        raise _damaged(where, f"{array.shape[0]} rows where {rows} were committed")
+    if digest is not None:
+        n_chunks = [-(-rows // array.chunks[0]), *array.cdata_shape[1:]]
+        for coords in itertools.product(*map(range, n_chunks)):
+            key = array.metadata.encode_chunk_key(coords)
+            if not (where / key).is_file():
+                raise _damaged(where, f"chunk {key} is missing")
+    values = array[:rows]
+    if digest is not None and digest != _sha256_array(values):
+        raise _damaged(where, "its values do not match their SHA-256")
+    return values
+
+
 def _damage_is_one_line(method: Callable[..., Any]) -> Callable[..., Any]:
     """An archive whose files were damaged (bad JSON, bad attributes, bad chunks) raises an
     :class:`ArchiveError` naming the archive, not zarr's or numpy's traceback."""
 
     @functools.wraps(method)
     def checked(self_or_cls: Any, *args: Any, **kwargs: Any) -> Any:
-        try:
+        path = getattr(self_or_cls, "path", None) or next(
+            (a for a in (self_or_cls, *args) if isinstance(a, (str, os.PathLike))), "the run archive")
+        with _reading(path):
             return method(self_or_cls, *args, **kwargs)
-        except PixelgenError:
-            raise
-        except _DAMAGE as exc:
-            path = getattr(self_or_cls, "path", None) or next(
-                (a for a in (self_or_cls, *args) if isinstance(a, (str, os.PathLike))), "the run archive")
-            detail = " ".join(str(exc).split())[:120] or type(exc).__name__
-            raise ArchiveError(
-                f"{path}: the run archive is damaged ({type(exc).__name__}: {detail}); move it aside "
-                f"to keep what it holds (the checkpoints are separate and intact) and run again"
-            ) from None
 
     return checked
 
@@ -145,10 +234,12 @@ def _check_plain(path: Path) -> None:
 class RunArchive:
     """A run's metrics, test figures and generated samples in a local zarr v3 group."""
 
-    def __init__(self, path: Path, writable: bool) -> None:
-        """Use :meth:`create_or_open` or :meth:`open`."""
+    def __init__(self, path: Path, writable: bool, checked: bool = True) -> None:
+        """Use :meth:`create_or_open` or :meth:`open`; ``checked``: every group and array read
+        carries its digests (format version 2 on)."""
         self.path = path
         self._writable = writable
+        self._checked = checked
 
     @classmethod
     @_damage_is_one_line
@@ -167,8 +258,8 @@ class RunArchive:
             # New, or a creation that a crash interrupted: (re)initialise idempotently.
             metrics = root.require_group("metrics")
             if "n_epochs" not in metrics.attrs:
-                metrics.attrs.put({"n_epochs": 0, "columns": []})
-            root.require_group("test")
+                metrics.attrs.put(_with_check({"n_epochs": 0, "columns": []}, {}))
+            root.require_group("test").attrs.put(_with_check({}))
             root.require_group("samples")
             # The format attrs go last: a group without them is not yet an archive.
             root.attrs.put({"format": FORMAT, "format_version": FORMAT_VERSION, "layout": LAYOUT})
@@ -214,23 +305,47 @@ class RunArchive:
                 f"{path}: archive format_version {version!r} is newer than this pixelgen "
                 f"reads ({FORMAT_VERSION}); upgrade pixelgen"
             )
-        return cls(path, writable=mode == "r+")
+        return cls(path, writable=mode == "r+", checked=version >= 2)
 
     # -- metrics -------------------------------------------------------------------------
 
     def _group(self, name: str) -> zarr.Group:
         # Reopened on every call so that attrs written by another process are seen.
-        return zarr.open_group(self.path / name, mode="r+" if self._writable else "r")
+        with _reading(self.path / name):
+            return zarr.open_group(self.path / name, mode="r+" if self._writable else "r")
 
     def _check_writable(self) -> None:
         if not self._writable:
             raise ArchiveError(f"{self.path}: archive was opened read-only")
 
+    def _metrics_state(self) -> tuple[zarr.Group, int, list[str], dict[str, str] | None]:
+        """The metrics group, its committed rows and columns, and each column's digest (None
+        for an archive written before digests), checked to be what a commit writes."""
+        group = self._group("metrics")
+        attrs, digests = _checked_attrs(group, self.path / "metrics", self._checked)
+        n, columns = attrs.get("n_epochs"), attrs.get("columns")
+        if (not isinstance(n, int) or n < 0 or not isinstance(columns, list)
+                or not all(isinstance(c, str) and _METRIC_NAME.match(c) for c in columns)
+                or (digests is None and self._checked)
+                or (digests is not None and (not isinstance(digests, dict) or set(digests) != set(columns)))):
+            raise _damaged(self.path / "metrics", "its n_epochs, columns or digests are malformed")
+        return group, n, list(columns), digests
+
+    def _column(self, group: zarr.Group, name: str, rows: int, digest: str | None) -> np.ndarray:
+        dtype = "int64" if name in INT_COLUMNS else "float64"
+        return _read_array(group, name, self.path / "metrics" / name, dtype, 1, rows, digest)
+
+    def _commit_metrics(self, group: zarr.Group, n: int, columns: list[str]) -> None:
+        """The commit of ``n`` rows: one metadata write (attrs.update would write once per key)
+        of the row count, the columns and the digest of each column's first ``n`` values."""
+        digests = {name: _sha256_array(group[name][:n]) for name in columns}
+        group.attrs.put(_with_check({"n_epochs": n, "columns": columns}, digests))
+
     @property
     @_damage_is_one_line
     def n_epochs(self) -> int:
         """Number of committed metrics rows."""
-        return int(self._group("metrics").attrs["n_epochs"])
+        return self._metrics_state()[1]
 
     @_damage_is_one_line
     def append_metrics(self, row: dict[str, float]) -> None:
@@ -247,41 +362,38 @@ class RunArchive:
             if name in INT_COLUMNS and not float(value).is_integer():
                 raise ArchiveError(f"metrics.{name}: expected a whole number, got {value!r}")
             values[name] = value
-        group = self._group("metrics")
-        n, columns = int(group.attrs["n_epochs"]), list(group.attrs["columns"])
-        for name in columns:
-            array = group[name]
-            array.resize((n + 1,))  # also drops any half-written row a crash left
-            array[n] = values.get(name, INT_COLUMNS.get(name, np.nan))
-        for name in [name for name in values if name not in columns]:
-            fill = INT_COLUMNS.get(name, np.nan)
-            array = group.create_array(
-                name, shape=(n + 1,), chunks=(256,), fill_value=fill, overwrite=True,
-                dtype="int64" if name in INT_COLUMNS else "float64",
-            )
-            array[n] = values[name]
-            columns.append(name)
-        # The commit: one metadata write (attrs.update would write once per key).
-        group.attrs.put({**group.attrs.asdict(), "columns": columns, "n_epochs": n + 1})
+        group, n, columns, _ = self._metrics_state()
+        with zarr.config.set(_ALL_CHUNKS):
+            for name in columns:
+                array = group[name]
+                array.resize((n + 1,))  # also drops any half-written row a crash left
+                array[n] = values.get(name, INT_COLUMNS.get(name, np.nan))
+            for name in [name for name in values if name not in columns]:
+                fill = INT_COLUMNS.get(name, np.nan)
+                array = group.create_array(
+                    name, shape=(n + 1,), chunks=(256,), fill_value=fill, overwrite=True,
+                    dtype="int64" if name in INT_COLUMNS else "float64",
+                )
+                array[:] = np.append(np.full(n, fill), values[name])  # every chunk stored
+                columns.append(name)
+        self._commit_metrics(group, n + 1, columns)
 
     @_damage_is_one_line
     def metrics(self) -> dict[str, np.ndarray]:
         """Committed metrics: column name -> array of shape (n_epochs,), in column order."""
-        group = self._group("metrics")
-        n = int(group.attrs["n_epochs"])
-        return {name: group[name][:n] for name in group.attrs["columns"]}
+        group, n, columns, digests = self._metrics_state()
+        return {name: self._column(group, name, n, digests and digests[name]) for name in columns}
 
     @_damage_is_one_line
     def truncate_metrics(self, n_epochs: int) -> None:
         """Keep only the first ``n_epochs`` rows (on resume, those the checkpoint has seen)."""
         self._check_writable()
-        group = self._group("metrics")
-        n = int(group.attrs["n_epochs"])
+        group, n, columns, _ = self._metrics_state()
         if not 0 <= n_epochs <= n:
             raise ArchiveError(
                 f"{self.path}: cannot truncate metrics to {n_epochs} rows; it has {n}"
             )
-        group.attrs["n_epochs"] = n_epochs  # commit first; shrinking the arrays is tidying
+        self._commit_metrics(group, n_epochs, columns)  # commit first; shrinking the arrays is tidying
         self._recover()
 
     # -- test figures --------------------------------------------------------------------
@@ -296,12 +408,12 @@ class RunArchive:
                 raise ArchiveError(
                     f"test.{name}: expected a number or list of numbers, got {value!r}"
                 )
-        self._group("test").attrs.put(_jsonable(figures, "test"))
+        self._group("test").attrs.put(_with_check(_jsonable(figures, "test")))
 
     @_damage_is_one_line
     def test_metrics(self) -> dict[str, Any]:
         """The final evaluation figures, ``{}`` before :meth:`set_test_metrics`."""
-        return self._group("test").attrs.asdict()
+        return _checked_attrs(self._group("test"), self.path / "test", self._checked)[0]
 
     # -- sample-quality scores ------------------------------------------------------------
 
@@ -312,8 +424,9 @@ class RunArchive:
         self._check_writable()
         if not isinstance(features, str) or not _METRIC_NAME.match(features):
             raise ArchiveError(f"score: bad feature space name {features!r} (letters, digits, _ and -)")
+        kept = self.scores()
         group = zarr.open_group(self.path, mode="r+").require_group("score")
-        group.attrs.put({**group.attrs.asdict(), features: _jsonable(figures, f"score.{features}")})
+        group.attrs.put(_with_check({**kept, features: _jsonable(figures, f"score.{features}")}))
 
     @_damage_is_one_line
     def scores(self) -> dict[str, dict[str, Any]]:
@@ -321,7 +434,7 @@ class RunArchive:
         (archives written before scoring existed have no ``score`` group)."""
         if not (self.path / "score" / "zarr.json").exists():
             return {}
-        return self._group("score").attrs.asdict()
+        return _checked_attrs(self._group("score"), self.path / "score", self._checked)[0]
 
     # -- cached measurements --------------------------------------------------------------
 
@@ -336,11 +449,11 @@ class RunArchive:
         entry = {"key": _jsonable(key, f"cache.{name}.key"), "value": _jsonable(value, f"cache.{name}.value")}
         try:
             group = zarr.open_group(self.path, mode="r+").require_group("cache")
-            kept = group.attrs.asdict()
-        except _DAMAGE:  # a cache is only ever a copy of what can be measured again
+            kept = _checked_attrs(group, self.path / "cache", False)[0]
+        except (*_DAMAGE, ArchiveError):  # a cache is only ever a copy of what can be measured again
             shutil.rmtree(self.path / "cache", ignore_errors=True)
             group, kept = zarr.open_group(self.path, mode="r+").require_group("cache"), {}
-        group.attrs.put({**kept, name: entry})
+        group.attrs.put(_with_check({**kept, name: entry}))
 
     def cached(self, name: str, key: dict[str, Any]) -> dict[str, Any] | None:
         """The value :meth:`set_cached` kept for ``name`` if it was kept with this same
@@ -348,8 +461,8 @@ class RunArchive:
         if not (self.path / "cache" / "zarr.json").exists():
             return None
         try:
-            entry = self._group("cache").attrs.asdict().get(name)
-        except _DAMAGE:
+            entry = _checked_attrs(self._group("cache"), self.path / "cache", self._checked)[0].get(name)
+        except (*_DAMAGE, ArchiveError):
             return None
         if not isinstance(entry, dict) or not isinstance(entry.get("value"), dict):
             return None
@@ -379,12 +492,13 @@ class RunArchive:
         keys = [key for key, _ in self.sample_batches()]
         key = f"{int(keys[-1]) + 1 if keys else 0:06d}"
         tmp = samples_dir / f"{_TMP_PREFIX}{uuid.uuid4().hex}"
-        array = zarr.create_array(
-            tmp, shape=images.shape, dtype="uint8", zarr_format=3,
-            chunks=(min(images.shape[0], 16), *images.shape[1:]),
-        )
-        array[:] = images
-        array.attrs.put(attrs)
+        with zarr.config.set(_ALL_CHUNKS):
+            array = zarr.create_array(
+                tmp, shape=images.shape, dtype="uint8", zarr_format=3,
+                chunks=(min(images.shape[0], 16), *images.shape[1:]),
+            )
+            array[:] = images
+        array.attrs.put(_with_check(attrs, _sha256_array(images)))
         os.rename(tmp, samples_dir / key)  # the commit: atomic on one file system
         return key
 
@@ -394,14 +508,22 @@ class RunArchive:
         # Listing the directory ourselves skips .tmp-* entries without asking zarr about them.
         committed = [d.name for d in (self.path / "samples").iterdir() if _SAMPLE_KEY.match(d.name)]
         group = self._group("samples")
-        return [(key, group[key].attrs.asdict()) for key in sorted(committed, key=int)]
+        return [(key, self._batch(group, key)[0]) for key in sorted(committed, key=int)]
+
+    def _batch(self, group: zarr.Group, key: str) -> tuple[dict[str, Any], Any]:
+        """Batch ``key``'s attributes and the digest of its images (None: not recorded)."""
+        return _checked_attrs(group[key], self.path / "samples" / key, self._checked)
 
     @_damage_is_one_line
     def read_samples(self, key: str) -> np.ndarray:
         """The images of batch ``key``: uint8 array of shape (N, C, H, W)."""
         if not _SAMPLE_KEY.match(key) or not (self.path / "samples" / key / "zarr.json").exists():
             raise ArchiveError(f"{self.path}: no sample batch {key!r}")
-        return self._group("samples")[key][:]
+        group = self._group("samples")
+        digest = self._batch(group, key)[1]
+        if self._checked and not isinstance(digest, str):
+            raise _damaged(self.path / "samples" / key, "its images lack their SHA-256")
+        return _read_array(group, key, self.path / "samples" / key, "uint8", 4, None, digest)
 
     # -- recovery ------------------------------------------------------------------------
 
@@ -412,8 +534,7 @@ class RunArchive:
                 partial.unlink(missing_ok=True)
         for tmp in (self.path / "samples").glob(f"{_TMP_PREFIX}*"):
             shutil.rmtree(tmp, ignore_errors=True)
-        group = self._group("metrics")
-        n, columns = int(group.attrs["n_epochs"]), group.attrs["columns"]
+        group, n, columns, _ = self._metrics_state()
         for name in list(group.array_keys()):
             if name not in columns:
                 shutil.rmtree(self.path / "metrics" / name)

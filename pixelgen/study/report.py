@@ -158,8 +158,8 @@ def compare(
     say = report or silent
     out_dir = check_output_folder(out if out is not None else default_compare_dir(run_dirs), COMPARISON_JSON,
                                   force=force)
-    out_dir.mkdir(parents=True, exist_ok=True)
     records = unique_names([read_checkpoint(d) if Path(d).is_file() else read_run(d) for d in run_dirs])
+    out_dir.mkdir(parents=True, exist_ok=True)  # once the runs read, before anything is measured
     with torch_threads(options.threads or default_threads()):
         timing = _timing(options)
         measured, test_images = measure_runs(records, options, say)
