@@ -59,6 +59,10 @@ def stack_hyperparameters(**defaults: Any) -> dict[str, Hyperparameter]:
             N_LEVELS, "values per sub-pixel, 0..n_levels-1: 256 for 8-bit images, 2 for binary data "
             "(the paper's sigmoid output for binarized MNIST, section 4, as a two-way softmax)"
         ),
+        "likelihood": Hyperparameter(
+            "categorical", "output distribution: a registered likelihood's name, or a table "
+            "{name = ..., options} (pixelgen plugins lists them), e.g. {name = \"logistic_mixture\", n_mixtures = 10}"
+        ),
     }
     unknown = set(defaults) - set(table)
     if unknown:
