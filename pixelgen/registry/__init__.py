@@ -17,8 +17,7 @@ import attrs
 import pluggy
 
 from pixelgen.errors import Interrupted, RegistryError, one_line
-from pixelgen.nn.hyperparameters import N_LEVELS, Hyperparameter
-from pixelgen.nn.likelihoods import Likelihood
+from pixelgen.nn.hyperparameters import LIKELIHOOD, N_LEVELS, Hyperparameter
 from pixelgen.registry import hookspecs
 
 ENTRY_POINT_GROUP = "pixelgen"
@@ -415,9 +414,6 @@ def create_dataset(name: str, root: str, split: str, **options: Any):
     return spec.factory(root=root, split=split, **options)
 
 
-LIKELIHOOD = "likelihood"  # the hyperparameter by which a model chooses its likelihood
-
-
 def likelihood_choice(value: Any) -> tuple[str, dict[str, Any]]:
     """``(name, options)`` of a ``likelihood`` hyperparameter: a registered likelihood's name
     (``"logistic_mixture"``) or a table naming it with its options (``{name =
@@ -439,20 +435,18 @@ def likelihood_choice(value: Any) -> tuple[str, dict[str, Any]]:
     return name, options
 
 
-def create_likelihood(value: Any, n_levels: int = N_LEVELS) -> Likelihood:
+def create_likelihood(value: Any, n_levels: int = N_LEVELS) -> Any:
     """The :class:`~pixelgen.nn.likelihoods.Likelihood` a model's ``likelihood``
-    hyperparameter names (see :func:`likelihood_choice`; an instance is returned as it
-    is), for ``n_levels`` values per sub-pixel.
+    hyperparameter names (see :func:`likelihood_choice`), for ``n_levels`` values per
+    sub-pixel; a value that is neither a name nor a table is taken as a likelihood
+    already built (a multi-scale model hands its two networks its own) and returned as
+    it is. (The registry imports no torch, so the model checks the type.)
 
     Raises:
         RegistryError: the value is not a registered likelihood with its options.
         ValueError: the factory refuses them (as a model's factory refuses its values).
     """
-    if isinstance(value, Likelihood):
+    if not isinstance(value, (str, Mapping)):
         return value
     name, options = likelihood_choice(value)
-    likelihood = get_likelihood_spec(name).factory(n_levels=n_levels, **options)
-    if not isinstance(likelihood, Likelihood):
-        raise RegistryError(f"likelihood {name!r}: its factory returned {type(likelihood).__name__}, "
-                            f"not a pixelgen.nn.likelihoods.Likelihood")
-    return likelihood
+    return get_likelihood_spec(name).factory(n_levels=n_levels, **options)
