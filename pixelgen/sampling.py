@@ -298,8 +298,9 @@ def reference_seconds_per_subpixel(
     :func:`sample` generates it, after one untimed pixel.
 
     Every sub-pixel costs the reference sampler one full forward pass of the whole
-    ``(n, C, height, width)`` image, whatever the image holds, so this time multiplied by
-    ``C * height * width`` is the time of a whole image (see
+    ``(n, C, height, width)`` image (every pixel one, for a per-pixel likelihood: the
+    time is the pixel's shared by its colours), whatever the image holds, so this time
+    multiplied by ``C * height * width`` is the time of a whole image (see
     :func:`pixelgen.study.measure.sampling_seconds`).
     """
     _check_settings("reference", 1.0, 1.0, n, height, width)

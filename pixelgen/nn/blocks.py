@@ -211,7 +211,7 @@ class AutoregressiveModel(nn.Module):
 
     Contract: ``model(x, labels=None)`` maps images ``x`` ``(B, C, H, W)`` (integers
     0..n_levels-1, or floats in that range for differentiation) to the outputs of its
-    :attr:`likelihood` such that ``-model.likelihood.log_prob(outputs, x)`` is the
+    ``likelihood`` such that ``-model.likelihood.log_prob(outputs, x)`` is the
     per-sub-pixel NLL (by default the logits ``(B, n_levels, C, H, W)`` of an
     ``n_levels``-way softmax), and the outputs of sub-pixel ``(i, j, c)`` depend only on
     sub-pixels before it in the model's :meth:`generation_order` (by default raster: row,

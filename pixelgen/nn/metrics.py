@@ -33,7 +33,7 @@ def nll_nats(outputs: Tensor, x: Tensor, likelihood: Likelihood | None = None) -
 
 def bits_per_dim(outputs: Tensor, x: Tensor, likelihood: Likelihood | None = None) -> Tensor:
     """Mean negative log2-likelihood per sub-pixel over the batch (a 0-d tensor);
-    arguments as :func:`nll_nats`'."""
+    arguments as :func:`~pixelgen.nn.metrics.nll_nats`'."""
     return nll_nats(outputs, x, likelihood).mean() / (x[0].numel() * math.log(2))
 
 

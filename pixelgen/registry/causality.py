@@ -50,7 +50,7 @@ def allowed_dependencies(
         order: long ``(C, H, W)``, the rank of each sub-pixel in the generation order
             (a model's :func:`~pixelgen.nn.blocks.generation_order_of`); ``None``: raster
             order with R -> G -> B inside a pixel.
-        per_pixel: the likelihood's structure (:attr:`~pixelgen.nn.likelihoods.Likelihood.per_pixel`):
+        per_pixel: the likelihood's structure (``per_pixel`` of :class:`~pixelgen.nn.likelihoods.Likelihood`):
             every output of a pixel may depend only on sub-pixels before the pixel's first.
 
     Returns:
