@@ -20,6 +20,7 @@ __version__ = "0.1.0"
 # first use. Each public name and the module that defines it:
 _EXPORTS = {
     "DatasetSpec": "pixelgen.registry",
+    "LikelihoodSpec": "pixelgen.registry",
     "ModelSpec": "pixelgen.registry",
     "PixelgenError": "pixelgen.errors",
     "bits_per_dim": "pixelgen.nn.metrics",
@@ -27,6 +28,7 @@ _EXPORTS = {
     "create_model": "pixelgen.registry",
     "hookimpl": "pixelgen.registry.hookspecs",
     "list_datasets": "pixelgen.registry",
+    "list_likelihoods": "pixelgen.registry",
     "list_models": "pixelgen.registry",
     "nll_nats": "pixelgen.nn.metrics",
     "plugin_failures": "pixelgen.registry",
@@ -50,6 +52,7 @@ def __dir__() -> list[str]:
 
 __all__ = [
     "DatasetSpec",
+    "LikelihoodSpec",
     "ModelSpec",
     "PixelgenError",
     "bits_per_dim",
@@ -57,6 +60,7 @@ __all__ = [
     "create_model",
     "hookimpl",
     "list_datasets",
+    "list_likelihoods",
     "list_models",
     "nll_nats",
     "plugin_failures",

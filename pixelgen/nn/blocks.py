@@ -26,8 +26,9 @@ group, and no feature of a pixel sees any of its colours.
 
 Sampling (Pixel RNN, section 2): :func:`pixelgen.sample` asks a model for a
 :class:`SamplingState` and calls its ``logits(x, i, j)`` once per sub-pixel (once per
-pixel for a per-pixel likelihood) in the model's generation order (raster order unless the model's ``generation_order`` says
-otherwise, as a multi-scale model's does; see :func:`generation_order_of`).
+pixel for a per-pixel likelihood) in the model's generation order (raster order unless
+the model's ``generation_order`` says otherwise, as a multi-scale model's does; see
+:func:`generation_order_of`).
 :class:`ReferenceState` works for any model (a full forward pass per call);
 :class:`ResidualStackState` is the fast, exact one (Ramachandran et al. 2017): everything
 but the layers is 1x1, or the 7x7 input convolution, evaluated at one position from a

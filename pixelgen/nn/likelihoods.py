@@ -162,8 +162,7 @@ class Categorical(Likelihood):
         return outputs
 
     def log_prob(self, outputs: Tensor, x: Tensor) -> Tensor:
-        dtype = torch.promote_types(outputs.dtype, torch.float32)  # bf16 and float16 logits: float32
-        return -F.cross_entropy(outputs.to(dtype), x.long(), reduction="none")  # (B, C, H, W)
+        return -F.cross_entropy(outputs.float(), x.long(), reduction="none")  # (B, C, H, W), float32 as ever
 
     def subpixel_probabilities(self, at_pixel: Tensor, x_pixel: Tensor, c: int, temperature: float = 1.0) -> Tensor:
         logits = at_pixel[:, :, c]  # (n, n_levels)
