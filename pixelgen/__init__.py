@@ -23,6 +23,7 @@ __version__ = "0.1.0"
 # first use. Each public name and the module that defines it:
 _EXPORTS = {
     "DatasetSpec": "pixelgen.registry",
+    "LikelihoodSpec": "pixelgen.registry",
     "ModelSpec": "pixelgen.registry",
     "PixelgenError": "pixelgen.errors",
     "bits_per_dim": "pixelgen.nn.metrics",
@@ -32,6 +33,7 @@ _EXPORTS = {
     "decompress": "pixelgen.study.codec",
     "hookimpl": "pixelgen.registry.hookspecs",
     "list_datasets": "pixelgen.registry",
+    "list_likelihoods": "pixelgen.registry",
     "list_models": "pixelgen.registry",
     "load_model": "pixelgen.study.from_checkpoint",
     "nll_nats": "pixelgen.nn.metrics",
@@ -56,6 +58,7 @@ def __dir__() -> list[str]:
 
 __all__ = [
     "DatasetSpec",
+    "LikelihoodSpec",
     "ModelSpec",
     "PixelgenError",
     "bits_per_dim",
@@ -65,6 +68,7 @@ __all__ = [
     "decompress",
     "hookimpl",
     "list_datasets",
+    "list_likelihoods",
     "list_models",
     "load_model",
     "nll_nats",

@@ -3,14 +3,17 @@
 An image is generated in the order the model factorises it: rows top to bottom, pixels
 left to right, and inside a pixel R -> G -> B, unless the model's ``generation_order``
 says otherwise (a multi-scale model generates its subsampled image first; see
-:func:`pixelgen.nn.blocks.generation_order_of`). Each sub-pixel is drawn from its
-``n_levels``-way softmax (256 values for 8-bit images, 2 for binary ones; temperature,
+:func:`pixelgen.nn.blocks.generation_order_of`). Each sub-pixel is drawn from the
+distribution the model's likelihood gives it (:mod:`pixelgen.nn.likelihoods`; by default
+its ``n_levels``-way softmax, 256 values for 8-bit images, 2 for binary ones; temperature,
 optional nucleus truncation), never taken by argmax::
 
     for (i, j) in pixels, in the model's order (raster by default):
         for c in colours:
-            logits = state.logits(x, i, j)[:, :, c]     (n, n_levels), given x up to (i, j, c-1)
-            x[:, c, i, j] = draw(logits)
+            outputs = state.logits(x, i, j)      the likelihood's outputs at (i, j), given x
+                                                 up to (i, j, c-1); once per pixel for a
+                                                 per-pixel likelihood
+            x[:, c, i, j] = likelihood.sample(outputs, x[:, :, i, j], c, ...)
 
 What differs between models is only how ``state.logits`` is computed. A model offers a
 :class:`~pixelgen.nn.blocks.SamplingState` through ``model.sampling_state(n, height, width, labels)``:
@@ -48,9 +51,11 @@ from pixelgen.nn.blocks import (
     ReferenceState,
     SamplingState,
     generation_order_of,
+    likelihood_of,
     n_classes_of,
     n_levels_of,
 )
+from pixelgen.nn.likelihoods import Likelihood, draw_from, work_dtype
 
 SAMPLERS = ("fast", "reference")
 
@@ -131,7 +136,8 @@ def sampler_used(model: nn.Module, sampler: str) -> str:
 
 
 def draw(logits: Tensor, temperature: float, top_p: float, generator: torch.Generator) -> Tensor:
-    """One value per row of ``logits`` ``(n, V)``, drawn from ``softmax(logits / temperature)``.
+    """One value per row of ``logits`` ``(n, V)``, drawn from ``softmax(logits / temperature)``
+    (the categorical likelihood's draw, :func:`pixelgen.nn.likelihoods.draw_from`).
 
     With ``top_p < 1`` only the nucleus is kept: the smallest set of values, most likely
     first, whose probability reaches ``top_p`` (Holtzman et al. 2020). The draw is by
@@ -142,20 +148,8 @@ def draw(logits: Tensor, temperature: float, top_p: float, generator: torch.Gene
     Returns:
         long tensor ``(n,)``.
     """
-    work_dtype = torch.float64 if logits.device.type != "mps" else torch.float32
-    probs = torch.softmax(logits.to(work_dtype) / temperature, dim=-1)  # (n, V)
-    if top_p < 1.0:
-        sorted_probs, order = probs.sort(dim=-1, descending=True)
-        mass_before = sorted_probs.cumsum(dim=-1) - sorted_probs  # (n, V)
-        keep_sorted = mass_before < top_p  # always keeps the most likely value
-        keep = torch.zeros_like(keep_sorted).scatter_(-1, order, keep_sorted)
-        probs = probs * keep
-    cdf = probs.cumsum(dim=-1)  # (n, V), unnormalised after truncation
-    uniform = torch.rand(len(logits), 1, generator=generator, device=logits.device, dtype=work_dtype)
-    values = torch.searchsorted(cdf, uniform * cdf[:, -1:], right=True)[:, 0]  # (n,)
-    # uniform * total rounds up to total about never; then take the last possible value.
-    last_possible = probs.shape[-1] - 1 - (probs.flip(-1) > 0).to(torch.uint8).argmax(dim=-1)
-    return torch.minimum(values, last_possible)
+    probs = torch.softmax(logits.to(work_dtype(logits.device)) / temperature, dim=-1)  # (n, V)
+    return draw_from(probs, top_p, generator)
 
 
 def _channels_of(model: nn.Module) -> int:
@@ -246,6 +240,9 @@ def sample(
         0..n_levels-1 (0/1 for a binary model).
     """
     _check_settings(sampler, temperature, top_p, n, height, width)
+    likelihood = likelihood_of(model)
+    if top_p < 1.0 and not likelihood.top_p_defined:
+        raise SamplingError(f"top_p is not defined for the {likelihood.name} likelihood; use top_p = 1")
     channels = _channels_of(model)
     device = _device_of(model)
     labels = _check_labels(model, labels, n, device)
@@ -263,8 +260,9 @@ def sample(
             state = _state_warning_on_fallback(model, sampler, n, height, width, labels)
             rows = tqdm(visiting_order(model, channels, height, width), unit="row", file=sys.stderr,
                         desc=f"sampling {n}x{channels}x{height}x{width}", disable=not progress)
+            pick = _picker(likelihood, temperature, top_p, generator)
             for pixels in rows:
-                _sample_pixels(state, x, pixels, given_rows, lambda logits: draw(logits, temperature, top_p, generator))
+                _sample_pixels(state, likelihood, x, pixels, given_rows, pick)
     finally:
         model.train(was_training)
     return x
@@ -316,16 +314,25 @@ def visiting_order(model: nn.Module, channels: int, height: int, width: int) -> 
     return [pixels[r * width : (r + 1) * width] for r in range(height)]
 
 
-def _sample_pixels(state: SamplingState, x: Tensor, pixels: list[tuple[int, int]], given_rows: int, pick: Any) -> None:
+def _picker(likelihood: Likelihood, temperature: float, top_p: float, generator: torch.Generator) -> Any:
+    """``pick(outputs, x_pixel, c)``: sub-pixel ``c`` drawn from ``likelihood``."""
+    return lambda outputs, x_pixel, c: likelihood.sample(outputs, x_pixel, c, temperature, top_p, generator)
+
+
+def _sample_pixels(state: SamplingState, likelihood: Likelihood, x: Tensor, pixels: list[tuple[int, int]],
+                   given_rows: int, pick: Any) -> None:
     """Fill ``pixels`` of ``x`` ``(n, C, H, W)`` one by one, colour by colour (pixels in
-    rows above ``given_rows`` are given: the state only observes them)."""
+    rows above ``given_rows`` are given: the state only observes them). The state is asked
+    once per colour, or once per pixel for a per-pixel likelihood."""
     for i, j in pixels:
         if i < given_rows:
             state.observe(x, i, j)
             continue
+        outputs = None
         for c in range(x.shape[1]):
-            logits = state.logits(x, i, j)[:, :, c]  # (n, n_levels)
-            x[:, c, i, j] = pick(logits).to(torch.uint8)
+            if outputs is None or not likelihood.per_pixel:
+                outputs = state.logits(x, i, j)  # the likelihood's outputs at (i, j)
+            x[:, c, i, j] = pick(outputs, x[:, :, i, j], c).to(torch.uint8)
 
 
 def reference_seconds_per_subpixel(
@@ -337,8 +344,9 @@ def reference_seconds_per_subpixel(
     :func:`sample` generates it, after one untimed pixel.
 
     Every sub-pixel costs the reference sampler one full forward pass of the whole
-    ``(n, C, height, width)`` image, whatever the image holds, so this time multiplied by
-    ``C * height * width`` is the time of a whole image (see
+    ``(n, C, height, width)`` image (every pixel one, for a per-pixel likelihood: the
+    time is the pixel's shared by its colours), whatever the image holds, so this time
+    multiplied by ``C * height * width`` is the time of a whole image (see
     :func:`pixelgen.study.measure.sampling_seconds`).
     """
     _check_settings("reference", 1.0, 1.0, n, height, width)
@@ -346,6 +354,8 @@ def reference_seconds_per_subpixel(
     device = _device_of(model)
     labels = _check_labels(model, labels, n, device)
     generator = seeded_generator(0, device)
+    likelihood = likelihood_of(model)
+    pick = _picker(likelihood, 1.0, 1.0, generator)
     x = torch.zeros(n, channels, height, width, dtype=torch.uint8, device=device)
     pixels = [p for row in visiting_order(model, channels, height, width) for p in row]
     n_pixels = min(len(pixels), max(1, math.ceil(n_subpixels / channels)))
@@ -356,7 +366,7 @@ def reference_seconds_per_subpixel(
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         start = time.perf_counter()
-        _sample_pixels(state, x, [pixel], 0, lambda logits: draw(logits, 1.0, 1.0, generator))
+        _sample_pixels(state, likelihood, x, [pixel], 0, pick)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         return time.perf_counter() - start

@@ -26,7 +26,7 @@ other pixel in raster order::
 The likelihood is exact: ``-log p(x) = -log p_small(x[::f, ::f]) - sum over the pixels off
 the grid of log p_conditional(sub-pixel | small image, earlier pixels in raster order)``.
 ``forward`` returns the small network's logits at the grid pixels and the conditional
-network's elsewhere, so that ``F.cross_entropy(forward(x), x)`` summed is that NLL and
+network's elsewhere, so that ``-likelihood.log_prob(forward(x), x)`` summed is that NLL and
 bits/dim are over the full image's ``C * H * W`` sub-pixels. (The paper's conditional
 network generates the whole larger image; here it never predicts a grid pixel, which the
 small network has already given, so that no sub-pixel is counted twice.)
@@ -44,7 +44,9 @@ import pixelgen
 from pixelgen import registry
 from pixelgen.blocks import (
     AutoregressiveModel,
+    Categorical,
     Hyperparameter,
+    Likelihood,
     ResidualStack,
     ResidualStackState,
     SamplingState,
@@ -152,7 +154,7 @@ class MultiScalePixelRNN(AutoregressiveModel):
 
     Both networks are registered :class:`~pixelgen.blocks.ResidualStack` models, built
     through the registry with the shared sizes (``hidden_channels``, ``head_channels``,
-    ``residual``, ``skip``, ``n_classes``, ``n_levels``) and their own depths.
+    ``residual``, ``skip``, ``n_classes``, ``n_levels``), one likelihood and their own depths.
     """
 
     def __init__(
@@ -171,16 +173,19 @@ class MultiScalePixelRNN(AutoregressiveModel):
         residual: bool = True,
         skip: bool = False,
         n_levels: int = 256,
+        likelihood: Likelihood | None = None,
     ) -> None:
         super().__init__()
         if not isinstance(factor, int) or isinstance(factor, bool) or factor < 2:
             raise ValueError(f"factor must be an integer of at least 2, got {factor!r}")
         self.in_channels, self.n_classes, self.n_levels, self.factor = in_channels, n_classes, n_levels, factor
         shared = dict(in_channels=in_channels, hidden_channels=hidden_channels, head_channels=head_channels,
-                      n_classes=n_classes, residual=residual, skip=skip, n_levels=n_levels)
+                      n_classes=n_classes, residual=residual, skip=skip, n_levels=n_levels,
+                      likelihood=likelihood if likelihood is not None else Categorical(n_levels))
         self.small = build_part(small_base, "small_base", n_layers=small_n_layers, **shared)
         self.upsample = Upsampler(in_channels, upsample_channels, factor, 2 * hidden_channels, n_layers, n_levels)
         self.conditional = build_part(base, "base", n_layers=n_layers, **shared)
+        self.likelihood = self.conditional.likelihood  # both networks share it
 
     def small_size(self, height: int, width: int) -> tuple[int, int]:
         """Size of the subsampled image of a ``height x width`` one."""
@@ -203,9 +208,9 @@ class MultiScalePixelRNN(AutoregressiveModel):
     def forward(self, x: Tensor, labels: Tensor | None = None) -> Tensor:
         height, width = x.shape[-2:]
         small = self.small_image(x)  # (B, C, s_h, s_w)
-        conditional = self.conditional(x, labels, layer_bias=self.upsample(small, height, width))  # (B, n_levels, C, H, W)
+        conditional = self.conditional(x, labels, layer_bias=self.upsample(small, height, width))  # outputs (B, ..., H, W)
         # The grid pixels are the small network's: the conditional network's logits there go unused.
-        return on_grid(conditional, call_model(self.small, small, labels), self.factor)  # (B, n_levels, C, H, W)
+        return on_grid(conditional, call_model(self.small, small, labels), self.factor)  # categorical: (B, n_levels, C, H, W)
 
     def sampling_state(self, n: int, height: int, width: int, labels: Tensor | None = None) -> SamplingState:
         if not (self.small.steppable and self.conditional.steppable):

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 from pixelgen import registry
 from pixelgen.errors import PixelgenError, progress_bar_enabled
-from pixelgen.nn.blocks import generation_order_of, raster_order
+from pixelgen.nn.blocks import generation_order_of, likelihood_of, raster_order
 from pixelgen.recipe import parse_value
 from pixelgen.registry.causality import allowed_dependencies, check_causality, narrow_model
 
@@ -60,7 +60,8 @@ def cmd_check(args: argparse.Namespace) -> int:
             model, narrowed = narrow_model(args.model, channels, hyper)
         support = check_causality(model, channels, args.height, args.width, progress=progress_bar_enabled())
         order = generation_order_of(model, channels, args.height, args.width)  # (C, H, W)
-        allowed = int(allowed_dependencies(channels, args.height, args.width, order).sum())
+        per_pixel = likelihood_of(model).per_pixel  # every output of a pixel sees earlier pixels only
+        allowed = int(allowed_dependencies(channels, args.height, args.width, order, per_pixel=per_pixel).sum())
         print(
             f"{args.model}: causal for C={channels} at {args.height}x{args.width}: "
             f"{int(support.sum())} of {allowed} allowed sub-pixel dependencies seen, none forbidden",

@@ -1,4 +1,4 @@
-"""``pixelgen plugins``: the models and data sets installed, read from the registry alone
+"""``pixelgen plugins``: the models, data sets and likelihoods installed, read from the registry alone
 (the plugins load torch; nothing of training, storage or the study loads)."""
 
 from __future__ import annotations
@@ -23,6 +23,11 @@ def cmd_plugins(args: argparse.Namespace) -> int:
         if not spec.downloads:
             options.append("manual download")
         print(f"  {name}  (plugin {plugin}) {spec.description}" + (f" [{', '.join(options)}]" if options else ""))
+    print("likelihoods:")
+    for name in registry.list_likelihoods():
+        spec, plugin = reg.likelihoods[name]
+        options = ", ".join(f"{k}={v!r}" for k, v in spec.options().items())
+        print(f"  {name}  (plugin {plugin}) {spec.description}" + (f" [{options}]" if options else ""))
     for name, error in sorted(reg.failures.items()):
         print(f"plugin {name} failed to load: {error}")
     return 0

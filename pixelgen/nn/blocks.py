@@ -14,17 +14,21 @@ The layout every PixelRNN-family model shares (Pixel RNN, section 3.3 and table 
                       1x1 conv, mask B: h -> 2h         or PixelCNN's 1x1 / 3x3 / 1x1 block
                       + residual connection, + class bias ]
       -> (sum of learnable 1x1 skip connections, optional)
-      -> ReLU, 1x1 conv mask B, ReLU, 1x1 conv mask B -> logits (B, n_levels, C, H, W)
+      -> ReLU, 1x1 conv mask B, ReLU, 1x1 conv mask B -> the likelihood's outputs: by
+                                                    default logits (B, n_levels, C, H, W)
 
 A plugin builds a :class:`ResidualStack` with its own layer factory, a callable
 ``make_layer(hidden_channels, colours) -> nn.Module`` that says what one layer computes.
 Every map is split into colour groups (see :func:`colour_groups`), so output colour R
-never sees G or B of its own pixel.
+never sees G or B of its own pixel; with a per-pixel likelihood (a
+:class:`~pixelgen.nn.likelihoods.Likelihood` such as the logistic mixture) there is one
+group, and no feature of a pixel sees any of its colours.
 
 Sampling (Pixel RNN, section 2): :func:`pixelgen.sample` asks a model for a
-:class:`SamplingState` and calls its ``logits(x, i, j)`` once per sub-pixel in the
-model's generation order (raster order unless the model's ``generation_order`` says
-otherwise, as a multi-scale model's does; see :func:`generation_order_of`).
+:class:`SamplingState` and calls its ``logits(x, i, j)`` once per sub-pixel (once per
+pixel for a per-pixel likelihood) in the model's generation order (raster order unless
+the model's ``generation_order`` says otherwise, as a multi-scale model's does; see
+:func:`generation_order_of`).
 :class:`ReferenceState` works for any model (a full forward pass per call);
 :class:`ResidualStackState` is the fast, exact one (Ramachandran et al. 2017): everything
 but the layers is 1x1, or the 7x7 input convolution, evaluated at one position from a
@@ -39,10 +43,10 @@ from typing import Any, Callable, Protocol, Sequence, runtime_checkable
 
 import torch
 import torch.nn.functional as F
-from einops import rearrange
 from torch import Tensor, nn
 
 from pixelgen.nn.hyperparameters import Hyperparameter, stack_hyperparameters
+from pixelgen.nn.likelihoods import Categorical, Likelihood, LogisticMixture
 from pixelgen.nn.layers import (
     N_LEVELS,
     ClassBias,
@@ -63,10 +67,13 @@ from pixelgen.nn.scans import diagonal_bilstm_scan, row_lstm_scan
 __all__ = [
     "N_LEVELS",
     "AutoregressiveModel",
+    "Categorical",
     "ClassBias",
     "ConvStep",
     "Hyperparameter",
     "LayerStep",
+    "Likelihood",
+    "LogisticMixture",
     "MaskedConv2d",
     "OutputHead",
     "ReferenceState",
@@ -80,6 +87,7 @@ __all__ = [
     "diagonal_bilstm_scan",
     "diagonal_order",
     "generation_order_of",
+    "likelihood_of",
     "lstm_update",
     "lstm_update_",
     "n_classes_of",
@@ -104,6 +112,14 @@ def n_classes_of(model: nn.Module) -> int:
 def n_levels_of(model: nn.Module) -> int:
     """The number of values a model predicts per sub-pixel (256 unless it says otherwise)."""
     return int(getattr(model, "n_levels", N_LEVELS) or N_LEVELS)
+
+
+def likelihood_of(model: nn.Module) -> Likelihood:
+    """The model's :class:`~pixelgen.nn.likelihoods.Likelihood`: its ``likelihood``, or for a
+    model without one (written before likelihoods were plugins) the ``n_levels``-way
+    categorical its logits ``(B, n_levels, C, H, W)`` define."""
+    likelihood = getattr(model, "likelihood", None)
+    return likelihood if isinstance(likelihood, Likelihood) else Categorical(n_levels_of(model))
 
 
 def raster_order(channels: int, height: int, width: int) -> Tensor:
@@ -149,13 +165,15 @@ class SamplingState(Protocol):
     """
 
     def logits(self, x: Tensor, i: int, j: int) -> Tensor:
-        """Logits ``(n, n_levels, C)`` of pixel ``(i, j)``.
+        """The likelihood's outputs at pixel ``(i, j)``, ``outputs[..., i, j]``: for the
+        categorical the logits ``(n, n_levels, C)``.
 
         Args:
             x: images ``(n, C, H, W)`` (uint8) holding every sub-pixel before ``(i, j, c)``
                 in the order; later sub-pixels hold arbitrary values.
             i, j: the pixel; colour ``c``'s logits ``[:, :, c]`` are exact given the
-                colours before ``c``, later colours' are not.
+                colours before ``c``, later colours' are not. A per-pixel likelihood's
+                outputs are exact at the pixel's first call (they see no colour of it).
         """
         ...
 
@@ -168,7 +186,7 @@ class SamplingState(Protocol):
 class ReferenceState(SamplingState):
     """The slow, obviously right state: one full forward pass per call.
 
-    Works for any ``model(x[, labels]) -> (n, n_levels, C, H, W)``.
+    Works for any ``model(x[, labels])`` returning outputs whose last dimensions are ``(H, W)``.
     """
 
     def __init__(self, model: nn.Module, labels: Tensor | None) -> None:
@@ -176,7 +194,7 @@ class ReferenceState(SamplingState):
         self.labels = labels
 
     def logits(self, x: Tensor, i: int, j: int) -> Tensor:
-        return call_model(self.model, x, self.labels)[..., i, j]  # (n, n_levels, C)
+        return call_model(self.model, x, self.labels)[..., i, j]  # categorical: (n, n_levels, C)
 
     def observe(self, x: Tensor, i: int, j: int) -> None:
         pass  # nothing is cached
@@ -197,17 +215,20 @@ class AutoregressiveModel(nn.Module):
     """Base class of pixelgen models.
 
     Contract: ``model(x, labels=None)`` maps images ``x`` ``(B, C, H, W)`` (integers
-    0..n_levels-1, or floats in that range for differentiation) to logits
-    ``(B, n_levels, C, H, W)`` such that ``F.cross_entropy(logits, x)`` is the
-    per-sub-pixel NLL, and logits of sub-pixel ``(i, j, c)`` depend only on sub-pixels
-    before it in the model's :meth:`generation_order` (by default raster: row, column,
-    colour). ``labels`` ``(B,)`` are required when ``n_classes > 0``. ``n_levels`` is 256
-    for 8-bit images, 2 for binary ones.
+    0..n_levels-1, or floats in that range for differentiation) to the outputs of its
+    ``likelihood`` such that ``-model.likelihood.log_prob(outputs, x)`` is the
+    per-sub-pixel NLL (by default the logits ``(B, n_levels, C, H, W)`` of an
+    ``n_levels``-way softmax), and the outputs of sub-pixel ``(i, j, c)`` depend only on
+    sub-pixels before it in the model's :meth:`generation_order` (by default raster: row,
+    column, colour); for a per-pixel likelihood, those of pixel ``(i, j)`` only on
+    earlier pixels. ``labels`` ``(B,)`` are required when ``n_classes > 0``. ``n_levels``
+    is 256 for 8-bit images, 2 for binary ones.
     """
 
     in_channels: int
     n_classes: int = 0
     n_levels: int = N_LEVELS
+    likelihood: Likelihood
 
     def sampling_state(self, n: int, height: int, width: int, labels: Tensor | None = None) -> SamplingState:
         """The state :func:`pixelgen.sample` generates ``n`` images with. This default
@@ -257,6 +278,11 @@ class ResidualStack(AutoregressiveModel):
             head instead of the last layer's output alone.
         n_levels: values per sub-pixel, 2..256: the softmax size and the input scale
             (256 for 8-bit images; 2 for binary data such as binarized MNIST).
+        likelihood: the output distribution (:mod:`pixelgen.nn.likelihoods`); ``None``:
+            the ``n_levels``-way :class:`~pixelgen.nn.likelihoods.Categorical`. Its
+            ``n_levels`` must be the stack's. A per-pixel likelihood masks every map with
+            one colour group. (:func:`pixelgen.create_model` builds it from the model's
+            ``likelihood`` hyperparameter.)
 
     The defaults are :func:`stack_hyperparameters`' (the paper's CIFAR-10 settings).
 
@@ -279,6 +305,7 @@ class ResidualStack(AutoregressiveModel):
         residual: bool = True,
         skip: bool = False,
         n_levels: int = N_LEVELS,
+        likelihood: Likelihood | None = None,
     ) -> None:
         super().__init__()
         if in_channels < 1:
@@ -287,7 +314,11 @@ class ResidualStack(AutoregressiveModel):
             raise ValueError(f"n_levels must be an integer in 2..{N_LEVELS} (images are stored as uint8), got {n_levels!r}")
         if n_layers < 0:
             raise ValueError(f"n_layers must be non-negative, got {n_layers}")
+        likelihood = likelihood if likelihood is not None else Categorical(n_levels)
+        if not isinstance(likelihood, Likelihood) or likelihood.n_levels != n_levels:
+            raise ValueError(f"likelihood must be a pixelgen Likelihood of {n_levels} levels, got {likelihood!r}")
         c, h = in_channels, hidden_channels
+        g = likelihood.mask_colours(c)  # colour groups of every mask
         self.in_channels = c
         self.hidden_channels = h
         self.n_layers = n_layers
@@ -295,15 +326,16 @@ class ResidualStack(AutoregressiveModel):
         self.residual = residual
         self.skip = skip
         self.n_levels = n_levels
-        self.input_conv = MaskedConv2d(c, 2 * h, 7, "A", c)
+        self.likelihood = likelihood
+        self.input_conv = MaskedConv2d(c, 2 * h, 7, "A", g)
         self.input_bias = ClassBias(n_classes, 2 * h)
-        self.layers = nn.ModuleList(make_layer(h, c) for _ in range(n_layers))
-        self.out_convs = nn.ModuleList(MaskedConv2d(h, 2 * h, 1, "B", c) for _ in range(n_layers))
+        self.layers = nn.ModuleList(make_layer(h, g) for _ in range(n_layers))
+        self.out_convs = nn.ModuleList(MaskedConv2d(h, 2 * h, 1, "B", g) for _ in range(n_layers))
         self.layer_biases = nn.ModuleList(ClassBias(n_classes, 2 * h) for _ in range(n_layers))
         self.skip_convs = nn.ModuleList(
-            MaskedConv2d(2 * h, 2 * h, 1, "B", c) for _ in range(n_layers if skip else 0)
+            MaskedConv2d(2 * h, 2 * h, 1, "B", g) for _ in range(n_layers if skip else 0)
         )
-        self.head = OutputHead(2 * h, head_channels, c, n_levels)
+        self.head = OutputHead(2 * h, head_channels, c, n_levels, likelihood)
 
     @property
     def steppable(self) -> bool:
@@ -339,7 +371,7 @@ class ResidualStack(AutoregressiveModel):
             stream = (stream + update if self.residual else update) + bias(labels)
             if self.skip:
                 skips = skips + self.skip_convs[i](stream)
-        return self.head(skips if self.skip and self.n_layers else stream)  # (B, n_levels, C, H, W)
+        return self.head(skips if self.skip and self.n_layers else stream)  # categorical: (B, n_levels, C, H, W)
 
 
 def _check_layer_bias(model: ResidualStack, layer_bias: Sequence[Tensor] | None) -> None:
@@ -391,7 +423,8 @@ class ResidualStackState(SamplingState):
     input convolution and each layer's step read what earlier calls cached, and write
     pixel ``(i, j)``'s values. No feature of pixel ``(i, j)`` depends on its last colour
     (mask A), so the features cached by the call for that colour are final; the image
-    itself is cached again one pixel later, once that colour is drawn.
+    itself is cached again one pixel later, once that colour is drawn. (With a per-pixel
+    likelihood no feature sees any colour of the pixel, and one call per pixel suffices.)
 
     ``layer_bias``: the stack's optional per-layer maps ``(n, 2h, H, W)`` (see
     :class:`ResidualStack`), known in full before sampling starts.
@@ -430,5 +463,5 @@ class ResidualStackState(SamplingState):
             if model.skip:
                 skips = skips + self.skip_convs[k](stream, i, j)
         stream = skips if model.skip and model.n_layers else stream
-        out = self.head_logits(F.relu(self.head_hidden(F.relu(stream), i, j)), i, j)  # (n, C*n_levels)
-        return rearrange(out, "n (c v) -> n v c", c=model.in_channels)  # (n, n_levels, C)
+        out = self.head_logits(F.relu(self.head_hidden(F.relu(stream), i, j)), i, j)  # (n, n_outputs(C))
+        return model.likelihood.arrange(out[:, :, None, None], model.in_channels)[..., 0, 0]  # categorical: (n, n_levels, C)

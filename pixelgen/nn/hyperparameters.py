@@ -13,6 +13,7 @@ from typing import Any, NamedTuple
 from pixelgen.limits import MAX_HYPERPARAMETER
 
 N_LEVELS = 256  # values per sub-pixel of 8-bit images; pixelgen.nn.layers re-exports it
+LIKELIHOOD = "likelihood"  # the hyperparameter by which a model chooses its likelihood (a name or a table)
 
 
 class Hyperparameter(NamedTuple):
@@ -58,6 +59,10 @@ def stack_hyperparameters(**defaults: Any) -> dict[str, Hyperparameter]:
         "n_levels": Hyperparameter(
             N_LEVELS, "values per sub-pixel, 0..n_levels-1: 256 for 8-bit images, 2 for binary data "
             "(the paper's sigmoid output for binarized MNIST, section 4, as a two-way softmax)"
+        ),
+        LIKELIHOOD: Hyperparameter(
+            "categorical", "output distribution: a registered likelihood's name, or a table "
+            "{name = ..., options} (pixelgen plugins lists them), e.g. {name = \"logistic_mixture\", n_mixtures = 10}"
         ),
     }
     unknown = set(defaults) - set(table)

@@ -19,6 +19,7 @@ from einops import rearrange
 from torch import Tensor, nn
 
 from pixelgen.nn.hyperparameters import N_LEVELS  # 0..255; a model's ``n_levels`` may be fewer
+from pixelgen.nn.likelihoods import Categorical, Likelihood
 
 
 def colour_groups(channels: int, colours: int, stacks: int = 1) -> Tensor:
@@ -260,23 +261,29 @@ class ClassBias(nn.Module):
 
 
 class OutputHead(nn.Module):
-    """ReLU, 1x1 mask-B conv, ReLU, 1x1 mask-B conv to an ``n_levels``-way softmax per colour.
+    """ReLU, 1x1 mask-B conv, ReLU, 1x1 mask-B conv to the outputs of a likelihood.
 
+    By default an ``n_levels``-way softmax per colour (:class:`~pixelgen.nn.likelihoods.Categorical`):
     ``n_levels`` is 256 for 8-bit images; 2 gives the paper's binary output for binarized
-    MNIST (Pixel RNN, section 4: a sigmoid, here the equivalent two-way softmax).
-    Input ``(B, in_channels, H, W)``; output logits ``(B, n_levels, C, H, W)``.
+    MNIST (Pixel RNN, section 4: a sigmoid, here the equivalent two-way softmax). Input
+    ``(B, in_channels, H, W)``; output ``likelihood.arrange`` of ``(B, n_outputs(C), H, W)``,
+    for the categorical the logits ``(B, n_levels, C, H, W)``. The masks have the
+    likelihood's colour groups (:meth:`~pixelgen.nn.likelihoods.Likelihood.mask_colours`).
     """
 
-    def __init__(self, in_channels: int, head_channels: int, colours: int, n_levels: int = N_LEVELS) -> None:
+    def __init__(self, in_channels: int, head_channels: int, colours: int, n_levels: int = N_LEVELS,
+                 likelihood: Likelihood | None = None) -> None:
         super().__init__()
         self.colours = colours
-        self.n_levels = n_levels
-        self.hidden = MaskedConv2d(in_channels, head_channels, 1, "B", colours)
-        self.logits = MaskedConv2d(head_channels, n_levels * colours, 1, "B", colours)
+        self.likelihood = likelihood if likelihood is not None else Categorical(n_levels)
+        self.n_levels = self.likelihood.n_levels
+        groups = self.likelihood.mask_colours(colours)
+        self.hidden = MaskedConv2d(in_channels, head_channels, 1, "B", groups)
+        self.logits = MaskedConv2d(head_channels, self.likelihood.n_outputs(colours), 1, "B", groups)
 
     def forward(self, x: Tensor) -> Tensor:
-        x = self.logits(F.relu(self.hidden(F.relu(x))))  # (B, C*n_levels, H, W), colour-major
-        return rearrange(x, "b (c v) h w -> b v c h w", c=self.colours)  # (B, n_levels, C, H, W)
+        x = self.logits(F.relu(self.hidden(F.relu(x))))  # (B, n_outputs(C), H, W)
+        return self.likelihood.arrange(x, self.colours)  # categorical: (B, n_levels, C, H, W)
 
 
 def scale_input(x: Tensor, like: Tensor, n_levels: int = N_LEVELS) -> Tensor:

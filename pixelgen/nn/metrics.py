@@ -9,27 +9,32 @@ from __future__ import annotations
 
 import math
 
-import torch.nn.functional as F
 from torch import Tensor
 
+from pixelgen.nn.likelihoods import Categorical, Likelihood
 
-def nll_nats(logits: Tensor, x: Tensor) -> Tensor:
-    """Negative log-likelihood of each image in nats.
+
+def nll_nats(outputs: Tensor, x: Tensor, likelihood: Likelihood | None = None) -> Tensor:
+    """Negative log-likelihood of each image in nats: ``-likelihood.log_prob`` summed.
 
     Args:
-        logits: ``(B, n_levels, C, H, W)``.
+        outputs: the model's outputs, laid out as ``likelihood`` says; for the default
+            categorical the logits ``(B, n_levels, C, H, W)``.
         x: integer images ``(B, C, H, W)`` with values 0..n_levels-1.
+        likelihood: the model's (:func:`pixelgen.nn.blocks.likelihood_of`); ``None``: the
+            categorical of ``outputs``' ``n_levels`` logits.
 
     Returns:
         float tensor ``(B,)``.
     """
-    per_subpixel = F.cross_entropy(logits.float(), x.long(), reduction="none")  # (B, C, H, W)
-    return per_subpixel.flatten(1).sum(1)
+    likelihood = likelihood if likelihood is not None else Categorical(outputs.shape[1])
+    return -likelihood.log_prob(outputs, x).flatten(1).sum(1)  # (B, C, H, W) -> (B,)
 
 
-def bits_per_dim(logits: Tensor, x: Tensor) -> Tensor:
-    """Mean negative log2-likelihood per sub-pixel over the batch (a 0-d tensor)."""
-    return nll_nats(logits, x).mean() / (x[0].numel() * math.log(2))
+def bits_per_dim(outputs: Tensor, x: Tensor, likelihood: Likelihood | None = None) -> Tensor:
+    """Mean negative log2-likelihood per sub-pixel over the batch (a 0-d tensor);
+    arguments as :func:`~pixelgen.nn.metrics.nll_nats`'."""
+    return nll_nats(outputs, x, likelihood).mean() / (x[0].numel() * math.log(2))
 
 
 def nats_to_bits_per_dim(nll_nats_per_image: float, dims_per_image: int) -> float:

@@ -339,3 +339,8 @@ def _check_registry(run: RunSpec) -> None:
             expected = spec.hyperparameters[key].refuses(given[key]) if table == "model" else None
             if expected is not None:  # before anything builds a model of absurd size
                 raise Problem((table, "hyperparameters", key), f"expected {expected}, got {given[key]!r}")
+            if table == "model" and key == registry.LIKELIHOOD:
+                try:
+                    registry.likelihood_choice(given[key])  # a registered likelihood and its options
+                except RegistryError as exc:
+                    raise Problem((table, "hyperparameters", key), str(exc)) from None

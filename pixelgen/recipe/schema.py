@@ -40,6 +40,7 @@ from pixelgen.limits import (
     MIN_SEED,
     MIN_TEMPERATURE,
 )
+from pixelgen.nn.hyperparameters import LIKELIHOOD
 
 #: The sample-quality metrics ``[score]`` and ``pixelgen score`` compute (see pixelgen.study.scoring).
 SCORE_METRICS = ("fid", "is", "kid", "pr")
@@ -181,17 +182,24 @@ class FrozenTable(Mapping):
 
 
 def _freeze(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return FrozenTable(value)  # a table inside, e.g. model.hyperparameters.likelihood
     return tuple(_freeze(v) for v in value) if isinstance(value, (list, tuple)) else value
 
 
 def _toml_values(instance: Any, attribute: attrs.Attribute, table: Any) -> None:
-    """Free tables hold TOML values: strings, numbers, booleans and arrays of those."""
+    """Free tables hold TOML values: strings, numbers, booleans and arrays of those; a model's
+    ``likelihood`` may also be a table (its name and options, see
+    :func:`pixelgen.registry.likelihood_choice`)."""
     owner = type(instance).__name__
 
     def check(value: Any, keys: tuple) -> None:
         if isinstance(value, (list, tuple)):
             for i, item in enumerate(value):
                 check(item, keys + (i,))
+        elif isinstance(value, Mapping) and keys == ("hyperparameters", LIKELIHOOD):
+            for key, item in value.items():
+                check(item, keys + (key,))
         elif not isinstance(value, (str, int, float)):  # bool is an int
             raise BadValue(owner, keys, "a TOML string, number, boolean or array", value)
 

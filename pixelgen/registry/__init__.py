@@ -1,4 +1,5 @@
-"""The plugin registry: models and data sets found through the ``pixelgen`` entry points.
+"""The plugin registry: models, data sets and likelihoods found through the ``pixelgen``
+entry points.
 
 Plugins are loaded lazily, on the first call that needs them, so importing pixelgen reads
 nothing. A plugin that fails to import is recorded with its name and error and does not
@@ -16,7 +17,7 @@ import attrs
 import pluggy
 
 from pixelgen.errors import HyperparameterError, Interrupted, RegistryError, one_line
-from pixelgen.nn.hyperparameters import Hyperparameter
+from pixelgen.nn.hyperparameters import LIKELIHOOD, N_LEVELS, Hyperparameter
 from pixelgen.registry import hookspecs
 
 ENTRY_POINT_GROUP = "pixelgen"
@@ -93,6 +94,30 @@ class DatasetSpec:
         return opts
 
 
+@attrs.frozen
+class LikelihoodSpec:
+    """A likelihood a plugin provides: the distribution a model's outputs define (see
+    :class:`pixelgen.nn.likelihoods.Likelihood`), chosen by a model's ``likelihood``
+    hyperparameter.
+
+    Args:
+        name: registry name, e.g. ``"logistic_mixture"``.
+        factory: callable ``factory(n_levels, **options)`` returning a
+            :class:`~pixelgen.nn.likelihoods.Likelihood`; ``n_levels`` is the model's.
+        description: one line shown by ``pixelgen plugins``.
+    """
+
+    name: str
+    factory: Callable[..., Any]
+    description: str = ""
+
+    def options(self) -> dict[str, Any]:
+        """Keyword options of the factory with their defaults (``n_levels`` excluded: the model's)."""
+        opts = _keyword_defaults(self.factory)
+        opts.pop("n_levels", None)
+        return opts
+
+
 def _keyword_defaults(factory: Callable[..., Any]) -> dict[str, Any]:
     target = factory.__init__ if inspect.isclass(factory) else factory
     out: dict[str, Any] = {}
@@ -105,7 +130,7 @@ def _keyword_defaults(factory: Callable[..., Any]) -> dict[str, Any]:
 
 @attrs.define
 class Registry:
-    """Models, data sets and plugin failures gathered from one plugin manager.
+    """Models, data sets, likelihoods and plugin failures gathered from one plugin manager.
 
     A plugin that fails (import error, ``SystemExit``, a hook with a wrong signature or an
     unknown name, a hook that raises or returns anything but a list of specs) is recorded
@@ -116,6 +141,7 @@ class Registry:
     manager: pluggy.PluginManager
     models: dict[str, tuple[ModelSpec, str]] = attrs.field(factory=dict)
     datasets: dict[str, tuple[DatasetSpec, str]] = attrs.field(factory=dict)
+    likelihoods: dict[str, tuple[LikelihoodSpec, str]] = attrs.field(factory=dict)
     failures: dict[str, str] = attrs.field(factory=dict)
     conflicts: dict[str, str] = attrs.field(factory=dict)
     sources: dict[str, str] = attrs.field(factory=dict)  # plugin name -> distribution
@@ -136,6 +162,7 @@ class Registry:
         self.conflicts.clear()
         self.models = self._claims(self.manager.hook.pixelgen_models, ModelSpec, "model")
         self.datasets = self._claims(self.manager.hook.pixelgen_datasets, DatasetSpec, "data set")
+        self.likelihoods = self._claims(self.manager.hook.pixelgen_likelihoods, LikelihoodSpec, "likelihood")
 
     def _claims(self, hook: Any, spec_type: type, kind: str) -> dict[str, tuple[Any, str]]:
         claims: dict[str, list[tuple[Any, str]]] = {}
@@ -187,6 +214,8 @@ def _checked_specs(result: Any, spec_type: type, kind: str) -> list[Any]:
             raise TypeError(f"{kind} {spec.name!r}: factory {spec.factory!r} is not callable")
         if isinstance(spec, ModelSpec):
             _check_hyperparameters(spec)
+        elif isinstance(spec, LikelihoodSpec):
+            spec.options()  # the factory's signature must be readable
         else:
             spec.options()  # the data-set factory's signature must be readable
             _check_splits(spec)
@@ -284,6 +313,11 @@ def list_datasets() -> list[str]:
     return sorted(get_registry().datasets)
 
 
+def list_likelihoods() -> list[str]:
+    """Names of every registered likelihood, sorted."""
+    return sorted(get_registry().likelihoods)
+
+
 def get_model_spec(name: str) -> ModelSpec:
     """The :class:`ModelSpec` registered as ``name``; :class:`~pixelgen.errors.RegistryError` if none."""
     return _spec(get_registry().models, "model", name)
@@ -292,6 +326,11 @@ def get_model_spec(name: str) -> ModelSpec:
 def get_dataset_spec(name: str) -> DatasetSpec:
     """The :class:`DatasetSpec` registered as ``name``; :class:`~pixelgen.errors.RegistryError` if none."""
     return _spec(get_registry().datasets, "data set", name)
+
+
+def get_likelihood_spec(name: str) -> LikelihoodSpec:
+    """The :class:`LikelihoodSpec` registered as ``name``; :class:`~pixelgen.errors.RegistryError` if none."""
+    return _spec(get_registry().likelihoods, "likelihood", name)
 
 
 def _spec(table: dict[str, tuple[Any, str]], kind: str, name: str) -> Any:
@@ -308,11 +347,11 @@ def _spec(table: dict[str, tuple[Any, str]], kind: str, name: str) -> Any:
 
 
 def plugin_of(name: str) -> str:
-    """Name of the plugin that provides model or data set ``name``."""
+    """Name of the plugin that provides model, data set or likelihood ``name``."""
     registry = get_registry()
-    entry = registry.models.get(name) or registry.datasets.get(name)
+    entry = registry.models.get(name) or registry.datasets.get(name) or registry.likelihoods.get(name)
     if entry is None:
-        raise RegistryError(f"unknown model or data set {name!r}")
+        raise RegistryError(f"unknown model, data set or likelihood {name!r}")
     return entry[1]
 
 
@@ -333,18 +372,22 @@ def check_options(kind: str, name: str, given: dict[str, Any], known: dict[str, 
     for key in given:
         if key not in known:
             listing = ", ".join(f"{k}={v!r}" for k, v in known.items()) or "none"
-            noun = "option" if kind == "data set" else "hyperparameter"
+            noun = "hyperparameter" if kind == "model" else "option"
             raise RegistryError(f"{kind} {name!r} has no {noun} {key!r}; available: {listing}")
 
 
 def create_model(name: str, **hyperparameters: Any):
     """Build the registered model ``name`` with the given hyperparameters.
 
+    A model that declares a ``likelihood`` hyperparameter gets it as a
+    :class:`~pixelgen.nn.likelihoods.Likelihood` built by :func:`create_likelihood` (the
+    name or table is what the config keeps).
+
     Returns:
-        an ``nn.Module`` mapping integer images ``(B, C, H, W)`` to logits
-        ``(B, 256, C, H, W)``. Its resolved hyperparameters are kept in
-        ``model.pixelgen_config = {"name": ..., "hyperparameters": {...}}`` so that a
-        checkpoint can rebuild it.
+        an ``nn.Module`` mapping integer images ``(B, C, H, W)`` to its likelihood's
+        outputs (for the categorical, logits ``(B, 256, C, H, W)``). Its resolved
+        hyperparameters are kept in ``model.pixelgen_config = {"name": ...,
+        "hyperparameters": {...}}`` so that a checkpoint can rebuild it.
     """
     spec = get_model_spec(name)
     known = spec.defaults()
@@ -355,8 +398,11 @@ def create_model(name: str, **hyperparameters: Any):
         if expected is not None:
             raise HyperparameterError(f"model {name!r}: hyperparameter {key}: expected {expected}, got {value!r}")
     resolved = {**known, **hyperparameters}
+    built = dict(resolved)
+    if LIKELIHOOD in spec.hyperparameters:
+        built[LIKELIHOOD] = create_likelihood(resolved[LIKELIHOOD], resolved.get("n_levels", N_LEVELS))
     try:
-        model = spec.factory(**resolved)
+        model = spec.factory(**built)
     except (ValueError, TypeError) as exc:  # a factory's own check of its hyperparameters (odd kernels, ...)
         raise HyperparameterError(f"model {name!r}: {exc}") from exc
     model.pixelgen_config = {"name": name, "hyperparameters": resolved}
@@ -368,3 +414,41 @@ def create_dataset(name: str, root: str, split: str, **options: Any):
     spec = get_dataset_spec(name)
     check_options("data set", name, options, spec.options())
     return spec.factory(root=root, split=split, **options)
+
+
+def likelihood_choice(value: Any) -> tuple[str, dict[str, Any]]:
+    """``(name, options)`` of a ``likelihood`` hyperparameter: a registered likelihood's name
+    (``"logistic_mixture"``) or a table naming it with its options (``{name =
+    "logistic_mixture", n_mixtures = 5}``), checked against the registry.
+
+    Raises:
+        RegistryError: a value of another form, an unknown name or an unknown option.
+    """
+    if isinstance(value, str):
+        name, options = value, {}
+    elif isinstance(value, Mapping) and isinstance(value.get("name"), str):
+        options = {key: option for key, option in value.items() if key != "name"}
+        name = value["name"]
+    else:
+        raise RegistryError(
+            f"likelihood: expected a registered likelihood's name or a table {{name = ..., options}}, got {value!r}"
+        )
+    check_options("likelihood", name, options, get_likelihood_spec(name).options())
+    return name, options
+
+
+def create_likelihood(value: Any, n_levels: int = N_LEVELS) -> Any:
+    """The :class:`~pixelgen.nn.likelihoods.Likelihood` a model's ``likelihood``
+    hyperparameter names (see :func:`likelihood_choice`), for ``n_levels`` values per
+    sub-pixel; a value that is neither a name nor a table is taken as a likelihood
+    already built (a multi-scale model hands its two networks its own) and returned as
+    it is. (The registry imports no torch, so the model checks the type.)
+
+    Raises:
+        RegistryError: the value is not a registered likelihood with its options.
+        ValueError: the factory refuses them (as a model's factory refuses its values).
+    """
+    if not isinstance(value, (str, Mapping)):
+        return value
+    name, options = likelihood_choice(value)
+    return get_likelihood_spec(name).factory(n_levels=n_levels, **options)

@@ -1,11 +1,13 @@
 """Conformance checks any plugin author can run: is a model exactly autoregressive?
 
-:func:`check_causality` computes the full Jacobian (float64) of every output logit with
+:func:`check_causality` computes the full Jacobian (float64) of every output with
 respect to every input sub-pixel and fails, naming the first offending pair, if an
 output depends on a sub-pixel at or after it in the model's generation order: raster
 order (row, column, colour) unless the model's ``generation_order`` says otherwise
 (:func:`pixelgen.nn.blocks.generation_order_of`; a multi-scale model generates its
-subsampled image first).
+subsampled image first). The structure inside a pixel is the likelihood's
+(:func:`pixelgen.nn.blocks.likelihood_of`): sub-pixel by sub-pixel for the categorical;
+for a per-pixel likelihood every output of a pixel may depend on earlier pixels only.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from pixelgen.errors import CausalityError
 from pixelgen.nn.blocks import (
     call_model,
     generation_order_of,
+    likelihood_of,
     n_levels_of,
     raster_order,
 )
@@ -42,7 +45,9 @@ def subpixel_name(c: int, i: int, j: int, channels: int) -> str:
     return f"(row {i}, column {j}, {colour})"
 
 
-def allowed_dependencies(channels: int, height: int, width: int, order: Tensor | None = None) -> Tensor:
+def allowed_dependencies(
+    channels: int, height: int, width: int, order: Tensor | None = None, *, per_pixel: bool = False
+) -> Tensor:
     """Which input sub-pixels each output sub-pixel may depend on.
 
     Args:
@@ -50,14 +55,18 @@ def allowed_dependencies(channels: int, height: int, width: int, order: Tensor |
         order: long ``(C, H, W)``, the rank of each sub-pixel in the generation order
             (a model's :func:`~pixelgen.nn.blocks.generation_order_of`); ``None``: raster
             order with R -> G -> B inside a pixel.
+        per_pixel: the likelihood's structure (``per_pixel`` of :class:`~pixelgen.nn.likelihoods.Likelihood`):
+            every output of a pixel may depend only on sub-pixels before the pixel's first.
 
     Returns:
         bool tensor ``(C, H, W, C, H, W)``: ``[c, i, j, c2, i2, j2]`` is True exactly when
-        sub-pixel ``(i2, j2, c2)`` comes strictly before ``(i, j, c)`` in the order.
+        sub-pixel ``(i2, j2, c2)`` comes strictly before ``(i, j, c)`` in the order (before
+        ``(i, j)``'s first colour, ``per_pixel``).
     """
     if order is None:
         order = raster_order(channels, height, width)  # (C, H, W) position in the generation order
-    return order[..., None, None, None] > order[None, None, None]
+    out_rank = order.min(dim=0, keepdim=True).values.expand_as(order) if per_pixel else order  # (C, H, W)
+    return out_rank[..., None, None, None] > order[None, None, None]
 
 
 def _jacobian_support(
@@ -68,8 +77,9 @@ def _jacobian_support(
     Reverse mode, one Jacobian row per batch element: copy ``k`` of the image is a probe
     for output sub-pixel ``k``, and one backward pass of the sum over ``k`` of copy ``k``'s
     logits at sub-pixel ``k`` gives every row at once, since batch elements never interact
-    in these models (``chunk`` probes at a time to bound memory). The ``n_levels`` logits
-    of a sub-pixel are first projected on random Gaussian weights: the projection's
+    in these models (``chunk`` probes at a time to bound memory). The outputs of a
+    sub-pixel (the likelihood's :meth:`~pixelgen.nn.likelihoods.Likelihood.by_subpixel`;
+    for the categorical its ``n_levels`` logits) are first projected on random Gaussian weights: the projection's
     gradient is zero exactly when no logit depends on the input, except on a set of
     weights of measure zero. Reverse mode, rather than forward mode with one tangent per
     input sub-pixel, because torch's forward-mode rules of plain arithmetic import
@@ -84,6 +94,7 @@ def _jacobian_support(
         positions = torch.arange(start, min(start + chunk, n))  # output sub-pixels probed
         probes = x.detach().expand(len(positions), *x.shape).clone().requires_grad_(True)  # (k, C, H, W)
         out = call_model(model, probes, None if labels is None else labels.expand(len(positions)))
+        out = likelihood_of(model).by_subpixel(out, x.shape[0])  # (k, P, C, H, W)
         if weights is None:
             weights = torch.randn(out.shape[1], generator=generator, dtype=out.dtype)
         projected = torch.einsum("kv...,v->k...", out, weights).flatten(1)  # (k, C*H*W)
@@ -110,7 +121,7 @@ def dependency_map(
 
     Args:
         model: maps ``(B, C, H, W)`` images (floats in [0, n_levels - 1] accepted) to
-            logits ``(B, n_levels, C, H, W)``.
+            its likelihood's outputs (for the categorical, logits ``(B, n_levels, C, H, W)``).
         channels, height, width: image shape to test.
         n_inputs: draws whose Jacobian supports are united, each a random image and a
             fresh perturbation of the weights: a ReLU unit that is off for one draw can
@@ -196,7 +207,8 @@ def pixel_dependencies(
     support = torch.zeros(channels, channels, height, width, dtype=torch.bool)
     for probe, x in _draws(model, (channels, height, width), n_inputs, perturb, seed):
         x = x[None].requires_grad_(True)
-        out = (probe(x, labels) if labels is not None else probe(x))[0, :, :, i, j]  # (n_levels, C)
+        out = probe(x, labels) if labels is not None else probe(x)
+        out = likelihood_of(probe).by_subpixel(out, channels)[0, :, :, i, j]  # (P, C), categorical: (n_levels, C)
         weights = torch.randn(out.shape[0], dtype=out.dtype, generator=torch.Generator().manual_seed(0))
         projected = weights @ out  # (C,)
         for c in range(channels):
@@ -231,14 +243,16 @@ def check_causality(
         model, channels, height, width, n_inputs=n_inputs, seed=seed, labels=labels, progress=progress
     )
     order = generation_order_of(model, channels, height, width)  # (C, H, W)
-    violations = support & ~allowed_dependencies(channels, height, width, order)
+    per_pixel = likelihood_of(model).per_pixel
+    violations = support & ~allowed_dependencies(channels, height, width, order, per_pixel=per_pixel)
     if violations.any():
         pairs = violations.nonzero()  # rows (c, i, j, c2, i2, j2)
         # The first offending pair by the output's, then the input's, generation order.
         out_rank, in_rank = order[tuple(pairs[:, :3].t())], order[tuple(pairs[:, 3:].t())]
         c, i, j, c2, i2, j2 = pairs[(out_rank * order.numel() + in_rank).argmin()].tolist()
+        which = f"pixel (row {i}, column {j})" if per_pixel else f"sub-pixel {subpixel_name(c, i, j, channels)}"
         raise CausalityError(
-            f"not autoregressive: output sub-pixel {subpixel_name(c, i, j, channels)} depends on "
+            f"not autoregressive: output {which} depends on "
             f"input sub-pixel {subpixel_name(c2, i2, j2, channels)}, which is not before it "
             f"({len(pairs)} forbidden dependencies in all)"
         )

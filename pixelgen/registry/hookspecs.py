@@ -43,3 +43,9 @@ def pixelgen_models() -> list:
 @hookspec
 def pixelgen_datasets() -> list:
     """Return a list of :class:`pixelgen.DatasetSpec`, one per data set the plugin adds."""
+
+
+@hookspec
+def pixelgen_likelihoods() -> list:
+    """Return a list of :class:`pixelgen.registry.LikelihoodSpec`, one per likelihood the
+    plugin adds (see :class:`pixelgen.nn.likelihoods.Likelihood`)."""

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from pixelgen.nn.blocks import n_levels_of
+from pixelgen.nn.blocks import likelihood_of, n_levels_of
 from pixelgen.nn.metrics import bits_per_dim
 from pixelgen.registry.causality import pixel_dependencies
 from pixelgen.store.files import atomic_writer
@@ -147,8 +147,8 @@ def gradient_flow(
     """
     groups = layer_groups(model)
     params = [p for group in groups.values() for p in group]
-    logits = model(batch) if labels is None else model(batch, labels)
-    grads = torch.autograd.grad(bits_per_dim(logits, batch), params, allow_unused=True)
+    outputs = model(batch) if labels is None else model(batch, labels)
+    grads = torch.autograd.grad(bits_per_dim(outputs, batch, likelihood_of(model)), params, allow_unused=True)
     by_param = {id(p): g for p, g in zip(params, grads)}
     flow = []
     for name, group in groups.items():
@@ -282,8 +282,8 @@ def time_forward_backward(
         if cuda:
             torch.cuda.synchronize(batch.device)
         start = time.perf_counter()
-        logits = model(batch) if labels is None else model(batch, labels)
-        bits_per_dim(logits, batch).backward()
+        outputs = model(batch) if labels is None else model(batch, labels)
+        bits_per_dim(outputs, batch, likelihood_of(model)).backward()
         if cuda:
             torch.cuda.synchronize(batch.device)
         if k >= warmup:
@@ -296,8 +296,8 @@ def _peak_cuda_bytes(model: nn.Module, batch: Tensor, labels: Tensor | None) -> 
     torch.cuda.synchronize(batch.device)
     before = torch.cuda.memory_allocated(batch.device)
     torch.cuda.reset_peak_memory_stats(batch.device)
-    logits = model(batch) if labels is None else model(batch, labels)
-    bits_per_dim(logits, batch).backward()
+    outputs = model(batch) if labels is None else model(batch, labels)
+    bits_per_dim(outputs, batch, likelihood_of(model)).backward()
     torch.cuda.synchronize(batch.device)
     peak = torch.cuda.max_memory_allocated(batch.device) - before
     model.zero_grad(set_to_none=True)

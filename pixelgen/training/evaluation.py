@@ -22,8 +22,8 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm import tqdm
 
 from pixelgen.errors import DataError, progress_bar_enabled
-from pixelgen.nn.blocks import call_model, n_classes_of
-from pixelgen.nn.metrics import nats_to_bits_per_dim, nll_nats
+from pixelgen.nn.blocks import call_model, likelihood_of, n_classes_of
+from pixelgen.nn.metrics import nats_to_bits_per_dim
 from pixelgen.sampling import set_threads  # noqa: F401  (its home before sampling.py; re-exported)
 
 
@@ -84,6 +84,7 @@ def _summed_nll(net: nn.Module, loader: DataLoader, channels: int, device: Any, 
     """NLL in nats summed over the loader's images per colour, and the image count."""
     totals = torch.zeros(channels + 1, dtype=torch.float64, device=device)
     conditional = n_classes_of(net) > 0
+    likelihood = likelihood_of(net)
     autocast = fabric.autocast() if fabric is not None else contextlib.nullcontext()
     was_training = net.training
     net.eval()
@@ -94,9 +95,9 @@ def _summed_nll(net: nn.Module, loader: DataLoader, channels: int, device: Any, 
             for x, labels in tqdm(loader, desc="evaluating", unit="batch", file=sys.stderr, leave=False,
                                   disable=not progress_bar_enabled()):
                 x, labels = x.to(device), labels.to(device)
-                logits = call_model(net, x, labels if conditional else None)  # (B, n_levels, C, H, W)
+                log_prob = likelihood.log_prob(call_model(net, x, labels if conditional else None), x)  # (B, C, H, W)
                 for c in range(channels):
-                    totals[c] += nll_nats(logits[:, :, c : c + 1], x[:, c : c + 1]).double().sum()
+                    totals[c] += -log_prob[:, c].flatten(1).sum(1).double().sum()  # nats per image, summed
                 totals[-1] += len(x)
     finally:
         net.train(was_training)

@@ -43,7 +43,8 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader, DistributedSampler
 
 from pixelgen.errors import PixelgenError, Report, silent
-from pixelgen.nn.blocks import call_model, n_classes_of
+from pixelgen.nn.blocks import call_model, likelihood_of, n_classes_of
+from pixelgen.nn.likelihoods import Categorical
 from pixelgen.nn.metrics import bits_per_dim
 from pixelgen.recipe import duration_seconds, recipe_to_dict
 from pixelgen.store import checkpoint as ckpt_io
@@ -83,6 +84,9 @@ class Trainer:
         self.rank0 = fabric.is_global_zero
         self.say = report if self.rank0 else silent
         self.model = plan.model
+        likelihood = likelihood_of(self.model)
+        # The loss's likelihood; none for the categorical, bits_per_dim's default, whose call stays as it was.
+        self.likelihood_args = () if type(likelihood) is Categorical else (likelihood,)
         self.step = 0
         self.epoch = 0
         self.saved_epoch = 0
@@ -270,7 +274,8 @@ class Trainer:
         fabric, cfg = self.fabric, self.cfg
         x, labels = x.to(fabric.device), labels.to(fabric.device)
         with fabric.no_backward_sync(self.fmodel, enabled=not last):
-            loss = bits_per_dim(call_model(self.fmodel, x, labels if self.conditional else None), x)
+            outputs = call_model(self.fmodel, x, labels if self.conditional else None)
+            loss = bits_per_dim(outputs, x, *self.likelihood_args)
             bad = ~torch.isfinite(loss.detach())
             if fabric.world_size > 1:
                 bad = fabric.all_reduce(bad.float(), reduce_op="sum") > 0
