@@ -5,7 +5,8 @@ and its archive opens with whole sample batches only.
 
 Two moments: while the command's modules load (just after ``python -m pixelgen`` has set
 its handlers, seen in ``/proc/PID/status``), and while ``sample`` draws images (torch loaded,
-seen in ``/proc/PID/maps``). ``run`` is covered by tests/test_kill_resume.py.
+seen in ``/proc/PID/maps``), and likewise while ``score`` measures and ``compress`` codes.
+``run`` is covered by tests/test_kill_resume.py.
 """
 
 from __future__ import annotations
@@ -18,9 +19,11 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 from datafiles import write_tiny_run_recipe
 
+from pixelgen import load_model
 from pixelgen.store.archive import RunArchive
 
 pytestmark = pytest.mark.skipif(not pathlib.Path("/proc/self/status").exists(), reason="needs Linux /proc")
@@ -134,3 +137,22 @@ def test_a_signal_while_scoring_leaves_no_partial_file(run_dir, signum):
     assert archive.sample_batches() == batches
     # a classifier is kept only whole (one trained to the end before the signal may stay)
     assert not [p.name for p in data.rglob("*") if "tmp" in p.name], "a partial classifier file"
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_signal_while_coding_leaves_no_partial_file(run_dir, signum):
+    """``compress`` stopped while it codes: no .pgz, whole or partial, and no temporary file."""
+    folder = run_dir.parent / f"codec-{signum}"
+    folder.mkdir()
+    channels = load_model(run_dir).in_channels
+    images = np.random.default_rng(0).integers(0, 256, (400, channels, 8, 8), dtype=np.uint8)
+    np.save(folder / "images.npy", images)
+    before = snapshot(run_dir)
+    process = start(["compress", str(run_dir / "best.ckpt"), str(folder / "images.npy"), "-o",
+                     str(folder / "images.pgz")])
+    wait_until(process, torch_loaded)
+    time.sleep(1.5)  # into coding 400 images one sub-pixel at a time
+    process.send_signal(signum)
+    assert_stopped(process, signum)
+    assert sorted(p.name for p in folder.iterdir()) == ["images.npy"]
+    assert snapshot(run_dir) == before
