@@ -4,6 +4,7 @@ Public API::
 
     import pixelgen
     pixelgen.list_models()                      # ['diagonal_bilstm', 'multiscale', 'pixelcnn', 'row_lstm']
+    pixelgen.list_zoo()                         # the pretrained models, each loaded as "zoo:NAME"
     model = pixelgen.create_model("pixelcnn", in_channels=3, hidden_channels=32, n_layers=4)
     logits = model(x)                           # x: (B, C, H, W) ints 0..255 -> (B, 256, C, H, W)
     pixelgen.bits_per_dim(logits, x)
@@ -32,6 +33,7 @@ _EXPORTS = {
     "hookimpl": "pixelgen.registry.hookspecs",
     "list_datasets": "pixelgen.registry",
     "list_models": "pixelgen.registry",
+    "list_zoo": "pixelgen.store.zoo",
     "nll_nats": "pixelgen.nn.metrics",
     "plugin_failures": "pixelgen.registry",
     "register_plugin": "pixelgen.registry",
@@ -64,6 +66,7 @@ __all__ = [
     "hookimpl",
     "list_datasets",
     "list_models",
+    "list_zoo",
     "nll_nats",
     "plugin_failures",
     "register_plugin",

@@ -301,7 +301,7 @@ def _spec(table: dict[str, tuple[Any, str]], kind: str, name: str) -> Any:
         raise RegistryError(conflicts[name])
     if name not in table:
         raise RegistryError(
-            f"unknown {kind} {name!r}; {_did_you_mean(name, table)}available {kind}s: "
+            f"unknown {kind} {name!r}; {did_you_mean(name, table)}available {kind}s: "
             f"{', '.join(sorted(table)) or 'none'}" + _failure_hint()
         )
     return table[name][0]
@@ -316,7 +316,8 @@ def plugin_of(name: str) -> str:
     return entry[1]
 
 
-def _did_you_mean(name: str, known: Iterable[str]) -> str:
+def did_you_mean(name: str, known: Iterable[str]) -> str:
+    """``"did you mean 'x'? "`` naming the closest of ``known`` to ``name``; ``""`` where none is close."""
     close = difflib.get_close_matches(name, sorted(known), n=1)
     return f"did you mean {close[0]!r}? " if close else ""
 
