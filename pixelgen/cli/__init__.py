@@ -41,7 +41,8 @@ from pixelgen.limits import (
     MIN_SEED,
 )
 from pixelgen.recipe import SampleSection, load_recipe
-from pixelgen.store import zoo
+from pixelgen.store.zoo import PREFIX as ZOO_PREFIX  # not "zoo": the name of the module pixelgen.cli.zoo
+from pixelgen.store.zoo import ZOO_ENV, ZooError, resolve
 from pixelgen.store.runs import check_output_file, check_output_folder, quantized_path
 from pixelgen.study.options import ANALYSIS_JSON, COMPARISON_JSON, CompareOptions
 
@@ -76,8 +77,8 @@ def _zoo_file(text: str) -> str:
     """``zoo:NAME``'s file, its SHA-256 checked (:func:`pixelgen.store.zoo.resolve`); any other
     text as it is."""
     try:
-        return str(zoo.resolve(text)) if text.startswith(zoo.PREFIX) else text
-    except zoo.ZooError as exc:
+        return str(resolve(text)) if text.startswith(ZOO_PREFIX) else text
+    except ZooError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
@@ -269,7 +270,7 @@ def _add_zoo(sub: argparse._SubParsersAction) -> None:
         " wherever a checkpoint path is accepted (eval, sample, score, compress, decompress, analyse, "
         "compare, quantize); its file's SHA-256 is checked against the manifest first. Outputs that "
         "default to the checkpoint's folder go to the current folder instead (sample writes no archive "
-        f"unless --archive is given). ${zoo.ZOO_ENV} names another zoo folder."
+        f"unless --archive is given). ${ZOO_ENV} names another zoo folder."
     )
     p.add_argument("--json", action="store_true", help="print the records as one JSON list")
     p.set_defaults(command_function="zoo")

@@ -123,11 +123,26 @@ def read_manifest(folder: str | os.PathLike | None = None) -> dict[str, ZooModel
         return {}
     try:
         tables = tomllib.loads(read_regular(path, MAX_MANIFEST_BYTES).decode("utf-8")).get("models", {})
-        return {name: _converter.structure({"name": name, **table}, ZooModel) for name, table in tables.items()}
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError, AttributeError, TypeError) as exc:
+        if not isinstance(tables, dict) or not all(isinstance(table, dict) for table in tables.values()):
+            raise TypeError("expected a table [models.NAME] for each model")
+        return {name: _model(path, name, table) for name, table in tables.items()}
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError, TypeError) as exc:
         raise ZooError(f"{path}: not a zoo manifest: {one_line(exc)}") from None
+
+
+def _model(manifest: pathlib.Path, name: str, table: dict) -> ZooModel:
+    """The manifest's table ``models.NAME`` as a :class:`ZooModel`; a ZooError naming the
+    key that does not validate."""
+    try:
+        return _converter.structure({"name": name, **table}, ZooModel)
     except cattrs.BaseValidationError as exc:
-        raise ZooError(f"{path}: not a zoo manifest: {'; '.join(cattrs.transform_error(exc))}") from None
+        failures = cattrs.transform_error(exc, f"models.{name}", _describe)
+        raise ZooError(f"{manifest}: not a zoo manifest: {'; '.join(failures)}") from None
+
+
+def _describe(exc: BaseException, type_: type | None) -> str:
+    """cattrs' words for a failure, a validator's own message for a bad value."""
+    return str(exc.args[0]) if type(exc) is ValueError and exc.args else cattrs.v.format_exception(exc, type_)
 
 
 def list_zoo(folder: str | os.PathLike | None = None) -> list[ZooModel]:
