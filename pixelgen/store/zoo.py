@@ -72,11 +72,11 @@ def _hex_digest(instance: object, attribute: attrs.Attribute, value: str) -> Non
 class ZooModel:
     """One model of the zoo, as its manifest entry records it."""
 
-    #: Its name, used as zoo:NAME.
+    #: Its name, the NAME that follows the ``zoo`` prefix.
     name: str = attrs.field(validator=attrs.validators.matches_re(r"[a-z0-9][a-z0-9_]*"))
     #: The checkpoint file in the zoo folder, a plain name.
     file: str = attrs.field(validator=_plain_file_name)
-    #: The file's SHA-256, checked whenever zoo:NAME is resolved.
+    #: The file's SHA-256, checked whenever the name is resolved.
     sha256: str = attrs.field(validator=_hex_digest)
     #: The SHA-256 of its weights alone (the checkpoint's ``model_digest``): equal for every
     #: rebuild from the recipe, where the file's own digest also covers timings it records.
