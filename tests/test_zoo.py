@@ -173,6 +173,11 @@ def test_resolving_a_name_reads_no_torch(tiny_zoo):
              "print(p.name, 'torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["tiny.ckpt", "False"]
+    (tiny_zoo / "tiny.ckpt").write_bytes(b"damaged")  # refused by the parser, before torch loads
+    probe = ("import sys, pixelgen.cli\ntry: pixelgen.cli.main(['eval', 'zoo:tiny'])\nexcept SystemExit as e: "
+             "print(e.code, 'torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["2", "False"]
     assert zoo.resolve("runs/a/best.ckpt") == pathlib.Path("runs/a/best.ckpt")  # a path is a path
 
 
