@@ -7,15 +7,14 @@ stop the others from loading (see :func:`plugin_failures`).
 
 from __future__ import annotations
 
-import difflib
 import importlib.metadata
 import inspect
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Callable, Mapping
 
 import attrs
 import pluggy
 
-from pixelgen.errors import Interrupted, RegistryError, one_line
+from pixelgen.errors import Interrupted, RegistryError, did_you_mean, one_line
 from pixelgen.nn.hyperparameters import Hyperparameter
 from pixelgen.registry import hookspecs
 
@@ -314,12 +313,6 @@ def plugin_of(name: str) -> str:
     if entry is None:
         raise RegistryError(f"unknown model or data set {name!r}")
     return entry[1]
-
-
-def did_you_mean(name: str, known: Iterable[str]) -> str:
-    """``"did you mean 'x'? "`` naming the closest of ``known`` to ``name``; ``""`` where none is close."""
-    close = difflib.get_close_matches(name, sorted(known), n=1)
-    return f"did you mean {close[0]!r}? " if close else ""
 
 
 def _failure_hint() -> str:

@@ -33,8 +33,7 @@ import attrs
 import cattrs
 import tomli_w
 
-from pixelgen.errors import PixelgenError, one_line
-from pixelgen.registry import did_you_mean
+from pixelgen.errors import PixelgenError, did_you_mean, one_line
 from pixelgen.store.files import atomic_write_text, read_regular
 
 #: The prefix that names a zoo model wherever a checkpoint path is accepted.
