@@ -23,7 +23,9 @@ from pixelgen.cli import main
 from pixelgen.recipe import dump_toml
 from pixelgen.store import checkpoint as ckpt_io
 from pixelgen.store import zoo
+from pixelgen.store.runs import beside, quantized_path
 from pixelgen.study.from_checkpoint import evaluate_checkpoint
+from pixelgen.study.report import default_compare_dir
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -218,3 +220,10 @@ def test_every_packaged_zoo_model_verifies_its_sha256(monkeypatch):
         assert path.parent == zoo.PACKAGED_ZOO and model.bytes == path.stat().st_size <= build_zoo.MAX_BYTES
         assert (ROOT / model.recipe).is_file() and model.command == f"python3 scripts/build_zoo.py {model.name}"
         assert ckpt_io.load_checkpoint(path)["model_digest"] == model.weights_sha256
+
+
+def test_outputs_that_default_beside_the_checkpoint_go_to_the_current_folder_for_a_zoo_model(tiny_zoo, tmp_path):
+    assert beside(tiny_zoo / "tiny.ckpt") == pathlib.Path(".")
+    assert quantized_path(tiny_zoo / "tiny.ckpt", "float16") == pathlib.Path("tiny-float16.ckpt")
+    assert quantized_path(tmp_path / "run" / "best.ckpt", "int8") == tmp_path / "run" / "best-int8.ckpt"
+    assert default_compare_dir([tiny_zoo / "tiny.ckpt"]) == pathlib.Path("compare")
