@@ -4,6 +4,7 @@ Public API::
 
     import pixelgen
     pixelgen.list_models()                      # ['diagonal_bilstm', 'multiscale', 'pixelcnn', 'row_lstm']
+    pixelgen.list_zoo()                         # the pretrained models, each loaded as "zoo:NAME"
     model = pixelgen.create_model("pixelcnn", in_channels=3, hidden_channels=32, n_layers=4)
     logits = model(x)                           # x: (B, C, H, W) ints 0..255 -> (B, 256, C, H, W)
     pixelgen.bits_per_dim(logits, x)
@@ -35,6 +36,7 @@ _EXPORTS = {
     "list_datasets": "pixelgen.registry",
     "list_likelihoods": "pixelgen.registry",
     "list_models": "pixelgen.registry",
+    "list_zoo": "pixelgen.store.zoo",
     "load_model": "pixelgen.study.from_checkpoint",
     "nll_nats": "pixelgen.nn.metrics",
     "plugin_failures": "pixelgen.registry",
@@ -70,6 +72,7 @@ __all__ = [
     "list_datasets",
     "list_likelihoods",
     "list_models",
+    "list_zoo",
     "load_model",
     "nll_nats",
     "plugin_failures",

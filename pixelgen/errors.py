@@ -9,12 +9,13 @@ and exits non-zero; library callers catch it like any other exception.
 from __future__ import annotations
 
 import contextlib
+import difflib
 import os
 import signal
 import sys
 import threading
 from collections.abc import Iterator
-from typing import Callable
+from typing import Callable, Iterable
 
 #: Where a long job's progress lines go (``print``, or :func:`silent`).
 Report = Callable[[str], None]
@@ -49,6 +50,12 @@ def one_line(error: BaseException | str, limit: int | None = None) -> str:
     if limit is not None and len(text) > limit:
         text = text[: limit - 3] + "..."
     return text
+
+
+def did_you_mean(name: str, known: Iterable[str]) -> str:
+    """``"did you mean 'x'? "`` naming the closest of ``known`` to ``name``; ``""`` where none is close."""
+    close = difflib.get_close_matches(name, sorted(known), n=1)
+    return f"did you mean {close[0]!r}? " if close else ""
 
 
 class PixelgenError(Exception):

@@ -44,6 +44,8 @@ from pixelgen.limits import (
     MIN_SEED,
 )
 from pixelgen.recipe import SampleSection, load_recipe
+from pixelgen.store.zoo import PREFIX as ZOO_PREFIX  # not "zoo": the name of the module pixelgen.cli.zoo
+from pixelgen.store.zoo import ZOO_ENV, ZooError, resolve
 from pixelgen.store.runs import check_output_file, check_output_folder, quantized_path
 from pixelgen.study.options import ANALYSIS_JSON, COMPARISON_JSON, CompareOptions
 
@@ -51,7 +53,7 @@ from pixelgen.study.options import ANALYSIS_JSON, COMPARISON_JSON, CompareOption
 COMMAND_MODULES = {
     "plugins": "plugins", "check": "check", "sample": "sample", "run": "run", "eval": "evaluate",
     "compare": "report", "analyse": "report", "score": "score", "quantize": "quantize", "recipe_show": "recipe",
-    "compress": "compress", "decompress": "compress",
+    "compress": "compress", "decompress": "compress", "zoo": "zoo",
 }
 
 
@@ -74,8 +76,19 @@ def _bounded_int(low: int, high: int, what: str):
     return parse
 
 
+def _zoo_file(text: str) -> str:
+    """``zoo:NAME``'s file, its SHA-256 checked (:func:`pixelgen.store.zoo.resolve`); any other
+    text as it is."""
+    try:
+        return str(resolve(text)) if text.startswith(ZOO_PREFIX) else text
+    except ZooError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _checkpoint_file(text: str) -> str:
-    """A checkpoint argument, checked to be a file before anything loads torch."""
+    """A checkpoint argument (a file, or ``zoo:NAME``: its file), checked to be a file before
+    anything loads torch."""
+    text = _zoo_file(text)
     path = pathlib.Path(text)
     if not path.is_file():
         raise argparse.ArgumentTypeError(f"{text}: {_not_a_file(path, 'checkpoint file')}")
@@ -90,7 +103,9 @@ def _not_a_file(path: pathlib.Path, what: str) -> str:
 
 
 def _run_or_checkpoint(text: str) -> str:
-    """A run folder or a checkpoint file, checked to exist before anything loads torch."""
+    """A run folder or a checkpoint file (or ``zoo:NAME``: its file), checked to exist before
+    anything loads torch."""
+    text = _zoo_file(text)
     path = pathlib.Path(text)
     if not (path.is_dir() or path.is_file()):
         raise argparse.ArgumentTypeError(f"{text}: {_not_a_file(path, 'run folder or checkpoint file')}")
@@ -179,6 +194,10 @@ EXAMPLES = {
   pixelgen COMMAND --help                        each command's options and examples""",
     "plugins": """examples:
   pixelgen plugins""",
+    "zoo": """examples:
+  pixelgen zoo                                        the pretrained models installed
+  pixelgen eval zoo:fmnist_pixelcnn                   any checkpoint argument takes zoo:NAME
+  pixelgen sample zoo:fmnist_pixelcnn -n 16 --seed 0  the grid goes to the current folder""",
     "check": """examples:
   pixelgen check pixelcnn
   pixelgen check row_lstm --hp hidden_channels=8 --hp n_layers=2 --channels 3 --height 5 --width 5
@@ -246,6 +265,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"pixelgen {_package_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_plugins(sub)
+    _add_zoo(sub)
     _add_check(sub)
     _add_sample(sub)
     _add_run(sub)
@@ -263,6 +283,18 @@ def build_parser() -> argparse.ArgumentParser:
 def _add_plugins(sub: argparse._SubParsersAction) -> None:
     p = _command(sub, "plugins", "list models and data sets with their plugins and hyperparameters")
     p.set_defaults(command_function="plugins")
+
+
+def _add_zoo(sub: argparse._SubParsersAction) -> None:
+    p = _command(sub, "zoo", "list the pretrained models of the zoo, each loaded as zoo:NAME")
+    p.description += (
+        " wherever a checkpoint path is accepted (eval, sample, score, compress, decompress, analyse, "
+        "compare, quantize); its file's SHA-256 is checked against the manifest first. Outputs that "
+        "default to the checkpoint's folder go to the current folder instead (sample writes no archive "
+        f"unless --archive is given). ${ZOO_ENV} names another zoo folder."
+    )
+    p.add_argument("--json", action="store_true", help="print the records as one JSON list")
+    p.set_defaults(command_function="zoo")
 
 
 def _add_check(sub: argparse._SubParsersAction) -> None:
@@ -297,7 +329,7 @@ def _add_check(sub: argparse._SubParsersAction) -> None:
 
 def _add_sample(sub: argparse._SubParsersAction) -> None:
     p = _command(sub, "sample", "draw images from a checkpoint into a PNG grid and the run's archive")
-    p.add_argument("checkpoint", type=_checkpoint_file, help="a .ckpt file written by pixelgen run")
+    p.add_argument("checkpoint", type=_checkpoint_file, help="a .ckpt file written by pixelgen run, or zoo:NAME (see pixelgen zoo)")
     p.add_argument("-n", type=_bounded_int(1, MAX_SAMPLES, "a number of images"), default=64,
                    help="number of images (default: 64)")
     # The sampling settings' defaults are the recipe's [sample] ones, from the one place they live
@@ -347,7 +379,7 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
 
 def _add_eval(sub: argparse._SubParsersAction) -> None:
     p = _command(sub, "eval", "NLL and bits/dim of a checkpoint on a data split")
-    p.add_argument("checkpoint", type=_checkpoint_file, help="a .ckpt file written by pixelgen run")
+    p.add_argument("checkpoint", type=_checkpoint_file, help="a .ckpt file written by pixelgen run, or zoo:NAME (see pixelgen zoo)")
     p.add_argument("--split", choices=["test", "val", "train"], default="test",
                    help="the data split scored: test, val (the run's validation images) or train (default: test)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
@@ -364,7 +396,7 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
 def _add_compare(sub: argparse._SubParsersAction) -> None:
     p = _command(sub, "compare", "compare trained runs: report.md, report.html and figures")
     p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", type=_run_or_checkpoint,
-                   help="run folders written by pixelgen run, or checkpoint files (e.g. quantized copies)")
+                   help="run folders written by pixelgen run, or checkpoint files (e.g. quantized copies, zoo:NAME)")
     p.add_argument("--json", action="store_true", help="print the table numbers as one JSON object")
     _add_measure_options(p, COMPARISON_JSON)
     p.set_defaults(command_function="compare")
@@ -372,7 +404,7 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
 
 def _add_analyse(sub: argparse._SubParsersAction) -> None:
     p = _command(sub, "analyse", "one checkpoint's receptive field, gradient flow and (--scaling) scaling")
-    p.add_argument("checkpoint", type=_checkpoint_file, help="a .ckpt file written by pixelgen run")
+    p.add_argument("checkpoint", type=_checkpoint_file, help="a .ckpt file written by pixelgen run, or zoo:NAME (see pixelgen zoo)")
     _add_measure_options(p, ANALYSIS_JSON)
     p.set_defaults(command_function="analyse")
 
@@ -391,7 +423,7 @@ def _metrics(text: str) -> tuple[str, ...]:
 def _add_score(sub: argparse._SubParsersAction) -> None:
     p = _command(sub, "score", "sample-quality metrics (FID, IS, KID, precision/recall) of a model's samples")
     p.add_argument("target", metavar="CKPT_OR_RUN_DIR", type=_run_or_checkpoint,
-                   help="a run folder (figures stored in its archive) or a checkpoint file")
+                   help="a run folder (figures stored in its archive) or a checkpoint file (or zoo:NAME)")
     p.add_argument("--metrics", type=_metrics, default=METRICS, metavar="LIST",
                    help="comma-separated, of fid, is, kid, pr (default: all)")
     p.add_argument("--n", type=_bounded_int(10, MAX_SAMPLES, "a number of images"), default=1000,
@@ -419,7 +451,7 @@ def _add_score(sub: argparse._SubParsersAction) -> None:
 
 def _add_quantize(sub: argparse._SubParsersAction) -> None:
     p = _command(sub, "quantize", "write a smaller checkpoint: int8, float16 or bfloat16 weights")
-    p.add_argument("checkpoint", type=_checkpoint_file, help="a .ckpt file written by pixelgen run")
+    p.add_argument("checkpoint", type=_checkpoint_file, help="a .ckpt file written by pixelgen run, or zoo:NAME (see pixelgen zoo)")
     p.add_argument("--to", required=True, choices=["int8", "float16", "bfloat16"],
                    help="int8: per-output-channel symmetric weight-only (convolutions and linear maps); "
                         "float16, bfloat16: every weight cast")
@@ -437,7 +469,7 @@ def _check_quantized(args: argparse.Namespace) -> None:
 
 def _add_compress(sub: argparse._SubParsersAction) -> None:
     p = _command(sub, "compress", "code images losslessly with a checkpoint's model (about its NLL in bits)")
-    p.add_argument("checkpoint", type=_checkpoint_file, help="a .ckpt file written by pixelgen run")
+    p.add_argument("checkpoint", type=_checkpoint_file, help="a .ckpt file written by pixelgen run, or zoo:NAME (see pixelgen zoo)")
     p.add_argument("images", nargs="+", metavar="IMAGE",
                    help="image files of one size (PNG, ...), or one .npy of the model's values")
     p.add_argument("-o", "--out", required=True, metavar="FILE", help="the compressed file, e.g. images.pgz")
@@ -452,7 +484,7 @@ def _add_compress(sub: argparse._SubParsersAction) -> None:
 
 def _add_decompress(sub: argparse._SubParsersAction) -> None:
     p = _command(sub, "decompress", "decode a file of pixelgen compress with the same checkpoint, bit for bit")
-    p.add_argument("checkpoint", type=_checkpoint_file, help="the checkpoint the file was compressed with")
+    p.add_argument("checkpoint", type=_checkpoint_file, help="the checkpoint the file was compressed with (a .ckpt file or zoo:NAME)")
     p.add_argument("compressed", metavar="FILE", help="a file written by pixelgen compress")
     p.add_argument("-o", "--out", required=True, metavar="DIR_OR_NPY",
                    help="a folder for PNGs (000000.png, ...) or a .npy file of the model's values")

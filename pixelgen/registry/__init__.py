@@ -8,15 +8,14 @@ stop the others from loading (see :func:`plugin_failures`).
 
 from __future__ import annotations
 
-import difflib
 import importlib.metadata
 import inspect
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Callable, Mapping
 
 import attrs
 import pluggy
 
-from pixelgen.errors import HyperparameterError, Interrupted, RegistryError, one_line
+from pixelgen.errors import HyperparameterError, Interrupted, RegistryError, did_you_mean, one_line
 from pixelgen.nn.hyperparameters import LIKELIHOOD, N_LEVELS, Hyperparameter
 from pixelgen.registry import hookspecs
 
@@ -340,7 +339,7 @@ def _spec(table: dict[str, tuple[Any, str]], kind: str, name: str) -> Any:
         raise RegistryError(conflicts[name])
     if name not in table:
         raise RegistryError(
-            f"unknown {kind} {name!r}; {_did_you_mean(name, table)}available {kind}s: "
+            f"unknown {kind} {name!r}; {did_you_mean(name, table)}available {kind}s: "
             f"{', '.join(sorted(table)) or 'none'}" + _failure_hint()
         )
     return table[name][0]
@@ -353,11 +352,6 @@ def plugin_of(name: str) -> str:
     if entry is None:
         raise RegistryError(f"unknown model, data set or likelihood {name!r}")
     return entry[1]
-
-
-def _did_you_mean(name: str, known: Iterable[str]) -> str:
-    close = difflib.get_close_matches(name, sorted(known), n=1)
-    return f"did you mean {close[0]!r}? " if close else ""
 
 
 def _failure_hint() -> str:

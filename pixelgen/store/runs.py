@@ -14,7 +14,7 @@
       .pixelgen.lock     the run lock: one writer at a time (pixelgen.store.files.RunLock)
 
 These are the run's own files: only ``pixelgen run`` writes them, and no other command's
-output lands on one. A command names its outputs through :func:`check_output_file` or
+output lands on one, nor in the model zoo's folder (:mod:`pixelgen.store.zoo`). A command names its outputs through :func:`check_output_file` or
 :func:`check_output_folder` (a run's own file is always refused, an existing file unless the
 user passed ``--force``) or :func:`fresh_path` (a default name that replaces nothing), and
 writes them inside :func:`writing_into`, which holds the lock of every run folder written to.
@@ -32,6 +32,7 @@ import attrs
 from pixelgen.errors import PixelgenError
 from pixelgen.recipe import OutputSection, Recipe, RunSpec, dump_toml, recipe_to_dict, single_run
 from pixelgen.store.files import LOCK_NAME, RunLock, atomic_write_text, check_tree, refuse_link
+from pixelgen.store.zoo import in_zoo
 
 RECIPE_TOML = "recipe.toml"
 LAST = "last.ckpt"
@@ -69,6 +70,9 @@ def run_file_at(path: str | os.PathLike) -> pathlib.Path | None:
 
 def _refuse_run_file(path: pathlib.Path, flag: str) -> None:
     refuse_link(path)
+    if in_zoo(path):
+        raise OutputError(f"{flag} {path}: lies in the model zoo's folder, which only scripts/build_zoo.py "
+                          f"writes; {flag} another path")
     own = run_file_at(path)
     if own is not None:
         where = "is" if own == pathlib.Path(os.path.abspath(path)) else "lies in"
@@ -123,6 +127,13 @@ def check_output_folder(
     return path
 
 
+def beside(checkpoint: str | os.PathLike) -> pathlib.Path:
+    """The folder of a command's default outputs "beside the checkpoint": its folder, or the
+    current folder for a zoo model (:mod:`pixelgen.store.zoo`, where nothing is written)."""
+    folder = pathlib.Path(checkpoint).parent
+    return pathlib.Path(".") if in_zoo(folder) else folder
+
+
 def fresh_path(folder: str | os.PathLike, stem: str, suffix: str) -> pathlib.Path:
     """``folder/stem+suffix``, or ``stem-2``, ``stem-3``, ...: the first name that is free
     (a default output name that replaces nothing)."""
@@ -147,9 +158,10 @@ def writing_into(*paths: str | os.PathLike | None, folders: Iterable[str | os.Pa
 
 
 def quantized_path(checkpoint: str | os.PathLike, to: str) -> pathlib.Path:
-    """Where ``pixelgen quantize`` writes by default: ``<stem>-<to>.ckpt`` beside the checkpoint."""
+    """Where ``pixelgen quantize`` writes by default: ``<stem>-<to>.ckpt`` beside the checkpoint
+    (:func:`beside`)."""
     checkpoint = pathlib.Path(checkpoint)
-    return checkpoint.with_name(f"{checkpoint.stem}-{to}.ckpt")
+    return beside(checkpoint) / f"{checkpoint.stem}-{to}.ckpt"
 
 
 def final_checkpoint(folder: os.PathLike) -> pathlib.Path | None:

@@ -23,7 +23,15 @@ from pixelgen.sampling import SamplingError, _channels_of, sample_batched, sampl
 from pixelgen.store import checkpoint as ckpt_io
 from pixelgen.store.archive import RunArchive
 from pixelgen.store.images import check_image_path, read_image, save_grid
-from pixelgen.store.runs import check_output_file, final_checkpoint, fresh_path, quantized_path, writing_into
+from pixelgen.store.runs import (
+    beside,
+    check_output_file,
+    final_checkpoint,
+    fresh_path,
+    quantized_path,
+    writing_into,
+)
+from pixelgen.store.zoo import in_zoo
 from pixelgen.study.inference import (
     archived_score_batch,
     class_labels,
@@ -166,8 +174,9 @@ def sample_checkpoint(
             in turn (0, 1, 2, ...).
         complete, rows: keep the top ``rows`` rows of this image file in every sample.
         archive: ``True``: the run's archive next to the checkpoint (the recipe's
-            ``output.archive``, ``archive.zarr``); a path; ``False``: none.
-        png: ``True``: ``samples-<key>.png`` next to the checkpoint (``samples-seed<seed>.png``
+            ``output.archive``, ``archive.zarr``; none for a zoo model); a path; ``False``: none.
+        png: ``True``: ``samples-<key>.png`` next to the checkpoint (in the current folder for
+            a zoo model: :func:`~pixelgen.store.runs.beside`; ``samples-seed<seed>.png``
             without an archive; ``-2``, ``-3``, ... added to a name taken: it replaces no
             file); a path (never a run's own file, nor an existing file unless ``force``:
             :func:`~pixelgen.store.runs.check_output_file`); ``False``: none.
@@ -186,8 +195,8 @@ def sample_checkpoint(
     state = ckpt_io.load_checkpoint(checkpoint)
     set_threads(_recorded_threads(state))
     model = ckpt_io.model_from_checkpoint(state, weights).to(_device(device))
-    if archive is True:
-        archive = archive_of(checkpoint, state)  # refused before anything slow
+    if archive is True:  # refused before anything slow; a zoo model has no run archive (its folder is read-only)
+        archive = False if in_zoo(checkpoint) else archive_of(checkpoint, state)
     if png not in (True, False):
         png = check_image_path(check_output_file(png, force=force, flag="--png", reading=checkpoint))
     prefix, height, width = _completion(complete, rows, size, settings.n, _channels_of(model), n_levels_of(model))
@@ -197,13 +206,13 @@ def sample_checkpoint(
     result: dict[str, Any] = {"seed": settings.seed, "png": None, "sampler": sampler_used(model, settings.sampler)}
     result["archive"] = Path(archive) if archive is not False else None
     archive_folders = [result["archive"].parent] if result["archive"] is not None else []
-    with writing_into(checkpoint if png is True else png or None, folders=archive_folders):
+    with writing_into(beside(checkpoint) / "samples.png" if png is True else png or None, folders=archive_folders):
         images, result["key"], result["seconds_per_image"] = _draw(
             model, result["archive"], checkpoint, state, settings, height, width, labels=labels, prefix=prefix,
             progress=progress, source=source)
         if png is not False:
             stem = f"samples-{result['key']}" if result["key"] is not None else f"samples-seed{settings.seed}"
-            result["png"] = save_grid(images, fresh_path(checkpoint.parent, stem, ".png") if png is True else png,
+            result["png"] = save_grid(images, fresh_path(beside(checkpoint), stem, ".png") if png is True else png,
                                       n_levels_of(model))
     result["images"] = images
     return result

@@ -38,7 +38,7 @@ from pixelgen.recipe import run_dir
 from pixelgen.registry import get_model_spec
 from pixelgen.sampling import default_threads, torch_threads
 from pixelgen.store.files import atomic_write_json
-from pixelgen.store.runs import check_output_folder
+from pixelgen.store.runs import beside, check_output_folder
 from pixelgen.study import analysis
 from pixelgen.study.figures import comparison_figures, score_cells
 from pixelgen.study.measure import RunMeasurement, measure_run, measure_runs, scaling_json
@@ -75,8 +75,9 @@ def _json_default(value: Any) -> Any:
 
 
 def default_compare_dir(run_dirs: Sequence[str | os.PathLike]) -> Path:
-    """``compare/`` next to the first run: inside a multi-run recipe's output folder."""
-    return Path(run_dirs[0]).resolve().parent / "compare"
+    """``compare/`` next to the first run: inside a multi-run recipe's output folder (in the
+    current folder for a zoo model: :func:`~pixelgen.store.runs.beside`)."""
+    return beside(Path(run_dirs[0]).resolve()) / "compare"
 
 
 def _timing(options: CompareOptions) -> dict[str, Any]:
@@ -541,7 +542,8 @@ def analyse(
 
     Args:
         checkpoint: a ``.ckpt`` written by ``pixelgen run``.
-        out: output folder; default ``analysis/`` beside the checkpoint. Never a run
+        out: output folder; default ``analysis/`` beside the checkpoint (in the current
+            folder for a zoo model: :func:`~pixelgen.store.runs.beside`). Never a run
             folder; a folder of other files only with ``force``.
 
     Returns:
@@ -550,7 +552,7 @@ def analyse(
     options = options or CompareOptions()
     say = report or silent
     record = read_checkpoint(checkpoint)
-    out_dir = check_output_folder(out if out is not None else record.checkpoint.resolve().parent / "analysis",
+    out_dir = check_output_folder(out if out is not None else beside(record.checkpoint.resolve()) / "analysis",
                                   ANALYSIS_JSON, force=force)
     out_dir.mkdir(parents=True, exist_ok=True)
     data = load_run_data(record, say)
