@@ -16,6 +16,7 @@ import sys
 import attrs
 import numpy as np
 import pytest
+import torch
 from datafiles import write_tiny_mnist
 
 import pixelgen
@@ -138,6 +139,17 @@ def test_eval_sample_compress_and_decompress_take_a_zoo_name(tiny_zoo, capsys):
     assert main(["decompress", "zoo:tiny", "images.pgz", "-o", "decoded.npy"]) == 0
     assert np.array_equal(np.load("decoded.npy"), images)
     assert contents(tiny_zoo) == before
+
+
+def test_load_model_takes_a_zoo_name(tiny_zoo):
+    by_name = pixelgen.load_model("zoo:tiny")
+    by_path = pixelgen.load_model(tiny_zoo / "tiny.ckpt")
+    assert not by_name.training
+    x = torch.randint(0, 256, (2, 1, 4, 4))
+    assert torch.equal(by_name(x), by_path(x))
+    (tiny_zoo / "tiny.ckpt").write_bytes((tiny_zoo / "tiny.ckpt").read_bytes() + b"x")
+    with pytest.raises(zoo.ZooError, match="SHA-256"):
+        pixelgen.load_model("zoo:tiny")
 
 
 def one_error_line(capsys) -> str:

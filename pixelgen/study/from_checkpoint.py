@@ -31,6 +31,7 @@ from pixelgen.store.runs import (
     quantized_path,
     writing_into,
 )
+from pixelgen.store import zoo
 from pixelgen.store.zoo import in_zoo
 from pixelgen.study.inference import (
     archived_score_batch,
@@ -47,9 +48,6 @@ from pixelgen.study.scoring import (
 from pixelgen.training.evaluation import evaluate, set_threads
 from pixelgen.training.plan import make_fabric
 
-ZOO_PREFIX = "zoo:"
-
-
 def load_model(source: str | os.PathLike, weights: str = "auto") -> torch.nn.Module:
     """The trained model of a run folder, a checkpoint or a zoo name, in eval mode, on the CPU.
 
@@ -62,7 +60,7 @@ def load_model(source: str | os.PathLike, weights: str = "auto") -> torch.nn.Mod
         source: a run folder written by ``pixelgen run`` (its ``best.ckpt``, else
             ``last.ckpt``: the checkpoint ``pixelgen score`` judges it by), a checkpoint
             file (float or quantized, dequantized to float32) or ``zoo:NAME``
-            (:func:`zoo_checkpoint`).
+            (:func:`pixelgen.store.zoo.resolve`: its SHA-256 checked).
         weights: ``"ema"`` the run's average of its weights, ``"raw"`` the trained
             weights, ``"auto"`` the average where the run kept one: the weights
             ``pixelgen evaluate`` uses with the same ``--weights``.
@@ -71,24 +69,16 @@ def load_model(source: str | os.PathLike, weights: str = "auto") -> torch.nn.Mod
         CheckpointError: one line, for a missing path, a folder without a checkpoint, a
             damaged or foreign file, weights the checkpoint does not hold, or an unknown
             ``weights``.
+        ZooError: one line, for an unknown zoo name or a zoo file that is not the manifest's.
     """
-    if isinstance(source, str) and source.startswith(ZOO_PREFIX):
-        path = zoo_checkpoint(source[len(ZOO_PREFIX) :])
+    if isinstance(source, str) and source.startswith(zoo.PREFIX):
+        path = zoo.resolve(source)
     else:
         path = Path(source)
         if not path.exists():
             raise CheckpointError(f"{path}: no such run folder or checkpoint file")
         path, _ = _checkpoint_of(path)
     return ckpt_io.model_from_checkpoint(ckpt_io.load_checkpoint(path), weights).eval()
-
-
-def zoo_checkpoint(name: str) -> Path:
-    """The checkpoint file of the zoo model ``name``: where every ``zoo:NAME`` is resolved.
-
-    Raises:
-        CheckpointError: always, for now: no zoo model is published yet.
-    """
-    raise CheckpointError(f"no zoo model {name!r}; `pixelgen zoo` lists them")
 
 
 def evaluate_checkpoint(
