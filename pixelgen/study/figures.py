@@ -6,14 +6,17 @@ measured figures of :mod:`pixelgen.study.analysis`.
 from __future__ import annotations
 
 import math
+import sys
 import textwrap
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
+from pixelgen.errors import progress_bar_enabled
 from pixelgen.store.images import to_display
 from pixelgen.study import analysis
 from pixelgen.study.measure import RunMeasurement
@@ -95,30 +98,44 @@ def comparison_figures(
     test_images: np.ndarray | None,
     out_dir: Path,
 ) -> dict[str, str]:
-    """Write the figures of the comparison into ``out_dir``: name -> file name."""
-    figures = {
-        "learning_curves": learning_curves_figure(records, out_dir / "learning_curves.png").name,
-        "receptive_fields": analysis.receptive_field_figure(
-            {n: m.field for n, m in measured.items()}, out_dir / "receptive_fields.png").name,
-    }
+    """Write the figures of the comparison into ``out_dir``: name -> file name (a progress
+    bar on stderr, one step per figure, where progress bars are on)."""
+    steps = _figure_steps(records, measured, test_images, out_dir)
+    bar = tqdm(steps, desc="figures", unit="figure", file=sys.stderr, leave=False, disable=not progress_bar_enabled())
+    return {name: draw().name for name, draw in bar}
+
+
+def _figure_steps(
+    records: Sequence[RunRecord],
+    measured: Mapping[str, RunMeasurement],
+    test_images: np.ndarray | None,
+    out_dir: Path,
+) -> list[tuple[str, Callable[[], Path]]]:
+    """The comparison's figures as ``(name, draw)``, ``draw()`` writing one into ``out_dir``."""
+    steps = [
+        ("learning_curves", lambda: learning_curves_figure(records, out_dir / "learning_curves.png")),
+        ("receptive_fields", lambda: analysis.receptive_field_figure(
+            {n: m.field for n, m in measured.items()}, out_dir / "receptive_fields.png")),
+    ]
     checkpoints = {r.name: r.checkpoint.name for r in records}
     panels = {n: m.gradient_flow.panels(checkpoints[n]) for n, m in measured.items() if m.gradient_flow is not None}
     if panels:
-        figures["gradient_flow"] = analysis.gradient_flow_figure(panels, out_dir / "gradient_flow.png").name
+        steps.append(("gradient_flow", lambda: analysis.gradient_flow_figure(panels, out_dir / "gradient_flow.png")))
     results = {n: m.scaling for n, m in measured.items() if m.scaling is not None}
     if results:
-        figures["scaling"] = analysis.scaling_figure(results, out_dir / "scaling.png").name
+        steps.append(("scaling", lambda: analysis.scaling_figure(results, out_dir / "scaling.png")))
     rows = [m.row.to_json() for m in measured.values()]
     if score_cells(rows):
-        figures["scores"] = scores_figure(rows, out_dir / "scores.png").name
+        steps.append(("scores", lambda: scores_figure(rows, out_dir / "scores.png")))
     grids = {n: m.samples for n, m in measured.items() if m.samples is not None}
     if grids:
         levels = {r.name: r.model_config["hyperparameters"].get("n_levels", 256) for r in records}
         shown = {n: to_display(torch.from_numpy(np.asarray(g)), levels[n]).numpy() for n, g in grids.items()}
-        figures["samples"] = sample_grid_figure(shown, out_dir / "samples.png").name
+        steps.append(("samples", lambda: sample_grid_figure(shown, out_dir / "samples.png")))
         comparable = {n: g for n, g in grids.items() if test_images is not None and g.shape[1:] == test_images.shape[1:]}
         if comparable:
-            figures["histograms"] = analysis.histogram_figure(comparable, test_images, out_dir / "histograms.png").name
-    return figures
+            steps.append(("histograms", lambda: analysis.histogram_figure(comparable, test_images,
+                                                                          out_dir / "histograms.png")))
+    return steps
 
 
