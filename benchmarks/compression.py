@@ -42,6 +42,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from pixelgen.data import load_data, stack_split
+from pixelgen.errors import PixelgenError
 from pixelgen.nn.blocks import call_model, n_classes_of, n_levels_of
 from pixelgen.store import checkpoint as ckpt_io
 from pixelgen.store.images import to_display
@@ -53,6 +54,10 @@ try:
     import imagecodecs
 except ImportError:
     imagecodecs = None
+
+class BenchError(Exception):
+    """What the benchmark refuses to go on with (one line on stderr, exit status 2)."""
+
 
 INSTALL = "compression.py: error: needs imagecodecs (WebP, JPEG XL): pip install 'pixelgen[bench]'"
 #: Bytes of a .pgz file around its header and payload: magic, version, header length, crc32.
@@ -67,7 +72,7 @@ def checkpoint_path(text: str) -> Path:
     path = Path(text)
     found = final_checkpoint(path) if path.is_dir() else path
     if found is None or not found.is_file():
-        raise SystemExit(f"compression.py: error: {text}: no checkpoint there")
+        raise BenchError(f"{text}: no checkpoint there")
     return found
 
 
@@ -92,8 +97,7 @@ def image_set(state: dict[str, Any], path: Path, model: torch.nn.Module, args: a
         images, labels = test_images(state, path, args.images)
         where = f"{state['recipe']['data']['name']} test split"
     if n_classes_of(model) and labels is None:
-        raise SystemExit("compression.py: error: a class-conditional model needs its data set's labels; "
-                         "leave out --images-from")
+        raise BenchError("a class-conditional model needs its data set's labels; leave out --images-from")
     return where, images, (labels if n_classes_of(model) else None)
 
 
@@ -123,7 +127,7 @@ def pgz(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor | Non
     decoded = decompress(model, data)
     decode_s = time.perf_counter() - start
     if not torch.equal(decoded, images):
-        raise SystemExit("compression.py: error: the codec did not give back the same pixels")
+        raise BenchError("the codec did not give back the same pixels")
     singles = [compress(model, images[k:k + 1], labels=None if labels is None else labels[k:k + 1])
                for k in range(alone)]
     return {"file": len(data), "payload": payload_bytes(data),
@@ -146,8 +150,9 @@ def mosaic(pictures: np.ndarray) -> np.ndarray:
     rows = math.ceil(n / cols)
     grid = np.zeros((rows * cols, *pictures.shape[1:]), dtype=np.uint8)
     grid[:n] = pictures
-    grid = grid.reshape(rows, cols, *pictures.shape[1:])  # (rows, cols, H, W[, 3])
-    return np.concatenate(np.concatenate(grid, axis=2), axis=0)  # (rows*H, cols*W[, 3])
+    height, width, *colours = pictures.shape[1:]
+    grid = grid.reshape(rows, cols, height, width, *colours).swapaxes(1, 2)  # (rows, H, cols, W[, 3])
+    return grid.reshape(rows * height, cols * width, *colours)
 
 
 def png(picture: np.ndarray) -> bytes:
@@ -193,7 +198,7 @@ def baseline(encode: Callable, decode: Callable, pictures: np.ndarray) -> dict[s
             back = back if (back == back[..., :1]).all() else back[..., :0]
             back = back[..., 0] if back.shape[-1] else back
         if not np.array_equal(back, picture):
-            raise SystemExit(f"compression.py: error: {encode.__name__} was not lossless")
+            raise BenchError(f"{encode.__name__} was not lossless")
         sizes.append(len(data))
     return {"alone": sizes[:-1], "set": sizes[-1]}
 
@@ -254,7 +259,11 @@ def main(argv: list[str]) -> int:
         print(INSTALL, file=sys.stderr)
         return 2
     torch.set_num_threads(1)
-    results = [{**measure(checkpoint_path(c), args), "batch_size": args.batch_size} for c in args.checkpoint]
+    try:
+        results = [{**measure(checkpoint_path(c), args), "batch_size": args.batch_size} for c in args.checkpoint]
+    except (BenchError, PixelgenError) as exc:
+        print(f"compression.py: error: {exc}", file=sys.stderr)
+        return 2
     print(json.dumps(results, indent=1) if args.json else "\n\n".join(map(table, results)))
     return 0
 
