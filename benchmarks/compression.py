@@ -90,6 +90,8 @@ def image_set(state: dict[str, Any], path: Path, model: torch.nn.Module, args: a
     if args.images_from:
         source = Path(args.images_from)
         files = [source] if source.suffix == ".npy" else sorted(source.glob("*.png"))
+        if not files or not files[0].is_file():
+            raise BenchError(f"{source}: no .npy there, nor PNG files in it")
         images = read_images(files, model.in_channels, n_levels_of(model))[:args.images]
         labels = None
         where = f"{source}"

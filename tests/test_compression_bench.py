@@ -76,13 +76,17 @@ def test_the_table_names_every_coder_and_the_nll_row_is_one(bench, tiny, capsys)
     assert "the first 2 coded alone" in table and "images/s" in table
 
 
-def test_a_lossy_coder_a_missing_checkpoint_and_a_missing_imagecodecs_are_refused_in_one_line(bench, monkeypatch, capsys):
+def test_bad_input_and_a_lossy_coder_are_refused_in_one_line(bench, tiny, monkeypatch, capsys):
+    """A lossy coder, a missing checkpoint or image file and a missing imagecodecs."""
+    folder = tiny[0]
     pictures = np.arange(2 * 4 * 4, dtype=np.uint8).reshape(2, 4, 4)
-    assert bench.baseline(bench.webp, __import__("imagecodecs").webp_decode, pictures)["set"] > 0  # grey through RGB
+    assert bench.baseline(bench.webp, bench.imagecodecs.webp_decode, pictures)["set"] > 0  # grey through RGB
     with pytest.raises(bench.BenchError, match="was not lossless"):
         bench.baseline(bench.png, lambda data: bench.unpng(data) // 2 * 2, pictures)
     assert bench.main(["--checkpoint", "no-such.ckpt"]) == 2
     assert capsys.readouterr().err == "compression.py: error: no-such.ckpt: no checkpoint there\n"
+    assert bench.main(["--checkpoint", str(folder), "--images-from", str(folder / "none.npy")]) == 2
+    assert capsys.readouterr().err == f"compression.py: error: {folder / 'none.npy'}: no .npy there, nor PNG files in it\n"
     monkeypatch.setattr(bench, "imagecodecs", None)
     assert bench.main(["--checkpoint", "x.ckpt"]) == 2
     assert capsys.readouterr().err == bench.INSTALL + "\n"
