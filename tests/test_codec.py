@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import doctest
 import hashlib
-import json
 import math
 import pathlib
 import re
@@ -92,7 +91,22 @@ def test_the_coded_size_is_the_nll_in_bits():
     payload_bits = 32 * len(words)
     expected = nll_bits(model, images)
     assert expected - 1 <= payload_bits <= expected + 64 + 0.001 * expected
-    assert len(data) == codec._PREFIX.size + len(json.dumps(header, sort_keys=True)) + 4 * len(words) + 4
+    assert len(data) == codec._PREFIX.size + len(codec.header_bytes(header)) + 4 * len(words) + 4
+
+
+def test_the_header_is_short_and_reads_back_as_written():
+    """The binary header costs 81 bytes plus its six texts (one byte of length each) and
+    four bytes a label: what a file coding one small image alone pays beside its payload."""
+    model = tiny_model("pixelcnn", 1, n_levels=2)
+    header, _ = read_container(compress(model, random_images(3, 1, 4, 5, n_levels=2), batch_size=2))
+    texts = sum(1 + len(header[key].encode()) for key in ("pixelgen", "torch", "constriction", "device", "dtype",
+                                                           "model"))
+    assert len(codec.header_bytes(header)) == 2 * 4 + 2 * 4 + 2 * 32 + 1 + texts
+    assert {k: header[k] for k in ("n_levels", "shape", "count", "batch_size", "labels", "device", "model")} == {
+        "n_levels": 2, "shape": [1, 4, 5], "count": 3, "batch_size": 2, "labels": None, "device": "cpu",
+        "model": "pixelcnn"}
+    assert codec._parse_header(codec.header_bytes({**header, "labels": [7, 0, 2**32 - 1]}))["labels"] == [
+        7, 0, 2**32 - 1]
 
 
 def test_a_confident_model_codes_likely_images_below_one_bit_per_sub_pixel():
@@ -204,19 +218,33 @@ def test_a_header_that_lies_about_the_pixels_is_caught_by_their_checksum(coded):
             decompress(model, with_header(data, **changes))
 
 
-def test_a_newer_format_and_a_header_without_its_entries_are_refused(coded):
+def with_header_blob(data: bytes, blob: bytes) -> bytes:
+    """``data`` with its header replaced by ``blob`` and a valid crc32."""
+    words = read_container(data)[1]
+    body = codec._PREFIX.pack(codec.MAGIC, codec.FORMAT_VERSION, len(blob)) + blob + words.tobytes()
+    return body + zlib.crc32(body).to_bytes(4, "little")
+
+
+def test_another_format_and_a_header_without_its_entries_are_refused(coded):
     model, _, data = coded
-    newer = data[:8] + (2).to_bytes(2, "little") + data[10:]
-    with pytest.raises(CodecError, match="format version 2; this pixelgen reads version 1"):
-        decompress(model, newer)
-    header, words = read_container(data)
-    for broken in ({k: v for k, v in header.items() if k != "count"}, {**header, "count": 0},
-                   {**header, "shape": [1, 3]}, {**header, "count": True}, {**header, "labels": [0]},
-                   {k: v for k, v in header.items() if k != "labels"}):
-        text = json.dumps(broken).encode()
-        body = codec._PREFIX.pack(codec.MAGIC, 1, len(text)) + text + words.tobytes()
+    for version in (1, 3):  # 1: the earlier JSON header
+        other = data[:8] + version.to_bytes(2, "little") + data[10:]
+        with pytest.raises(CodecError, match=f"format version {version}; this pixelgen reads version 2"):
+            decompress(model, other)
+    header, _ = read_container(data)
+    blob = codec.header_bytes(header)
+    fixed = codec._FIXED.size
+    labelled = codec.header_bytes({**header, "labels": [0] * header["count"]})
+    broken = [blob[:-1], blob + b"\0", blob[:fixed], blob[:10],  # cut, one byte too many, no texts
+              codec.header_bytes({**header, "count": 0}), codec.header_bytes({**header, "shape": [1, 0, 3]}),
+              blob[:fixed - 1] + b"\2" + blob[fixed:],  # a labels flag of 2
+              blob[:fixed - 1] + b"\1" + blob[fixed:],  # labels announced, none there
+              labelled[:-4],  # one label short
+              blob[:fixed + 1] + b"\xff" + blob[fixed + 2:]]  # a text that is not UTF-8
+    for damaged in broken:
         with pytest.raises(CodecError, match="header lacks entries or holds wrong types"):
-            decompress(model, body + zlib.crc32(body).to_bytes(4, "little"))
+            decompress(model, with_header_blob(data, damaged))
+    assert torch.equal(decompress(model, with_header_blob(data, blob)), coded[1])  # the helper keeps a good one
 
 
 @settings(max_examples=150, deadline=None)
@@ -362,7 +390,7 @@ def test_the_codec_tutorial_runs_as_written(tmp_path, monkeypatch):
 def test_the_reference_lists_every_header_entry(coded):
     """docs/reference/compressed-files.md names exactly the header's keys, and the magic."""
     page = (DOCS / "reference" / "compressed-files.md").read_text()
-    table = page[page.index("| key | meaning |"):]
+    table = page[page.index("| key | bytes | meaning |"):]
     documented = re.findall(r"^\| `(\w+)` \|", table, re.M)
     header, _ = read_container(coded[2])
     assert sorted(documented) == sorted(header) and len(documented) == len(set(documented))

@@ -26,28 +26,30 @@ still coded (at a high price), never refused.
 The container (``.pgz``), little-endian::
 
     magic            8 bytes   b"\\x89PGZ\\r\\n\\x1a\\n"
-    format version   uint16    1
+    format version   uint16    2
     header length    uint32    L
-    header           L bytes   UTF-8 JSON (see below)
+    header           L bytes   binary (see below)
     payload          4k bytes  the range coder's 32-bit words
     crc32            uint32    zlib.crc32 of everything before it
 
-The header holds what must match on the decoding machine and what the images are:
-``pixelgen``, ``torch`` and ``constriction`` (the versions that coded it), ``device``
-("cpu"), ``dtype`` (of the weights), ``model`` (its registered name), ``weights_sha256``
-(:func:`pixelgen.store.checkpoint.weights_digest` of the model's state dict),
-``shape`` (C, H, W), ``n_levels``, ``count`` (N), ``batch_size``, ``labels`` (a
-class-conditional model's classes of the images, else null) and ``pixels_sha256``
-(SHA-256 of the uint8 images, checked after decoding). A file from another model, another
-version of any of the three libraries, or a damaged or truncated file is refused with one
-line (:class:`CodecError`): never wrong pixels.
+The header holds what must match on the decoding machine and what the images are, about
+130 bytes: ``n_levels``, ``shape`` (C, H, W) as four uint16, ``count`` (N) and
+``batch_size`` as two uint32, ``weights_sha256``
+(:func:`pixelgen.store.checkpoint.weights_digest` of the model's state dict) and
+``pixels_sha256`` (SHA-256 of the uint8 images, checked after decoding) as 32 bytes each,
+a byte saying whether ``labels`` follow; then ``pixelgen``, ``torch`` and ``constriction``
+(the versions that coded it), ``device`` ("cpu"), ``dtype`` (of the weights) and ``model``
+(its registered name), each one byte of length and UTF-8; then a class-conditional
+model's ``labels``, N uint32. :func:`read_container` gives it back as a dict of those
+keys (digests in hex, ``shape`` and ``labels`` as lists, ``labels`` None when absent). A
+file from another model, another version of any of the three libraries, or a damaged or
+truncated file is refused with one line (:class:`CodecError`): never wrong pixels.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import os
 import struct
 import sys
@@ -75,9 +77,14 @@ from pixelgen.store.images import read_image, to_display
 from pixelgen.store.runs import check_output_file
 
 MAGIC = b"\x89PGZ\r\n\x1a\n"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 1: the same fields as JSON (about 370 bytes of header, not read any more)
 _PREFIX = struct.Struct("<8sHI")  # magic, format version, header length
 _CRC = struct.Struct("<I")
+#: n_levels, C, H, W, count, batch_size, weights_sha256, pixels_sha256, labels follow (0 or 1).
+_FIXED = struct.Struct("<4H2I32s32sB")
+#: The header's texts, in their order after the fixed part (one byte of length each).
+_TEXTS = ("pixelgen", "torch", "constriction", "device", "dtype", "model")
+_SIDE = 2 ** 16 - 1  # the largest C, H, W and n_levels a uint16 holds
 #: Images coded together by default (one batch of the cached sampler).
 DEFAULT_BATCH_SIZE = 16
 #: Header keys that must equal the decoding side's own values.
@@ -176,6 +183,8 @@ def _check_images(model: nn.Module, images: Tensor) -> None:
         raise CodecError(f"the images have {images.shape[1]} colours, the model {channels}")
     if 0 in images.shape:
         raise CodecError(f"no images to code: shape {tuple(images.shape)}")
+    if max(images.shape[1:]) > _SIDE:
+        raise CodecError(f"images of at most {_SIDE} pixels a side are coded, got {tuple(images.shape[1:])}")
     if int(images.max()) >= n_levels:
         raise CodecError(f"the images hold the value {int(images.max())}, but the model codes 0..{n_levels - 1}; "
                          f"map them to its levels first (pixelgen.store.images.from_display)")
@@ -206,7 +215,7 @@ def compress(model: nn.Module, images: Tensor, *, labels: Tensor | int | None = 
     """
     model = _model_on_cpu(model)
     _check_images(model, images)
-    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or not 1 <= batch_size < 2 ** 32:
         raise CodecError(f"batch_size must be a positive integer, got {batch_size!r}")
     images = images.cpu().contiguous()
     labels = _check_labels(model, labels, len(images), torch.device("cpu"))
@@ -237,9 +246,26 @@ def _model_name(model: nn.Module) -> str:
 
 
 def _container(header: dict[str, Any], words: np.ndarray) -> bytes:
-    text = json.dumps(header, sort_keys=True).encode()
-    body = _PREFIX.pack(MAGIC, FORMAT_VERSION, len(text)) + text + words.astype("<u4").tobytes()
+    blob = header_bytes(header)
+    body = _PREFIX.pack(MAGIC, FORMAT_VERSION, len(blob)) + blob + words.astype("<u4").tobytes()
     return body + _CRC.pack(zlib.crc32(body))
+
+
+def header_bytes(header: dict[str, Any]) -> bytes:
+    """The binary header (the module docstring's layout) of a header dict, as
+    :func:`read_container` gives it back."""
+    labels = header["labels"]
+    texts = [header[key].encode() for key in _TEXTS]
+    if any(len(text) > 255 for text in texts):
+        raise CodecError(f"a header text is over 255 bytes: {[key for key, t in zip(_TEXTS, texts) if len(t) > 255]}")
+    try:
+        fixed = _FIXED.pack(header["n_levels"], *header["shape"], header["count"], header["batch_size"],
+                            bytes.fromhex(header["weights_sha256"]), bytes.fromhex(header["pixels_sha256"]),
+                            labels is not None)
+    except struct.error as exc:
+        raise CodecError(f"the header's numbers do not fit the .pgz format ({exc})") from None
+    return (fixed + b"".join(bytes([len(text)]) + text for text in texts)
+            + (b"" if labels is None else np.asarray(labels, dtype="<u4").tobytes()))
 
 
 def read_container(data: bytes) -> tuple[dict[str, Any], np.ndarray]:
@@ -260,34 +286,33 @@ def read_container(data: bytes) -> tuple[dict[str, Any], np.ndarray]:
     payload = len(data) - _PREFIX.size - header_length - _CRC.size
     if payload < 0 or payload % 4:
         raise CodecError("the compressed file is damaged (its header length does not fit the file)")
-    try:
-        header = json.loads(data[_PREFIX.size:_PREFIX.size + header_length])
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        raise CodecError("the compressed file is damaged (its header is not JSON)") from None
-    _check_header(header)
+    header = _parse_header(data[_PREFIX.size:_PREFIX.size + header_length])
     words = np.frombuffer(data, dtype="<u4", count=payload // 4, offset=_PREFIX.size + header_length)
     return header, words.astype(np.uint32)
 
 
-def _check_header(header: Any) -> None:
-    texts = (*_ENVIRONMENT, "model", "weights_sha256", "pixels_sha256")
-    numbers = ("n_levels", "count", "batch_size")
-    valid = (isinstance(header, dict) and all(isinstance(header.get(k), str) for k in texts)
-             and all(_positive_int(header.get(k)) for k in numbers)
-             and isinstance(header.get("shape"), list) and len(header["shape"]) == 3
-             and all(_positive_int(side) for side in header["shape"])
-             and (header.get("labels", False) is None or _int_list(header.get("labels"), header["count"])))
-    if not valid:
+def _parse_header(blob: bytes) -> dict[str, Any]:
+    """The header dict of a binary header; every byte must belong to an entry, every
+    number be positive and every text UTF-8."""
+    try:
+        n_levels, *shape, count, batch_size, weights, pixels, has_labels = _FIXED.unpack_from(blob)
+        header: dict[str, Any] = {"n_levels": n_levels, "shape": shape, "count": count, "batch_size": batch_size,
+                                  "weights_sha256": weights.hex(), "pixels_sha256": pixels.hex()}
+        at = _FIXED.size
+        for key in _TEXTS:
+            length = blob[at]
+            text = blob[at + 1:at + 1 + length]
+            if len(text) != length:
+                raise IndexError(key)
+            header[key] = text.decode()
+            at += 1 + length
+    except (struct.error, IndexError, UnicodeDecodeError):
+        raise CodecError("the compressed file's header lacks entries or holds wrong types") from None
+    rest = blob[at:]
+    if min(n_levels, *shape, count, batch_size) < 1 or has_labels > 1 or len(rest) != 4 * count * has_labels:
         raise CodecError("the compressed file's header lacks entries or holds wrong types")
-
-
-def _int_list(value: Any, length: int) -> bool:
-    return (isinstance(value, list) and len(value) == length
-            and all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in value))
-
-
-def _positive_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+    header["labels"] = np.frombuffer(rest, dtype="<u4").tolist() if has_labels else None
+    return header
 
 
 def _check_model(model: nn.Module, header: dict[str, Any]) -> None:
