@@ -1,8 +1,10 @@
 """Lossless image coding with any pixelgen model: the model's likelihood drives an entropy coder.
 
 An autoregressive model gives, for every sub-pixel in its generation order, a probability
-for each of its ``n_levels`` values given the sub-pixels before it. A range coder
-(``constriction.stream.queue``, over ``constriction.stream.model.Categorical``) spends
+for each of its ``n_levels`` values given the sub-pixels before it: its likelihood's
+(:mod:`pixelgen.nn.likelihoods`: a softmax per sub-pixel for the categorical; for the
+logistic mixture, a mixture over the pixel, each colour given the earlier ones). A range
+coder (``constriction.stream.queue``, over ``constriction.stream.model.Categorical``) spends
 about ``-log2 p`` bits on the value that occurs, so an image costs about its NLL in bits,
 and the model is the codec (Pixel RNN, section 1: the likelihood is a code length)::
 
@@ -11,15 +13,15 @@ and the model is the codec (Pixel RNN, section 1: the likelihood is a code lengt
 
 Encoder and decoder must compute the very same probabilities, bit for bit: one rounding
 difference gives the range coder a different table and every later pixel comes out wrong.
-So both run one function, ``_code_batches``, which walks the sub-pixels exactly as
-:func:`pixelgen.sample` does (the model's own cached state, its generation order) over a
-buffer that starts at zero and receives each sub-pixel once it is coded: the encoder writes
-the true value there, the decoder the value it decoded, so the model sees the same inputs
-on both sides. The images go through in batches of the same size (recorded in the file),
-with one torch thread and torch's deterministic algorithms, on the CPU, with the model's
-weights as stored (float32). The probabilities are the float64 softmax of the model's
-logits (:func:`subpixel_probabilities`, the one place they are computed);
-constriction turns each table into integer frequencies the same way on both sides and
+So both run one function, ``_code_batches``, which walks the sub-pixels with the sampler's
+own loop (:func:`pixelgen.sampling.fill_pixels`: the model's cached state, its generation
+order, the outputs computed once per pixel for a per-pixel likelihood) over a buffer that
+starts at zero and receives each sub-pixel once it is coded: the encoder writes the true
+value there, the decoder the value it decoded, so the model and the likelihood see the
+same inputs on both sides. The images go through in batches of the same size (recorded
+in the file), with one torch thread and torch's deterministic algorithms, on the CPU, with
+the model's weights as stored (float32). The probabilities are the likelihood's own, in
+float64 (:func:`subpixel_probabilities`, the one place they are computed); constriction turns each table into integer frequencies the same way on both sides and
 gives every value a frequency of at least one, so a value the model deems impossible is
 still coded (at a high price), never refused.
 
@@ -34,13 +36,14 @@ The container (``.pgz``), little-endian::
 
 The header holds what must match on the decoding machine and what the images are:
 ``pixelgen``, ``torch`` and ``constriction`` (the versions that coded it), ``device``
-("cpu"), ``dtype`` (of the weights), ``model`` (its registered name), ``weights_sha256``
+("cpu"), ``dtype`` (of the weights), ``model`` (its registered name), ``likelihood``
+(its name and options, :func:`likelihood_entry`), ``weights_sha256``
 (:func:`pixelgen.store.checkpoint.weights_digest` of the model's state dict),
 ``shape`` (C, H, W), ``n_levels``, ``count`` (N), ``batch_size``, ``labels`` (a
 class-conditional model's classes of the images, else null) and ``pixels_sha256``
-(SHA-256 of the uint8 images, checked after decoding). A file from another model, another
-version of any of the three libraries, or a damaged or truncated file is refused with one
-line (:class:`CodecError`): never wrong pixels.
+(SHA-256 of the uint8 images, checked after decoding). A file from another model or
+likelihood, another version of any of the three libraries, or a damaged or truncated file
+is refused with one line (:class:`CodecError`): never wrong pixels.
 """
 
 from __future__ import annotations
@@ -66,8 +69,9 @@ from tqdm import tqdm
 
 from pixelgen.errors import PixelgenError
 from pixelgen.limits import MAX_COMPRESSED_BYTES
-from pixelgen.nn.blocks import n_levels_of
-from pixelgen.sampling import _channels_of, _check_labels, _state, visiting_order
+from pixelgen.nn.blocks import likelihood_of, n_levels_of
+from pixelgen.nn.likelihoods import Likelihood
+from pixelgen.sampling import channels_of, check_labels, fill_pixels, sampler_state, visiting_order
 from pixelgen.store import checkpoint as ckpt_io
 from pixelgen.store.checkpoint import weights_digest
 from pixelgen.store.files import atomic_writer, read_regular
@@ -88,16 +92,25 @@ class CodecError(PixelgenError):
     """Images that cannot be coded, or a compressed file that cannot be decoded exactly."""
 
 
-def subpixel_probabilities(outputs: Tensor, x_pixel: Tensor, c: int) -> np.ndarray:
-    """The probabilities of colour ``c``'s values at one pixel: float64 ``(n, n_levels)``.
+def subpixel_probabilities(likelihood: Likelihood, at_pixel: Tensor, x_pixel: Tensor, c: int) -> np.ndarray:
+    """The table colour ``c`` of a pixel is coded with: float64 ``(n, n_levels)``, the
+    likelihood's own :meth:`~pixelgen.nn.likelihoods.Likelihood.subpixel_probabilities`
+    at temperature 1 (what the sampler draws from).
 
     Args:
-        outputs: the model's outputs at the pixel, ``(n, n_levels, C)`` (logits).
-        x_pixel: the pixel's values ``(n, C)`` so far: colours before ``c`` are known
-            (unused by a softmax; a likelihood with colour-dependent means reads them).
+        likelihood: the model's likelihood (:func:`~pixelgen.nn.blocks.likelihood_of`).
+        at_pixel: the likelihood's outputs at the pixel (for the categorical the logits
+            ``(n, n_levels, C)``, for the logistic mixture ``(n, P)``).
+        x_pixel: the pixel's values ``(n, C)`` so far: the colours before ``c`` are known
+            (a per-pixel likelihood's means depend on them) and the rest are 0.
         c: the colour.
     """
-    return torch.softmax(outputs[:, :, c].to(torch.float64), dim=-1).numpy()
+    return likelihood.subpixel_probabilities(at_pixel, x_pixel, c).to(torch.float64).numpy()
+
+
+def likelihood_entry(likelihood: Likelihood) -> dict[str, Any]:
+    """The header's ``likelihood``: ``{"name": ..., **options}`` as JSON gives it back."""
+    return json.loads(json.dumps({"name": likelihood.name, **likelihood.options()}, sort_keys=True))
 
 
 def _library_version(name: str) -> str:
@@ -148,6 +161,7 @@ def _code_batches(model: nn.Module, shape: tuple[int, int, int], count: int, bat
     """
     channels, height, width = shape
     order = visiting_order(model, channels, height, width)
+    likelihood = likelihood_of(model)
     bar = tqdm(total=count * height, unit="row", file=sys.stderr, disable=not progress,
                desc=f"coding {count}x{channels}x{height}x{width}")
     batches = []
@@ -155,19 +169,20 @@ def _code_batches(model: nn.Module, shape: tuple[int, int, int], count: int, bat
         for start in range(0, count, batch_size):
             n = min(batch_size, count - start)
             x = torch.zeros(n, channels, height, width, dtype=torch.uint8)  # what the decoder knows so far
-            state = _state(model, "fast", n, height, width, None if labels is None else labels[start:start + n])
+            state = sampler_state(model, "fast", n, height, width, None if labels is None else labels[start:start + n])
+
+            def pick(outputs: Tensor, x_pixel: Tensor, c: int, i: int, j: int, start: int = start) -> Tensor:
+                return code(subpixel_probabilities(likelihood, outputs, x_pixel, c), start, c, i, j)
+
             for pixels in order:
-                for i, j in pixels:
-                    for c in range(channels):
-                        probabilities = subpixel_probabilities(state.logits(x, i, j), x[:, :, i, j], c)
-                        x[:, c, i, j] = code(probabilities, start, c, i, j)
+                fill_pixels(state, likelihood, x, pixels, pick)  # the sampler's loop, coding instead of drawing
                 bar.update(n)
             batches.append(x)
     return torch.cat(batches)
 
 
 def _check_images(model: nn.Module, images: Tensor) -> None:
-    channels, n_levels = _channels_of(model), n_levels_of(model)
+    channels, n_levels = channels_of(model), n_levels_of(model)
     if not isinstance(images, Tensor) or images.dtype != torch.uint8 or images.dim() != 4:
         what = getattr(images, "dtype", type(images).__name__)
         raise CodecError(f"images must be a uint8 tensor (N, C, H, W), got {what} of shape "
@@ -209,7 +224,7 @@ def compress(model: nn.Module, images: Tensor, *, labels: Tensor | int | None = 
     if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
         raise CodecError(f"batch_size must be a positive integer, got {batch_size!r}")
     images = images.cpu().contiguous()
-    labels = _check_labels(model, labels, len(images), torch.device("cpu"))
+    labels = check_labels(model, labels, len(images), torch.device("cpu"))
     encoder = constriction.stream.queue.RangeEncoder()
     family = constriction.stream.model.Categorical(perfect=False)  # fast quantization, never a zero frequency
 
@@ -219,7 +234,8 @@ def compress(model: nn.Module, images: Tensor, *, labels: Tensor | int | None = 
         return values
 
     _code_batches(model, tuple(images.shape[1:]), len(images), batch_size, labels, encode, progress)
-    header = {**_environment(model), "model": _model_name(model), "weights_sha256": weights_digest(model.state_dict()),
+    header = {**_environment(model), "model": _model_name(model), "likelihood": likelihood_entry(likelihood_of(model)),
+              "weights_sha256": weights_digest(model.state_dict()),
               "shape": list(images.shape[1:]), "n_levels": n_levels_of(model), "count": len(images),
               "batch_size": batch_size, "labels": None if labels is None else labels.tolist(),
               "pixels_sha256": _pixels_digest(images)}
@@ -275,10 +291,17 @@ def _check_header(header: Any) -> None:
     valid = (isinstance(header, dict) and all(isinstance(header.get(k), str) for k in texts)
              and all(_positive_int(header.get(k)) for k in numbers)
              and isinstance(header.get("shape"), list) and len(header["shape"]) == 3
+             and isinstance(header.get("likelihood"), dict) and isinstance(header["likelihood"].get("name"), str)
              and all(_positive_int(side) for side in header["shape"])
              and (header.get("labels", False) is None or _int_list(header.get("labels"), header["count"])))
     if not valid:
         raise CodecError("the compressed file's header lacks entries or holds wrong types")
+
+
+def _described(entry: dict[str, Any]) -> str:
+    """A header's ``likelihood`` in words: ``logistic_mixture (n_mixtures=3)``."""
+    options = ", ".join(f"{key}={value!r}" for key, value in entry.items() if key != "name")
+    return f"{entry['name']} ({options})" if options else entry["name"]
 
 
 def _int_list(value: Any, length: int) -> bool:
@@ -296,11 +319,15 @@ def _check_model(model: nn.Module, header: dict[str, Any]) -> None:
     differ = [f"{key} {header[key]} (here {here[key]})" for key in _ENVIRONMENT if header[key] != here[key]]
     if differ:
         raise CodecError(f"coded with {', '.join(differ)}: decode it where these match")
+    likelihood = likelihood_entry(likelihood_of(model))
+    if header["likelihood"] != likelihood:
+        raise CodecError(f"coded with the {_described(header['likelihood'])} likelihood, but this model's is "
+                         f"{_described(likelihood)}; use the checkpoint that compressed it")
     if header["weights_sha256"] != weights_digest(model.state_dict()):
         raise CodecError(f"coded with another model: {header['model']} with weights "
                          f"{header['weights_sha256'][:12]}..., not this {_model_name(model)} with weights "
                          f"{weights_digest(model.state_dict())[:12]}...; use the checkpoint that compressed it")
-    if header["shape"][0] != _channels_of(model) or header["n_levels"] != n_levels_of(model):
+    if header["shape"][0] != channels_of(model) or header["n_levels"] != n_levels_of(model):
         raise CodecError("the file's colours or levels do not fit this model")
 
 
@@ -325,7 +352,7 @@ def decompress(model: nn.Module, data: bytes, *, progress: bool = False) -> Tens
         return torch.from_numpy(values.astype(np.uint8))
 
     shape = tuple(header["shape"])
-    labels = _check_labels(model, header["labels"], header["count"], torch.device("cpu"))
+    labels = check_labels(model, header["labels"], header["count"], torch.device("cpu"))
     images = _code_batches(model, shape, header["count"], header["batch_size"], labels, decode, progress)
     if _pixels_digest(images) != header["pixels_sha256"]:
         raise CodecError("the decoded pixels do not match the recorded checksum (the model or its arithmetic "
@@ -402,7 +429,7 @@ def compress_files(checkpoint: str | os.PathLike, inputs: Sequence[str | os.Path
     out = Path(out)
     check_output_file(out, force=force, flag="-o")
     model = ckpt_io.model_from_checkpoint(ckpt_io.load_checkpoint(checkpoint), weights)
-    images = read_images(inputs, _channels_of(model), n_levels_of(model))
+    images = read_images(inputs, channels_of(model), n_levels_of(model))
     data = compress(model, images, labels=label, batch_size=batch_size, progress=progress)
     with atomic_writer(out) as handle:
         handle.write(data)
