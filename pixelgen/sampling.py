@@ -329,8 +329,9 @@ def visiting_order(model: nn.Module, channels: int, height: int, width: int) -> 
     return [pixels[r * width : (r + 1) * width] for r in range(height)]
 
 
-#: ``pick(outputs, x_pixel, c, i, j) -> values``: sub-pixel ``c`` of pixel ``(i, j)``, long or
-#: uint8 ``(n,)``, given the likelihood's outputs there and the pixel ``x_pixel`` ``(n, C)``.
+#: What fills a sub-pixel, ``pick(outputs, x_pixel, c, i, j) -> values``, long or uint8
+#: ``(n,)`` for colour ``c`` of pixel ``(i, j)`` given the likelihood's outputs there and
+#: the pixel ``x_pixel`` ``(n, C)`` so far (a draw for the sampler, a decoded value for the codec).
 Pick = Callable[[Tensor, Tensor, int, int, int], Tensor]
 
 
