@@ -105,12 +105,12 @@ def log_prob_bits(model: torch.nn.Module, images: torch.Tensor) -> float:
 
 
 @pytest.mark.parametrize("name", BUILT_IN)
-@pytest.mark.parametrize("channels", [1, 3], ids=["grey", "rgb"])
-def test_every_built_in_model_round_trips_bit_for_bit_with_the_logistic_mixture(name, channels):
+@pytest.mark.parametrize("channels, n_levels", [(1, 256), (3, 256), (1, 2)], ids=["grey", "rgb", "binary"])
+def test_every_built_in_model_round_trips_bit_for_bit_with_the_logistic_mixture(name, channels, n_levels):
     """A per-pixel likelihood: each pixel's outputs once, each colour coded given the
     colours of the pixel coded before it, the same on both sides."""
-    model = tiny_model(name, channels, likelihood=MIXTURE)
-    images = random_images(5, channels, 5, 7)  # odd sizes; 2 + 2 + 1 images per batch
+    model = tiny_model(name, channels, n_levels, likelihood=MIXTURE)
+    images = random_images(5, channels, 5, 7, n_levels)  # odd sizes; 2 + 2 + 1 images per batch
     data = compress(model, images, batch_size=2)
     assert read_container(data)[0]["likelihood"] == MIXTURE
     assert torch.equal(decompress(model, data), images)

@@ -21,9 +21,10 @@ value there, the decoder the value it decoded, so the model and the likelihood s
 same inputs on both sides. The images go through in batches of the same size (recorded
 in the file), with one torch thread and torch's deterministic algorithms, on the CPU, with
 the model's weights as stored (float32). The probabilities are the likelihood's own, in
-float64 (:func:`subpixel_probabilities`, the one place they are computed); constriction turns each table into integer frequencies the same way on both sides and
-gives every value a frequency of at least one, so a value the model deems impossible is
-still coded (at a high price), never refused.
+float64 (:func:`subpixel_probabilities`, the one place they are computed); constriction
+turns each table into integer frequencies the same way on both sides and gives every value
+a frequency of at least one, so a value the model deems impossible is still coded (at a
+high price), never refused.
 
 The container (``.pgz``), little-endian::
 
@@ -169,7 +170,8 @@ def _code_batches(model: nn.Module, shape: tuple[int, int, int], count: int, bat
         for start in range(0, count, batch_size):
             n = min(batch_size, count - start)
             x = torch.zeros(n, channels, height, width, dtype=torch.uint8)  # what the decoder knows so far
-            state = sampler_state(model, "fast", n, height, width, None if labels is None else labels[start:start + n])
+            batch_labels = None if labels is None else labels[start:start + n]
+            state = sampler_state(model, "fast", n, height, width, batch_labels)
 
             def pick(outputs: Tensor, x_pixel: Tensor, c: int, i: int, j: int, start: int = start) -> Tensor:
                 return code(subpixel_probabilities(likelihood, outputs, x_pixel, c), start, c, i, j)
@@ -234,8 +236,8 @@ def compress(model: nn.Module, images: Tensor, *, labels: Tensor | int | None = 
         return values
 
     _code_batches(model, tuple(images.shape[1:]), len(images), batch_size, labels, encode, progress)
-    header = {**_environment(model), "model": _model_name(model), "likelihood": likelihood_entry(likelihood_of(model)),
-              "weights_sha256": weights_digest(model.state_dict()),
+    header = {**_environment(model), "model": _model_name(model),
+              "likelihood": likelihood_entry(likelihood_of(model)), "weights_sha256": weights_digest(model.state_dict()),
               "shape": list(images.shape[1:]), "n_levels": n_levels_of(model), "count": len(images),
               "batch_size": batch_size, "labels": None if labels is None else labels.tolist(),
               "pixels_sha256": _pixels_digest(images)}
