@@ -38,7 +38,7 @@ import statistics
 import sys
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
@@ -105,8 +105,11 @@ class SamplingError(PixelgenError):
     """Bad arguments to :func:`sample`: sizes, labels, prefix, temperature, top_p, sampler."""
 
 
-def _state(model: nn.Module, sampler: str, n: int, height: int, width: int, labels: Tensor | None) -> SamplingState:
-    """The model's own (cached) state for ``sampler="fast"`` where it has one, else the reference."""
+def sampler_state(model: nn.Module, sampler: str, n: int, height: int, width: int,
+                  labels: Tensor | None) -> SamplingState:
+    """The state :func:`sample` runs for ``n`` images of ``height x width`` (``labels``
+    ``(n,)`` or None, as :func:`check_labels` gives them): for ``sampler="fast"`` the
+    model's own cached state where it has one, else the :class:`~pixelgen.nn.blocks.ReferenceState`."""
     make_state = getattr(model, "sampling_state", None)
     if sampler == "fast" and make_state is not None:
         return make_state(n, height, width, labels)
@@ -116,9 +119,9 @@ def _state(model: nn.Module, sampler: str, n: int, height: int, width: int, labe
 def _state_warning_on_fallback(
     model: nn.Module, sampler: str, n: int, height: int, width: int, labels: Tensor | None
 ) -> SamplingState:
-    """:func:`_state` for :func:`sample`, with a warning (pointing at the caller of
+    """:func:`sampler_state` for :func:`sample`, with a warning (pointing at the caller of
     :func:`sample`) when ``sampler="fast"`` falls back to the reference state."""
-    state = _state(model, sampler, n, height, width, labels)
+    state = sampler_state(model, sampler, n, height, width, labels)
     if sampler == "fast" and isinstance(state, ReferenceState):
         warnings.warn(f"{type(model).__name__} has no cached sampling state: the fast sampler falls "
                       "back to the reference one (a full forward pass per sub-pixel)", stacklevel=3)
@@ -131,7 +134,7 @@ def sampler_used(model: nn.Module, sampler: str) -> str:
     parameter = next(model.parameters(), None)
     device = parameter.device if parameter is not None else None
     labels = torch.zeros(1, dtype=torch.long, device=device) if n_classes_of(model) else None
-    state = _state(model, sampler, 1, 1, 1, labels)
+    state = sampler_state(model, sampler, 1, 1, 1, labels)
     return "reference" if isinstance(state, ReferenceState) else "fast"
 
 
@@ -152,7 +155,12 @@ def draw(logits: Tensor, temperature: float, top_p: float, generator: torch.Gene
     return draw_from(probs, top_p, generator)
 
 
-def _channels_of(model: nn.Module) -> int:
+def channels_of(model: nn.Module) -> int:
+    """The number of colours ``C`` of ``model``'s images (its ``in_channels``).
+
+    Raises:
+        SamplingError: the model has no positive integer ``in_channels``.
+    """
     channels = getattr(model, "in_channels", None)
     if not isinstance(channels, int) or channels < 1:
         raise SamplingError(
@@ -162,7 +170,14 @@ def _channels_of(model: nn.Module) -> int:
     return channels
 
 
-def _check_labels(model: nn.Module, labels: Tensor | int | None, n: int, device: torch.device) -> Tensor | None:
+def check_labels(model: nn.Module, labels: Tensor | int | None, n: int, device: torch.device) -> Tensor | None:
+    """The classes of ``n`` images of a class-conditional ``model`` as a long tensor ``(n,)``
+    on ``device`` (one int or a 0-d tensor stands for all), or None for a model without classes.
+
+    Raises:
+        SamplingError: labels missing for a class-conditional model, given for another
+            model, not integers, of another shape, or outside ``0..n_classes-1``.
+    """
     n_classes = n_classes_of(model)
     if labels is None:
         if n_classes:
@@ -243,9 +258,9 @@ def sample(
     likelihood = likelihood_of(model)
     if top_p < 1.0 and not likelihood.top_p_defined:
         raise SamplingError(f"top_p is not defined for the {likelihood.name} likelihood; use top_p = 1")
-    channels = _channels_of(model)
+    channels = channels_of(model)
     device = _device_of(model)
-    labels = _check_labels(model, labels, n, device)
+    labels = check_labels(model, labels, n, device)
     given_rows = _check_prefix(prefix, n, channels, height, width, n_levels_of(model))
 
     generator = seeded_generator(seed, device)
@@ -262,7 +277,7 @@ def sample(
                         desc=f"sampling {n}x{channels}x{height}x{width}", disable=not progress)
             pick = _picker(likelihood, temperature, top_p, generator)
             for pixels in rows:
-                _sample_pixels(state, likelihood, x, pixels, given_rows, pick)
+                fill_pixels(state, likelihood, x, pixels, pick, given_rows)
     finally:
         model.train(was_training)
     return x
@@ -314,16 +329,24 @@ def visiting_order(model: nn.Module, channels: int, height: int, width: int) -> 
     return [pixels[r * width : (r + 1) * width] for r in range(height)]
 
 
-def _picker(likelihood: Likelihood, temperature: float, top_p: float, generator: torch.Generator) -> Any:
-    """``pick(outputs, x_pixel, c)``: sub-pixel ``c`` drawn from ``likelihood``."""
-    return lambda outputs, x_pixel, c: likelihood.sample(outputs, x_pixel, c, temperature, top_p, generator)
+#: What fills a sub-pixel, ``pick(outputs, x_pixel, c, i, j) -> values``, long or uint8
+#: ``(n,)`` for colour ``c`` of pixel ``(i, j)`` given the likelihood's outputs there and
+#: the pixel ``x_pixel`` ``(n, C)`` so far (a draw for the sampler, a decoded value for the codec).
+Pick = Callable[[Tensor, Tensor, int, int, int], Tensor]
 
 
-def _sample_pixels(state: SamplingState, likelihood: Likelihood, x: Tensor, pixels: list[tuple[int, int]],
-                   given_rows: int, pick: Any) -> None:
-    """Fill ``pixels`` of ``x`` ``(n, C, H, W)`` one by one, colour by colour (pixels in
-    rows above ``given_rows`` are given: the state only observes them). The state is asked
-    once per colour, or once per pixel for a per-pixel likelihood."""
+def _picker(likelihood: Likelihood, temperature: float, top_p: float, generator: torch.Generator) -> Pick:
+    """``pick``: sub-pixel ``c`` drawn from ``likelihood``."""
+    return lambda outputs, x_pixel, c, i, j: likelihood.sample(outputs, x_pixel, c, temperature, top_p, generator)
+
+
+def fill_pixels(state: SamplingState, likelihood: Likelihood, x: Tensor, pixels: list[tuple[int, int]],
+                pick: Pick, given_rows: int = 0) -> None:
+    """Fill ``pixels`` ``[(i, j), ...]`` of ``x`` uint8 ``(n, C, H, W)`` in that order, colour
+    by colour, with what ``pick`` gives (pixels in rows above ``given_rows`` are given: the
+    state only observes them). The state is asked once per colour, or once per pixel for a
+    per-pixel likelihood, whose colours then see the pixel's colours picked before them:
+    the loop of :func:`sample` and of the codec (:mod:`pixelgen.study.codec`)."""
     for i, j in pixels:
         if i < given_rows:
             state.observe(x, i, j)
@@ -332,7 +355,7 @@ def _sample_pixels(state: SamplingState, likelihood: Likelihood, x: Tensor, pixe
         for c in range(x.shape[1]):
             if outputs is None or not likelihood.per_pixel:
                 outputs = state.logits(x, i, j)  # the likelihood's outputs at (i, j)
-            x[:, c, i, j] = pick(outputs, x[:, :, i, j], c).to(torch.uint8)
+            x[:, c, i, j] = pick(outputs, x[:, :, i, j], c, i, j).to(torch.uint8)
 
 
 def reference_seconds_per_subpixel(
@@ -350,9 +373,9 @@ def reference_seconds_per_subpixel(
     :func:`pixelgen.study.measure.sampling_seconds`).
     """
     _check_settings("reference", 1.0, 1.0, n, height, width)
-    channels = _channels_of(model)
+    channels = channels_of(model)
     device = _device_of(model)
-    labels = _check_labels(model, labels, n, device)
+    labels = check_labels(model, labels, n, device)
     generator = seeded_generator(0, device)
     likelihood = likelihood_of(model)
     pick = _picker(likelihood, 1.0, 1.0, generator)
@@ -366,7 +389,7 @@ def reference_seconds_per_subpixel(
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         start = time.perf_counter()
-        _sample_pixels(state, likelihood, x, [pixel], 0, pick)
+        fill_pixels(state, likelihood, x, [pixel], pick)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         return time.perf_counter() - start

@@ -355,9 +355,9 @@ print("third-party likelihood ok")
 '''
 
 
-def test_a_third_party_likelihood_installs_like_a_model(tmp_path):
-    """A package with an entry point in the pixelgen group (its dist-info, as pip writes
-    it) adds a likelihood that models take by name: listed, normalised, causal, sampled."""
+def install_third_party(tmp_path: pathlib.Path) -> dict[str, str]:
+    """The package of THIRD_PARTY installed under ``tmp_path`` with its entry point in the
+    pixelgen group (its dist-info, as pip writes it): the environment of a process that has it."""
     site = tmp_path / "site"
     (site / "pixelgen_logistic").mkdir(parents=True)
     (site / "pixelgen_logistic" / "__init__.py").write_text(textwrap.dedent(THIRD_PARTY))
@@ -365,7 +365,13 @@ def test_a_third_party_likelihood_installs_like_a_model(tmp_path):
     info.mkdir()
     (info / "METADATA").write_text("Metadata-Version: 2.1\nName: pixelgen-logistic\nVersion: 0.1\n")
     (info / "entry_points.txt").write_text("[pixelgen]\nlogistic = pixelgen_logistic\n")
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")])}
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")])}
+
+
+def test_a_third_party_likelihood_installs_like_a_model(tmp_path):
+    """A package with an entry point in the pixelgen group adds a likelihood that models
+    take by name: listed, normalised, causal, sampled."""
+    env = install_third_party(tmp_path)
     listing = subprocess.run([sys.executable, "-m", "pixelgen", "plugins"], env=env, capture_output=True,
                              text=True, check=True).stdout
     assert "  logistic  (plugin logistic) one logistic per sub-pixel" in listing
@@ -374,6 +380,34 @@ def test_a_third_party_likelihood_installs_like_a_model(tmp_path):
     assert used.returncode == 0, used.stderr
     assert "refused: top_p is not defined for the logistic likelihood; use top_p = 1" in used.stdout
     assert "third-party likelihood ok" in used.stdout
+
+
+CODES_WITH_IT = '''
+import torch, pixelgen
+from pixelgen.study.codec import read_container
+torch.manual_seed(0)
+for channels in (1, 3):
+    model = pixelgen.create_model("pixelcnn", in_channels=channels, likelihood="logistic",
+                                  hidden_channels=6, n_layers=2, head_channels=12)
+    images = torch.randint(0, 256, (3, channels, 5, 3), dtype=torch.uint8)
+    data = pixelgen.compress(model, images, batch_size=2)
+    assert torch.equal(pixelgen.decompress(model, data), images)
+    assert read_container(data)[0]["likelihood"] == {"name": "logistic"}
+    with torch.no_grad():
+        nll_bits = -model.likelihood.log_prob(model(images), images).sum().item() / 0.6931471805599453
+    payload_bits = 32 * len(read_container(data)[1])
+    assert nll_bits - 1 <= payload_bits <= nll_bits + 64 + 0.001 * nll_bits, (payload_bits, nll_bits)
+print("third-party likelihood codes")
+'''
+
+
+def test_the_codec_codes_with_a_third_party_likelihood(tmp_path):
+    """The codec reads the likelihood's own subpixel_probabilities: a plugin's likelihood
+    codes grey and RGB images of odd sizes bit for bit, at their NLL."""
+    used = subprocess.run([sys.executable, "-c", CODES_WITH_IT], env=install_third_party(tmp_path),
+                          capture_output=True, text=True)
+    assert used.returncode == 0, used.stderr
+    assert "third-party likelihood codes" in used.stdout
 
 
 def test_a_run_trains_evaluates_and_samples_with_the_logistic_mixture(tmp_path, monkeypatch):

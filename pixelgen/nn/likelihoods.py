@@ -17,7 +17,9 @@ Both are torch only; the registry names them (:mod:`pixelgen.registry.builtin`).
 
 from __future__ import annotations
 
+import inspect
 import math
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -91,7 +93,8 @@ class Likelihood:
 
     A subclass sets ``name`` and implements ``n_outputs``, ``arrange``, ``log_prob``,
     ``subpixel_probabilities`` and ``by_subpixel``; ``n_levels`` (2..256) is the number of
-    values per sub-pixel. None of pixelgen's analyses needs an entropy: no method for it.
+    values per sub-pixel; ``options()`` names what it was built with (the codec records it).
+    None of pixelgen's analyses needs an entropy: no method for it.
     """
 
     name = "likelihood"
@@ -105,6 +108,16 @@ class Likelihood:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(n_levels={self.n_levels})"
+
+    def options(self) -> dict[str, Any]:
+        """The options it was built with, ``{option: value}``: its constructor's keyword
+        parameters other than ``n_levels``, read from the attributes of the same names
+        (``{"n_mixtures": 10}``; ``{}`` for the categorical). A subclass that keeps an
+        option under another name overrides this."""
+        parameters = inspect.signature(type(self).__init__).parameters
+        return {name: getattr(self, name) for name, parameter in parameters.items()
+                if name not in ("self", "n_levels") and hasattr(self, name)
+                and parameter.kind not in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD)}
 
     def mask_colours(self, channels: int) -> int:
         """Colour groups of the network's masks: ``channels`` (R -> G -> B), or 1 for a

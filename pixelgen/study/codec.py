@@ -1,8 +1,10 @@
 """Lossless image coding with any pixelgen model: the model's likelihood drives an entropy coder.
 
 An autoregressive model gives, for every sub-pixel in its generation order, a probability
-for each of its ``n_levels`` values given the sub-pixels before it. A range coder
-(``constriction.stream.queue``, over ``constriction.stream.model.Categorical``) spends
+for each of its ``n_levels`` values given the sub-pixels before it: its likelihood's
+(:mod:`pixelgen.nn.likelihoods`: a softmax per sub-pixel for the categorical; for the
+logistic mixture, a mixture over the pixel, each colour given the earlier ones). A range
+coder (``constriction.stream.queue``, over ``constriction.stream.model.Categorical``) spends
 about ``-log2 p`` bits on the value that occurs, so an image costs about its NLL in bits,
 and the model is the codec (Pixel RNN, section 1: the likelihood is a code length)::
 
@@ -11,17 +13,18 @@ and the model is the codec (Pixel RNN, section 1: the likelihood is a code lengt
 
 Encoder and decoder must compute the very same probabilities, bit for bit: one rounding
 difference gives the range coder a different table and every later pixel comes out wrong.
-So both run one function, ``_code_batches``, which walks the sub-pixels exactly as
-:func:`pixelgen.sample` does (the model's own cached state, its generation order) over a
-buffer that starts at zero and receives each sub-pixel once it is coded: the encoder writes
-the true value there, the decoder the value it decoded, so the model sees the same inputs
-on both sides. The images go through in batches of the same size (recorded in the file),
-with one torch thread and torch's deterministic algorithms, on the CPU, with the model's
-weights as stored (float32). The probabilities are the float64 softmax of the model's
-logits (:func:`subpixel_probabilities`, the one place they are computed);
-constriction turns each table into integer frequencies the same way on both sides and
-gives every value a frequency of at least one, so a value the model deems impossible is
-still coded (at a high price), never refused.
+So both run one function, ``_code_batches``, which walks the sub-pixels with the sampler's
+own loop (:func:`pixelgen.sampling.fill_pixels`: the model's cached state, its generation
+order, the outputs computed once per pixel for a per-pixel likelihood) over a buffer that
+starts at zero and receives each sub-pixel once it is coded: the encoder writes the true
+value there, the decoder the value it decoded, so the model and the likelihood see the
+same inputs on both sides. The images go through in batches of the same size (recorded
+in the file), with one torch thread and torch's deterministic algorithms, on the CPU, with
+the model's weights as stored (float32). The probabilities are the likelihood's own, in
+float64 (:func:`subpixel_probabilities`, the one place they are computed); constriction
+turns each table into integer frequencies the same way on both sides and gives every value
+a frequency of at least one, so a value the model deems impossible is still coded (at a
+high price), never refused.
 
 The container (``.pgz``), little-endian::
 
@@ -33,23 +36,25 @@ The container (``.pgz``), little-endian::
     crc32            uint32    zlib.crc32 of everything before it
 
 The header holds what must match on the decoding machine and what the images are, about
-130 bytes: ``n_levels``, ``shape`` (C, H, W) as four uint16, ``count`` (N) and
+155 bytes: ``n_levels``, ``shape`` (C, H, W) as four uint16, ``count`` (N) and
 ``batch_size`` as two uint32, ``weights_sha256``
 (:func:`pixelgen.store.checkpoint.weights_digest` of the model's state dict) and
 ``pixels_sha256`` (SHA-256 of the uint8 images, checked after decoding) as 32 bytes each,
 a byte saying whether ``labels`` follow; then ``pixelgen``, ``torch`` and ``constriction``
-(the versions that coded it), ``device`` ("cpu"), ``dtype`` (of the weights) and ``model``
-(its registered name), each one byte of length and UTF-8; then a class-conditional
+(the versions that coded it), ``device`` ("cpu"), ``dtype`` (of the weights), ``model``
+(its registered name) and ``likelihood`` (its name and options as compact JSON,
+:func:`likelihood_entry`), each one byte of length and UTF-8; then a class-conditional
 model's ``labels``, N uint32. :func:`read_container` gives it back as a dict of those
 keys (digests in hex, ``shape`` and ``labels`` as lists, ``labels`` None when absent). A
-file from another model, another version of any of the three libraries, or a damaged or
-truncated file is refused with one line (:class:`CodecError`): never wrong pixels.
+file from another model or likelihood, another version of any of the three libraries, or a
+damaged or truncated file is refused with one line (:class:`CodecError`): never wrong pixels.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 import struct
 import sys
@@ -68,8 +73,9 @@ from tqdm import tqdm
 
 from pixelgen.errors import PixelgenError
 from pixelgen.limits import MAX_COMPRESSED_BYTES
-from pixelgen.nn.blocks import n_levels_of
-from pixelgen.sampling import _channels_of, _check_labels, _state, visiting_order
+from pixelgen.nn.blocks import likelihood_of, n_levels_of
+from pixelgen.nn.likelihoods import Likelihood
+from pixelgen.sampling import channels_of, check_labels, fill_pixels, sampler_state, visiting_order
 from pixelgen.store import checkpoint as ckpt_io
 from pixelgen.store.checkpoint import weights_digest
 from pixelgen.store.files import atomic_writer, read_regular
@@ -83,7 +89,7 @@ _CRC = struct.Struct("<I")
 #: n_levels, C, H, W, count, batch_size, weights_sha256, pixels_sha256, labels follow (0 or 1).
 _FIXED = struct.Struct("<4H2I32s32sB")
 #: The header's texts, in their order after the fixed part (one byte of length each).
-_TEXTS = ("pixelgen", "torch", "constriction", "device", "dtype", "model")
+_TEXTS = ("pixelgen", "torch", "constriction", "device", "dtype", "model", "likelihood")
 _SIDE = 2 ** 16 - 1  # the largest C, H, W and n_levels a uint16 holds
 #: Images coded together by default (one batch of the cached sampler).
 DEFAULT_BATCH_SIZE = 16
@@ -95,16 +101,25 @@ class CodecError(PixelgenError):
     """Images that cannot be coded, or a compressed file that cannot be decoded exactly."""
 
 
-def subpixel_probabilities(outputs: Tensor, x_pixel: Tensor, c: int) -> np.ndarray:
-    """The probabilities of colour ``c``'s values at one pixel: float64 ``(n, n_levels)``.
+def subpixel_probabilities(likelihood: Likelihood, at_pixel: Tensor, x_pixel: Tensor, c: int) -> np.ndarray:
+    """The table colour ``c`` of a pixel is coded with: float64 ``(n, n_levels)``, the
+    likelihood's own :meth:`~pixelgen.nn.likelihoods.Likelihood.subpixel_probabilities`
+    at temperature 1 (what the sampler draws from).
 
     Args:
-        outputs: the model's outputs at the pixel, ``(n, n_levels, C)`` (logits).
-        x_pixel: the pixel's values ``(n, C)`` so far: colours before ``c`` are known
-            (unused by a softmax; a likelihood with colour-dependent means reads them).
+        likelihood: the model's likelihood (:func:`~pixelgen.nn.blocks.likelihood_of`).
+        at_pixel: the likelihood's outputs at the pixel (for the categorical the logits
+            ``(n, n_levels, C)``, for the logistic mixture ``(n, P)``).
+        x_pixel: the pixel's values ``(n, C)`` so far: the colours before ``c`` are known
+            (a per-pixel likelihood's means depend on them) and the rest are 0.
         c: the colour.
     """
-    return torch.softmax(outputs[:, :, c].to(torch.float64), dim=-1).numpy()
+    return likelihood.subpixel_probabilities(at_pixel, x_pixel, c).to(torch.float64).numpy()
+
+
+def likelihood_entry(likelihood: Likelihood) -> dict[str, Any]:
+    """The header's ``likelihood``: ``{"name": ..., **options}`` as JSON gives it back."""
+    return json.loads(json.dumps({"name": likelihood.name, **likelihood.options()}, sort_keys=True))
 
 
 def _library_version(name: str) -> str:
@@ -155,6 +170,7 @@ def _code_batches(model: nn.Module, shape: tuple[int, int, int], count: int, bat
     """
     channels, height, width = shape
     order = visiting_order(model, channels, height, width)
+    likelihood = likelihood_of(model)
     bar = tqdm(total=count * height, unit="row", file=sys.stderr, disable=not progress,
                desc=f"coding {count}x{channels}x{height}x{width}")
     batches = []
@@ -162,19 +178,21 @@ def _code_batches(model: nn.Module, shape: tuple[int, int, int], count: int, bat
         for start in range(0, count, batch_size):
             n = min(batch_size, count - start)
             x = torch.zeros(n, channels, height, width, dtype=torch.uint8)  # what the decoder knows so far
-            state = _state(model, "fast", n, height, width, None if labels is None else labels[start:start + n])
+            batch_labels = None if labels is None else labels[start:start + n]
+            state = sampler_state(model, "fast", n, height, width, batch_labels)
+
+            def pick(outputs: Tensor, x_pixel: Tensor, c: int, i: int, j: int, start: int = start) -> Tensor:
+                return code(subpixel_probabilities(likelihood, outputs, x_pixel, c), start, c, i, j)
+
             for pixels in order:
-                for i, j in pixels:
-                    for c in range(channels):
-                        probabilities = subpixel_probabilities(state.logits(x, i, j), x[:, :, i, j], c)
-                        x[:, c, i, j] = code(probabilities, start, c, i, j)
+                fill_pixels(state, likelihood, x, pixels, pick)  # the sampler's loop, coding instead of drawing
                 bar.update(n)
             batches.append(x)
     return torch.cat(batches)
 
 
 def _check_images(model: nn.Module, images: Tensor) -> None:
-    channels, n_levels = _channels_of(model), n_levels_of(model)
+    channels, n_levels = channels_of(model), n_levels_of(model)
     if not isinstance(images, Tensor) or images.dtype != torch.uint8 or images.dim() != 4:
         what = getattr(images, "dtype", type(images).__name__)
         raise CodecError(f"images must be a uint8 tensor (N, C, H, W), got {what} of shape "
@@ -218,7 +236,7 @@ def compress(model: nn.Module, images: Tensor, *, labels: Tensor | int | None = 
     if not isinstance(batch_size, int) or isinstance(batch_size, bool) or not 1 <= batch_size < 2 ** 32:
         raise CodecError(f"batch_size must be a positive integer, got {batch_size!r}")
     images = images.cpu().contiguous()
-    labels = _check_labels(model, labels, len(images), torch.device("cpu"))
+    labels = check_labels(model, labels, len(images), torch.device("cpu"))
     encoder = constriction.stream.queue.RangeEncoder()
     family = constriction.stream.model.Categorical(perfect=False)  # fast quantization, never a zero frequency
 
@@ -228,7 +246,8 @@ def compress(model: nn.Module, images: Tensor, *, labels: Tensor | int | None = 
         return values
 
     _code_batches(model, tuple(images.shape[1:]), len(images), batch_size, labels, encode, progress)
-    header = {**_environment(model), "model": _model_name(model), "weights_sha256": weights_digest(model.state_dict()),
+    header = {**_environment(model), "model": _model_name(model),
+              "likelihood": likelihood_entry(likelihood_of(model)), "weights_sha256": weights_digest(model.state_dict()),
               "shape": list(images.shape[1:]), "n_levels": n_levels_of(model), "count": len(images),
               "batch_size": batch_size, "labels": None if labels is None else labels.tolist(),
               "pixels_sha256": _pixels_digest(images)}
@@ -251,11 +270,19 @@ def _container(header: dict[str, Any], words: np.ndarray) -> bytes:
     return body + _CRC.pack(zlib.crc32(body))
 
 
+def _text(value: str | dict[str, Any]) -> str:
+    """A header text: a string as it is, the likelihood's entry as compact JSON."""
+    return value if isinstance(value, str) else json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+
 def header_bytes(header: dict[str, Any]) -> bytes:
     """The binary header (the module docstring's layout) of a header dict, as
     :func:`read_container` gives it back."""
     labels = header["labels"]
-    texts = [header[key].encode() for key in _TEXTS]
+    try:
+        texts = [_text(header[key]).encode() for key in _TEXTS]
+    except TypeError as exc:  # a third-party likelihood's option that JSON cannot hold
+        raise CodecError(f"the likelihood's options cannot be written into a .pgz header ({exc})") from None
     if any(len(text) > 255 for text in texts):
         raise CodecError(f"a header text is over 255 bytes: {[key for key, t in zip(_TEXTS, texts) if len(t) > 255]}")
     try:
@@ -304,15 +331,24 @@ def _parse_header(blob: bytes) -> dict[str, Any]:
             text = blob[at + 1:at + 1 + length]
             if len(text) != length:
                 raise IndexError(key)
-            header[key] = text.decode()
+            header[key] = json.loads(text) if key == "likelihood" else text.decode()
             at += 1 + length
-    except (struct.error, IndexError, UnicodeDecodeError):
+    except (struct.error, IndexError, UnicodeDecodeError, json.JSONDecodeError):
         raise CodecError("the compressed file's header lacks entries or holds wrong types") from None
+    entry = header["likelihood"]
+    if not (isinstance(entry, dict) and isinstance(entry.get("name"), str)):
+        raise CodecError("the compressed file's header lacks entries or holds wrong types")
     rest = blob[at:]
     if min(n_levels, *shape, count, batch_size) < 1 or has_labels > 1 or len(rest) != 4 * count * has_labels:
         raise CodecError("the compressed file's header lacks entries or holds wrong types")
     header["labels"] = np.frombuffer(rest, dtype="<u4").tolist() if has_labels else None
     return header
+
+
+def _described(entry: dict[str, Any]) -> str:
+    """A header's ``likelihood`` in words: ``logistic_mixture (n_mixtures=3)``."""
+    options = ", ".join(f"{key}={value!r}" for key, value in entry.items() if key != "name")
+    return f"{entry['name']} ({options})" if options else entry["name"]
 
 
 def _check_model(model: nn.Module, header: dict[str, Any]) -> None:
@@ -321,11 +357,15 @@ def _check_model(model: nn.Module, header: dict[str, Any]) -> None:
     differ = [f"{key} {header[key]} (here {here[key]})" for key in _ENVIRONMENT if header[key] != here[key]]
     if differ:
         raise CodecError(f"coded with {', '.join(differ)}: decode it where these match")
+    likelihood = likelihood_entry(likelihood_of(model))
+    if header["likelihood"] != likelihood:
+        raise CodecError(f"coded with the {_described(header['likelihood'])} likelihood, but this model's is "
+                         f"{_described(likelihood)}; use the checkpoint that compressed it")
     if header["weights_sha256"] != weights_digest(model.state_dict()):
         raise CodecError(f"coded with another model: {header['model']} with weights "
                          f"{header['weights_sha256'][:12]}..., not this {_model_name(model)} with weights "
                          f"{weights_digest(model.state_dict())[:12]}...; use the checkpoint that compressed it")
-    if header["shape"][0] != _channels_of(model) or header["n_levels"] != n_levels_of(model):
+    if header["shape"][0] != channels_of(model) or header["n_levels"] != n_levels_of(model):
         raise CodecError("the file's colours or levels do not fit this model")
 
 
@@ -350,7 +390,7 @@ def decompress(model: nn.Module, data: bytes, *, progress: bool = False) -> Tens
         return torch.from_numpy(values.astype(np.uint8))
 
     shape = tuple(header["shape"])
-    labels = _check_labels(model, header["labels"], header["count"], torch.device("cpu"))
+    labels = check_labels(model, header["labels"], header["count"], torch.device("cpu"))
     images = _code_batches(model, shape, header["count"], header["batch_size"], labels, decode, progress)
     if _pixels_digest(images) != header["pixels_sha256"]:
         raise CodecError("the decoded pixels do not match the recorded checksum (the model or its arithmetic "
@@ -427,7 +467,7 @@ def compress_files(checkpoint: str | os.PathLike, inputs: Sequence[str | os.Path
     out = Path(out)
     check_output_file(out, force=force, flag="-o")
     model = ckpt_io.model_from_checkpoint(ckpt_io.load_checkpoint(checkpoint), weights)
-    images = read_images(inputs, _channels_of(model), n_levels_of(model))
+    images = read_images(inputs, channels_of(model), n_levels_of(model))
     data = compress(model, images, labels=label, batch_size=batch_size, progress=progress)
     with atomic_writer(out) as handle:
         handle.write(data)

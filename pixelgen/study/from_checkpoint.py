@@ -19,7 +19,7 @@ from pixelgen.data import load_data, stack_split
 from pixelgen.errors import CheckpointError, PixelgenError, RecipeError, Report, silent
 from pixelgen.nn.blocks import n_levels_of
 from pixelgen.recipe import SCORE_METRICS, RunSpec, SampleSection, recipe_from_dict
-from pixelgen.sampling import SamplingError, _channels_of, sample_batched, sampler_used
+from pixelgen.sampling import SamplingError, channels_of, sample_batched, sampler_used
 from pixelgen.store import checkpoint as ckpt_io
 from pixelgen.store.archive import RunArchive
 from pixelgen.store.images import check_image_path, read_image, save_grid
@@ -189,7 +189,7 @@ def sample_checkpoint(
         archive = False if in_zoo(checkpoint) else archive_of(checkpoint, state)
     if png not in (True, False):
         png = check_image_path(check_output_file(png, force=force, flag="--png", reading=checkpoint))
-    prefix, height, width = _completion(complete, rows, size, settings.n, _channels_of(model), n_levels_of(model))
+    prefix, height, width = _completion(complete, rows, size, settings.n, channels_of(model), n_levels_of(model))
     if prefix is None:
         height, width = size or _image_size_of_run(state)
     labels = class_labels(model, settings.n, label)
