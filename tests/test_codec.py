@@ -95,16 +95,19 @@ def test_the_coded_size_is_the_nll_in_bits():
 
 
 def test_the_header_is_short_and_reads_back_as_written():
-    """The binary header costs 81 bytes plus its six texts (one byte of length each) and
-    four bytes a label: what a file coding one small image alone pays beside its payload."""
+    """The binary header costs 81 bytes plus its seven texts (one byte of length each; the
+    likelihood's entry as compact JSON) and four bytes a label: what a file coding one small
+    image alone pays beside its payload."""
     model = tiny_model("pixelcnn", 1, n_levels=2)
     header, _ = read_container(compress(model, random_images(3, 1, 4, 5, n_levels=2), batch_size=2))
     texts = sum(1 + len(header[key].encode()) for key in ("pixelgen", "torch", "constriction", "device", "dtype",
                                                            "model"))
+    texts += 1 + len(b'{"name":"categorical"}')
     assert len(codec.header_bytes(header)) == 2 * 4 + 2 * 4 + 2 * 32 + 1 + texts
     assert {k: header[k] for k in ("n_levels", "shape", "count", "batch_size", "labels", "device", "model")} == {
         "n_levels": 2, "shape": [1, 4, 5], "count": 3, "batch_size": 2, "labels": None, "device": "cpu",
         "model": "pixelcnn"}
+    assert header["likelihood"] == {"name": "categorical"}
     assert codec._parse_header(codec.header_bytes({**header, "labels": [7, 0, 2**32 - 1]}))["labels"] == [
         7, 0, 2**32 - 1]
 
