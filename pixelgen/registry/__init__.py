@@ -393,9 +393,9 @@ def create_model(name: str, **hyperparameters: Any):
             raise HyperparameterError(f"model {name!r}: hyperparameter {key}: expected {expected}, got {value!r}")
     resolved = {**known, **hyperparameters}
     built = dict(resolved)
-    if LIKELIHOOD in spec.hyperparameters:
-        built[LIKELIHOOD] = create_likelihood(resolved[LIKELIHOOD], resolved.get("n_levels", N_LEVELS))
     try:
+        if LIKELIHOOD in spec.hyperparameters:
+            built[LIKELIHOOD] = create_likelihood(resolved[LIKELIHOOD], resolved.get("n_levels", N_LEVELS))
         model = spec.factory(**built)
     except (ValueError, TypeError) as exc:  # a factory's own check of its hyperparameters (odd kernels, ...)
         raise HyperparameterError(f"model {name!r}: {exc}") from exc
