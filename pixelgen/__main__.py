@@ -10,7 +10,7 @@ them by ``importlib``, as ``main`` loads a command's module.
 import importlib
 import sys
 
-from pixelgen.errors import Interrupted, interrupted_by_signals
+from pixelgen.errors import Interrupted, interrupted_by_signals, signal_received
 
 
 def run() -> int:
@@ -21,6 +21,12 @@ def run() -> int:
         except Interrupted as exc:
             print(f"pixelgen: error: {exc}", file=sys.stderr)
             return exc.exit_code
+        except Exception:  # a module the signal left half-imported fails another way: the signal's
+            interrupted = signal_received()
+            if interrupted is None:
+                raise
+            print(f"pixelgen: error: {interrupted}", file=sys.stderr)
+            return interrupted.exit_code
         return cli.main()  # inside the block: no moment without a handler between the two
 
 

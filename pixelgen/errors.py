@@ -110,9 +110,28 @@ class RunLockedError(PixelgenError):
     """Another pixelgen process is writing into the same run folder."""
 
 
+#: The :class:`Interrupted` of the first signal :func:`raise_interrupted` handled in this
+#: process (a list of at most one, so that it is set without a global statement).
+_RECEIVED: list[Interrupted] = []
+
+
 def raise_interrupted(signum: int, frame: object) -> None:
     """A signal handler: SIGINT or SIGTERM becomes :class:`Interrupted` (exit 130 / 143)."""
-    raise Interrupted(f"{signal.Signals(signum).name}: stopped", signum)
+    interrupted = Interrupted(f"{signal.Signals(signum).name}: stopped", signum)
+    if not _RECEIVED:
+        _RECEIVED.append(interrupted)
+    raise interrupted
+
+
+def signal_received() -> Interrupted | None:
+    """The :class:`Interrupted` of the first SIGINT or SIGTERM this process handled, if any.
+
+    A signal raises wherever the process happens to be; raised inside an import (numpy's
+    lazy submodules, say), it can leave a module half-made, and what surfaces is then
+    another error (a ``RecursionError``, an ``ImportError``), not the signal. The command
+    line asks this before reporting such an error: after a signal, the signal is the cause.
+    """
+    return _RECEIVED[0] if _RECEIVED else None
 
 
 @contextlib.contextmanager

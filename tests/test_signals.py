@@ -156,3 +156,27 @@ def test_a_signal_while_coding_leaves_no_partial_file(run_dir, signum):
     assert_stopped(process, signum)
     assert sorted(p.name for p in folder.iterdir()) == ["images.npy"]
     assert snapshot(run_dir) == before
+
+
+def test_an_error_a_signal_caused_reports_the_signal(monkeypatch, capsys):
+    """A signal raised inside an import can leave a module half-made, and what surfaces is
+    another error (numpy's lazy submodules gave a RecursionError under load): after a
+    signal, the command line reports the signal, 143, in one line."""
+    from pixelgen import cli, errors
+    from pixelgen.cli import plugins as plugins_command
+
+    monkeypatch.setattr(errors, "_RECEIVED", [])  # this process has handled no signal yet
+
+    def broken_by_a_signal(args):
+        try:
+            errors.raise_interrupted(signal.SIGTERM, None)
+        except errors.Interrupted:
+            raise RecursionError("maximum recursion depth exceeded") from None
+
+    monkeypatch.setattr(plugins_command, "cmd_plugins", broken_by_a_signal)
+    assert cli.main(["plugins"]) == 143
+    assert capsys.readouterr().err.splitlines() == ["pixelgen: error: SIGTERM: stopped"]
+    monkeypatch.setattr(errors, "_RECEIVED", [])
+    monkeypatch.setattr(plugins_command, "cmd_plugins", lambda args: 1 / 0)
+    with pytest.raises(ZeroDivisionError):  # without a signal, a bug stays a bug
+        cli.main(["plugins"])

@@ -32,7 +32,14 @@ from importlib.metadata import PackageNotFoundError, version
 
 import attrs
 
-from pixelgen.errors import CausalityError, Interrupted, PixelgenError, interrupted_by_signals, one_line
+from pixelgen.errors import (
+    CausalityError,
+    Interrupted,
+    PixelgenError,
+    interrupted_by_signals,
+    one_line,
+    signal_received,
+)
 from pixelgen.limits import (
     MAX_BATCH_SIZE,
     MAX_HYPERPARAMETER,
@@ -532,9 +539,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         except BrokenPipeError:  # the reader went away (`pixelgen ... | head`): nothing to say to it
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
             return 141  # 128 + SIGPIPE, as a shell reports a command its pipe's reader closed
-        except OSError as exc:  # a full disk, a read-only folder, a path through a file
-            where = f"{exc.filename}: " if exc.filename else ""
-            return _fail(PixelgenError(f"{where}{exc.strerror or exc}; free space or choose another path"), debug, 2)
+        except OSError as exc:
+            return _os_error(exc, debug)
+        except Exception:
+            interrupted = signal_received()
+            if interrupted is None:
+                raise
+            return _fail(interrupted, debug, interrupted.exit_code)  # what the signal broke, not the signal
+
+
+def _os_error(exc: OSError, debug: bool) -> int:
+    """A full disk, a read-only folder, a path through a file: one line, unless a signal
+    caused it (:func:`~pixelgen.errors.signal_received`)."""
+    interrupted = signal_received()
+    if interrupted is not None:
+        return _fail(interrupted, debug, interrupted.exit_code)
+    where = f"{exc.filename}: " if exc.filename else ""
+    return _fail(PixelgenError(f"{where}{exc.strerror or exc}; free space or choose another path"), debug, 2)
 
 
 def to_stderr(line: str) -> None:
