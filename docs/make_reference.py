@@ -64,6 +64,7 @@ API_MODULES = [
     "pixelgen.nn.blocks",
     "pixelgen.nn.layers",
     "pixelgen.nn.scans",
+    "pixelgen.nn.shifts",
     "pixelgen.nn.likelihoods",
     "pixelgen.nn.metrics",
     "pixelgen.sampling",
