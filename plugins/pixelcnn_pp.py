@@ -161,7 +161,8 @@ class PixelCNNpp(AutoregressiveModel):
             for u_block, ul_block in zip(self.down_u[k], self.down_ul[k]):
                 u = u_block(u, us.pop(), labels)
                 ul = ul_block(ul, torch.cat([u, uls.pop()], dim=1), labels)  # shortcut (B, 2F, h, w)
-        return self.output(F.elu(ul))  # (B, n_outputs(C), H, W)
+        raw = self.output(F.elu(ul))  # (B, n_outputs(C), H, W)
+        return self.likelihood.arrange(raw, self.in_channels)  # logistic mixture: as is; categorical: (B, V, C, H, W)
 
 
 SPEC = pixelgen.ModelSpec(

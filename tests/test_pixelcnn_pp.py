@@ -96,6 +96,7 @@ def test_a_categorical_needs_one_colour():
     with pytest.raises(ValueError, match="needs a per-pixel likelihood"):
         pixelgen.create_model("pixelcnn_pp", in_channels=3, likelihood="categorical", **TINY)
     model = pixelgen.create_model("pixelcnn_pp", in_channels=1, n_levels=2, likelihood="categorical", **TINY)
+    assert model(torch.zeros(3, 1, 4, 5, dtype=torch.long)).shape == (3, 2, 1, 4, 5)  # the logits' layout
     support = check_causality(model, 1, 4, 5, n_inputs=2)
     assert torch.equal(support, allowed_dependencies(1, 4, 5))
 
