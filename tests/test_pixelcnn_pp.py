@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import warnings
 
 import pytest
 import torch
@@ -123,11 +124,15 @@ def test_a_recipe_trains_evaluates_samples_and_compares(tmp_path, monkeypatch):
     recipe = write_tiny_run_recipe(tmp_path, tmp_path / "run", epochs=1)
     text = recipe.read_text().replace('name = "pixelcnn"', 'name = "pixelcnn_pp"')
     text = text.replace("n_layers = 1", "n_resnet = 1").replace("head_channels = 8", 'likelihood = {name = "logistic_mixture", n_mixtures = 2}')
-    recipe.write_text(text)
-    run_cli("run", str(recipe))
+    recipe.write_text(text.replace("[sample]\n", '[sample]\nsampler = "reference"\n'))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        run_cli("run", str(recipe))
+    assert not [w for w in caught if "falls back" in str(w.message)]  # the recipe's sampler, every epoch too
     figures = json.loads(run_cli("eval", str(tmp_path / "run" / "best.ckpt"), "--json"))
     assert 0 < figures["bits_per_dim"] < 16
-    run_cli("sample", str(tmp_path / "run" / "best.ckpt"), "-n", "2", "--no-archive", "--png", str(tmp_path / "grid.png"))
+    run_cli("sample", str(tmp_path / "run" / "best.ckpt"), "-n", "2", "--no-archive", "--png", str(tmp_path / "grid.png"),
+            "--sampler", "reference")
     assert (tmp_path / "grid.png").stat().st_size > 0
     run_cli("compare", str(tmp_path / "run"), "--out", str(tmp_path / "compare"), "--field-size", "5", "--timing-images", "1")
     assert "pixelcnn_pp" in (tmp_path / "compare" / "report.md").read_text()

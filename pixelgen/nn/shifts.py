@@ -27,6 +27,7 @@ __all__ = [
     "DownRightShiftedConvTranspose2d",
     "DownShiftedConv2d",
     "DownShiftedConvTranspose2d",
+    "ShiftedConvTranspose2d",
     "concat_elu",
     "down_shift",
     "right_shift",
@@ -75,9 +76,10 @@ class DownRightShiftedConv2d(nn.Conv2d):
         return super().forward(F.pad(x, self.padding_lrtb))  # (B, out, ceil(H / s), ceil(W / s))
 
 
-class _ShiftedConvTranspose2d(nn.ConvTranspose2d):
-    """Upsampling by ``stride``; ``forward(x, size)`` crops to ``size = (H, W)``, keeping
-    the top rows and the columns from ``left`` on."""
+class ShiftedConvTranspose2d(nn.ConvTranspose2d):
+    """A transposed convolution upsampling by ``stride``, the base of the two below:
+    ``forward(x, size)`` crops its output to ``size = (H, W)``, keeping the top rows and
+    the columns from ``left`` on."""
 
     left = 0
 
@@ -92,7 +94,7 @@ class _ShiftedConvTranspose2d(nn.ConvTranspose2d):
         return out[..., :height, self.left : self.left + width]  # (B, out, H, W)
 
 
-class DownShiftedConvTranspose2d(_ShiftedConvTranspose2d):
+class DownShiftedConvTranspose2d(ShiftedConvTranspose2d):
     """The transpose of :class:`DownShiftedConv2d` (``kw`` odd): ``(B, in, h, w) -> (B, out, H, W)``."""
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: tuple[int, int] = (2, 3), stride: int = 2) -> None:
@@ -100,7 +102,7 @@ class DownShiftedConvTranspose2d(_ShiftedConvTranspose2d):
         self.left = kernel_size[1] // 2  # centre the odd kernel's columns
 
 
-class DownRightShiftedConvTranspose2d(_ShiftedConvTranspose2d):
+class DownRightShiftedConvTranspose2d(ShiftedConvTranspose2d):
     """The transpose of :class:`DownRightShiftedConv2d`: ``(B, in, h, w) -> (B, out, H, W)``."""
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: tuple[int, int] = (2, 2), stride: int = 2) -> None:
