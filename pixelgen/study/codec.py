@@ -17,8 +17,11 @@ buffer that starts at zero and receives each sub-pixel once it is coded: the enc
 the true value there, the decoder the value it decoded, so the model sees the same inputs
 on both sides. The images go through in batches of the same size (recorded in the file),
 with one torch thread and torch's deterministic algorithms, on the CPU, with the model's
-weights as stored (float32). The probabilities are the float64 softmax of the model's
-logits (:func:`subpixel_probabilities`, the one place they are computed);
+weights as stored (float32). The probabilities are the float64 ones the model's
+likelihood gives each sub-pixel (:func:`subpixel_probabilities`, through
+:meth:`pixelgen.nn.likelihoods.Likelihood.subpixel_probabilities`, the sampler's too: for
+the categorical the softmax of the logits); a per-pixel likelihood's outputs are computed
+once per pixel;
 constriction turns each table into integer frequencies the same way on both sides and
 gives every value a frequency of at least one, so a value the model deems impossible is
 still coded (at a high price), never refused.
@@ -66,7 +69,7 @@ from tqdm import tqdm
 
 from pixelgen.errors import PixelgenError
 from pixelgen.limits import MAX_COMPRESSED_BYTES
-from pixelgen.nn.blocks import n_levels_of
+from pixelgen.nn.blocks import likelihood_of, n_levels_of
 from pixelgen.sampling import _channels_of, _check_labels, _state, visiting_order
 from pixelgen.store import checkpoint as ckpt_io
 from pixelgen.store.checkpoint import weights_digest
@@ -88,16 +91,19 @@ class CodecError(PixelgenError):
     """Images that cannot be coded, or a compressed file that cannot be decoded exactly."""
 
 
-def subpixel_probabilities(outputs: Tensor, x_pixel: Tensor, c: int) -> np.ndarray:
+def subpixel_probabilities(model: nn.Module, outputs: Tensor, x_pixel: Tensor, c: int) -> np.ndarray:
     """The probabilities of colour ``c``'s values at one pixel: float64 ``(n, n_levels)``.
 
     Args:
-        outputs: the model's outputs at the pixel, ``(n, n_levels, C)`` (logits).
+        model: the model, whose likelihood (:func:`~pixelgen.nn.blocks.likelihood_of`)
+            turns its outputs into probabilities.
+        outputs: the model's outputs at the pixel, ``outputs[..., i, j]`` (the
+            categorical's logits ``(n, n_levels, C)``).
         x_pixel: the pixel's values ``(n, C)`` so far: colours before ``c`` are known
-            (unused by a softmax; a likelihood with colour-dependent means reads them).
+            (unused by a softmax; the logistic mixture's coupled means read them).
         c: the colour.
     """
-    return torch.softmax(outputs[:, :, c].to(torch.float64), dim=-1).numpy()
+    return likelihood_of(model).subpixel_probabilities(outputs, x_pixel, c).to(torch.float64).numpy()
 
 
 def _library_version(name: str) -> str:
@@ -148,6 +154,7 @@ def _code_batches(model: nn.Module, shape: tuple[int, int, int], count: int, bat
     """
     channels, height, width = shape
     order = visiting_order(model, channels, height, width)
+    per_pixel = likelihood_of(model).per_pixel
     bar = tqdm(total=count * height, unit="row", file=sys.stderr, disable=not progress,
                desc=f"coding {count}x{channels}x{height}x{width}")
     batches = []
@@ -159,7 +166,9 @@ def _code_batches(model: nn.Module, shape: tuple[int, int, int], count: int, bat
             for pixels in order:
                 for i, j in pixels:
                     for c in range(channels):
-                        probabilities = subpixel_probabilities(state.logits(x, i, j), x[:, :, i, j], c)
+                        if c == 0 or not per_pixel:  # a per-pixel likelihood's outputs see none of the pixel
+                            outputs = state.logits(x, i, j)
+                        probabilities = subpixel_probabilities(model, outputs, x[:, :, i, j], c)
                         x[:, c, i, j] = code(probabilities, start, c, i, j)
                 bar.update(n)
             batches.append(x)
