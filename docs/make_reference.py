@@ -21,6 +21,7 @@ generators, by the name a block gives:
 * ``hyperparameters``: the paper models' hyperparameters and defaults, from the registry
   (``models.md``);
 * ``multiscale-hyperparameters``: the multi-scale model's, with their help (``models.md``);
+* ``pixelcnn_pp-hyperparameters``: PixelCNN++'s, with their help (``models.md``);
 * ``api-index`` and ``api MODULE``: the API index and one autodoc page per module of
   :data:`API_MODULES` (``api/index.md``, ``api/<module>.md``: Sphinx needs one source
   file per page, so each page is a committed file holding its one block).
@@ -64,6 +65,7 @@ API_MODULES = [
     "pixelgen.nn.blocks",
     "pixelgen.nn.layers",
     "pixelgen.nn.scans",
+    "pixelgen.nn.shifts",
     "pixelgen.nn.likelihoods",
     "pixelgen.nn.metrics",
     "pixelgen.sampling",
@@ -541,6 +543,7 @@ GENERATORS: dict[str, Callable[..., str]] = {
     "archive": archive_reference,
     "hyperparameters": hyperparameter_table,
     "multiscale-hyperparameters": lambda: model_hyperparameters("multiscale"),
+    "pixelcnn_pp-hyperparameters": lambda: model_hyperparameters("pixelcnn_pp"),
     "api-index": api_index,
     "api": api_page,
 }

@@ -35,6 +35,8 @@ OBJECTS: list[tuple[str, str, str, tuple[str, ...]]] = [
      ("torch.nn.modules.container.ModuleList",)),
     ("torch.nn.Conv1d", "class", "generated/torch.nn.Conv1d.html", ("torch.nn.modules.conv.Conv1d",)),
     ("torch.nn.Conv2d", "class", "generated/torch.nn.Conv2d.html", ("torch.nn.modules.conv.Conv2d",)),
+    ("torch.nn.ConvTranspose2d", "class", "generated/torch.nn.ConvTranspose2d.html",
+     ("torch.nn.modules.conv.ConvTranspose2d",)),
     ("torch.nn.LSTM", "class", "generated/torch.nn.LSTM.html", ("torch.nn.modules.rnn.LSTM",)),
     ("torch.nn.Embedding", "class", "generated/torch.nn.Embedding.html",
      ("torch.nn.modules.sparse.Embedding",)),

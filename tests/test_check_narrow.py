@@ -19,6 +19,7 @@ WIDTHS = {
     "diagonal_bilstm": ["hidden_channels", "head_channels"],
     "multiscale": ["hidden_channels", "head_channels", "upsample_channels"],
     "gated_pixelcnn": ["hidden_channels", "head_channels"],
+    "pixelcnn_pp": ["hidden_channels"],
 }
 
 
@@ -103,12 +104,14 @@ def test_pixelgen_check_says_what_it_narrowed(capsys, monkeypatch):
     assert "head_channels" not in captured.out and captured.err == ""
 
 
-BUILT_IN = ["pixelcnn", "row_lstm", "diagonal_bilstm", "multiscale", "gated_pixelcnn"]
+BUILT_IN = ["pixelcnn", "row_lstm", "diagonal_bilstm", "multiscale", "gated_pixelcnn", "pixelcnn_pp"]
 # Two layers and two levels per sub-pixel (the logits of 256 make the declared widths slow),
-# the multi-scale model's unconditional network as shallow; the gated example has 256 levels.
+# the multi-scale model's unconditional network as shallow, one block per resolution for
+# PixelCNN++; the gated example has 256 levels.
 SHALLOW = {"n_layers": 2, "n_levels": 2}
 TWO_LAYERS = {name: SHALLOW for name in BUILT_IN} | {
-    "multiscale": {**SHALLOW, "small_n_layers": 2}, "gated_pixelcnn": {"n_layers": 2}}
+    "multiscale": {**SHALLOW, "small_n_layers": 2}, "gated_pixelcnn": {"n_layers": 2},
+    "pixelcnn_pp": {"n_resnet": 1, "n_levels": 2}}
 
 
 def seen_at_both_widths(name: str, colours: int, hyperparameters: dict, height: int, width: int):
@@ -123,7 +126,7 @@ def seen_at_both_widths(name: str, colours: int, hyperparameters: dict, height: 
     return dependency_map(narrow, colours, height, width), dependency_map(full, colours, height, width)
 
 
-@pytest.mark.parametrize("name", BUILT_IN)
+@pytest.mark.parametrize("name", [*BUILT_IN[:-1], pytest.param("pixelcnn_pp", marks=pytest.mark.slow)])  # 160 filters: minutes
 @pytest.mark.parametrize("colours", [1, 3])
 def test_narrow_and_declared_widths_see_the_same_dependencies(name, colours):
     """Two layers on a 4x6 image (where no model sees every allowed dependency): the

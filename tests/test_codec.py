@@ -65,6 +65,23 @@ def test_every_built_in_model_round_trips_bit_for_bit(name, channels, n_levels):
     assert decoded.dtype == torch.uint8 and torch.equal(decoded, images)
 
 
+@pytest.mark.parametrize("name", ["pixelcnn", "pixelcnn_pp"])
+def test_the_logistic_mixture_codes_bit_for_bit_at_its_nll(name):
+    """The codec reads probabilities through the model's likelihood: PixelCNN++ (its
+    default mixture, with dropout, which the codec's eval mode turns off) and a PixelCNN
+    with the mixture round-trip, and the payload is their NLL in bits."""
+    torch.manual_seed(0)
+    sizes = dict(hidden_channels=6, n_resnet=1) if name == "pixelcnn_pp" else dict(TINY, likelihood="logistic_mixture")
+    model = pixelgen.create_model(name, in_channels=3, **sizes)
+    images = random_images(3, 3, 4, 5)
+    data = compress(model, images, batch_size=2)
+    assert torch.equal(decompress(model, data), images)
+    with torch.no_grad():
+        expected = -model.eval().likelihood.log_prob(model(images), images).sum().item() / math.log(2)
+    payload_bits = 32 * len(read_container(data)[1])
+    assert expected - 1 <= payload_bits <= expected + 64 + 0.001 * expected
+
+
 def test_a_third_party_model_round_trips_bit_for_bit():
     pytest.importorskip("pixelgen_gated")
     for channels in (1, 3):

@@ -39,9 +39,15 @@ MIXTURE = {"name": "logistic_mixture", "n_mixtures": 3}
 STACKS = ["pixelcnn", "row_lstm", "diagonal_bilstm"]
 
 
-def mixture_model(name: str, channels: int, **extra) -> torch.nn.Module:
+def tiny_hyperparameters(name: str) -> dict:
+    if name == "pixelcnn_pp":  # no n_layers or head: blocks per resolution
+        return dict(hidden_channels=TINY["hidden_channels"], n_resnet=1)
     parts = dict(small_n_layers=1, upsample_channels=4) if name == "multiscale" else {}
-    return pixelgen.create_model(name, in_channels=channels, likelihood=MIXTURE, **TINY, **parts, **extra)
+    return {**TINY, **parts}
+
+
+def mixture_model(name: str, channels: int, **extra) -> torch.nn.Module:
+    return pixelgen.create_model(name, in_channels=channels, likelihood=MIXTURE, **tiny_hyperparameters(name), **extra)
 
 
 def every_value(x: torch.Tensor, c: int, i: int, j: int, n_levels: int) -> torch.Tensor:
@@ -198,7 +204,25 @@ def test_allowed_dependencies_of_a_per_pixel_likelihood_are_the_earlier_pixels()
         assert allowed[c, i, j, c2, i2, j2].item() == ((i2, j2) < (i, j))
 
 
-@pytest.mark.parametrize("name", [*STACKS, "multiscale"])
+@pytest.mark.parametrize("name", [*STACKS, "multiscale", "pixelcnn_pp"])
+@pytest.mark.parametrize("likelihood", ["categorical", MIXTURE], ids=["categorical", "mixture"])
+def test_every_builtin_model_normalises_every_subpixel(name, likelihood):
+    """Through the model: at a sub-pixel of a random image, the probabilities of its
+    n_levels values, the rest of the image fixed, sum to 1 (RGB; grey for pixelcnn_pp's
+    categorical, which has no colour groups)."""
+    channels = 1 if name == "pixelcnn_pp" and likelihood == "categorical" else 3
+    torch.manual_seed(0)
+    model = pixelgen.create_model(name, in_channels=channels, likelihood=likelihood, **tiny_hyperparameters(name))
+    model = model.double().eval()
+    x = torch.randint(0, 256, (1, channels, 3, 4), generator=torch.Generator().manual_seed(1))
+    for c, i, j in [(0, 0, 0), (channels - 1, 2, 1), (channels // 2, 1, 3)]:
+        images = every_value(x, c, i, j, 256)
+        with torch.no_grad():
+            log_prob = model.likelihood.log_prob(model(images), images)[:, c, i, j]  # (256,)
+        assert log_prob.double().exp().sum().item() == pytest.approx(1.0, abs=1e-6)
+
+
+@pytest.mark.parametrize("name", [*STACKS, "multiscale", "pixelcnn_pp"])
 def test_check_passes_for_every_builtin_model_with_the_logistic_mixture(name):
     support = check_causality(mixture_model(name, 3), 3, 4, 5)
     assert support.any()

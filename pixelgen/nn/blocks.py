@@ -63,6 +63,15 @@ from pixelgen.nn.layers import (
     unskew,
 )
 from pixelgen.nn.scans import diagonal_bilstm_scan, row_lstm_scan
+from pixelgen.nn.shifts import (
+    DownRightShiftedConv2d,
+    DownRightShiftedConvTranspose2d,
+    DownShiftedConv2d,
+    DownShiftedConvTranspose2d,
+    concat_elu,
+    down_shift,
+    right_shift,
+)
 
 __all__ = [
     "N_LEVELS",
@@ -70,6 +79,10 @@ __all__ = [
     "Categorical",
     "ClassBias",
     "ConvStep",
+    "DownRightShiftedConv2d",
+    "DownRightShiftedConvTranspose2d",
+    "DownShiftedConv2d",
+    "DownShiftedConvTranspose2d",
     "Hyperparameter",
     "LayerStep",
     "Likelihood",
@@ -83,9 +96,11 @@ __all__ = [
     "SteppableLayer",
     "call_model",
     "colour_groups",
+    "concat_elu",
     "conv_mask",
     "diagonal_bilstm_scan",
     "diagonal_order",
+    "down_shift",
     "generation_order_of",
     "likelihood_of",
     "lstm_update",
@@ -94,6 +109,7 @@ __all__ = [
     "row_lstm_scan",
     "n_levels_of",
     "raster_order",
+    "right_shift",
     "scale_input",
     "skew",
     "stack_hyperparameters",

@@ -103,7 +103,7 @@ def log_sample_grid(fabric: Any, model: nn.Module, shape: tuple[int, int, int], 
     n, n_classes = settings.tensorboard_n, n_classes_of(model)
     labels = torch.arange(n, device=fabric.device) % n_classes if n_classes else None
     images = sample(model, n, height, width, seed=settings.seed, temperature=settings.temperature,
-                    top_p=settings.top_p, labels=labels)
+                    top_p=settings.top_p, labels=labels, sampler=settings.sampler)
     grid = make_grid(to_display(images.cpu(), n_levels_of(model)), nrow=math.ceil(math.sqrt(n)), padding=1,
                      pad_value=255)  # (3, H', W')
     for logger in loggers:
