@@ -424,3 +424,20 @@ def test_byte_level_damage_through_the_command_line(trained, tmp_path, capsys):
             assert got.stderr.count("\n") == 1, got.stderr
         outcomes.append(got.returncode)
     assert outcomes[0] == outcomes[1] == outcomes[2] == 2 and outcomes[3] == 0  # appended bytes: ignored
+
+
+def test_random_states_saved_as_views_of_one_storage_check_and_restore():
+    """A two-process checkpoint loads its processes' states as views into one storage; the
+    second sits at an offset, which torch's ``set_state`` reads from the wrong place (it
+    crashed the process). The check and the restore both take copies."""
+    from pixelgen.store.checkpoint_schema import _rng_problem
+
+    one = ckpt_io.rng_state()
+    stacked = {key: torch.stack([value, value]) for key, value in one.items()}
+    states = [{key: value[rank] for key, value in stacked.items()} for rank in range(2)]
+    assert states[1]["torch"].storage_offset() > 0
+    assert _rng_problem(states) is None
+    before = torch.get_rng_state()
+    ckpt_io.set_rng_state(states[1])
+    assert torch.equal(torch.get_rng_state(), one["torch"])
+    torch.set_rng_state(before)

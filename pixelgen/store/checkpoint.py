@@ -107,9 +107,9 @@ def rng_state() -> dict[str, torch.Tensor]:
 def set_rng_state(state: dict[str, torch.Tensor]) -> None:
     """Restore what :func:`rng_state` returned (tensors may sit on any device)."""
     state = {k: v.cpu() for k, v in state.items()}
-    torch.set_rng_state(state["torch"].to(torch.uint8))
+    torch.set_rng_state(state["torch"].to(torch.uint8).clone())  # a copy: see checkpoint_schema._try_torch
     if state["cuda"].numel() and torch.cuda.is_available():
-        torch.cuda.set_rng_state(state["cuda"].to(torch.uint8))
+        torch.cuda.set_rng_state(state["cuda"].to(torch.uint8).clone())
     pos, has_gauss, cached = state["numpy_rest"].tolist()
     keys = state["numpy_keys"].numpy().astype(np.uint32)
     np.random.set_state(("MT19937", keys, int(pos), int(has_gauss), float(cached)))

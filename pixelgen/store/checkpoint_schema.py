@@ -262,7 +262,9 @@ def _rng_problem(rngs: Any) -> str | None:
 
 
 def _try_torch(state: dict[str, torch.Tensor]) -> None:
-    torch.Generator().set_state(state["torch"])
+    # a copy: torch's set_state reads a view into a shared storage (the second process's
+    # state, loaded from one stacked tensor) from the wrong place, and crashes the process
+    torch.Generator().set_state(state["torch"].clone())
 
 
 def _try_numpy(state: dict[str, torch.Tensor]) -> None:
