@@ -7,8 +7,8 @@ whose message is one line; through the command line, exit 0 or 2 with one line o
 no traceback; files the command did not create keep their bytes; nothing runs past a bound.
 
 Deterministic (``derandomize=True``): the same examples on every run. The default run tries
-``PIXELGEN_FUZZ_EXAMPLES`` examples per property (default 200); the ``slow`` twins try ten
-times as many (``python3 -m pytest -m slow tests/test_fuzz.py``). Outcomes are counted and
+``PIXELGEN_FUZZ_EXAMPLES`` examples per property (default 200); the long twins, on request,
+try ten times as many (``PIXELGEN_FUZZ_LONG=1 python3 -m pytest tests/test_fuzz.py -k long``). Outcomes are counted and
 printed at the end of the module (``-s`` shows them), for docs/results.md.
 """
 
@@ -41,6 +41,9 @@ from pixelgen.store.archive import ArchiveError
 from pixelgen.study.records import ArchiveRecord
 
 EXAMPLES = int(os.environ.get("PIXELGEN_FUZZ_EXAMPLES", "200"))
+#: The long run, on request only (CI runs the default examples): ten times as many.
+LONG = pytest.mark.skipif(os.environ.get("PIXELGEN_FUZZ_LONG", "0") in ("", "0"),
+                          reason="the long fuzzing run, on request: PIXELGEN_FUZZ_LONG=1")
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 QUICKSTART = ROOT / "recipes" / "quickstart.toml"
 #: outcome counts per property, printed once the module ends
@@ -467,14 +470,14 @@ def test_damaged_archive_through_sample_and_score(finished_run, tmp_path, name):
         assert {k: after.get(k) for k in before} == before, argv
 
 
-@pytest.mark.slow
+@LONG
 @fuzz_settings(EXAMPLES * 10)
 @given(damages=ARCHIVE_DAMAGES)
 def test_damaged_archives_long(fuzzed_archive, damages):
     check_damaged_archive(fuzzed_archive[0], fuzzed_archive[1], damages)
 
 
-@pytest.mark.slow
+@LONG
 @fuzz_settings(EXAMPLES * 10)
 @given(data=recipes(), overrides=OVERRIDES)
 def test_recipes_and_overrides_long(tmp_path, data, overrides):
