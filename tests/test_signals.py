@@ -145,13 +145,13 @@ def test_a_signal_while_coding_leaves_no_partial_file(run_dir, signum):
     folder = run_dir.parent / f"codec-{signum}"
     folder.mkdir()
     channels = load_model(run_dir).in_channels
-    images = np.random.default_rng(0).integers(0, 256, (400, channels, 8, 8), dtype=np.uint8)
+    images = np.random.default_rng(0).integers(0, 256, (2000, channels, 16, 16), dtype=np.uint8)  # tens of seconds
     np.save(folder / "images.npy", images)
     before = snapshot(run_dir)
     process = start(["compress", str(run_dir / "best.ckpt"), str(folder / "images.npy"), "-o",
                      str(folder / "images.pgz")])
     wait_until(process, torch_loaded)
-    time.sleep(1.5)  # into coding 400 images one sub-pixel at a time
+    time.sleep(1.5)  # into coding 2,000 images one sub-pixel at a time
     process.send_signal(signum)
     assert_stopped(process, signum)
     assert sorted(p.name for p in folder.iterdir()) == ["images.npy"]
