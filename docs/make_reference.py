@@ -48,7 +48,7 @@ import tomli_w
 import pixelgen
 from pixelgen import registry
 from pixelgen.cli import build_parser
-from pixelgen.recipe import FrozenTable, OutputSection, Recipe, RunSpec
+from pixelgen.recipe import FrozenTable, OutputSection, Recipe, ReportSection, RunSpec
 from pixelgen.recipe.schema import Expect
 from pixelgen.store import archive
 
@@ -230,6 +230,8 @@ def field_reference() -> list[tuple[str, str, str, str]]:
     walk(RunSpec, "")
     rows.append(("output", "table", "", fields["output"].metadata["help"]))
     walk(OutputSection, "output.")
+    rows.append(("report", "table", "", fields["report"].metadata["help"]))
+    walk(ReportSection, "report.")
     rows.append(("runs", "array of tables", "", fields["runs"].metadata["help"]))
     return rows
 

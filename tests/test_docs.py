@@ -98,7 +98,8 @@ def test_field_reference_rows_cover_every_field():
     assert by_key["model.name"][2] == "required"
     assert by_key["eval.split"][1] == '"test" | "val" | "train"'
     # Recipe.source is bookkeeping, not a recipe key
-    assert [f.name for f in attrs.fields(recipe.Recipe)] == ["runs", "description", "output", "source"]
+    assert [f.name for f in attrs.fields(recipe.Recipe)] == ["runs", "description", "output", "report", "source"]
+    assert by_key["report.scaling"][1:3] == ("bool", "false")
 
 
 def test_every_recipe_field_has_help():

@@ -21,10 +21,11 @@ import pytest
 import torch
 from datafiles import write_tiny_image_folder
 
+import pixelgen
 from pixelgen import cli, sampling
 from pixelgen.cli import report as cli_report
-from pixelgen.errors import DataError
-from pixelgen.recipe import PaperSection, dump_toml
+from pixelgen.errors import DataError, RecipeError
+from pixelgen.recipe import PaperSection, dump_toml, load_recipe
 from pixelgen.store import checkpoint as ckpt_io
 from pixelgen.store.archive import RunArchive
 from pixelgen.study import measure, options, records, render, report
@@ -351,6 +352,51 @@ def test_the_command_line_asks_for_scaling_with_a_flag_or_its_sizes(run_copy):
     assert cli_report._compare_options(parse(["compare", str(run_copy), "--scaling"])).scaling is True
     ckpt = str(run_copy / "best.ckpt")
     assert cli_report._compare_options(parse(["analyse", ckpt, "--scaling-depths", "1", "2"])).scaling is True
+
+
+@pytest.mark.parametrize("table, scaling, sizes, depths", [
+    ("", False, (8, 16, 32), (1, 2, 4)),
+    ("[report]\nscaling = true\n", True, (8, 16, 32), (1, 2, 4)),
+    ("[report]\nscaling_sizes = [4, 12]\n", True, (4, 12), (1, 2, 4)),
+    ("[report]\nscaling_depths = [3]\ntime_reference = true\n", True, (8, 16, 32), (3,)),
+])
+def test_a_recipe_asks_for_the_scaling_sweep_in_its_report_table(tmp_path, monkeypatch, table, scaling, sizes,
+                                                                  depths):
+    text = (
+        '[model]\nname = "pixelcnn"\n[data]\nname = "image_folder"\nroot = "x"\n'
+        '[[runs]]\nname = "a"\n[[runs]]\nname = "b"\n' + table)
+    (tmp_path / "r.toml").write_text(text)
+    recipe = load_recipe(tmp_path / "r.toml")
+    seen = []
+    monkeypatch.setattr(report, "compare", lambda dirs, out, chosen, *rest: seen.append(chosen) or {})
+    report.compare_recipe(recipe)
+    assert (seen[0].scaling, seen[0].scaling_sizes, seen[0].scaling_depths) == (scaling, sizes, depths)
+    assert seen[0].time_reference is ("time_reference" in table)
+    assert load_recipe(tmp_path / "r.toml").report == recipe.report
+    given = attrs.evolve(FAST, scaling=False)
+    report.compare_recipe(recipe, options=given)
+    assert seen[1] is given, "options given in Python win over the recipe's table"
+
+
+@pytest.mark.parametrize("table", ["scaling = 1", "scaling_sizes = []", "scaling_sizes = [0]",
+                                   "scaling_sizes = [257]", "scaling_depths = [1.5]",
+                                   f"scaling_depths = {list(range(1, 18))}", "sweep = true"])
+def test_a_report_table_out_of_bounds_is_one_line_naming_its_key(tmp_path, table):
+    (tmp_path / "r.toml").write_text('[model]\nname = "pixelcnn"\n[report]\n' + table + "\n")
+    with pytest.raises(RecipeError) as caught:
+        load_recipe(tmp_path / "r.toml")
+    assert str(caught.value).startswith("report.") and "\n" not in str(caught.value)
+
+
+@pytest.mark.parametrize("steady, expected", [(0.0, 1), (float("inf"), 3)])
+def test_the_fast_sampler_is_timed_again_only_while_its_timings_are_short(monkeypatch, steady, expected):
+    model = pixelgen.create_model("pixelcnn", in_channels=1, hidden_channels=4, n_layers=1, head_channels=8)
+    calls = []
+    real = measure.sample
+    monkeypatch.setattr(measure, "sample", lambda *a, **k: calls.append(k) or real(*a, **k))
+    times = measure.sampling_seconds(model, (1, 3, 3), n_images=1, repeats=3, steady_seconds=steady)
+    whole = [k for k in calls if k["sampler"] == "fast" and k["height"] == 3]
+    assert len(whole) == expected and times.fast_sampling_s_per_image > 0
 
 
 def test_measuring_runs_with_the_default_threads_and_puts_the_callers_back(run_copy, tmp_path, monkeypatch):

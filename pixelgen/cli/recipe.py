@@ -13,7 +13,7 @@ from typing import Any
 import attrs
 
 from pixelgen import registry
-from pixelgen.recipe import OutputSection, Recipe, RunSpec, dump_toml, recipe_to_dict
+from pixelgen.recipe import OutputSection, Recipe, ReportSection, RunSpec, dump_toml, recipe_to_dict
 from pixelgen.recipe.convert import takes_none_string
 from pixelgen.recipe.schema import public_fields
 
@@ -42,6 +42,7 @@ def recipe_to_toml(recipe: Recipe) -> str:
         _mark_unset(table, RunSpec, comments)
         table["model"]["hyperparameters"] = _hyperparameters(run, comments)
     _mark_unset(data["output"], OutputSection, comments)
+    _mark_unset(data["report"], ReportSection, comments)
     text = dump_toml(data)
     return re.sub(rf'^(\s*)(\S+) = "{_UNSET}(\d+)"$', lambda m: f"{m[1]}# {m[2]} {comments[int(m[3])]}",
                   text, flags=re.M)

@@ -46,14 +46,14 @@ from pixelgen.recipe.convert import converter, dotted, recipe_from_dict
 from pixelgen.recipe.overrides import apply_override, load_recipe, parse_value, read_recipe_data
 from pixelgen.recipe.schema import (
     SCORE_FEATURES, SCORE_METRICS, DataSection, EvalSection, FrozenTable, ModelSection, OptimizerSection,
-    OutputSection, PaperSection, Recipe, RunSpec, SampleSection, SchedulerSection, ScoreSection, TrainSection,
+    OutputSection, PaperSection, Recipe, ReportSection, RunSpec, SampleSection, SchedulerSection, ScoreSection, TrainSection,
     duration_seconds,
 )
 
 __all__ = [
     "SCORE_FEATURES", "SCORE_METRICS",
     "DataSection", "EvalSection", "FrozenTable", "ModelSection", "OptimizerSection",
-    "OutputSection", "PaperSection", "Recipe", "RunSpec", "SampleSection", "SchedulerSection",
+    "OutputSection", "PaperSection", "Recipe", "ReportSection", "RunSpec", "SampleSection", "SchedulerSection",
     "ScoreSection", "TrainSection",
     "apply_override", "dump_toml", "duration_seconds", "load_recipe", "parse_value", "read_recipe_data",
     "recipe_from_dict", "recipe_to_dict", "run_dir", "single_run",
@@ -79,6 +79,7 @@ def recipe_to_dict(recipe: Recipe) -> dict[str, Any]:
     else:
         out["runs"] = [{"name": r.pop("name"), **r} for r in runs]
     out["output"] = output
+    out["report"] = converter.unstructure(recipe.report)
     return out
 
 

@@ -22,7 +22,15 @@ import cattrs
 from pixelgen import registry
 from pixelgen.errors import RecipeError, RegistryError
 from pixelgen.limits import MAX_RECIPE_DEPTH
-from pixelgen.recipe.schema import BadValue, FrozenTable, OutputSection, Recipe, RunSpec, public_fields
+from pixelgen.recipe.schema import (
+    BadValue,
+    FrozenTable,
+    OutputSection,
+    Recipe,
+    ReportSection,
+    RunSpec,
+    public_fields,
+)
 
 _MISSING = object()
 
@@ -202,7 +210,7 @@ def _section_at(cls: type, path: tuple) -> type:
 RUN_KEYS = tuple(f.name for f in public_fields(RunSpec))
 RUNS_TYPE = attrs.fields(Recipe).runs.type
 TOP_TYPES = {"description": str, **{f.name: f.type for f in public_fields(RunSpec)},
-             "output": OutputSection, "runs": RUNS_TYPE}  # the keys of a recipe file
+             "output": OutputSection, "report": ReportSection, "runs": RUNS_TYPE}  # the keys of a recipe file
 
 
 def deep_merge(base: Mapping, over: Mapping) -> dict:
@@ -233,6 +241,7 @@ def recipe_from_dict(data: Mapping[str, Any], source: str | None = None) -> Reci
             if key not in TOP_TYPES:
                 raise Problem((key,), "unknown key", known=list(TOP_TYPES))
         output = structure(data.get("output", {}), OutputSection, ("output",))
+        report = structure(data.get("report", {}), ReportSection, ("report",))
         shared = {k: data[k] for k in RUN_KEYS if k in data}
         placed = _runs(data, shared) if "runs" in data else [_build_run(shared, ())]
         # Every key is checked before any name is looked up: the registry loads the plugins,
@@ -242,7 +251,8 @@ def recipe_from_dict(data: Mapping[str, Any], source: str | None = None) -> Reci
                 _check_registry(run)
         runs = [_with_eval_batch_size(run) for run, _ in placed]
         description = data.get("description", "")
-        return Recipe(runs=tuple(runs), description=description, output=output, source=source)
+        return Recipe(runs=tuple(runs), description=description, output=output, report=report,
+                      source=source)
     except BadValue as exc:  # the description, which Recipe's own validator checks
         raise RecipeError(f"description: expected {exc.expected}, got {exc.value!r}") from None
     except Problem as exc:

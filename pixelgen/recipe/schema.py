@@ -31,9 +31,12 @@ from pixelgen.errors import RecipeError
 from pixelgen.limits import (
     MAX_BATCH_SIZE,
     MAX_EPOCHS,
+    MAX_HYPERPARAMETER,
     MAX_IMAGE_SIDE,
     MAX_IMAGES,
+    MAX_MEASURE_SIDE,
     MAX_SAMPLES,
+    MAX_SCALING_POINTS,
     MAX_SEED,
     MAX_STEPS,
     MAX_WORKERS,
@@ -209,9 +212,12 @@ def _toml_values(instance: Any, attribute: attrs.Attribute, table: Any) -> None:
         check(value, (attribute.name, key))
 
 
-def _field(help: str, default: Any = attrs.NOTHING, validator: Any = None, **metadata: Any) -> Any:
-    """A recipe key: its default, its validator and its ``help`` (read by the docs)."""
-    converter = (lambda v: tuple(v) if isinstance(v, list) else v) if isinstance(default, tuple) else None
+def _field(help: str, default: Any = attrs.NOTHING, validator: Any = None, array: bool = False,
+           **metadata: Any) -> Any:
+    """A recipe key: its default, its validator and its ``help`` (read by the docs); an
+    ``array`` (or a key whose default is a tuple) stores a list as a tuple."""
+    array = array or isinstance(default, tuple)
+    converter = (lambda v: tuple(v) if isinstance(v, list) else v) if array else None
     return attrs.field(default=default, validator=validator, converter=converter,
                        metadata={"help": help, **metadata})
 
@@ -440,6 +446,34 @@ class PaperSection:
         "validation)\"; shown in the comparison's footnote.", "", A_STRING)
 
 
+def _points(high: int, what: str) -> Expect:
+    """An array of 1 to MAX_SCALING_POINTS integers in 1..high, or "none"."""
+    return unset_or(expect(
+        f"an array of 1 to {MAX_SCALING_POINTS} {what} in 1..{high:,}",
+        deep_iterable(and_(INTEGER, ge(1), le(high)), and_(instance_of(tuple), min_len(1),
+                                                           max_len(MAX_SCALING_POINTS)))))
+
+
+@_schema
+class ReportSection:
+    """``[report]``: what the comparison that ends a multi-run recipe measures beyond each
+    run's own figures (``pixelgen compare`` takes the same choices as options)."""
+
+    scaling: bool = _field(
+        "Measure the scaling sweep: forward + backward time and activation memory against image "
+        "size and depth, on random images (it measures the architectures, not the trained "
+        "weights; off by default, as in pixelgen compare --scaling).", False, TRUE_OR_FALSE)
+    scaling_sizes: tuple[int, ...] | None = _field(
+        "Image sides of the scaling sweep; unset: the comparison's default (8, 16, 32). Setting "
+        "it measures the sweep.", None, _points(MAX_MEASURE_SIDE, "sides"), array=True)
+    scaling_depths: tuple[int, ...] | None = _field(
+        "Layer counts of the scaling sweep; unset: the comparison's default (1, 2, 4). Setting "
+        "it measures the sweep.", None, _points(MAX_HYPERPARAMETER, "depths"), array=True)
+    time_reference: bool = _field(
+        "Time the reference sampler on whole images instead of extrapolating from a few "
+        "sub-pixels (minutes per image for the recurrent models on a CPU).", False, TRUE_OR_FALSE)
+
+
 @_schema
 class RunSpec:
     """One trained model: the sections of a single-run recipe, or one ``[[runs]]`` entry."""
@@ -471,6 +505,8 @@ class Recipe:
         "train, eval and sample tables, deep-merged over the top-level ones."})
     description: str = _field("Free text describing the recipe.", "", A_STRING)
     output: OutputSection = _table(OutputSection, "Output location ([output]).")
+    report: ReportSection = _table(
+        ReportSection, "What the comparison of a multi-run recipe measures ([report]).")
     source: str | None = attrs.field(default=None, metadata={
         "help": "Path of the recipe file, if any (not a recipe key).", "internal": True})
 

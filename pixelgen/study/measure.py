@@ -205,12 +205,15 @@ def sampling_seconds(
     reference_subpixels: int = 8,
     time_reference: bool = False,
     repeats: int = 3,
+    steady_seconds: float = 0.25,
     labels: torch.Tensor | None = None,
 ) -> SamplingTimes:
     """Seconds per image of the fast and the reference sampler (:func:`pixelgen.sample`).
 
-    The fast sampler generates ``n_images`` whole images, the median of ``repeats``
-    timings after an untimed warm-up. The reference sampler recomputes the whole forward
+    The fast sampler generates ``n_images`` whole images after an untimed warm-up: the
+    median of up to ``repeats`` timings, stopping once they add up to ``steady_seconds``
+    (the idea of :meth:`timeit.Timer.autorange`: a timing that long is steady; only short
+    ones are repeated). The reference sampler recomputes the whole forward
     pass for every sub-pixel, so each of its ``C * H * W`` sub-pixels costs the same (the
     pass does not depend on what the image holds): it is timed on the last
     ``reference_subpixels`` sub-pixels only
@@ -235,7 +238,10 @@ def sampling_seconds(
     fast = None
     if sampler_used(model, "fast") == "fast":
         seconds(height=1, width=width, sampler="fast")  # warm-up, untimed, on one-row images
-        fast = statistics.median(seconds(height=height, width=width, sampler="fast") for _ in range(repeats)) / n_images
+        timings: list[float] = []
+        while not timings or (len(timings) < repeats and sum(timings) < steady_seconds):
+            timings.append(seconds(height=height, width=width, sampler="fast"))
+        fast = statistics.median(timings) / n_images
     if time_reference:
         seconds(height=1, width=width, sampler="reference")
         return SamplingTimes(fast_sampling_s_per_image=fast, reference_subpixels_timed=None,
@@ -382,7 +388,8 @@ def sampling_cache_key(record: RunRecord, shape: tuple[int, int, int], options: 
     checkpoint (:func:`checkpoint_identity`) and the timing's settings."""
     return {
         "checkpoint": checkpoint_identity(record), "image_shape": list(shape), "images": options.timing_images,
-        "repeats": options.timing_repeats, "reference_subpixels": options.reference_subpixels,
+        "repeats": options.timing_repeats, "steady_seconds": options.timing_steady_seconds,
+        "reference_subpixels": options.reference_subpixels,
         "time_reference": options.time_reference, "device": options.device, "threads": torch.get_num_threads(),
     }
 
@@ -449,7 +456,8 @@ def _sampling_times(
     def measure() -> SamplingTimes:
         return sampling_seconds(model, shape, n_images=options.timing_images,
                                 reference_subpixels=options.reference_subpixels,
-                                time_reference=options.time_reference, repeats=options.timing_repeats, labels=labels)
+                                time_reference=options.time_reference, repeats=options.timing_repeats,
+                                steady_seconds=options.timing_steady_seconds, labels=labels)
 
     return cached(record, "sampling", sampling_cache_key(record, shape, options), measure, attrs.asdict,
                   _sampling_from_json, report)

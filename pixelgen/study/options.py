@@ -30,7 +30,11 @@ class CompareOptions:
         scaling_sizes, scaling_depths: image sizes and numbers of layers timed.
         scaling_batch, scaling_repeats: images per timed pass, timed passes per point.
         timing_images: images generated to time each sampler.
-        timing_repeats: timings of each sampler; the median is reported.
+        timing_repeats: at most this many timings of the fast sampler; their median is
+            reported.
+        timing_steady_seconds: the fast sampler is timed again only while its timings add
+            up to less than this (a longer timing is steady; see
+            :func:`~pixelgen.study.measure.sampling_seconds`).
         reference_subpixels: sub-pixels the reference sampler generates for its timing;
             its time per image is extrapolated from them (each sub-pixel costs it one full
             forward pass, the same for every sub-pixel).
@@ -52,6 +56,7 @@ class CompareOptions:
     scaling_repeats: int = 3
     timing_images: int = 2
     timing_repeats: int = 3
+    timing_steady_seconds: float = 0.25
     reference_subpixels: int = 8
     time_reference: bool = False
     max_train_images: int = 2000

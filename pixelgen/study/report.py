@@ -185,10 +185,22 @@ def compare_recipe(
 
     ``run_out`` is the ``--out`` the runs were trained with, if any (it replaces the
     recipe's output.dir); the report goes to ``out``, default ``compare/`` beside the runs.
+    ``options`` default to the recipe's ``[report]`` table.
     """
     if run_out is not None:
         recipe = attrs.evolve(recipe, output=attrs.evolve(recipe.output, dir=str(run_out)))
+    if options is None:
+        options = report_options(recipe.report)
     return compare([run_dir(recipe, run) for run in recipe.runs], out, options, report)
+
+
+def report_options(section: Any) -> CompareOptions:
+    """The :class:`CompareOptions` a recipe's ``[report]`` table asks for: the sweep where
+    ``scaling`` is true or its sizes or depths are set, the defaults for what it leaves unset."""
+    given = {name: getattr(section, name) for name in ("scaling_sizes", "scaling_depths")
+             if getattr(section, name) is not None}
+    scaling = section.scaling or bool(given)
+    return CompareOptions(scaling=scaling, time_reference=section.time_reference, **given)
 
 
 # ------------------------------------------------------------------ the comparison's prose
@@ -288,7 +300,8 @@ def _table_footnotes(c: Mapping[str, Any]) -> Block:
         "torch.cuda.max_memory_allocated on CUDA; on the CPU the process's peak resident set "
         "size in the epoch (Linux VmHWM, reset at the start of every epoch), which includes the "
         "process's own baseline (Python, PyTorch, the data set in memory). " + reference +
-        "The fast sampler was timed on whole images; timings are medians of a few. Sequential steps: steps one "
+        "The fast sampler was timed on whole images: the median of up to three timings, one where it took a quarter "
+        "of a second or more. Sequential steps: steps one "
         "layer takes one after another (each model's own sequential_steps: 1 for a convolution, the length of the "
         "scan for a recurrence)."))
 
