@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import math
 import warnings
 
 import pytest
@@ -21,6 +22,7 @@ import pixelgen
 from pixelgen import cli
 from pixelgen.nn.shifts import DownRightShiftedConvTranspose2d, DownShiftedConv2d, DownShiftedConvTranspose2d
 from pixelgen.registry.causality import allowed_dependencies, check_causality, dependency_map
+from pixelgen.study import classifier
 
 TINY = dict(hidden_channels=4, n_resnet=1, dropout=0.5)
 
@@ -136,3 +138,8 @@ def test_a_recipe_trains_evaluates_samples_and_compares(tmp_path, monkeypatch):
     assert (tmp_path / "grid.png").stat().st_size > 0
     run_cli("compare", str(tmp_path / "run"), "--out", str(tmp_path / "compare"), "--field-size", "5", "--timing-images", "1")
     assert "pixelcnn_pp" in (tmp_path / "compare" / "report.md").read_text()
+    quick = classifier.TrainingSettings(epochs=1, batch_size=8)
+    monkeypatch.setattr(classifier, "TrainingSettings", lambda: quick)
+    scored = json.loads(run_cli("score", str(tmp_path / "run" / "best.ckpt"), "--features", "classifier", "--n", "10",
+                                "--metrics", "fid,kid", "--json"))
+    assert scored["n_samples"] == 10 and math.isfinite(scored["fid"]) and math.isfinite(scored["kid"])
