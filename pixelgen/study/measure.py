@@ -212,7 +212,7 @@ def sampling_seconds(
 
     The fast sampler generates ``n_images`` whole images after an untimed warm-up: the
     median of up to ``repeats`` timings, stopping once they add up to ``steady_seconds``
-    (the idea of :meth:`timeit.Timer.autorange`: a timing that long is steady; only short
+    (the idea of ``timeit.Timer.autorange``: a timing that long is steady; only short
     ones are repeated). The reference sampler recomputes the whole forward
     pass for every sub-pixel, so each of its ``C * H * W`` sub-pixels costs the same (the
     pass does not depend on what the image holds): it is timed on the last

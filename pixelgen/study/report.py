@@ -195,8 +195,9 @@ def compare_recipe(
 
 
 def report_options(section: Any) -> CompareOptions:
-    """The :class:`CompareOptions` a recipe's ``[report]`` table asks for: the sweep where
-    ``scaling`` is true or its sizes or depths are set, the defaults for what it leaves unset."""
+    """The :class:`~pixelgen.study.options.CompareOptions` a recipe's ``[report]`` table
+    asks for: the sweep where ``scaling`` is true or its sizes or depths are set, the
+    defaults for what it leaves unset."""
     given = {name: getattr(section, name) for name in ("scaling_sizes", "scaling_depths")
              if getattr(section, name) is not None}
     scaling = section.scaling or bool(given)
