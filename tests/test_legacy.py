@@ -14,7 +14,9 @@ import pytest
 from datafiles import working_copy
 
 from pixelgen import cli
+from pixelgen.registry import get_model_spec
 from pixelgen.store.archive import RunArchive
+from pixelgen.study.records import read_run, settings_of
 
 FIXTURE = pathlib.Path(__file__).parent / "fixtures" / "legacy_v0_1"
 
@@ -51,6 +53,21 @@ def test_legacy_runs_compare(legacy, capsys):
         recorded = json.loads((legacy / "runs" / row["run"] / "metrics.json").read_text())
         assert row["test_bits_per_dim"] == pytest.approx(recorded["bits_per_dim"], rel=1e-12)
     assert (legacy / "report" / "report.md").is_file()
+
+
+@pytest.mark.parametrize("run", ["pixelcnn", "row_lstm"])
+def test_legacy_settings_carry_every_default_of_today(legacy, run):
+    """A comparison of a run saved before a hyperparameter existed (``likelihood``) with a
+    new one must not list it as a setting that differs: the old run is read, as it loads,
+    with today's default for what it lacks."""
+    record = read_run(legacy / "runs" / run)
+    assert "likelihood" not in record.model_config["hyperparameters"], "the fixture predates likelihoods"
+    settings = settings_of(record)
+    spec = get_model_spec(record.model_config["name"])
+    for key, default in spec.defaults().items():
+        recorded = record.model_config["hyperparameters"].get(key, default)
+        assert settings[f"model.hyperparameters.{key}"] == recorded
+    assert settings["model.hyperparameters.likelihood"] == "categorical"
 
 
 def test_legacy_run_resumes_for_a_second_epoch(legacy):

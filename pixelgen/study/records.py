@@ -148,9 +148,19 @@ def settings_of(record: RunRecord) -> dict[str, Any]:
     recipe = {k: v for k, v in record.recipe.items() if k in ("data", "train", "eval", "sample")}
     return {
         "model.name": record.model_config["name"],
-        **{f"model.hyperparameters.{k}": v for k, v in record.model_config["hyperparameters"].items()},
+        **{f"model.hyperparameters.{k}": v for k, v in _hyperparameters(record.model_config).items()},
         **_flatten(recipe),
     }
+
+
+def _hyperparameters(model_config: Mapping[str, Any]) -> dict[str, Any]:
+    """A checkpoint's hyperparameters with today's default for any it predates (a run saved
+    before ``likelihood`` existed has none), as the model is rebuilt when it loads."""
+    try:
+        defaults = get_model_spec(model_config["name"]).defaults()
+    except PixelgenError:
+        defaults = {}  # a model no longer installed: its recorded values only
+    return {**defaults, **model_config["hyperparameters"]}
 
 
 def differing_settings(records: Sequence[RunRecord]) -> dict[str, list[Any]]:
