@@ -55,6 +55,9 @@ MAX_SMALL_FILE_BYTES = 64 << 20
 #: The largest compressed file (``.pgz``) ``pixelgen decompress`` reads: 1 GiB.
 MAX_COMPRESSED_BYTES = 1 << 30
 
+#: The largest ``.npy`` of images ``pixelgen compress`` reads (1.3 million 28x28 grey images).
+MAX_IMAGES_NPY_BYTES = 1 << 30
+
 #: The largest canvas side ``pixelgen compare`` and ``pixelgen analyse`` measure on
 #: (``--field-size``, ``--scaling-sizes``): the receptive field is a Jacobian over the canvas
 #: and each scaling point times passes over whole images, so a side past the largest image

@@ -238,6 +238,23 @@ def test_nothing_is_written_through_a_link(work, case):
     assert (work.parent / "outside/target").read_bytes() == b"outside the run folder"
 
 
+#: Each command that writes one named file, around its output path.
+FILE_WRITERS = {
+    "sample --png": WRITERS["sample --png"],
+    "quantize --out": WRITERS["quantize --out"],
+    "compress -o": lambda out: ["compress", CKPT, "legacy.toml", "-o", out],
+}
+
+
+@pytest.mark.parametrize("writer", FILE_WRITERS)
+def test_a_file_output_named_as_a_folder_is_refused(work, writer):
+    """``new/`` names a folder: a command that writes one file refuses it rather than
+    writing a file called ``new`` (pathlib drops the separator that said so)."""
+    check = unchanged(work)
+    assert_refused(pixelgen(work, *FILE_WRITERS[writer]("new/")), "names a folder")
+    assert check() and not (work / "new").exists()
+
+
 # ------------------------------------------------------------------ class 1: special files
 
 
@@ -262,6 +279,13 @@ SPECIAL_READS = {
     "recipe, /dev/zero": (lambda w: ["recipe", "show", "/dev/zero"], "not a regular file"),
     "archive's JSON, FIFO": (lambda w: (fifo(w, f"{RUN}/archive.zarr/metrics/zarr.json"),
                                         RUN_WRITERS["sample"])[1], "FIFO"),
+    "images to code, FIFO .npy": (lambda w: ["compress", CKPT, fifo(w, "images.npy"), "-o", "x.pgz"],
+                                  "not a regular file"),
+    "images to code, FIFO .png": (lambda w: ["compress", CKPT, fifo(w, "shirt.png"), "-o", "x.pgz"],
+                                  "not a regular file"),
+    "images to code, /dev/zero": (lambda w: ["compress", CKPT, "/dev/zero", "-o", "x.pgz"], "not a regular file"),
+    "file to decode, FIFO": (lambda w: ["decompress", CKPT, fifo(w, "x.pgz"), "-o", "x.npy"],
+                             "not a regular file"),
 }
 
 

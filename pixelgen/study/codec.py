@@ -54,6 +54,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import json
 import os
 import struct
@@ -72,7 +73,7 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from pixelgen.errors import PixelgenError
-from pixelgen.limits import MAX_COMPRESSED_BYTES
+from pixelgen.limits import MAX_COMPRESSED_BYTES, MAX_IMAGES_NPY_BYTES
 from pixelgen.nn.blocks import likelihood_of, n_levels_of
 from pixelgen.nn.likelihoods import Likelihood
 from pixelgen.sampling import channels_of, check_labels, fill_pixels, sampler_state, visiting_order
@@ -433,7 +434,7 @@ def _check_mode(path: str | os.PathLike, channels: int) -> None:
     """Refuse an image file whose colours the model would have to convert (an RGB photo
     for a grey model, a grey one or one with alpha for an RGB model): that is not lossless."""
     try:
-        with Image.open(path) as image:
+        with Image.open(io.BytesIO(read_regular(path))) as image:  # no FIFO or device: it would block
             mode = image.mode
     except OSError as exc:
         raise CodecError(f"{path}: cannot read the image ({exc})") from None
@@ -444,8 +445,8 @@ def _check_mode(path: str | os.PathLike, channels: int) -> None:
 
 
 def _read_npy(path: Path, channels: int) -> Tensor:
-    try:
-        array = np.load(path, allow_pickle=False)
+    try:  # read whole, as a regular file of bounded size: a FIFO or a device would block np.load
+        array = np.load(io.BytesIO(read_regular(path, MAX_IMAGES_NPY_BYTES)), allow_pickle=False)
     except (OSError, ValueError) as exc:
         raise CodecError(f"{path}: cannot read it as a .npy array ({exc})") from None
     if array.ndim == 3 and channels == 1:
@@ -464,8 +465,7 @@ def compress_files(checkpoint: str | os.PathLike, inputs: Sequence[str | os.Path
     Returns:
         ``{"out", "count", "shape", "bytes", "raw_bytes"}`` (raw: one byte per sub-pixel).
     """
-    out = Path(out)
-    check_output_file(out, force=force, flag="-o")
+    out = check_output_file(out, force=force, flag="-o")
     model = ckpt_io.model_from_checkpoint(ckpt_io.load_checkpoint(checkpoint), weights)
     images = read_images(inputs, channels_of(model), n_levels_of(model))
     data = compress(model, images, labels=label, batch_size=batch_size, progress=progress)
