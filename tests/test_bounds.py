@@ -19,7 +19,7 @@ from pixelgen.cli import build_parser
 from pixelgen.cli import main as cli_main
 from pixelgen.errors import RecipeError
 from pixelgen.limits import (
-    MAX_HYPERPARAMETER, MAX_IMAGE_SIDE, MAX_MEASURE_SIDE, MAX_SAMPLES, MAX_SCALING_POINTS, MAX_SEED,
+    MAX_HYPERPARAMETER, MAX_IMAGE_SIDE, MAX_MEASURE_SIDE, MAX_MIXTURES, MAX_SAMPLES, MAX_SCALING_POINTS, MAX_SEED,
 )
 from pixelgen.recipe import load_recipe, recipe_from_dict
 from pixelgen.recipe.schema import RunSpec
@@ -167,6 +167,24 @@ def test_every_route_to_a_model_shares_the_hyperparameter_rule():
         with pytest.raises(pixelgen.PixelgenError, match="expected an integer in 1"):
             pixelgen.create_model("pixelcnn", **bad)
     assert cli_main(["check", "pixelcnn", "--hp", "n_layers=100000000"]) == 2
+
+
+@pytest.mark.parametrize("n_mixtures", [0, -3, MAX_MIXTURES + 1, 10**9, 2.5, True])
+def test_a_likelihood_option_out_of_range_is_one_line_before_anything_is_allocated(n_mixtures):
+    """A mixture of 10**9 logistics was an allocator traceback: the option has a range."""
+    choice = {"name": "logistic_mixture", "n_mixtures": n_mixtures}
+    expected = rf"n_mixtures must be an integer in 1\.\.{MAX_MIXTURES}"
+    with pytest.raises(pixelgen.PixelgenError, match=expected) as caught:
+        pixelgen.create_model("pixelcnn", hidden_channels=4, n_layers=1, head_channels=4, likelihood=choice)
+    assert "\n" not in str(caught.value)
+    toml_value = str(n_mixtures).lower()  # True -> true
+    assert cli_main(["check", "pixelcnn", "--hp", f"likelihood={{name='logistic_mixture', n_mixtures={toml_value}}}"]) == 2
+
+
+def test_the_largest_mixture_builds():
+    model = pixelgen.create_model("pixelcnn", hidden_channels=4, n_layers=1, head_channels=4,
+                                  likelihood={"name": "logistic_mixture", "n_mixtures": MAX_MIXTURES})
+    assert model.likelihood.n_mixtures == MAX_MIXTURES
 
 
 MEASURE_AND_SAMPLE_BOUNDS = [  # (command, option, low, high)

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor
 
+from pixelgen.limits import MAX_MIXTURES
 from pixelgen.nn.hyperparameters import N_LEVELS
 
 __all__ = ["Categorical", "Likelihood", "LogisticMixture", "draw_from", "work_dtype"]
@@ -213,8 +214,8 @@ class LogisticMixture(Likelihood):
 
     def __init__(self, n_levels: int = N_LEVELS, n_mixtures: int = 10) -> None:
         super().__init__(n_levels)
-        if not isinstance(n_mixtures, int) or isinstance(n_mixtures, bool) or n_mixtures < 1:
-            raise ValueError(f"n_mixtures must be a positive integer, got {n_mixtures!r}")
+        if not isinstance(n_mixtures, int) or isinstance(n_mixtures, bool) or not 1 <= n_mixtures <= MAX_MIXTURES:
+            raise ValueError(f"n_mixtures must be an integer in 1..{MAX_MIXTURES}, got {n_mixtures!r}")
         self.n_mixtures = n_mixtures
 
     def __repr__(self) -> str:
