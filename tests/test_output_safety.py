@@ -38,7 +38,7 @@ from pixelgen.errors import PixelgenError
 from pixelgen.recipe import SampleSection
 from pixelgen.store.files import LOCK_NAME, RunLock
 from pixelgen.store.runs import RUN_FILES
-from pixelgen.study.from_checkpoint import quantize_checkpoint, sample_checkpoint
+from pixelgen.study.from_checkpoint import load_model, quantize_checkpoint, sample_checkpoint
 
 FIXTURE = pathlib.Path(__file__).parent / "fixtures" / "legacy_v0_1"
 RUN = "runs/pixelcnn"
@@ -296,6 +296,12 @@ def test_a_fifo_or_a_device_is_refused_not_read(work, case):
     check = unchanged(work)
     assert_refused(pixelgen(work, *argv), needle)  # a FIFO read would block: the timeout fails it
     assert check()
+
+
+def test_load_model_names_a_fifo_or_a_device_for_what_it_is(work):
+    for source in (work / fifo(work, "model.ckpt"), "/dev/null"):
+        with pytest.raises(PixelgenError, match="not a regular file"):
+            load_model(source)
 
 
 # ------------------------------------------------------------------ the same, as a user runs it

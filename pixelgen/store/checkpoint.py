@@ -162,7 +162,9 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     """
     path = pathlib.Path(path)
     if not path.is_file():
-        what = "is a directory, not a checkpoint file" if path.is_dir() else "no such checkpoint file"
+        what = ("is a directory, not a checkpoint file" if path.is_dir() else
+                "not a regular file (a FIFO, a device or a socket), not a checkpoint file" if path.exists() else
+                "no such checkpoint file")
         raise CheckpointError(f"{path}: {what}")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
