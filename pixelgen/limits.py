@@ -67,7 +67,7 @@ MAX_MEASURE_SIDE = 256
 #: The most points one scaling sweep times (``--scaling-sizes``, ``--scaling-depths``).
 MAX_SCALING_POINTS = 16
 
-#: The most components a logistic mixture may have: past a few dozen a mixture over 256
+#: The most components a logistic mixture may have. Past a few dozen a mixture over 256
 #: values gains nothing (the categorical is the exact limit), and each component costs
 #: ten output channels per pixel (three for grey).
 MAX_MIXTURES = 256
