@@ -51,6 +51,7 @@ from pixelgen.limits import (
     MIN_SEED,
 )
 from pixelgen.recipe import SampleSection, load_recipe
+from pixelgen.store.files import not_a_file
 from pixelgen.store.zoo import PREFIX as ZOO_PREFIX  # not "zoo": the name of the module pixelgen.cli.zoo
 from pixelgen.store.zoo import ZOO_ENV, ZooError, resolve
 from pixelgen.store.runs import check_output_file, check_output_folder, quantized_path
@@ -98,15 +99,8 @@ def _checkpoint_file(text: str) -> str:
     text = _zoo_file(text)
     path = pathlib.Path(text)
     if not path.is_file():
-        raise argparse.ArgumentTypeError(f"{text}: {_not_a_file(path, 'checkpoint file')}")
+        raise argparse.ArgumentTypeError(f"{text}: {not_a_file(path, 'checkpoint file')}")
     return text
-
-
-def _not_a_file(path: pathlib.Path, what: str) -> str:
-    """Why ``path``, not a regular file, is no ``what``."""
-    if path.is_dir():
-        return f"is a directory, not a {what}"
-    return f"not a regular file (a FIFO, a device or a socket), not a {what}" if path.exists() else f"no such {what}"
 
 
 def _run_or_checkpoint(text: str) -> str:
@@ -115,7 +109,7 @@ def _run_or_checkpoint(text: str) -> str:
     text = _zoo_file(text)
     path = pathlib.Path(text)
     if not (path.is_dir() or path.is_file()):
-        raise argparse.ArgumentTypeError(f"{text}: {_not_a_file(path, 'run folder or checkpoint file')}")
+        raise argparse.ArgumentTypeError(f"{text}: {not_a_file(path, 'run folder or checkpoint file')}")
     return text
 
 

@@ -58,7 +58,7 @@ from torch import nn
 from pixelgen.errors import CheckpointError
 from pixelgen.registry import create_model
 from pixelgen.store.checkpoint_schema import quantization_problem, resume_problem, weights_problem
-from pixelgen.store.files import atomic_writer, write_failure
+from pixelgen.store.files import atomic_writer, not_a_file, write_failure
 from pixelgen.store.quantization import (
     SCHEMES,
     QuantizationError,
@@ -162,10 +162,7 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     """
     path = pathlib.Path(path)
     if not path.is_file():
-        what = ("is a directory, not a checkpoint file" if path.is_dir() else
-                "not a regular file (a FIFO, a device or a socket), not a checkpoint file" if path.exists() else
-                "no such checkpoint file")
-        raise CheckpointError(f"{path}: {what}")
+        raise CheckpointError(f"{path}: {not_a_file(path, 'checkpoint file')}")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # truncated zip, random bytes, pickled classes: all refused

@@ -45,6 +45,14 @@ def refuse_link(path: str | os.PathLike) -> None:
                              f"name the file itself or another path")
 
 
+def not_a_file(path: pathlib.Path, what: str) -> str:
+    """Why ``path``, not a regular file, is no ``what`` (a checkpoint file, ...): a folder, a
+    FIFO or a device, or nothing at all."""
+    if path.is_dir():
+        return f"is a directory, not a {what}"
+    return f"not a regular file (a FIFO, a device or a socket), not a {what}" if path.exists() else f"no such {what}"
+
+
 def read_regular(path: str | os.PathLike, max_bytes: int = MAX_SMALL_FILE_BYTES) -> bytes:
     """The bytes of ``path``, a regular file of at most ``max_bytes``; a FIFO, a device or a
     socket is refused without blocking (opened ``O_NONBLOCK``, checked by ``fstat``).

@@ -90,9 +90,9 @@ def check_output_file(
     Raises:
         OutputError, FileWriteError: one line naming ``flag``, the file and the fix.
     """
-    if os.fspath(path).endswith(("/", os.sep)):  # pathlib would drop the separator that says "a folder"
-        raise OutputError(f"{flag} {os.fspath(path)}: names a folder; name a file (e.g. {flag} "
-                          f"{os.path.join(os.fspath(path), 'FILE')})")
+    text = os.fspath(path)
+    if text.endswith(("/", os.sep)):  # pathlib would drop the separator that says "a folder"
+        raise OutputError(f"{flag} {text}: names a folder; name a file (e.g. {flag} {os.path.join(text, 'FILE')})")
     path = pathlib.Path(path)
     if path.is_dir():
         raise OutputError(f"{flag} {path}: is a folder; name a file in it")

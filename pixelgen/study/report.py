@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 from pixelgen.errors import PixelgenError, Report, silent
-from pixelgen.recipe import run_dir
+from pixelgen.recipe import ReportSection, run_dir
 from pixelgen.registry import get_model_spec
 from pixelgen.sampling import default_threads, torch_threads
 from pixelgen.store.files import atomic_write_json
@@ -194,7 +194,7 @@ def compare_recipe(
     return compare([run_dir(recipe, run) for run in recipe.runs], out, options, report)
 
 
-def report_options(section: Any) -> CompareOptions:
+def report_options(section: ReportSection) -> CompareOptions:
     """The :class:`~pixelgen.study.options.CompareOptions` a recipe's ``[report]`` table
     asks for: the sweep where ``scaling`` is true or its sizes or depths are set, the
     defaults for what it leaves unset."""
